@@ -1,0 +1,76 @@
+/**
+ * Numerically stable scalar primitives. Implicit rewards β·(log π − log μ) can reach thousands in
+ * magnitude late in training; the naive log(1 + e^x) or e^x / Σ e^x overflow there and poison the
+ * run with Infinity/NaN. Every function here is finite for every finite input.
+ *
+ * @module
+ */
+
+/**
+ * softplus(x) = log(1 + e^x), computed as max(x, 0) + log1p(e^{−|x|}) so it never overflows and keeps
+ * full precision for large negative x.
+ *
+ * @example
+ * ```ts
+ * softplus(0); // Math.LN2
+ * softplus(1e4); // 1e4
+ * ```
+ */
+export function softplus(x: number): number {
+  return x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x));
+}
+
+/**
+ * log σ(z) = −softplus(−z): the log-likelihood term of every logistic loss, stable for any z.
+ *
+ * @example
+ * ```ts
+ * logSigmoid(-1e4); // -1e4 (the naive Math.log(1 / (1 + Math.exp(1e4))) gives -Infinity)
+ * ```
+ */
+export function logSigmoid(z: number): number {
+  return -softplus(-z);
+}
+
+/**
+ * σ(z) = 1 / (1 + e^{−z}) without overflow: the exponential is always taken of a non-positive number.
+ */
+export function sigmoid(z: number): number {
+  if (z >= 0) return 1 / (1 + Math.exp(-z));
+  const e = Math.exp(z);
+  return e / (1 + e);
+}
+
+/**
+ * log Σ_i e^{x_i}, shifted by the maximum so no exponential overflows. Returns −Infinity for an empty
+ * list (the log of an empty sum).
+ *
+ * @example
+ * ```ts
+ * logSumExp([1000, 1000]); // 1000 + Math.LN2
+ * ```
+ */
+export function logSumExp(xs: readonly number[]): number {
+  let m = -Infinity;
+  for (let i = 0; i < xs.length; i++) if (xs[i] > m) m = xs[i];
+  if (m === -Infinity || m === Infinity) return m;
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += Math.exp(xs[i] - m);
+  return m + Math.log(s);
+}
+
+/**
+ * softmax(x)_i = e^{x_i − lse(x)}: probabilities that sum to 1 for inputs of any scale.
+ */
+export function softmax(xs: readonly number[]): number[] {
+  const lse = logSumExp(xs);
+  return xs.map((v) => Math.exp(v - lse));
+}
+
+/**
+ * log softmax(x)_i = x_i − log Σ_j e^{x_j}, without forming the probabilities first.
+ */
+export function logSoftmax(xs: readonly number[]): number[] {
+  const lse = logSumExp(xs);
+  return xs.map((v) => v - lse);
+}
