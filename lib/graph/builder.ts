@@ -58,6 +58,8 @@ export class GraphBuilder {
   readonly initializers = new Map<string, { value: Value; data: TensorData }>();
   /** Producer of every value made by a node of this builder. */
   readonly producer = new Map<Value, BuiltNode>();
+  /** Builders whose graphs became subgraphs (Loop bodies) of this one: searched by {@link describe}. */
+  readonly children: GraphBuilder[] = [];
   readonly #names = new Set<string>();
   readonly #constants = new Map<string, Value>();
 
@@ -154,6 +156,22 @@ export class GraphBuilder {
     }
     this.outputs.push({ value, name: wanted });
     return value;
+  }
+
+  /** Explains a node by name (operator, inputs and outputs with their inferred shapes), for errors. */
+  describe(nodeName: string): string | undefined {
+    const n = this.nodes.find((x) => x.name === nodeName);
+    if (n) {
+      const fmtV = (v: Value | null) => (v ? v.toString() : "(none)");
+      return `${n.op} node ${n.name} in graph ${this.name}: inputs ${n.inputs.map(fmtV).join(", ")} → ${
+        n.outputs.map(fmtV).join(", ")
+      }`;
+    }
+    for (const c of this.children) {
+      const d = c.describe(nodeName);
+      if (d) return d;
+    }
+    return undefined;
   }
 
   /** The IR graph, ready to serialize. */

@@ -1,0 +1,90 @@
+/**
+ * Data for alignment training: read JSONL/Parquet datasets in the formats people bring (reward,
+ * UltraFeedback, ChenDRAG, preference, SFT), normalize them, convert between them for the
+ * baselines, tokenize with a chat template and batch P prompts × K responses.
+ *
+ * @example
+ * ```ts
+ * import { batchIndices, loadDataset, loadTokenizer, makeBatch, sequenceLengths, tokenizeExamples } from "./mod.ts";
+ * const ds = await loadDataset("ultrafeedback.jsonl");
+ * const tok = await loadTokenizer("models/tiny");
+ * const tokenized = tokenizeExamples(tok, ds.examples, { maxLength: 1024, maxPromptLength: 512 });
+ * for (const idx of batchIndices(sequenceLengths(tokenized), 4, { seed: 0 })) {
+ *   const batch = makeBatch(idx.map((i) => tokenized[i]), { padId: tok.pad_token_id ?? 0 });
+ * }
+ * ```
+ *
+ * @module
+ */
+
+export type {
+  Example,
+  ExampleKind,
+  FormatName,
+  Message,
+  PreferenceExample,
+  RawRecord,
+  RewardExample,
+  ScoredResponse,
+  SftExample,
+} from "./types.ts";
+export { DataError, FieldError, type RecordUnit } from "./errors.ts";
+export { mulberry32, randomInt, type Rng, sampleIndices, shuffleInPlace } from "./random.ts";
+export { readJsonl, type ReadJsonlOptions, readLines } from "./jsonl.ts";
+export { type FileAsyncBuffer, openAsyncBuffer, readParquet, readParquetMetadata } from "./parquet.ts";
+export { readRecords, type ReadRecordsOptions, type RecordFileKind, recordFileKind } from "./records.ts";
+export { sameMessages, splitConversation, toPrompt } from "./messages.ts";
+export {
+  detectFormat,
+  type ExampleOf,
+  FORMAT_FIELDS,
+  FORMAT_KIND,
+  FORMAT_NAMES,
+  isFormatName,
+  parseChenDrag,
+  parsePreference,
+  parseRecord,
+  parseReward,
+  parseSft,
+  parseUltraFeedback,
+} from "./formats.ts";
+export {
+  loadDataset,
+  type LoadedDataset,
+  type LoadInfo,
+  type LoadOptions,
+  type SkippedRecord,
+} from "./load.ts";
+export {
+  type PairOptions,
+  type PairStrategy,
+  preferenceToReward,
+  rewardToPairs,
+  rewardToPreference,
+  type SelectOptions,
+  selectResponses,
+  type SelectResult,
+} from "./convert.ts";
+export {
+  type ChatTokenizer,
+  PLAIN_CHAT_TEMPLATE,
+  renderChat,
+  type RenderOptions,
+  renderPlainChat,
+} from "./chat.ts";
+export {
+  type EncodingTokenizer,
+  loadTokenizer,
+  sequenceLengths,
+  type TokenizedExample,
+  tokenizeExample,
+  tokenizeExamples,
+  type TokenizeOptions,
+  tokenizePrompt,
+  type Tokenizer,
+  tokenizeResponse,
+  truncate,
+  type TruncationOptions,
+} from "./tokenize.ts";
+export { type BatchOptions, IGNORE_INDEX, makeBatch, type SequenceBatch } from "./batch.ts";
+export { batchIndices, type SamplerOptions } from "./sampler.ts";

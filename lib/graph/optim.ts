@@ -1,0 +1,80 @@
+/**
+ * Optimizers as graph fragments: the update runs on the device inside the training graph, so parameters
+ * and moments never cross the JS boundary between steps. The formulas mirror PyTorch's `torch.optim.AdamW`
+ * and `torch.optim.SGD` and `clip_grad_norm_`, so results can be compared with PyTorch step for step.
+ * @module
+ */
+import type { Value } from "./builder.ts";
+import * as op from "./ops.ts";
+
+/** AdamW hyper-parameters (PyTorch's defaults, weight decay 0 unless given). */
+export type AdamWOptions = { beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
+/** SGD hyper-parameters. */
+export type SgdOptions = { momentum?: number; weightDecay?: number; nesterov?: boolean };
+/** The optimizer of a training graph. */
+export type OptimizerConfig = ({ kind: "adamw" } & AdamWOptions) | ({ kind: "sgd" } & SgdOptions);
+
+/** How many state slots (moments) an optimizer keeps per parameter, and their names. */
+export function optimizerSlots(o: OptimizerConfig): string[] {
+  if (o.kind === "adamw") return ["m", "v"];
+  return (o.momentum ?? 0) > 0 ? ["buf"] : [];
+}
+
+/**
+ * Scales gradients so that their global L2 norm is at most `maxNorm` (PyTorch's clip_grad_norm_:
+ * coefficient maxNorm / (norm + 1e-6), capped at 1). Returns the norm before clipping.
+ */
+export function clipByGlobalNorm(grads: Value[], maxNorm?: number): { grads: Value[]; norm: Value } {
+  const squares = grads.map((g) => op.sumAll(op.mul(g, g)));
+  const total = squares.length === 1
+    ? squares[0]
+    : squares[0].g.node("Sum", squares, [{ dtype: squares[0].dtype, shape: [] }])[0];
+  const norm = op.sqrt(total);
+  if (maxNorm === undefined || !Number.isFinite(maxNorm)) return { grads, norm };
+  const coef = op.min(op.div(maxNorm, op.add(norm, 1e-6)), 1);
+  return { grads: grads.map((g) => op.mul(g, coef)), norm };
+}
+
+/** Step-dependent factors shared by every parameter's AdamW update. */
+export type AdamWSchedule = { stepSize: Value; bc2Sqrt: Value };
+
+/** lr / (1 − β1^t) and √(1 − β2^t) for step t (1-based, float scalar). */
+export function adamwSchedule(lr: Value, step: Value, o: AdamWOptions): AdamWSchedule {
+  const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999;
+  const bc1 = op.sub(1, op.pow(lr.g.scalar(b1, lr.dtype), step));
+  const bc2 = op.sub(1, op.pow(lr.g.scalar(b2, lr.dtype), step));
+  return { stepSize: op.div(lr, bc1), bc2Sqrt: op.sqrt(bc2) };
+}
+
+/** One AdamW update of a parameter. `decay: false` exempts it from weight decay (norms, biases). */
+export function adamwUpdate(
+  p: Value,
+  g: Value,
+  m: Value,
+  v: Value,
+  lr: Value,
+  sched: AdamWSchedule,
+  o: AdamWOptions,
+  decay = true,
+): { param: Value; slots: Value[] } {
+  const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
+  const decayed = decay && wd > 0 ? op.mul(p, op.sub(1, op.mul(lr, wd))) : p;
+  const m2 = op.add(op.mul(m, b1), op.mul(g, 1 - b1));
+  const v2 = op.add(op.mul(v, b2), op.mul(op.mul(g, g), 1 - b2));
+  const denom = op.add(op.div(op.sqrt(v2), sched.bc2Sqrt), eps);
+  const param = op.sub(decayed, op.mul(op.div(m2, denom), sched.stepSize));
+  return { param, slots: [m2, v2] };
+}
+
+/** One SGD update (with momentum when configured; PyTorch's formulation). */
+export function sgdUpdate(p: Value, g: Value, slots: Value[], lr: Value, o: SgdOptions, decay = true) {
+  const wd = o.weightDecay ?? 0, mu = o.momentum ?? 0;
+  let d = decay && wd > 0 ? op.add(g, op.mul(p, wd)) : g;
+  const next: Value[] = [];
+  if (mu > 0) {
+    const buf = op.add(op.mul(slots[0], mu), d);
+    next.push(buf);
+    d = o.nesterov ? op.add(d, op.mul(buf, mu)) : buf;
+  }
+  return { param: op.sub(p, op.mul(d, lr)), slots: next };
+}

@@ -1,0 +1,249 @@
+/**
+ * Training graphs: forward, backward and optimizer update in one ONNX model, run as a `Loop` over several
+ * optimizer steps per session run. Trainable parameters, optimizer moments, the step counter and the loss
+ * scale are loop-carried, so they stay on the device for all the steps of a run and cross the JS boundary
+ * once per run; per-step loss and metrics come back as scan outputs. Frozen weights are initializers.
+ *
+ * Input and output names of the chunk graph (what {@link ChunkRunner} feeds):
+ * - `<param>`, `<param>.<slot>` (m, v for AdamW), `train.step` (float, steps done), `train.loss_scale`,
+ *   `train.good_steps`: the state, fed in and returned as `<name>.next`.
+ * - each batch input `<b>` stacked to `[steps, ...]` (`[steps, accumulation, ...]` when accumulating),
+ *   and `train.lr` `[steps]`.
+ * - scans `train.loss`, `train.grad_norm`, `train.skipped` and each metric `<m>`, all `[steps]`.
+ * @module
+ */
+import { GraphBuilder, type Value } from "./builder.ts";
+import type { DType } from "./dtype.ts";
+import type { Dim } from "./ir.ts";
+import { gradients } from "./autodiff.ts";
+import { addLoop } from "./loop.ts";
+import * as op from "./ops.ts";
+import {
+  adamwSchedule,
+  adamwUpdate,
+  clipByGlobalNorm,
+  type OptimizerConfig,
+  optimizerSlots,
+  sgdUpdate,
+} from "./optim.ts";
+
+/** A trainable parameter: its name, shape, and whether weight decay applies. */
+export type TrainableParam = { name: string; shape: number[]; decay?: boolean };
+/** A per-step batch input (its shape without the stacking axes). */
+export type BatchInput = { name: string; dtype: DType; shape: Dim[] };
+/** What the model computes from parameters and a (micro-)batch: a scalar loss and scalar metrics. */
+export type ForwardFn = (
+  g: GraphBuilder,
+  params: Record<string, Value>,
+  batch: Record<string, Value>,
+) => { loss: Value; metrics?: Record<string, Value> };
+
+/** Dynamic loss scaling for fp16 compute: skip a step and halve the scale on overflow. */
+export type LossScaling = { init?: number; growthInterval?: number; growthFactor?: number };
+
+/** A training configuration. */
+export type TrainingSpec = {
+  name: string;
+  params: TrainableParam[];
+  batch: BatchInput[];
+  forward: ForwardFn;
+  optimizer: OptimizerConfig;
+  /** Global-norm gradient clipping. */
+  maxGradNorm?: number;
+  /** Micro-batches per optimizer step (gradients summed in an inner Loop, then averaged). Default 1. */
+  accumulation?: number;
+  lossScaling?: LossScaling;
+};
+
+/** Names of a built training graph's interface. */
+export type TrainingIO = {
+  state: { name: string; shape: number[]; dtype: "float32" }[];
+  stacked: BatchInput[];
+  scans: string[];
+  metrics: string[];
+  accumulation: number;
+};
+
+/** Builds the chunk graph: a Loop over optimizer steps. */
+export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; io: TrainingIO } {
+  const acc = spec.accumulation ?? 1;
+  if (!Number.isInteger(acc) || acc < 1) {
+    throw new RangeError(`accumulation must be a positive integer, got ${acc}`);
+  }
+  const step = buildStep(spec, acc);
+  const c = new GraphBuilder(spec.name);
+  const stateInputs = step.state.map((s) => c.input(s.name, "float32", s.shape));
+  const stacked = spec.batch.map((b) =>
+    c.input(b.name, b.dtype, acc > 1 ? ["steps", acc, ...b.shape] : ["steps", ...b.shape])
+  );
+  const lr = c.input("train.lr", "float32", ["steps"]);
+  const { finals, scans } = addLoop(c, step.graph, {
+    carried: step.state.map((s, i) => ({ input: s.bodyIn, output: s.bodyOut, init: stateInputs[i] })),
+    stacked: [
+      ...spec.batch.map((b, i) => ({ input: step.batchIn[i], value: stacked[i] })),
+      { input: step.lrIn, value: lr },
+    ],
+    scans: step.scans.map((s) => s.bodyOut),
+  });
+  finals.forEach((v, i) => c.output(v, `${step.state[i].name}.next`));
+  scans.forEach((v, i) => c.output(v, step.scans[i].name));
+  return {
+    graph: c,
+    io: {
+      state: step.state.map(({ name, shape }) => ({ name, shape, dtype: "float32" })),
+      stacked: [
+        ...spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape })),
+        { name: "train.lr", dtype: "float32", shape: [] },
+      ],
+      scans: step.scans.map((s) => s.name),
+      metrics: step.metrics,
+      accumulation: acc,
+    },
+  };
+}
+
+type StepGraph = {
+  graph: GraphBuilder;
+  state: { name: string; shape: number[]; bodyIn: string; bodyOut: string }[];
+  batchIn: string[];
+  lrIn: string;
+  scans: { name: string; bodyOut: string }[];
+  metrics: string[];
+};
+
+/** One optimizer step as a standalone graph (the Loop body). */
+function buildStep(spec: TrainingSpec, acc: number): StepGraph {
+  const s = new GraphBuilder(`${spec.name}.step`);
+  const state: StepGraph["state"] = [];
+  const addState = (name: string, shape: number[]) => {
+    const v = s.input(`${name}.in`, "float32", shape);
+    state.push({ name, shape, bodyIn: v.name, bodyOut: `${name}.out` });
+    return v;
+  };
+  const slotNames = optimizerSlots(spec.optimizer);
+  const params = spec.params.map((p) => addState(p.name, p.shape));
+  const slots = spec.params.map((p) => slotNames.map((k) => addState(`${p.name}.${k}`, p.shape)));
+  const stepIn = addState("train.step", []);
+  const scaling = spec.lossScaling;
+  const scaleIn = scaling ? addState("train.loss_scale", []) : undefined;
+  const goodIn = scaling ? addState("train.good_steps", []) : undefined;
+  const batch = spec.batch.map((b) =>
+    s.input(`${b.name}.in`, b.dtype, acc > 1 ? [acc, ...b.shape] : b.shape)
+  );
+  const lr = s.input("train.lr.in", "float32", []);
+
+  // loss and gradients (summed over micro-batches in an inner loop when accumulating)
+  const byName = (vs: Value[]) => Object.fromEntries(spec.params.map((p, i) => [p.name, vs[i]]));
+  let loss: Value, grads: Value[], metrics: Record<string, Value>;
+  if (acc === 1) {
+    const out = spec.forward(
+      s,
+      byName(params),
+      Object.fromEntries(spec.batch.map((b, i) => [b.name, batch[i]])),
+    );
+    loss = out.loss;
+    metrics = out.metrics ?? {};
+    grads = gradients(loss, params, scaleIn ? op.cast(scaleIn, loss.dtype) : undefined);
+  } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, batch, scaleIn));
+  grads = grads.map((g) => op.cast(g, "float32"));
+  if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
+
+  const { grads: clipped, norm } = clipByGlobalNorm(grads, spec.maxGradNorm);
+  const step = op.add(stepIn, 1);
+  const o = spec.optimizer;
+  const sched = o.kind === "adamw" ? adamwSchedule(lr, step, o) : undefined;
+  const updates = spec.params.map((p, i) =>
+    o.kind === "adamw"
+      ? adamwUpdate(params[i], clipped[i], slots[i][0], slots[i][1], lr, sched!, o, p.decay ?? true)
+      : sgdUpdate(params[i], clipped[i], slots[i], lr, o, p.decay ?? true)
+  );
+
+  // overflow handling: keep the old state when the gradient norm is not finite
+  const finite = op.not(op.or(op.isNaN(norm), op.isInf(norm)));
+  const keep = (next: Value, prev: Value) => (scaling ? op.where(finite, next, prev) : next);
+  const outs = new Map<string, Value>();
+  spec.params.forEach((p, i) => {
+    outs.set(p.name, keep(updates[i].param, params[i]));
+    slotNames.forEach((k, j) => outs.set(`${p.name}.${k}`, keep(updates[i].slots[j], slots[i][j])));
+  });
+  outs.set("train.step", keep(step, stepIn));
+  if (scaling && scaleIn && goodIn) {
+    const interval = scaling.growthInterval ?? 2000, factor = scaling.growthFactor ?? 2;
+    const good = op.where(finite, op.add(goodIn, 1), 0);
+    const grow = op.greaterOrEqual(good, interval);
+    outs.set(
+      "train.loss_scale",
+      op.where(finite, op.where(grow, op.mul(scaleIn, factor), scaleIn), op.div(scaleIn, 2)),
+    );
+    outs.set("train.good_steps", op.where(grow, 0, good));
+  }
+  for (const st of state) s.output(outs.get(st.name)!, st.bodyOut);
+
+  const scans: StepGraph["scans"] = [];
+  const scan = (name: string, v: Value) => {
+    s.output(op.cast(v, "float32"), `${name}.scan`);
+    scans.push({ name, bodyOut: `${name}.scan` });
+  };
+  scan("train.loss", loss);
+  scan("train.grad_norm", norm);
+  scan("train.skipped", op.cast(op.not(finite), "float32"));
+  for (const [k, v] of Object.entries(metrics)) scan(k, v);
+  return {
+    graph: s,
+    state,
+    batchIn: batch.map((b) => b.name),
+    lrIn: lr.name,
+    scans,
+    metrics: Object.keys(metrics),
+  };
+}
+
+/** Gradient accumulation: an inner Loop over micro-batches summing loss, gradients and metrics. */
+function accumulate(
+  s: GraphBuilder,
+  spec: TrainingSpec,
+  acc: number,
+  params: Value[],
+  batch: Value[],
+  scale: Value | undefined,
+): { loss: Value; grads: Value[]; metrics: Record<string, Value> } {
+  const m = new GraphBuilder(`${spec.name}.micro`);
+  const mp = spec.params.map((p) => m.input(`${p.name}.micro`, "float32", p.shape));
+  const mb = spec.batch.map((b) => m.input(`${b.name}.micro`, b.dtype, b.shape));
+  const mScale = scale ? m.input("train.loss_scale.micro", "float32", []) : undefined;
+  const out = spec.forward(
+    m,
+    Object.fromEntries(spec.params.map((p, i) => [p.name, mp[i]])),
+    Object.fromEntries(spec.batch.map((b, i) => [b.name, mb[i]])),
+  );
+  const grads = gradients(out.loss, mp, mScale ? op.cast(mScale, out.loss.dtype) : undefined);
+  const sums = spec.params.map((p) => m.input(`${p.name}.gsum`, "float32", p.shape));
+  const lossSum = m.input("train.loss.sum", "float32", []);
+  sums.forEach((sum, i) =>
+    m.output(op.add(sum, op.cast(grads[i], "float32")), `${spec.params[i].name}.gsum.out`)
+  );
+  m.output(op.add(lossSum, op.cast(out.loss, "float32")), "train.loss.sum.out");
+  const metricNames = Object.keys(out.metrics ?? {});
+  metricNames.forEach((k) => m.output(op.cast(out.metrics![k], "float32"), `${k}.micro.scan`));
+
+  const outer: Record<string, Value> = Object.fromEntries(
+    spec.params.map((p, i) => [`${p.name}.micro`, params[i]]),
+  );
+  if (mScale && scale) outer[mScale.name] = scale;
+  const zeros = spec.params.map((p) => op.constantOfShape(s.ints(p.shape), 0, "float32", p.shape));
+  const { finals, scans } = addLoop(s, m, {
+    carried: [
+      ...spec.params.map((p, i) => ({ input: sums[i].name, output: `${p.name}.gsum.out`, init: zeros[i] })),
+      { input: lossSum.name, output: "train.loss.sum.out", init: s.scalar(0, "float32") },
+    ],
+    stacked: spec.batch.map((_, i) => ({ input: mb[i].name, value: batch[i] })),
+    scans: metricNames.map((k) => `${k}.micro.scan`),
+    outer,
+  });
+  const inv = 1 / acc;
+  return {
+    loss: op.mul(finals[spec.params.length], inv),
+    grads: finals.slice(0, spec.params.length).map((g) => op.mul(g, inv)),
+    metrics: Object.fromEntries(metricNames.map((k, i) => [k, op.reduceMean(scans[i], [0])])),
+  };
+}
