@@ -80,7 +80,7 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   const { finals, scans } = addLoop(c, step.graph, {
     carried: step.state.map((s, i) => ({ input: s.bodyIn, output: s.bodyOut, init: stateInputs[i] })),
     stacked: [
-      ...spec.batch.map((b, i) => ({ input: step.batchIn[i], value: stacked[i] })),
+      ...spec.batch.map((_b, i) => ({ input: step.batchIn[i], value: stacked[i] })),
       { input: step.lrIn, value: lr },
     ],
     scans: step.scans.map((s) => s.bodyOut),

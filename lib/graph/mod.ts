@@ -1,0 +1,17 @@
+/**
+ * The training engine's graph layer: a typed ONNX graph builder, operators, reverse-mode autodiff,
+ * optimizers, Loop-chunked training graphs and (de)serialization.
+ * @module
+ */
+export * from "./dtype.ts";
+export type { Attr, Dim, Graph, Node, TensorData, ValueInfo } from "./ir.ts";
+export { IR_VERSION, OPSET } from "./ir.ts";
+export { type BuiltNode, dtypeOfArray, GraphBuilder, makeArray, type OutSpec, toHalfBits, Value } from "./builder.ts";
+export * as op from "./ops.ts";
+export { gradients } from "./autodiff.ts";
+export { constValues, sumTo, VJP, type VjpRule } from "./vjp.ts";
+export { addLoop, type LoopResult, type LoopSpec, renameGraph } from "./loop.ts";
+export * from "./optim.ts";
+export * from "./training.ts";
+export * from "./serialize.ts";
+export { broadcastShapes } from "./shape.ts";

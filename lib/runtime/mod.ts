@@ -1,0 +1,6 @@
+/**
+ * Running graphs: ONNX Runtime sessions on CPU or CUDA, and chunked training sessions.
+ * @module
+ */
+export * from "./session.ts";
+export * from "./training_session.ts";
