@@ -1,0 +1,651 @@
+/**
+ * Read and write the safetensors format used by Hugging Face checkpoints.
+ *
+ * Layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N, N bytes of
+ * JSON header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`, then the raw
+ * little-endian tensor data. Offsets are relative to the start of the data section.
+ *
+ * Everything the toolkit trains on is fp32, so reading converts every floating dtype (F64, F32, F16, BF16)
+ * to fp32 and writing converts fp32 to the requested output dtype. Reading goes by ranges through one file
+ * handle so a checkpoint never needs more memory than its fp32 tensors plus one raw tensor.
+ *
+ * @module
+ */
+
+/** A tensor as the toolkit holds it in memory: always fp32, row-major, HF layout. */
+export interface Float32Tensor {
+  dtype: "float32";
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Every dtype the safetensors spec defines; only the floating ones can be loaded as fp32. */
+export const SAFETENSORS_DTYPES = {
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  F64: 8,
+  I64: 8,
+  U64: 8,
+} as const;
+
+/** A dtype name as it appears in a safetensors header. */
+export type SafetensorsDtype = keyof typeof SAFETENSORS_DTYPES;
+
+/** Output dtypes the writer supports; fp32 is the default because it is lossless for our tensors. */
+export type OutputDtype = "float32" | "float16" | "bfloat16";
+
+/** One tensor entry of a parsed header; offsets are absolute file offsets (already past the header). */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Absolute byte offset of the tensor's first byte in the file. */
+  begin: number;
+  /** Absolute byte offset one past the tensor's last byte. */
+  end: number;
+}
+
+/** A validated header: what a file holds and where, without any tensor data. */
+export interface SafetensorsHeader {
+  file: string;
+  /** Entries sorted by offset. */
+  entries: SafetensorsEntry[];
+  metadata: Record<string, string>;
+  /** Absolute offset of the data section (8 + N). */
+  dataStart: number;
+  /** Size in bytes of the whole file. */
+  fileSize: number;
+}
+
+/** Options for loading tensors. */
+export interface ReadOptions {
+  /** Load only tensors whose name passes; the others are never read from disk. */
+  filter?: (name: string) => boolean;
+}
+
+/** Options for writing tensors. */
+export interface WriteOptions {
+  /** Output dtype; fp32 by default. */
+  dtype?: OutputDtype;
+  /** Extra `__metadata__` entries; `{"format": "pt"}` is always present, as HF writes it. */
+  metadata?: Record<string, string>;
+}
+
+/** A header larger than this is rejected, as the reference implementation does (guards against garbage). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalar conversions
+// ---------------------------------------------------------------------------------------------------------
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** fp32 bit pattern of a number (after rounding it to fp32), for exact bit-level tests and conversions. */
+export function f32Bits(x: number): number {
+  f32Scratch[0] = x;
+  return u32Scratch[0];
+}
+
+/** The fp32 value of a 32-bit pattern. */
+export function f32FromBits(bits: number): number {
+  u32Scratch[0] = bits >>> 0;
+  return f32Scratch[0];
+}
+
+/**
+ * Decode an IEEE half-float bit pattern, including subnormals, infinities and NaN (payload kept), exactly:
+ * every fp16 value is representable in fp32.
+ */
+export function f16BitsToF32(h: number): number {
+  const sign = (h & 0x8000) << 16;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) {
+    const v = mant * 2 ** -24; // subnormal (or zero): mant * 2^-14 * 2^-10
+    return sign ? -v : v;
+  }
+  if (exp === 0x1f) return f32FromBits(sign | 0x7f800000 | (mant << 13));
+  return f32FromBits(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+/**
+ * Encode an fp32 value as a half-float bit pattern with round-to-nearest-even, overflow to infinity,
+ * gradual underflow to subnormals and a quiet NaN for NaN — the same result as numpy/torch `.half()`.
+ */
+export function f32ToF16Bits(x: number): number {
+  const f = f32Bits(x);
+  const sign = (f >>> 16) & 0x8000;
+  const exp = (f >>> 23) & 0xff;
+  const mant = f & 0x7fffff;
+  if (exp === 0xff) return mant !== 0 ? sign | 0x7e00 | (mant >>> 13) : sign | 0x7c00;
+  if (exp >= 143) return sign | 0x7c00; // |x| >= 2^16: overflow
+  if (exp >= 113) {
+    // Normal half: rebias the exponent and round the 13 dropped mantissa bits; a carry may reach infinity.
+    let q = ((exp - 112) << 10) | (mant >>> 13);
+    const rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (q & 1) === 1)) q++;
+    return sign | q;
+  }
+  if (exp <= 101) return sign; // below half the smallest subnormal: rounds to (signed) zero
+  // Subnormal half: value = full * 2^(exp-150) = q * 2^-24, so q = full >> (126 - exp), rounded.
+  const full = mant | 0x800000;
+  const shift = 126 - exp; // 14..24
+  let q = full >>> shift;
+  const rem = full & ((1 << shift) - 1);
+  const half = 1 << (shift - 1);
+  if (rem > half || (rem === half && (q & 1) === 1)) q++; // q may carry into the smallest normal: still right
+  return sign | q;
+}
+
+/** Decode a bfloat16 bit pattern: it is the top half of an fp32, so this is exact. */
+export function bf16BitsToF32(b: number): number {
+  return f32FromBits((b & 0xffff) << 16);
+}
+
+/** Encode an fp32 value as bfloat16 with round-to-nearest-even; NaN stays a (quiet) NaN. */
+export function f32ToBf16Bits(x: number): number {
+  const f = f32Bits(x);
+  if ((f & 0x7fffffff) > 0x7f800000) return ((f >>> 16) | 0x0040) & 0xffff;
+  return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+let f16Table: Float32Array | undefined;
+
+/** All 65536 half-float values, built once: a table lookup is the fastest bulk decoder in JS. */
+function halfTable(): Float32Array {
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Table[h] = f16BitsToF32(h);
+  }
+  return f16Table;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Bulk conversions (raw little-endian bytes <-> fp32)
+// ---------------------------------------------------------------------------------------------------------
+
+/** Whether a dtype can be loaded as fp32 (the floating dtypes; fp8 is not supported). */
+export function isLoadableDtype(dtype: string): dtype is "F64" | "F32" | "F16" | "BF16" {
+  return dtype === "F64" || dtype === "F32" || dtype === "F16" || dtype === "BF16";
+}
+
+/** A `Uint8Array` over the same memory, for zero-copy writes. */
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Copy `bytes` into a fresh, aligned buffer when it is not suitably aligned for a typed-array view. */
+function aligned(bytes: Uint8Array, alignment: number): Uint8Array {
+  return bytes.byteOffset % alignment === 0 ? bytes : bytes.slice();
+}
+
+/**
+ * Convert one tensor's raw little-endian bytes to fp32. For F32 with aligned input on a little-endian host
+ * the result is a view over `bytes` (no copy), so callers must hand over ownership of the buffer.
+ */
+export function decodeToFloat32(bytes: Uint8Array, dtype: SafetensorsDtype, numel: number): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  switch (dtype) {
+    case "F32": {
+      if (LITTLE_ENDIAN_HOST) {
+        const b = aligned(bytes, 4);
+        return new Float32Array(b.buffer, b.byteOffset, numel);
+      }
+      const out = new Float32Array(numel);
+      for (let i = 0; i < numel; i++) out[i] = view.getFloat32(i * 4, true);
+      return out;
+    }
+    case "F16": {
+      const table = halfTable();
+      const out = new Float32Array(numel);
+      if (LITTLE_ENDIAN_HOST) {
+        const b = aligned(bytes, 2);
+        const src = new Uint16Array(b.buffer, b.byteOffset, numel);
+        for (let i = 0; i < numel; i++) out[i] = table[src[i]];
+      } else {
+        for (let i = 0; i < numel; i++) out[i] = table[view.getUint16(i * 2, true)];
+      }
+      return out;
+    }
+    case "BF16": {
+      const out = new Float32Array(numel);
+      const outBits = new Uint32Array(out.buffer);
+      if (LITTLE_ENDIAN_HOST) {
+        const b = aligned(bytes, 2);
+        const src = new Uint16Array(b.buffer, b.byteOffset, numel);
+        for (let i = 0; i < numel; i++) outBits[i] = src[i] << 16;
+      } else {
+        for (let i = 0; i < numel; i++) out[i] = bf16BitsToF32(view.getUint16(i * 2, true));
+      }
+      return out;
+    }
+    case "F64": {
+      const out = new Float32Array(numel);
+      for (let i = 0; i < numel; i++) out[i] = view.getFloat64(i * 8, true);
+      return out;
+    }
+    default:
+      throw new Error(`dtype ${dtype} cannot be converted to fp32`);
+  }
+}
+
+/** Bytes per element of an output dtype. */
+export function outputDtypeSize(dtype: OutputDtype): number {
+  return dtype === "float32" ? 4 : 2;
+}
+
+/** The safetensors header name of an output dtype. */
+export function outputDtypeName(dtype: OutputDtype): SafetensorsDtype {
+  return dtype === "float32" ? "F32" : dtype === "float16" ? "F16" : "BF16";
+}
+
+/**
+ * Encode fp32 values as raw little-endian bytes of `dtype`. For fp32 on a little-endian host the result
+ * aliases `data` (no copy).
+ */
+export function encodeFromFloat32(data: Float32Array, dtype: OutputDtype): Uint8Array {
+  const n = data.length;
+  if (dtype === "float32") {
+    if (LITTLE_ENDIAN_HOST) return bytesOf(data);
+    const out = new Uint8Array(n * 4);
+    const view = new DataView(out.buffer);
+    for (let i = 0; i < n; i++) view.setFloat32(i * 4, data[i], true);
+    return out;
+  }
+  const out = new Uint8Array(n * 2);
+  const view = new DataView(out.buffer);
+  if (dtype === "bfloat16") {
+    const bits = new Uint32Array(data.buffer, data.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const f = bits[i];
+      const b = (f & 0x7fffffff) > 0x7f800000 ? (f >>> 16) | 0x0040 : (f + 0x7fff + ((f >>> 16) & 1)) >>> 16;
+      view.setUint16(i * 2, b & 0xffff, true);
+    }
+  } else {
+    for (let i = 0; i < n; i++) view.setUint16(i * 2, f32ToF16Bits(data[i]), true);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Header parsing and validation
+// ---------------------------------------------------------------------------------------------------------
+
+/** Number of elements of a shape (1 for a scalar `[]`). */
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function isNonNegInt(x: unknown): x is number {
+  return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
+}
+
+/** Read the 8-byte little-endian header length, rejecting values no valid file can have. */
+function headerLength(prefix: Uint8Array, file: string, fileSize: number): number {
+  if (fileSize < 8) {
+    throw new Error(
+      `${file}: truncated safetensors file (${fileSize} bytes, need at least 8 for the header length)`,
+    );
+  }
+  const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(MAX_HEADER_BYTES)) {
+    throw new Error(`${file}: safetensors header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  const len = Number(n);
+  if (8 + len > fileSize) {
+    throw new Error(
+      `${file}: truncated safetensors file: header claims ${len} bytes but the file has only ${
+        fileSize - 8
+      } after the length`,
+    );
+  }
+  return len;
+}
+
+/**
+ * Parse and validate a header the way the reference implementation does: known dtypes, shapes consistent
+ * with byte ranges, ranges contiguous (no overlap, no gap) and exactly covering the data section. Errors name
+ * the file and the tensor.
+ */
+export function parseSafetensorsHeader(
+  headerBytes: Uint8Array,
+  fileSize: number,
+  file: string,
+): SafetensorsHeader {
+  const dataStart = 8 + headerBytes.length;
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    throw new Error(`${file}: safetensors header is not valid UTF-8 JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(json)) throw new Error(`${file}: safetensors header must be a JSON object`);
+
+  const metadata: Record<string, string> = {};
+  const entries: SafetensorsEntry[] = [];
+  for (const [name, value] of Object.entries(json)) {
+    if (name === "__metadata__") {
+      if (value === null) continue;
+      if (!isObject(value)) throw new Error(`${file}: __metadata__ must be an object of strings`);
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== "string") throw new Error(`${file}: __metadata__.${k} must be a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `${file}: tensor "${name}"`;
+    if (!isObject(value)) throw new Error(`${where}: header entry must be an object`);
+    const { dtype, shape, data_offsets: offsets } = value;
+    if (typeof dtype !== "string" || !Object.hasOwn(SAFETENSORS_DTYPES, dtype)) {
+      throw new Error(
+        `${where}: unknown dtype ${JSON.stringify(dtype)} (known: ${
+          Object.keys(SAFETENSORS_DTYPES).join(", ")
+        })`,
+      );
+    }
+    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
+      throw new Error(
+        `${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`,
+      );
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
+      throw new Error(`${where}: data_offsets must be [begin, end], got ${JSON.stringify(offsets)}`);
+    }
+    const [b, e] = offsets as number[];
+    if (e < b) throw new Error(`${where}: data_offsets [${b}, ${e}] end before begin`);
+    const expected = numelOf(shape) * SAFETENSORS_DTYPES[dtype as SafetensorsDtype];
+    if (e - b !== expected) {
+      throw new Error(
+        `${where}: data_offsets [${b}, ${e}] span ${e - b} bytes but ${dtype}${
+          JSON.stringify(shape)
+        } needs ${expected}`,
+      );
+    }
+    entries.push({
+      name,
+      dtype: dtype as SafetensorsDtype,
+      shape: [...shape],
+      begin: dataStart + b,
+      end: dataStart + e,
+    });
+  }
+
+  entries.sort((x, y) => x.begin - y.begin || x.end - y.end);
+  const dataSize = fileSize - dataStart;
+  let cursor = dataStart;
+  for (const entry of entries) {
+    const rel = `[${entry.begin - dataStart}, ${entry.end - dataStart}]`;
+    if (entry.end > fileSize) {
+      throw new Error(
+        `${file}: tensor "${entry.name}": data_offsets ${rel} run past the end of the data section (${dataSize} bytes): file truncated or header wrong`,
+      );
+    }
+    if (entry.begin < cursor) {
+      throw new Error(`${file}: tensor "${entry.name}": data_offsets ${rel} overlap the previous tensor`);
+    }
+    if (entry.begin > cursor) {
+      throw new Error(
+        `${file}: tensor "${entry.name}": data_offsets ${rel} leave a gap after byte ${cursor - dataStart}`,
+      );
+    }
+    cursor = entry.end;
+  }
+  if (cursor !== fileSize) {
+    throw new Error(
+      `${file}: data section has ${dataSize} bytes but the header accounts for ${cursor - dataStart}`,
+    );
+  }
+  return { file, entries, metadata, dataStart, fileSize };
+}
+
+/** Parse the header of an in-memory safetensors file. */
+export function headerFromBytes(bytes: Uint8Array, file = "<memory>"): SafetensorsHeader {
+  const n = headerLength(bytes, file, bytes.length);
+  return parseSafetensorsHeader(bytes.subarray(8, 8 + n), bytes.length, file);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------------------
+
+/** Fill `buf` from the file's current position; a short read means the file shrank or lied. */
+async function readExactly(f: Deno.FsFile, buf: Uint8Array, file: string, what: string): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) {
+      throw new Error(`${file}: truncated while reading ${what} (${off} of ${buf.length} bytes)`);
+    }
+    off += n;
+  }
+}
+
+async function readHeaderFrom(f: Deno.FsFile, file: string): Promise<SafetensorsHeader> {
+  const fileSize = (await f.stat()).size;
+  const prefix = new Uint8Array(8);
+  if (fileSize >= 8) await readExactly(f, prefix, file, "the header length");
+  const n = headerLength(prefix, file, fileSize);
+  const headerBytes = new Uint8Array(n);
+  await readExactly(f, headerBytes, file, "the header");
+  return parseSafetensorsHeader(headerBytes, fileSize, file);
+}
+
+/** Read and validate only a file's header (cheap even for a multi-GB shard). */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  using f = await Deno.open(path, { read: true });
+  return await readHeaderFrom(f, path);
+}
+
+function checkLoadable(entry: SafetensorsEntry, file: string): void {
+  if (!isLoadableDtype(entry.dtype)) {
+    throw new Error(
+      `${file}: tensor "${entry.name}": dtype ${entry.dtype} cannot be loaded as fp32 (supported: F64, F32, F16, BF16)`,
+    );
+  }
+}
+
+/**
+ * Load a safetensors file as fp32 tensors. The file is opened once: the header is read first, then each
+ * selected tensor's byte range, in file order, so peak memory is the fp32 result plus one raw tensor.
+ */
+export async function readSafetensors(
+  path: string,
+  options: ReadOptions = {},
+): Promise<Map<string, Float32Tensor>> {
+  using f = await Deno.open(path, { read: true });
+  const header = await readHeaderFrom(f, path);
+  const selected = header.entries.filter((e) => !options.filter || options.filter(e.name));
+  for (const entry of selected) checkLoadable(entry, path);
+  const out = new Map<string, Float32Tensor>();
+  for (const entry of selected) {
+    const raw = new Uint8Array(entry.end - entry.begin);
+    await f.seek(entry.begin, Deno.SeekMode.Start);
+    await readExactly(f, raw, path, `tensor "${entry.name}"`);
+    out.set(entry.name, {
+      dtype: "float32",
+      shape: entry.shape,
+      data: decodeToFloat32(raw, entry.dtype, numelOf(entry.shape)),
+    });
+  }
+  return out;
+}
+
+/** Decode an in-memory safetensors file as fp32 tensors (tests, small files, bytes from elsewhere). */
+export function decodeSafetensors(
+  bytes: Uint8Array,
+  file = "<memory>",
+  options: ReadOptions = {},
+): Map<string, Float32Tensor> {
+  const header = headerFromBytes(bytes, file);
+  const out = new Map<string, Float32Tensor>();
+  for (const entry of header.entries) {
+    if (options.filter && !options.filter(entry.name)) continue;
+    checkLoadable(entry, file);
+    // slice() copies, so the result never aliases the caller's buffer.
+    const raw = bytes.slice(entry.begin, entry.end);
+    out.set(entry.name, {
+      dtype: "float32",
+      shape: entry.shape,
+      data: decodeToFloat32(raw, entry.dtype, numelOf(entry.shape)),
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------------------
+
+/** Tensors to write: a Map, a record or any iterable of name/tensor pairs; only shape and data are used. */
+export type TensorSource =
+  | Map<string, { shape: readonly number[]; data: Float32Array }>
+  | Record<string, { shape: readonly number[]; data: Float32Array }>
+  | Iterable<readonly [string, { shape: readonly number[]; data: Float32Array }]>;
+
+/** Normalize a tensor source to an array of pairs, checking that data length matches shape. */
+export function tensorPairs(
+  tensors: TensorSource,
+): [string, { shape: readonly number[]; data: Float32Array }][] {
+  const pairs = tensors instanceof Map || Symbol.iterator in tensors
+    ? [...(tensors as Iterable<readonly [string, { shape: readonly number[]; data: Float32Array }]>)]
+    : Object.entries(tensors);
+  const seen = new Set<string>();
+  for (const [name, t] of pairs) {
+    if (name === "__metadata__") throw new Error(`tensor name "__metadata__" is reserved by safetensors`);
+    if (seen.has(name)) throw new Error(`duplicate tensor name "${name}"`);
+    seen.add(name);
+    if (!t.shape.every(isNonNegInt)) {
+      throw new Error(`tensor "${name}": invalid shape ${JSON.stringify(t.shape)}`);
+    }
+    if (numelOf(t.shape) !== t.data.length) {
+      throw new Error(
+        `tensor "${name}": shape ${JSON.stringify(t.shape)} has ${
+          numelOf(t.shape)
+        } elements but data has ${t.data.length}`,
+      );
+    }
+  }
+  return pairs.map(([n, t]) => [n, t]);
+}
+
+/** What a writer emits: the padded header and the tensors in file order. */
+export interface SafetensorsLayout {
+  /** The 8-byte length followed by the space-padded JSON header. */
+  headerBytes: Uint8Array;
+  /** Tensors in the order their bytes follow the header. */
+  order: { name: string; data: Float32Array; bytes: number }[];
+  /** Total file size in bytes. */
+  fileSize: number;
+}
+
+/**
+ * Lay out a file exactly as the reference writer does: tensors sorted by name (all share one dtype),
+ * `__metadata__` first, compact JSON, header padded with spaces to a multiple of 8 so the data is aligned.
+ */
+export function planSafetensors(tensors: TensorSource, options: WriteOptions = {}): SafetensorsLayout {
+  const dtype = options.dtype ?? "float32";
+  const size = outputDtypeSize(dtype);
+  const pairs = tensorPairs(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const merged: Record<string, string> = { format: "pt", ...options.metadata };
+  const metadata: Record<string, string> = {};
+  for (const k of Object.keys(merged).sort()) metadata[k] = merged[k];
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const order: SafetensorsLayout["order"] = [];
+  let offset = 0;
+  for (const [name, t] of pairs) {
+    const bytes = t.data.length * size;
+    header[name] = {
+      dtype: outputDtypeName(dtype),
+      shape: [...t.shape],
+      data_offsets: [offset, offset + bytes],
+    };
+    order.push({ name, data: t.data, bytes });
+    offset += bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const headerBytes = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
+  new DataView(headerBytes.buffer).setBigUint64(0, BigInt(padded), true);
+  headerBytes.set(json, 8);
+  return { headerBytes, order, fileSize: headerBytes.length + offset };
+}
+
+/** Encode tensors as an in-memory safetensors file (small files and tests; big ones use the streaming writer). */
+export function encodeSafetensors(tensors: TensorSource, options: WriteOptions = {}): Uint8Array {
+  const dtype = options.dtype ?? "float32";
+  const layout = planSafetensors(tensors, options);
+  const out = new Uint8Array(layout.fileSize);
+  out.set(layout.headerBytes, 0);
+  let pos = layout.headerBytes.length;
+  for (const t of layout.order) {
+    out.set(encodeFromFloat32(t.data, dtype), pos);
+    pos += t.bytes;
+  }
+  return out;
+}
+
+async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await f.write(bytes.subarray(off));
+}
+
+/** A temporary sibling path, so a rename can publish the file atomically on the same filesystem. */
+export function tempPathFor(path: string): string {
+  return `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Write bytes produced by `fill` to `path` atomically: into `path.tmp-<random>`, fsync, then rename, so a
+ * crash never leaves a half-written checkpoint under the real name.
+ */
+export async function writeFileAtomic(path: string, fill: (f: Deno.FsFile) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    {
+      using f = await Deno.open(tmp, { write: true, createNew: true });
+      await fill(f);
+      await f.sync();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Write tensors to a safetensors file atomically, streaming one tensor at a time (fp32 data is written
+ * straight from the caller's arrays). Returns the file size in bytes.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: TensorSource,
+  options: WriteOptions = {},
+): Promise<number> {
+  const dtype = options.dtype ?? "float32";
+  const layout = planSafetensors(tensors, options);
+  await writeFileAtomic(path, async (f) => {
+    await writeAll(f, layout.headerBytes);
+    for (const t of layout.order) await writeAll(f, encodeFromFloat32(t.data, dtype));
+  });
+  return layout.fileSize;
+}
