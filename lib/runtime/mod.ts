@@ -4,3 +4,5 @@
  */
 export * from "./session.ts";
 export * from "./training_session.ts";
+export * from "./device.ts";
+export * from "./cuda.ts";
