@@ -7,19 +7,9 @@
  */
 import { dpoLoss, infoNcaLoss, ipoLoss, ncaLoss, ncaPairLoss } from "../lib/losses/mod.ts";
 import type { LossInput } from "../lib/losses/mod.ts";
+import { mulberry32 as rng } from "../lib/data/random.ts";
 
 const BATCH = 1024;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function makeInput(k: number, seed: number): Required<LossInput> {
   const rand = rng(seed);

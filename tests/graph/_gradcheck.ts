@@ -10,18 +10,10 @@ import * as op from "../../lib/graph/ops.ts";
 import { serializeModel } from "../../lib/graph/serialize.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import type { DType } from "../../lib/graph/dtype.ts";
+import { mulberry32 } from "../../lib/data/random.ts";
 
-/** A seeded uniform generator in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded uniform generator in [0, 1) (the project's mulberry32). */
+export const rng = mulberry32;
 
 export type CheckInput = {
   name: string;

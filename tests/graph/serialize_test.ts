@@ -26,7 +26,10 @@ Deno.test("serialize: a model survives encode → decode → encode byte for byt
   assert.deepEqual(decoded.graph.nodes.map((n) => n.op), graph.nodes.map((n) => n.op));
   assert.deepEqual(decoded.graph.inputs, graph.inputs);
   assert.deepEqual(decoded.graph.outputs, graph.outputs);
-  assert.deepEqual(decoded.graph.initializers.map((t) => [t.name, t.dims, [...t.data]]), graph.initializers.map((t) => [t.name, t.dims, [...t.data]]));
+  assert.deepEqual(
+    decoded.graph.initializers.map((t) => [t.name, t.dims, [...t.data]]),
+    graph.initializers.map((t) => [t.name, t.dims, [...t.data]]),
+  );
   assert.deepEqual(serializeModel(decoded.graph).model, bytes);
 });
 
@@ -65,7 +68,9 @@ Deno.test("serialize: a model with external data loads and gives the same output
   assert.deepEqual(a.y.data, c.y.data);
   // and the decoder resolves external initializers
   const decoded = deserializeModel(external.model, external.externalData!.data);
-  assert.deepEqual([...decoded.graph.initializers.find((t) => t.name === "w")!.data], [...graph.initializers.find((t) => t.name === "w")!.data]);
+  assert.deepEqual([...decoded.graph.initializers.find((t) => t.name === "w")!.data], [
+    ...graph.initializers.find((t) => t.name === "w")!.data,
+  ]);
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -84,5 +89,8 @@ Deno.test("runtime: a failing run names the operator and the shapes involved", a
 });
 
 Deno.test("runtime: a model that cannot load says so", async () => {
-  await assert.rejects(() => ModelSession.create(new Uint8Array([1, 2, 3])), /could not load the model on cpu/);
+  await assert.rejects(
+    () => ModelSession.create(new Uint8Array([1, 2, 3])),
+    /could not load the model on cpu/,
+  );
 });

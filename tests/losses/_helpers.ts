@@ -1,18 +1,10 @@
 // Shared test helpers for tests/losses (not a test file itself).
 import assert from "node:assert/strict";
 import type { LossFn, LossInput } from "../../lib/losses/mod.ts";
+import { mulberry32 } from "../../lib/data/random.ts";
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (the project's mulberry32) so failures reproduce. */
+export const rng = mulberry32;
 
 /** Random `[batch][K]` input: log-probs in [-60, -5], reference near the policy, rewards in [0, 10]. */
 export function randomInput(rand: () => number, batch: number, k: number, withRewards = true): LossInput {
