@@ -35,6 +35,8 @@ export type BatchOptions = {
   padSide?: "right" | "left";
   /** Round the width up to a multiple of this (e.g. 8, for tensor-core friendly shapes). */
   padToMultipleOf?: number;
+  /** At least this width: batches stacked into one training chunk share the chunk's widest. */
+  minWidth?: number;
 };
 
 /**
@@ -77,7 +79,7 @@ export function makeBatch(examples: TokenizedExample[], opts: BatchOptions): Seq
   if (!Number.isInteger(multiple) || multiple < 1) {
     throw new RangeError(`padToMultipleOf must be a positive integer, got ${multiple}`);
   }
-  const width = Math.ceil(longest / multiple) * multiple;
+  const width = Math.ceil(Math.max(longest, opts.minWidth ?? 0) / multiple) * multiple;
 
   const rows = examples.length * k;
   const inputIds = new Int32Array(rows * width).fill(opts.padId);

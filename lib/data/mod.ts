@@ -88,3 +88,4 @@ export {
 } from "./tokenize.ts";
 export { type BatchOptions, IGNORE_INDEX, makeBatch, type SequenceBatch } from "./batch.ts";
 export { batchIndices, type SamplerOptions } from "./sampler.ts";
+export { type WordPieceSpec, writeWordPieceTokenizer } from "./wordpiece.ts";

@@ -74,3 +74,10 @@ Deno.test("makeBatch: no rewards for preference/SFT data; errors", () => {
   assert.throws(() => makeBatch(examples, { padId: 0, padToMultipleOf: 0 }), /padToMultipleOf/);
   assert.throws(() => makeBatch(examples, { padId: 0, padSide: "middle" as "left" }), /padSide/);
 });
+
+Deno.test("makeBatch: minWidth widens the batch (chunks share one width)", () => {
+  const b = makeBatch([{ promptIds: [5, 6], responseIds: [[7, 1]] }], { padId: 0, minWidth: 6, padToMultipleOf: 4 });
+  assert.equal(b.width, 8);
+  assert.deepEqual([...b.inputIds], [5, 6, 7, 1, 0, 0, 0, 0]);
+  assert.deepEqual([...b.attentionMask], [1, 1, 1, 1, 0, 0, 0, 0]);
+});

@@ -1,0 +1,154 @@
+/**
+ * Training steps and chunks: which examples each optimizer step sees (length-grouped, seeded, epoch by
+ * epoch), and the stacked tensors of a chunk (several consecutive steps that one session run executes).
+ * Steps in a chunk share one width (the chunk's longest sequence), so they stack along a leading axis.
+ * @module
+ */
+import { makeBatch } from "../data/batch.ts";
+import { batchIndices } from "../data/sampler.ts";
+import { sequenceLengths } from "../data/tokenize.ts";
+import type { HostTensor } from "../runtime/session.ts";
+import type { TrainLossName } from "./graph_losses.ts";
+import type { PreparedExample } from "./prepare.ts";
+
+/** One optimizer step: its epoch and the examples (prompts) it trains on. */
+export type PlannedStep = { epoch: number; indices: number[] };
+
+/** The steps of a run: `epochs` passes over the data in seeded, length-grouped batches, cut at `maxSteps`. */
+export function planSteps(
+  examples: PreparedExample[],
+  o: { batchSize: number; epochs: number; seed: number; maxSteps?: number },
+): PlannedStep[] {
+  const lengths = sequenceLengths(examples);
+  const steps: PlannedStep[] = [];
+  for (let epoch = 0; steps.length < (o.maxSteps ?? Infinity); epoch++) {
+    if (o.maxSteps === undefined && epoch >= o.epochs) break;
+    const batches = batchIndices(lengths, o.batchSize, {
+      seed: o.seed + epoch,
+      shuffle: true,
+      groupByLength: true,
+    });
+    if (batches.length === 0) break;
+    for (const indices of batches) steps.push({ epoch, indices });
+  }
+  return o.maxSteps === undefined ? steps : steps.slice(0, o.maxSteps);
+}
+
+/** Consecutive steps grouped into chunks of at most `stepsPerRun` with the same number of prompts. */
+export function groupChunks(
+  steps: PlannedStep[],
+  stepsPerRun: number,
+  from = 0,
+): { from: number; to: number }[] {
+  const out: { from: number; to: number }[] = [];
+  let start = from;
+  for (let i = from + 1; i <= steps.length; i++) {
+    if (
+      i === steps.length || i - start >= stepsPerRun ||
+      steps[i].indices.length !== steps[start].indices.length
+    ) {
+      out.push({ from: start, to: i });
+      start = i;
+    }
+  }
+  return out;
+}
+
+/** What a training graph's batch inputs are called. */
+export const BATCH_INPUTS = {
+  inputIds: "input_ids",
+  attentionMask: "attention_mask",
+  labels: "labels",
+  reference: "ref_logps",
+  softLabels: "soft_labels",
+  tokens: "token_counts",
+} as const;
+
+/** Options for {@link assembleChunk}. */
+export type ChunkOptions = {
+  loss: TrainLossName;
+  k: number;
+  padId: number;
+  accumulation: number;
+  padToMultipleOf?: number;
+};
+
+/** A chunk's feeds, and its real token count per step (for tokens/s). */
+export type ChunkTensors = {
+  feeds: Record<string, HostTensor>;
+  tokens: number[];
+  prompts: number;
+  width: number;
+};
+
+/**
+ * Stacks the batches of `steps` into `[steps, (accumulation,) rows, width]` tensors, with the reference
+ * log-probs `[.., prompts, K]` (cached per example), the soft labels for reward losses and the response
+ * token counts for SFT.
+ */
+export function assembleChunk(
+  examples: PreparedExample[],
+  steps: PlannedStep[],
+  reference: Float32Array[] | undefined,
+  o: ChunkOptions,
+): ChunkTensors {
+  const prompts = steps[0].indices.length;
+  if (steps.some((s) => s.indices.length !== prompts)) {
+    throw new RangeError("steps of a chunk must have equal sizes");
+  }
+  if (prompts % o.accumulation !== 0) {
+    throw new RangeError(
+      `the batch size (${prompts} prompts) must be a multiple of --grad-accum (${o.accumulation})`,
+    );
+  }
+  let width = 0;
+  for (const s of steps) {
+    for (const i of s.indices) {
+      const ex = examples[i];
+      for (const r of ex.responseIds) width = Math.max(width, ex.promptIds.length + r.length);
+    }
+  }
+  const mult = o.padToMultipleOf ?? 8;
+  width = Math.ceil(width / mult) * mult;
+  const S = steps.length, K = o.k, rows = prompts * K, A = o.accumulation;
+  const ids = new Int32Array(S * rows * width), mask = new Int32Array(S * rows * width);
+  const labels = new Int32Array(S * rows * width);
+  const ref = new Float32Array(S * prompts * K), soft = new Float32Array(S * prompts * K);
+  const counts = new Float32Array(S * prompts * K);
+  const tokens: number[] = [];
+  steps.forEach((s, si) => {
+    const exs = s.indices.map((i) => examples[i]);
+    for (const ex of exs) {
+      if (ex.responseIds.length !== K) {
+        throw new RangeError(`an example has ${ex.responseIds.length} responses, the run trains on K = ${K}`);
+      }
+    }
+    const b = makeBatch(exs, { padId: o.padId, minWidth: width, padToMultipleOf: mult });
+    ids.set(b.inputIds, si * rows * width);
+    mask.set(b.attentionMask, si * rows * width);
+    labels.set(b.labels, si * rows * width);
+    tokens.push(b.tokens);
+    s.indices.forEach((i, p) => {
+      const at = (si * prompts + p) * K;
+      for (let k = 0; k < K; k++) {
+        if (reference) ref[at + k] = reference[i][k];
+        if (examples[i].labels) soft[at + k] = examples[i].labels![k];
+        counts[at + k] = examples[i].responseIds[k].length;
+      }
+    });
+  });
+  const lead = A > 1 ? [S, A] : [S];
+  const per = rows / A, perP = prompts / A;
+  const feeds: Record<string, HostTensor> = {
+    [BATCH_INPUTS.inputIds]: { dtype: "int32", dims: [...lead, per, width], data: ids },
+    [BATCH_INPUTS.attentionMask]: { dtype: "int32", dims: [...lead, per, width], data: mask },
+    [BATCH_INPUTS.labels]: { dtype: "int32", dims: [...lead, per, width], data: labels },
+  };
+  if (o.loss === "sft") {
+    feeds[BATCH_INPUTS.tokens] = { dtype: "float32", dims: [...lead, perP, K], data: counts };
+  } else feeds[BATCH_INPUTS.reference] = { dtype: "float32", dims: [...lead, perP, K], data: ref };
+  if (o.loss === "infonca" || o.loss === "nca") {
+    feeds[BATCH_INPUTS.softLabels] = { dtype: "float32", dims: [...lead, perP, K], data: soft };
+  }
+  return { feeds, tokens, prompts, width };
+}

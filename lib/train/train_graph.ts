@@ -1,0 +1,101 @@
+/**
+ * The graphs of an alignment run, built from a model and a loss: the training graph (policy log-probs →
+ * loss → gradients → optimizer, as a Loop over the steps of a chunk) and the scoring graph (per-sequence
+ * log-probs of the policy or the reference, for the reference cache and for evaluation).
+ * @module
+ */
+import { GraphBuilder, type Value } from "../graph/builder.ts";
+import * as op from "../graph/ops.ts";
+import type { BatchInput, LossScaling } from "../graph/training.ts";
+import { buildTrainingGraph, type TrainingIO } from "../graph/training.ts";
+import type { OptimizerConfig } from "../graph/optim.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { policyLogProbs, referenceLogProbs, type Trainable } from "../model/decoder.ts";
+import type { WeightSource } from "../model/weights.ts";
+import { BATCH_INPUTS } from "./chunks.ts";
+import { graphLoss, type TrainLossName } from "./graph_losses.ts";
+
+/** What an alignment training graph is made of. */
+export type AlignmentGraphSpec = {
+  cfg: ModelConfig;
+  frozen: WeightSource;
+  trainable: Trainable;
+  loss: TrainLossName;
+  beta: number;
+  /** Responses per prompt (1 for SFT). */
+  k: number;
+  /** Responses come ranked by rewards: log rewards/A0.. and logps/A0... */
+  ranked: boolean;
+  optimizer: OptimizerConfig;
+  maxGradNorm?: number;
+  accumulation?: number;
+  lossScaling?: LossScaling;
+};
+
+/** Builds the chunked training graph of an alignment run. */
+export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilder; io: TrainingIO } {
+  const batch: BatchInput[] = [
+    { name: BATCH_INPUTS.inputIds, dtype: "int32", shape: ["rows", "width"] },
+    { name: BATCH_INPUTS.attentionMask, dtype: "int32", shape: ["rows", "width"] },
+    { name: BATCH_INPUTS.labels, dtype: "int32", shape: ["rows", "width"] },
+    s.loss === "sft"
+      ? { name: BATCH_INPUTS.tokens, dtype: "float32", shape: ["prompts", s.k] }
+      : { name: BATCH_INPUTS.reference, dtype: "float32", shape: ["prompts", s.k] },
+  ];
+  if (s.loss === "infonca" || s.loss === "nca") {
+    batch.push({ name: BATCH_INPUTS.softLabels, dtype: "float32", shape: ["prompts", s.k] });
+  }
+  return buildTrainingGraph({
+    name: `align-${s.loss}`,
+    params: s.trainable.params,
+    batch,
+    optimizer: s.optimizer,
+    maxGradNorm: s.maxGradNorm,
+    accumulation: s.accumulation,
+    lossScaling: s.lossScaling,
+    forward: (g, params, b) => {
+      const lp = policyLogProbs(g, s.cfg, s.trainable, params, s.frozen, {
+        inputIds: b[BATCH_INPUTS.inputIds],
+        attentionMask: b[BATCH_INPUTS.attentionMask],
+        labels: b[BATCH_INPUTS.labels],
+      });
+      const policy = op.reshape(lp.sums, [-1, s.k]);
+      const out = graphLoss(s.loss, {
+        policy,
+        reference: b[BATCH_INPUTS.reference],
+        labels: b[BATCH_INPUTS.softLabels],
+        tokens: b[BATCH_INPUTS.tokens],
+      }, { beta: s.beta, k: s.k, ranked: s.ranked });
+      return out;
+    },
+  });
+}
+
+/**
+ * A graph that scores sequences: inputs `input_ids`, `attention_mask`, `labels` `[rows, width]` (and the
+ * trainable parameters by name when `trainable` is given: the current policy); outputs `logps` (per-sequence
+ * sums) and `counts` `[rows]`, and `token_logps` `[rows, width − 1]`. Without `trainable` it is the
+ * reference model: the frozen weights with no adapters.
+ */
+export function buildScoringGraph(
+  cfg: ModelConfig,
+  frozen: WeightSource,
+  trainable?: Trainable,
+): GraphBuilder {
+  const g = new GraphBuilder(trainable ? "policy-logps" : "reference-logps");
+  const batch = {
+    inputIds: g.input(BATCH_INPUTS.inputIds, "int32", ["rows", "width"]),
+    attentionMask: g.input(BATCH_INPUTS.attentionMask, "int32", ["rows", "width"]),
+    labels: g.input(BATCH_INPUTS.labels, "int32", ["rows", "width"]),
+  };
+  let lp;
+  if (trainable) {
+    const params: Record<string, Value> = {};
+    for (const p of trainable.params) params[p.name] = g.input(p.name, "float32", p.shape);
+    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false });
+  } else lp = referenceLogProbs(g, cfg, frozen, batch);
+  g.output(lp.sums, "logps");
+  g.output(lp.counts, "counts");
+  g.output(lp.tokenLogps, "token_logps");
+  return g;
+}
