@@ -1,0 +1,248 @@
+/**
+ * The building blocks of both families, as graph fragments: linear layers (with LoRA), RMSNorm and
+ * LayerNorm, rotary embeddings, masked causal attention with grouped-query heads, SwiGLU and GPT-2's MLP.
+ *
+ * Hidden states are 2-D rows `[batch·seq, hidden]` between blocks (every linear layer is one Gemm, see
+ * weights.ts); attention reshapes to heads with the runtime `[batch, seq]` shape of the input ids.
+ * @module
+ */
+import type { GraphBuilder, Value } from "../graph/builder.ts";
+import type { Dim } from "../graph/ir.ts";
+import * as op from "../graph/ops.ts";
+import type { KvPair } from "./decoder.ts";
+import type { LoraRuntime } from "./lora.ts";
+import type { FloatDType, WeightSource } from "./weights.ts";
+
+/** What every block needs: the graph, compute dtype, weights and adapters. */
+export type Ctx = { g: GraphBuilder; dtype: FloatDType; weights: WeightSource; lora: LoraRuntime | null };
+
+/** What a family's forward pass receives from {@link buildDecoder}: prepared ids, positions and bias. */
+export type FamilyInputs = {
+  /** `[B, T]` int64. */
+  ids: Value;
+  /** `[B, T]` int64. */
+  positions: Value;
+  /** `[B, 1, 1, T, S]` additive attention bias (see {@link attentionBias}). */
+  bias: Value;
+  past?: KvPair[];
+  logitsToKeep?: Value;
+};
+
+/** The additive bias of masked attention scores: large enough to vanish after softmax, finite. */
+export const MASK_VALUE = -1e9;
+
+/** The weight `name` from the context's source, in the compute dtype. */
+export function weight(ctx: Ctx, name: string): Value {
+  return ctx.weights.get(ctx.g, name, ctx.dtype);
+}
+
+/** A stable per-module dropout seed, so a graph built twice draws the same masks. */
+function seedOf(path: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < path.length; i++) h = Math.imul(h ^ path.charCodeAt(i), 16777619);
+  return (h >>> 1) % 1_000_000_007;
+}
+
+/**
+ * Inverted dropout from `RandomUniformLike` + `Where`, not ONNX Dropout: ONNX Runtime's optimizer removes
+ * a Dropout whose mask output is unused even in training mode, which happens in a training graph wherever
+ * the dropped input needs no gradient (e.g. layer 0's LoRA input over frozen embeddings). The mask is
+ * seeded per module and redrawn every run (and every Loop iteration).
+ */
+export function dropout(x: Value, p: number, seed: number): Value {
+  const [u] = x.g.node("RandomUniformLike", [x], [{ dtype: x.dtype, shape: x.shape }], {
+    seed: op.attr.float(seed),
+  });
+  return op.where(op.greaterOrEqual(u, p), op.mul(x, 1 / (1 - p)), 0);
+}
+
+/**
+ * `x W^T + b` for an HF `[out, in]` weight (`conv1d`: `x W + b` for GPT-2's `[in, out]`), plus the LoRA
+ * update `scaling · dropout(x) A^T B^T` when the module is adapted. `x` is `[rows, in]`.
+ */
+export function linear(
+  ctx: Ctx,
+  path: string,
+  x: Value,
+  o: { layout: "linear" | "conv1d"; bias: boolean },
+): Value {
+  const w = weight(ctx, `${path}.weight`);
+  const b = o.bias ? weight(ctx, `${path}.bias`) : null;
+  const y = op.gemm(x, w, b, { transB: o.layout === "linear" });
+  const ad = ctx.lora?.adapters.get(path);
+  if (!ad) return y;
+  const lora = ctx.lora!;
+  const xin = lora.train && lora.dropout > 0 ? dropout(x, lora.dropout, seedOf(path)) : x;
+  const down = op.gemm(xin, op.cast(ad.a, ctx.dtype), null, { transB: true });
+  const up = op.gemm(down, op.cast(ad.b, ctx.dtype), null, { transB: true, alpha: lora.scaling });
+  return op.add(y, up);
+}
+
+/** Llama's RMSNorm: `w · x / √(mean(x²) + eps)` over the last axis. */
+export function rmsNorm(ctx: Ctx, x: Value, weightName: string, eps: number): Value {
+  const ms = op.reduceMean(op.mul(x, x), [-1], true);
+  const normed = op.mul(x, op.reciprocal(op.sqrt(op.add(ms, eps))));
+  return op.mul(normed, weight(ctx, weightName));
+}
+
+/**
+ * LayerNorm with weight and bias (GPT-2). Fused ONNX LayerNormalization in float32; decomposed in float64
+ * (ONNX Runtime keeps the fused op's statistics in float32, which would spoil float64 checks).
+ */
+export function layerNorm(ctx: Ctx, x: Value, prefix: string, eps: number): Value {
+  const w = weight(ctx, `${prefix}.weight`), b = weight(ctx, `${prefix}.bias`);
+  if (ctx.dtype === "float32") return op.layerNorm(x, w, b, eps);
+  const centered = op.sub(x, op.reduceMean(x, [-1], true));
+  const variance = op.reduceMean(op.mul(centered, centered), [-1], true);
+  return op.add(op.mul(op.mul(centered, op.reciprocal(op.sqrt(op.add(variance, eps)))), w), b);
+}
+
+/**
+ * SiLU, `x · σ(x)`. In float64 written as `x / (1 + e^−x)`: ONNX Runtime fuses `x · σ(x)` into its
+ * QuickGelu kernel, which exists for float32 only.
+ */
+export function silu(x: Value): Value {
+  if (x.dtype === "float64") return op.div(x, op.add(op.exp(op.neg(x)), 1));
+  return op.mul(x, op.sigmoid(x));
+}
+
+/** GPT-2's `gelu_new`: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
+export function geluNew(x: Value): Value {
+  const cube = op.mul(op.mul(x, x), x);
+  const inner = op.mul(op.add(x, op.mul(cube, 0.044715)), Math.sqrt(2 / Math.PI));
+  return op.mul(op.mul(x, 0.5), op.add(op.tanh(inner), 1));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Positions and masks
+// ---------------------------------------------------------------------------------------------------------
+
+/** A runtime int64 scalar: dimension `axis` of `x`. */
+function dim(x: Value, axis: number): Value {
+  return op.squeeze(op.shapeOf(x, axis, axis + 1), [0]);
+}
+
+/** `x[:, -n:]` along `axis` for a runtime n (an int64 scalar or [1]); n = 0 keeps everything. */
+function lastColumns(x: Value, n: Value, axis: number, hint: Dim): Value {
+  const start = op.neg(op.reshape(op.cast(n, "int64"), [1]));
+  const g = x.g;
+  const shape: Dim[] = [...x.shape];
+  shape[axis] = hint;
+  return g.node("Slice", [x, start, g.ints([2 ** 53]), g.ints([axis])], [{ dtype: x.dtype, shape }])[0];
+}
+
+/**
+ * Position ids from the attention mask, as HF's `generate` computes them: `cumsum(mask) − 1`, 1 where the
+ * mask is 0, the last T columns (T = the number of new tokens). `ids` `[B, T]` int64, `mask` `[B, S]`.
+ */
+export function positionsFromMask(ids: Value, mask: Value): Value {
+  const m = op.cast(op.cast(mask, "bool"), "int64");
+  const pos = op.where(op.equal(m, 0), 1, op.sub(op.cumSum(m, 1), 1));
+  if (ids.shape[1] === mask.shape[1]) return pos;
+  return lastColumns(pos, op.shapeOf(ids, 1, 2), 1, ids.shape[1]);
+}
+
+/**
+ * The additive attention bias `[B, 1, 1, T, S]` (broadcast over kv heads and the heads sharing them):
+ * 0 where query t (absolute index S − T + t) may attend key j — j ≤ S − T + t and mask[j] ≠ 0 — else
+ * {@link MASK_VALUE}.
+ */
+export function attentionBias(ids: Value, mask: Value, dtype: FloatDType): Value {
+  const g = ids.g;
+  const s = dim(mask, 1), t = dim(ids, 1);
+  const one = g.scalar(1, "int64");
+  const keys = op.range(g.scalar(0, "int64"), s, one, mask.shape[1]);
+  const queries = op.range(op.sub(s, t), s, one, ids.shape[1]);
+  const causal = op.lessOrEqual(op.unsqueeze(keys, [0]), op.unsqueeze(queries, [1])); // [T, S]
+  const keyOk = op.unsqueeze(op.cast(mask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, S]
+  const allowed = op.and(keyOk, causal); // [B, 1, 1, T, S]
+  return op.where(allowed, g.scalar(0, dtype), g.scalar(MASK_VALUE, dtype));
+}
+
+/**
+ * The LM head: final rows `[B·T, D]` → logits `[B, T, V]` (`x W^T` with W `[V, D]`, HF layout: the
+ * embedding when tied). With `keep` (k), only the last k positions are projected (k = 0: all).
+ */
+export function lmHead(ctx: Ctx, rows: Value, weightName: string, ids: Value, keep?: Value): Value {
+  const w = weight(ctx, weightName);
+  const v = w.shape[0] as number, d = rows.shape[1] as number;
+  const bt = op.shapeOf(ids);
+  let x = rows;
+  let seq: Dim = ids.shape[1];
+  if (keep) {
+    const x3 = op.reshape(rows, op.concat([bt, ctx.g.ints([d])], 0), [ids.shape[0], ids.shape[1], d]);
+    seq = `${ids.shape[1]}.kept`;
+    x = op.reshape(lastColumns(x3, keep, 1, seq), [-1, d]);
+  }
+  const logits = op.gemm(x, w, null, { transB: true });
+  const out = op.concat([op.slice(bt, [0], [1]), ctx.g.ints([-1, v])], 0);
+  return op.reshape(logits, out, [ids.shape[0], seq, v]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rotary embeddings
+// ---------------------------------------------------------------------------------------------------------
+
+/** cos and signed sin tables `[B, T, 1, headDim]` for HF's rotate-half convention. */
+export type Rotary = { cos: Value; sin: Value };
+
+/**
+ * Rotary tables for positions `[B, T]` (int64): angles `pos · invFreq` (`[B, T, hd/2]`), repeated over
+ * both halves as HF's `cat((freqs, freqs), -1)`. The sin table carries rotate_half's sign (−sin on the
+ * first half), so applying is `x·cos + swapHalves(x)·sin`.
+ */
+export function rotaryTables(ctx: Ctx, positions: Value, invFreq: Float64Array): Rotary {
+  const g = ctx.g;
+  const half = invFreq.length;
+  const inv = g.constant(Array.from(invFreq), [half], ctx.dtype);
+  const angles = op.mul(op.unsqueeze(op.cast(positions, ctx.dtype), [-1]), inv); // [B, T, hd/2]
+  const c = op.cos(angles), s = op.sin(angles);
+  return {
+    cos: op.unsqueeze(op.concat([c, c], -1), [2]),
+    sin: op.unsqueeze(op.concat([op.neg(s), s], -1), [2]),
+  };
+}
+
+/**
+ * Applies rotary embeddings to `[B, T, heads, hd]`: HF's `x·cos + rotate_half(x)·sin`, where
+ * rotate_half(x) = cat(−x2, x1) over the two halves (not interleaved pairs).
+ */
+export function applyRotary(x: Value, r: Rotary): Value {
+  const hd = x.shape[3] as number;
+  const [x1, x2] = op.split(x, [hd / 2, hd / 2], -1);
+  return op.add(op.mul(x, r.cos), op.mul(op.concat([x2, x1], -1), r.sin));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------------------------------------
+
+/** Rows `[B·T, heads·hd]` → `[B, T, heads, hd]`, with `bt` the runtime `[B, T]`. */
+export function toHeads(rows: Value, bt: Value, heads: number, hd: number, hint: readonly Dim[]): Value {
+  const shape = op.concat([bt, rows.g.ints([heads, hd])], 0);
+  return op.reshape(rows, shape, [hint[0], hint[1], heads, hd]);
+}
+
+/**
+ * Scaled dot-product attention with grouped-query heads. `q` `[B, H, T, hd]`, `k`/`v` `[B, kvH, S, hd]`,
+ * `bias` `[B, 1, 1, T, S]`. Query head h uses kv head ⌊h / (H / kvH)⌋ — HF's `repeat_kv`, done by
+ * broadcasting a `[B, kvH, H/kvH, T, hd]` view of q against `[B, kvH, 1, S, hd]` keys rather than copying
+ * the keys. Returns rows `[B·T, H·hd]`.
+ */
+export function attention(q: Value, k: Value, v: Value, bias: Value, heads: number, kvHeads: number): Value {
+  const hd = q.shape[3] as number;
+  const rep = heads / kvHeads;
+  const q5 = op.reshape(op.mul(q, 1 / Math.sqrt(hd)), [0, kvHeads, rep, -1, hd]);
+  const kT = op.unsqueeze(op.transpose(k, [0, 1, 3, 2]), [2]); // [B, kvH, 1, hd, S]
+  const scores = op.add(op.matmul(q5, kT), bias); // [B, kvH, rep, T, S]
+  const probs = op.softmax(scores, -1);
+  const out = op.matmul(probs, op.unsqueeze(v, [2])); // [B, kvH, rep, T, hd]
+  const perHead = op.transpose(op.reshape(out, [0, heads, -1, hd]), [0, 2, 1, 3]); // [B, T, H, hd]
+  return op.reshape(perHead, [-1, heads * hd]);
+}
+
+/** `[B, T, heads, hd]` → `[B, heads, T, hd]`, appended to the cached `[B, heads, P, hd]` when given. */
+export function withPast(x: Value, past: Value | undefined, dtype: FloatDType): Value {
+  const t = op.transpose(x, [0, 2, 1, 3]);
+  return past ? op.concat([op.cast(past, dtype), t], 2) : t;
+}

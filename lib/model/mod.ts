@@ -1,0 +1,35 @@
+/**
+ * Decoder-only language models: Hugging Face configs and checkpoints, the Llama family and GPT-2 as
+ * graphs of the engine (with a KV cache for serving), log-probs for training, LoRA and PEFT adapters,
+ * random initialization, model folders in and out, and the serving export with generation over it.
+ * @module
+ */
+export * from "./config.ts";
+export * from "./safetensors.ts";
+export * from "./checkpoint.ts";
+export * from "./weights_names.ts";
+export * from "./weights.ts";
+export * from "./decoder.ts";
+export * from "./logprobs.ts";
+export * from "./lora.ts";
+export * from "./peft.ts";
+export * from "./init.ts";
+export * from "./model_folder.ts";
+export * from "./export.ts";
+export * from "./generate.ts";
+export * from "./sampling.ts";
+export {
+  applyRotary,
+  attention,
+  attentionBias,
+  geluNew,
+  layerNorm,
+  linear,
+  MASK_VALUE,
+  positionsFromMask,
+  rmsNorm,
+  rotaryTables,
+  silu,
+} from "./layers.ts";
+export { llamaForward } from "./llama.ts";
+export { gpt2Forward } from "./gpt2.ts";

@@ -1,0 +1,201 @@
+/**
+ * Next-token selection for generation: log-softmax, temperature, top-k, top-p (nucleus) and seeded
+ * sampling over one row of logits. Pure functions over plain arrays, so generation (and a server's
+ * `logprobs`) can be tested without a model.
+ *
+ * Filters apply in the order `transformers` applies its logits warpers: temperature, then top-k, then
+ * top-p on what is left. The log-probabilities reported for chosen tokens and alternatives always come
+ * from the model's own distribution (temperature 1, nothing filtered), as OpenAI's `logprobs` are.
+ *
+ * @module
+ */
+import { mulberry32, type Rng } from "../data/random.ts";
+
+export { mulberry32, type Rng };
+
+/** How to pick the next token. `temperature: 0` means greedy (argmax). */
+export type SamplingParams = {
+  /** Divides the logits; 0 picks the most likely token. Default 1. */
+  temperature?: number;
+  /** Keep the smallest set of most likely tokens whose probability mass reaches `topP` (0 < p ≤ 1). */
+  topP?: number;
+  /** Keep only the `topK` most likely tokens (0 or undefined: no limit). */
+  topK?: number;
+};
+
+/** A token with its log-probability. */
+export type TokenLogprob = { token: number; logprob: number };
+
+/** Index of the largest value (the first one on ties, like `torch.argmax`). NaNs are never chosen. */
+export function argmax(values: ArrayLike<number>): number {
+  let best = -1, bestV = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v > bestV || (best < 0 && v === -Infinity)) {
+      best = i;
+      bestV = v;
+    }
+  }
+  if (best < 0) throw new RangeError("argmax of an empty (or all-NaN) row");
+  return best;
+}
+
+/** log Σ exp(x), computed stably in float64. */
+export function logSumExp(values: ArrayLike<number>, scale = 1): number {
+  let m = -Infinity;
+  for (let i = 0; i < values.length; i++) m = Math.max(m, values[i] * scale);
+  if (m === -Infinity || !Number.isFinite(m)) return m;
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += Math.exp(values[i] * scale - m);
+  return m + Math.log(s);
+}
+
+/** log softmax(x) in float64: what a token's log-probability is under the model. */
+export function logSoftmax(values: ArrayLike<number>): Float64Array {
+  const lse = logSumExp(values);
+  const out = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = values[i] - lse;
+  return out;
+}
+
+/** softmax(x / temperature) in float64. */
+export function softmax(values: ArrayLike<number>, temperature = 1): Float64Array {
+  if (!(temperature > 0)) throw new RangeError(`softmax needs a positive temperature, got ${temperature}`);
+  const scale = 1 / temperature;
+  const lse = logSumExp(values, scale);
+  const out = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = Math.exp(values[i] * scale - lse);
+  return out;
+}
+
+/**
+ * Indices of the `k` largest values, largest first (lower index first on ties). O(n log k): a bounded
+ * heap, so a 150k-token vocabulary costs one pass, not a sort.
+ */
+export function topKIndices(values: ArrayLike<number>, k: number): number[] {
+  const n = values.length;
+  k = Math.min(Math.max(0, Math.floor(k)), n);
+  if (k === 0) return [];
+  // "a ranks below b": smaller value, or equal value and larger index.
+  const below = (a: number, b: number) => values[a] < values[b] || (values[a] === values[b] && a > b);
+  const heap: number[] = []; // min-heap by rank: heap[0] is the weakest kept index
+  const up = (i: number) => {
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!below(heap[i], heap[p])) break;
+      [heap[i], heap[p]] = [heap[p], heap[i]];
+      i = p;
+    }
+  };
+  const down = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < heap.length && below(heap[l], heap[m])) m = l;
+      if (r < heap.length && below(heap[r], heap[m])) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m], heap[i]];
+      i = m;
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    if (Number.isNaN(values[i])) continue;
+    if (heap.length < k) {
+      heap.push(i);
+      up(heap.length - 1);
+    } else if (below(heap[0], i)) {
+      heap[0] = i;
+      down(0);
+    }
+  }
+  return heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+}
+
+/**
+ * The nucleus of a distribution: the smallest set of most likely tokens whose probability mass is at
+ * least `p`, most likely first (always at least one token). `probs` need not be normalized when
+ * `total` is given. Looks at the top 64 tokens first and widens only when they do not reach `p`.
+ */
+export function nucleus(probs: ArrayLike<number>, p: number, total = 1): number[] {
+  if (!(p > 0 && p <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${p}`);
+  const target = p * total;
+  for (let k = Math.min(64, probs.length);; k = Math.min(4 * k, probs.length)) {
+    const idx = topKIndices(probs, k);
+    let mass = 0;
+    for (let i = 0; i < idx.length; i++) {
+      mass += probs[idx[i]];
+      if (mass >= target) return idx.slice(0, i + 1);
+    }
+    if (k === probs.length) return idx; // rounding left the full set just short of p·total
+  }
+}
+
+/** The `k` most likely tokens under `logprobs` with their log-probabilities, most likely first. */
+export function topLogprobs(logprobs: ArrayLike<number>, k: number): TokenLogprob[] {
+  return topKIndices(logprobs, k).map((token) => ({ token, logprob: logprobs[token] }));
+}
+
+/**
+ * The candidate tokens and their (unnormalized) probabilities after temperature, top-k and top-p, most
+ * likely first. Exposed for tests and for callers that want to show the sampling distribution.
+ */
+export function candidates(
+  logits: ArrayLike<number>,
+  params: SamplingParams,
+): { tokens: number[]; probs: number[] } {
+  const temperature = params.temperature ?? 1;
+  const probs = softmax(logits, temperature);
+  let tokens: number[];
+  const topK = params.topK ?? 0;
+  if (topK < 0 || !Number.isInteger(topK)) throw new RangeError(`top_k must be a whole number, got ${topK}`);
+  if (topK > 0 && topK < probs.length) tokens = topKIndices(probs, topK);
+  else tokens = [];
+  const topP = params.topP ?? 1;
+  if (topP < 1) {
+    if (tokens.length) {
+      let total = 0;
+      for (const t of tokens) total += probs[t];
+      const sub = tokens.map((t) => probs[t]);
+      tokens = nucleus(sub, topP, total).map((i) => tokens[i]);
+    } else tokens = nucleus(probs, topP);
+  } else if (!tokens.length) {
+    tokens = Array.from({ length: probs.length }, (_, i) => i);
+  }
+  return { tokens, probs: tokens.map((t) => probs[t]) };
+}
+
+/**
+ * Pick the next token from one row of logits: argmax when `temperature` is 0, otherwise a draw from the
+ * filtered distribution using one number from `rng`.
+ *
+ * @example
+ * ```ts
+ * const rng = mulberry32(7);
+ * sampleToken([1, 3, 2], { temperature: 0 }, rng); // 1
+ * sampleToken([1, 3, 2], { temperature: 0.8, topP: 0.9 }, rng); // 1 or 2, the same for seed 7
+ * ```
+ */
+export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, rng: Rng): number {
+  const temperature = params.temperature ?? 1;
+  if (temperature < 0 || Number.isNaN(temperature)) {
+    throw new RangeError(`temperature must be ≥ 0, got ${temperature}`);
+  }
+  if (temperature === 0) return argmax(logits);
+  const { tokens, probs } = candidates(logits, params);
+  let total = 0;
+  for (const q of probs) total += q;
+  if (!(total > 0 && Number.isFinite(total))) {
+    throw new RangeError("nothing to sample from: the logits are empty, NaN or infinite");
+  }
+  let u = rng() * total;
+  for (let i = 0; i < tokens.length; i++) {
+    u -= probs[i];
+    if (u < 0) return tokens[i];
+  }
+  return tokens[tokens.length - 1]; // u landed on the rounding error at the top
+}
+
+/** A token's log-probability under the model's own distribution (temperature 1, no filtering). */
+export function tokenLogprob(logits: ArrayLike<number>, token: number): number {
+  return logits[token] - logSumExp(logits);
+}

@@ -1,0 +1,848 @@
+/**
+ * The trainer's options: defaults (the paper's recipe where it has one), parsing from the command line
+ * with `node:util` `parseArgs`, merging with a JSON `--config` file (flags win), validation with messages
+ * that name the flag and the bad value, and the `--help` text.
+ *
+ * Flags are kebab-case (`--max-prompt-length`), fields camelCase (`maxPromptLength`); a config file may use
+ * either spelling, so a run's saved `config.json` (the resolved {@link TrainOptions}) can be passed back as
+ * `--config`. Everything is synchronous and pure apart from reading the config file.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LossName } from "../losses/types.ts";
+import type { PairStrategy } from "../data/convert.ts";
+import type { DeviceRequest } from "../runtime/device.ts";
+import type { ScheduleKind } from "./schedule.ts";
+
+/** What to train with: supervised fine-tuning, or one of the alignment losses. */
+export type TrainLoss = "sft" | LossName;
+
+/** Every option of `deno task train`, resolved (defaults filled in). */
+export type TrainOptions = {
+  /** Hugging Face model folder (the SFT model: policy init and reference). */
+  model?: string;
+  /** Training data file (JSONL or Parquet). */
+  data?: string;
+  /** Evaluation data file; when absent, `evalFraction` of the training data is held out. */
+  evalData?: string;
+  evalFraction: number;
+  /** The run folder to write; default: a fresh `runs/<name>-<YYYYmmdd-HHMMSS>/` (see `run_folder.ts`). */
+  out?: string;
+  /** Run name, the start of the run folder's name; default: the loss name. */
+  name: string;
+  loss: TrainLoss;
+  /** β: scale of the implicit reward β·(log π − log μ). */
+  beta: number;
+  /** α: reward temperature of the soft labels softmax(r / α). */
+  alpha: number;
+  /** Responses per prompt (K); undefined: all of them. */
+  k?: number;
+  kMode: "first" | "random";
+  pairStrategy: PairStrategy;
+  lr: number;
+  schedule: ScheduleKind;
+  warmupRatio: number;
+  /** Overrides `warmupRatio` when set. */
+  warmupSteps?: number;
+  epochs: number;
+  /** Overrides `epochs` when set. */
+  maxSteps?: number;
+  /** Prompts per optimizer step (per gradient-accumulation micro-step). */
+  batchSize: number;
+  gradAccum: number;
+  maxLength: number;
+  maxPromptLength: number;
+  loraR: number;
+  loraAlpha: number;
+  loraDropout: number;
+  /** Module names LoRA adapts; undefined: the model family's default. */
+  loraTargets?: string[];
+  /** Full fine-tuning instead of LoRA. */
+  full: boolean;
+  seed: number;
+  device: DeviceRequest;
+  precision: "fp32" | "fp16";
+  /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph). */
+  stepsPerRun: number;
+  evalEvery?: number;
+  saveEvery?: number;
+  keepCheckpoints: number;
+  /** A run folder to continue. */
+  resume?: string;
+  /** Gradient clipping by global norm; 0 disables. */
+  maxGradNorm: number;
+  weightDecay: number;
+  demo: boolean;
+  compare: boolean;
+  quiet: boolean;
+  /** The config file the options were merged with, if any. */
+  config?: string;
+};
+
+type Kind = "string" | "number" | "int" | "enum" | "boolean" | "list";
+
+/** How one option is parsed, checked and documented. */
+export type OptionSpec = {
+  key: keyof TrainOptions;
+  flag: string;
+  kind: Kind;
+  group: string;
+  help: string;
+  /** Default value (undefined: unset unless given). */
+  default?: unknown;
+  /** How the default reads in `--help` when it is not a plain value. */
+  defaultText?: string;
+  choices?: readonly string[];
+  /** Likely mistakes and the choice meant (`gpu` → `cuda`), preferred over spelling suggestions. */
+  hints?: Readonly<Record<string, string>>;
+  /** Returns what is wrong ("must be > 0") or undefined. */
+  check?: (v: number) => string | undefined;
+  /** Placeholder in `--help`. */
+  arg?: string;
+};
+
+const positive = (v: number) => (v > 0 ? undefined : "must be > 0");
+const nonNegative = (v: number) => (v >= 0 ? undefined : "must be ≥ 0");
+const atLeast = (n: number) => (v: number) => (v >= n ? undefined : `must be ≥ ${n}`);
+const fraction = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
+const fractionClosed = (v: number) => (v >= 0 && v <= 1 ? undefined : "must be in [0, 1]");
+const uint32 = (v: number) => (v >= 0 && v <= 0xffffffff ? undefined : "must be in [0, 4294967295]");
+
+/** Every option, in `--help` order. */
+export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
+  // Data
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    group: "Data",
+    arg: "dir",
+    help: "Hugging Face model folder (the SFT model); required unless --demo or --resume",
+    defaultText: "none",
+  },
+  {
+    key: "data",
+    flag: "data",
+    kind: "string",
+    group: "Data",
+    arg: "file",
+    help: "training data, JSONL or Parquet; required unless --demo or --resume",
+    defaultText: "none",
+  },
+  {
+    key: "evalData",
+    flag: "eval-data",
+    kind: "string",
+    group: "Data",
+    arg: "file",
+    help: "evaluation data",
+    defaultText: "held out from --data",
+  },
+  {
+    key: "evalFraction",
+    flag: "eval-fraction",
+    kind: "number",
+    group: "Data",
+    default: 0.05,
+    check: fraction,
+    help: "fraction of --data held out for evaluation when --eval-data is absent; 0: none",
+  },
+  {
+    key: "k",
+    flag: "k",
+    kind: "int",
+    group: "Data",
+    check: atLeast(2),
+    defaultText: "all",
+    help: "responses per prompt (K) to use from reward data; 'all' for every one",
+  },
+  {
+    key: "kMode",
+    flag: "k-mode",
+    kind: "enum",
+    group: "Data",
+    choices: ["first", "random"],
+    default: "first",
+    help: "which K responses to keep: the first K, or a seeded random K",
+  },
+  {
+    key: "pairStrategy",
+    flag: "pair-strategy",
+    kind: "enum",
+    group: "Data",
+    choices: ["best-vs-random", "best-vs-worst", "all-pairs"],
+    default: "best-vs-random",
+    help: "how preference losses turn reward data into pairs",
+  },
+  {
+    key: "maxLength",
+    flag: "max-length",
+    kind: "int",
+    group: "Data",
+    default: 1024,
+    check: atLeast(2),
+    help: "max tokens of prompt + response",
+  },
+  {
+    key: "maxPromptLength",
+    flag: "max-prompt-length",
+    kind: "int",
+    group: "Data",
+    default: 512,
+    check: atLeast(1),
+    help: "max prompt tokens (longer prompts keep their end)",
+  },
+  // Loss
+  {
+    key: "loss",
+    flag: "loss",
+    kind: "enum",
+    group: "Loss",
+    choices: ["sft", "infonca", "nca", "dpo", "nca_pair", "ipo"],
+    default: "nca",
+    help: "training objective",
+  },
+  {
+    key: "beta",
+    flag: "beta",
+    kind: "number",
+    group: "Loss",
+    default: 0.01,
+    check: positive,
+    help: "β, scale of the implicit reward β·(log π − log μ)",
+  },
+  {
+    key: "alpha",
+    flag: "alpha",
+    kind: "number",
+    group: "Loss",
+    default: 1e-2,
+    check: positive,
+    help: "α, reward temperature: soft labels softmax(r / α)",
+  },
+  // Optimization
+  {
+    key: "lr",
+    flag: "lr",
+    kind: "number",
+    group: "Optimization",
+    default: 5e-6,
+    check: positive,
+    help: "peak learning rate",
+  },
+  {
+    key: "schedule",
+    flag: "schedule",
+    kind: "enum",
+    group: "Optimization",
+    choices: ["cosine", "linear", "constant"],
+    default: "cosine",
+    help: "learning-rate schedule (as in transformers)",
+  },
+  {
+    key: "warmupRatio",
+    flag: "warmup-ratio",
+    kind: "number",
+    group: "Optimization",
+    default: 0.1,
+    check: fractionClosed,
+    help: "warmup as a fraction of the total steps",
+  },
+  {
+    key: "warmupSteps",
+    flag: "warmup-steps",
+    kind: "int",
+    group: "Optimization",
+    check: nonNegative,
+    defaultText: "from --warmup-ratio",
+    help: "warmup steps (overrides --warmup-ratio)",
+  },
+  {
+    key: "epochs",
+    flag: "epochs",
+    kind: "number",
+    group: "Optimization",
+    default: 1,
+    check: positive,
+    help: "passes over the training data (may be fractional)",
+  },
+  {
+    key: "maxSteps",
+    flag: "max-steps",
+    kind: "int",
+    group: "Optimization",
+    check: atLeast(1),
+    defaultText: "from --epochs",
+    help: "optimizer steps to run (overrides --epochs)",
+  },
+  {
+    key: "batchSize",
+    flag: "batch-size",
+    kind: "int",
+    group: "Optimization",
+    default: 8,
+    check: atLeast(1),
+    help: "prompts per micro-batch",
+  },
+  {
+    key: "gradAccum",
+    flag: "grad-accum",
+    kind: "int",
+    group: "Optimization",
+    default: 1,
+    check: atLeast(1),
+    help: "micro-batches accumulated per optimizer step",
+  },
+  {
+    key: "maxGradNorm",
+    flag: "max-grad-norm",
+    kind: "number",
+    group: "Optimization",
+    default: 1.0,
+    check: nonNegative,
+    help: "clip gradients to this global norm; 0: no clipping",
+  },
+  {
+    key: "weightDecay",
+    flag: "weight-decay",
+    kind: "number",
+    group: "Optimization",
+    default: 0,
+    check: nonNegative,
+    help: "AdamW weight decay",
+  },
+  {
+    key: "seed",
+    flag: "seed",
+    kind: "int",
+    group: "Optimization",
+    default: 42,
+    check: uint32,
+    help: "seed for data order, sampling and initialization",
+  },
+  // Model
+  {
+    key: "full",
+    flag: "full",
+    kind: "boolean",
+    group: "Model",
+    default: false,
+    help: "full fine-tuning instead of LoRA",
+  },
+  {
+    key: "loraR",
+    flag: "lora-r",
+    kind: "int",
+    group: "Model",
+    default: 16,
+    check: atLeast(1),
+    help: "LoRA rank",
+  },
+  {
+    key: "loraAlpha",
+    flag: "lora-alpha",
+    kind: "number",
+    group: "Model",
+    default: 16,
+    check: positive,
+    help: "LoRA scale numerator (scale = alpha / r)",
+  },
+  {
+    key: "loraDropout",
+    flag: "lora-dropout",
+    kind: "number",
+    group: "Model",
+    default: 0.05,
+    check: fraction,
+    help: "dropout on the LoRA input",
+  },
+  {
+    key: "loraTargets",
+    flag: "lora-targets",
+    kind: "list",
+    group: "Model",
+    arg: "a,b,..",
+    defaultText: "per model family",
+    help: "comma-separated modules to adapt, e.g. q,k,v,o,gate,up,down",
+  },
+  {
+    key: "device",
+    flag: "device",
+    kind: "enum",
+    group: "Model",
+    choices: ["cpu", "cuda", "auto"],
+    hints: { gpu: "cuda", nvidia: "cuda" },
+    default: "auto",
+    help: "where to train; auto: CUDA when it works, else CPU",
+  },
+  {
+    key: "precision",
+    flag: "precision",
+    kind: "enum",
+    group: "Model",
+    choices: ["fp32", "fp16"],
+    default: "fp32",
+    help: "compute precision",
+  },
+  {
+    key: "stepsPerRun",
+    flag: "steps-per-run",
+    kind: "int",
+    group: "Model",
+    default: 8,
+    check: atLeast(1),
+    help: "optimizer steps per ONNX Runtime call",
+  },
+  // Run
+  {
+    key: "out",
+    flag: "out",
+    kind: "string",
+    group: "Run",
+    arg: "dir",
+    defaultText: "runs/<name>-<YYYYmmdd-HHMMSS>",
+    help: "the run folder to write",
+  },
+  {
+    key: "name",
+    flag: "name",
+    kind: "string",
+    group: "Run",
+    defaultText: "the loss name",
+    help: "run name, the start of the run folder's name",
+  },
+  {
+    key: "evalEvery",
+    flag: "eval-every",
+    kind: "int",
+    group: "Run",
+    check: atLeast(1),
+    defaultText: "at the end only",
+    arg: "steps",
+    help: "evaluate every this many steps",
+  },
+  {
+    key: "saveEvery",
+    flag: "save-every",
+    kind: "int",
+    group: "Run",
+    check: atLeast(1),
+    defaultText: "at the end only",
+    arg: "steps",
+    help: "save a resumable checkpoint every this many steps",
+  },
+  {
+    key: "keepCheckpoints",
+    flag: "keep-checkpoints",
+    kind: "int",
+    group: "Run",
+    default: 2,
+    check: atLeast(1),
+    help: "checkpoints kept (older ones are deleted)",
+  },
+  {
+    key: "resume",
+    flag: "resume",
+    kind: "string",
+    group: "Run",
+    arg: "run-dir",
+    defaultText: "none",
+    help: "continue a run from its latest checkpoint",
+  },
+  {
+    key: "config",
+    flag: "config",
+    kind: "string",
+    group: "Run",
+    arg: "file",
+    defaultText: "none",
+    help: "JSON file of options (camelCase or kebab-case keys); flags win",
+  },
+  {
+    key: "demo",
+    flag: "demo",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "train a tiny built-in model on built-in data (no downloads)",
+  },
+  {
+    key: "compare",
+    flag: "compare",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "train each loss on the same data and compare the results",
+  },
+  {
+    key: "quiet",
+    flag: "quiet",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "no progress line, only warnings and errors",
+  },
+] as OptionSpec[]);
+
+const BY_FLAG = new Map(OPTION_SPECS.map((s) => [s.flag, s]));
+const BY_KEY = new Map(OPTION_SPECS.map((s) => [s.key as string, s]));
+
+/** Invalid options; `errors` has one line per problem (the message joins them). */
+export class OptionsError extends Error {
+  readonly errors: string[];
+  constructor(errors: string[]) {
+    super(errors.join("\n"));
+    this.name = "OptionsError";
+    this.errors = errors;
+  }
+}
+
+/** Options as given by one source, with that source's name for error messages. */
+export type OptionLayer = { values: Partial<TrainOptions>; source: string };
+
+/** Edit distance, for "did you mean". */
+export function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return row[b.length];
+}
+
+/** The closest of `candidates` to `word` when it is close enough to be a plausible typo. */
+export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+const describe = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : String(v));
+
+/**
+ * Convert one raw value (a flag's string, or a config file's JSON value) to the option's type. Returns the
+ * value or an error message naming the flag.
+ */
+function convert(spec: OptionSpec, raw: unknown, where: string): { value: unknown } | { error: string } {
+  const flag = `--${spec.flag}`;
+  const bad = (what: string) => ({ error: `${flag} ${what}, got ${describe(raw)}${where}` });
+  if (raw === null) return { value: undefined };
+  switch (spec.kind) {
+    case "boolean":
+      if (typeof raw === "boolean") return { value: raw };
+      if (raw === "true" || raw === "false") return { value: raw === "true" };
+      return bad("must be true or false");
+    case "string":
+      if (typeof raw !== "string" || raw === "") return bad("must be a non-empty string");
+      return { value: raw };
+    case "enum": {
+      if (typeof raw === "string" && spec.choices!.includes(raw)) return { value: raw };
+      const guess = typeof raw === "string"
+        ? (spec.hints && Object.hasOwn(spec.hints, raw.toLowerCase())
+          ? spec.hints[raw.toLowerCase()]
+          : undefined) ??
+          closest(raw, spec.choices!)
+        : undefined;
+      return {
+        error: `${flag} must be one of ${spec.choices!.join(", ")}, got ${describe(raw)}${
+          guess ? ` (did you mean ${guess}?)` : ""
+        }${where}`,
+      };
+    }
+    case "list": {
+      const items = Array.isArray(raw) ? raw : typeof raw === "string" ? raw.split(",") : undefined;
+      if (!items || !items.every((x) => typeof x === "string")) return bad("must be a comma-separated list");
+      const list = items.map((x: string) => x.trim()).filter((x: string) => x !== "");
+      if (list.length === 0) return bad("must name at least one module");
+      return { value: list };
+    }
+    case "number":
+    case "int": {
+      if (spec.key === "k" && raw === "all") return { value: undefined };
+      const n = typeof raw === "number"
+        ? raw
+        : typeof raw === "string" && raw.trim() !== ""
+        ? Number(raw)
+        : NaN;
+      if (!Number.isFinite(n)) return bad("must be a number");
+      if (spec.kind === "int" && !Number.isInteger(n)) {
+        return { error: `${flag} must be an integer, got ${String(raw).trim()}${where}` };
+      }
+      const problem = spec.check?.(n);
+      if (problem) return { error: `${flag} ${problem}, got ${String(raw).trim()}${where}` };
+      return { value: n + 0 }; // -0 → 0
+    }
+  }
+}
+
+const looksLikeFlag = (s: string) => /^--?[A-Za-z]/.test(s);
+
+/**
+ * Parse argv into a layer of explicitly given options (nothing defaulted), the `--config` path and whether
+ * help was asked for. Throws {@link OptionsError} listing every unknown flag (with the closest known one),
+ * missing value and bad value.
+ */
+export function parseTrainArgs(argv: readonly string[]): { layer: OptionLayer; help: boolean } {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const s of OPTION_SPECS) options[s.flag] = { type: s.kind === "boolean" ? "boolean" : "string" };
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const errors: string[] = [];
+  const values: Partial<Record<keyof TrainOptions, unknown>> = {};
+  let help = false;
+  let unknownAt = -1; // index of an unknown `--flag`, whose value parseArgs sees as a positional
+  for (const t of tokens) {
+    if (t.kind === "positional" && t.index === unknownAt + 1) continue;
+    if (t.kind === "positional") {
+      errors.push(`unexpected argument ${JSON.stringify(t.value)} (options start with --; see --help)`);
+      continue;
+    }
+    if (t.kind !== "option") continue;
+    if (t.name === "help") {
+      help = true;
+      continue;
+    }
+    let spec = BY_FLAG.get(t.name);
+    let negated = false;
+    if (!spec && t.name.startsWith("no-") && BY_FLAG.get(t.name.slice(3))?.kind === "boolean") {
+      spec = BY_FLAG.get(t.name.slice(3));
+      negated = true;
+    }
+    if (!spec && t.name.startsWith("no-") && BY_FLAG.has(t.name.slice(3))) {
+      errors.push(`unknown option ${t.rawName}: --${t.name.slice(3)} is not an on/off flag`);
+      continue;
+    }
+    if (!spec) {
+      const guess = closest(t.name, [...BY_FLAG.keys(), "help"]);
+      errors.push(`unknown option ${t.rawName}${guess ? ` (did you mean --${guess}?)` : "; see --help"}`);
+      if (t.value === undefined) unknownAt = t.index;
+      continue;
+    }
+    if (spec.kind === "boolean") {
+      if (t.value !== undefined) {
+        const r = negated ? { error: `--no-${spec.flag} takes no value` } : convert(spec, t.value, "");
+        if ("error" in r) errors.push(r.error);
+        else values[spec.key] = r.value;
+      } else {
+        values[spec.key] = !negated;
+      }
+      continue;
+    }
+    if (t.value === undefined || (!t.inlineValue && looksLikeFlag(t.value))) {
+      errors.push(
+        `--${spec.flag} needs a value${t.value === undefined ? "" : `, got the option ${t.value}`}`,
+      );
+      continue;
+    }
+    const r = convert(spec, t.value, "");
+    if ("error" in r) errors.push(r.error);
+    else values[spec.key] = r.value;
+  }
+  if (errors.length && !help) throw new OptionsError(errors);
+  return { layer: { values: values as Partial<TrainOptions>, source: "command line" }, help };
+}
+
+/**
+ * Options from a parsed config object (camelCase or kebab-case keys; `null` means "unset"). Throws
+ * {@link OptionsError} for unknown keys (with the closest known one) and bad values.
+ */
+export function parseConfigObject(obj: unknown, source: string): OptionLayer {
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    throw new OptionsError([`${source}: a config file must hold a JSON object of options`]);
+  }
+  const errors: string[] = [];
+  const values: Partial<Record<keyof TrainOptions, unknown>> = {};
+  for (const [key, raw] of Object.entries(obj)) {
+    const spec = BY_KEY.get(key) ?? BY_FLAG.get(key);
+    if (spec?.key === "config") {
+      errors.push(`${source}: a config file cannot name another config file ("${key}")`);
+      continue;
+    }
+    if (!spec) {
+      const guess = closest(key, [...BY_KEY.keys()].filter((k) => k !== "config"));
+      errors.push(`${source}: unknown option "${key}"${guess ? ` (did you mean "${guess}"?)` : ""}`);
+      continue;
+    }
+    const r = convert(spec, raw, ` (in ${source})`);
+    if ("error" in r) errors.push(r.error);
+    else values[spec.key] = r.value;
+  }
+  if (errors.length) throw new OptionsError(errors);
+  return { values: values as Partial<TrainOptions>, source };
+}
+
+/** Read a JSON config file as an options layer. */
+export function readConfigFile(path: string): OptionLayer {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new OptionsError([`--config: cannot read ${path}: ${(e as Error).message}`]);
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new OptionsError([`--config: ${path} is not valid JSON: ${(e as Error).message}`]);
+  }
+  return parseConfigObject(obj, path);
+}
+
+/** The defaults of every option (`name` defaults to the loss, so it is filled in by resolution). */
+export function defaultTrainOptions(): TrainOptions {
+  const out: Record<string, unknown> = {};
+  for (const s of OPTION_SPECS) if (s.default !== undefined) out[s.key] = s.default;
+  out.name = out.loss;
+  return out as TrainOptions;
+}
+
+/**
+ * Defaults, overlaid by each layer in order (later wins; a layer's `undefined` leaves the value alone),
+ * then cross-checked. Throws {@link OptionsError} with every problem, naming the flag and where its value
+ * came from.
+ */
+export function resolveTrainOptions(...layers: OptionLayer[]): TrainOptions {
+  const merged: Record<string, unknown> = { ...defaultTrainOptions() };
+  delete merged.name;
+  const origin = new Map<string, string>();
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer.values)) {
+      if (v === undefined) continue;
+      merged[k] = v;
+      origin.set(k, layer.source);
+    }
+  }
+  const opts = merged as TrainOptions;
+  if (opts.name === undefined) opts.name = opts.loss;
+  const where = (key: keyof TrainOptions) => {
+    const src = origin.get(key);
+    return src && src !== "command line" ? ` (in ${src})` : "";
+  };
+  const errors: string[] = [];
+  // Each value was checked on its own when parsed; re-check in case a layer was built by hand.
+  for (const spec of OPTION_SPECS) {
+    const v = (opts as Record<string, unknown>)[spec.key];
+    if (v === undefined) continue;
+    const r = convert(spec, v, where(spec.key));
+    if ("error" in r) errors.push(r.error);
+  }
+  if (!opts.demo && !opts.resume) {
+    if (!opts.model) {
+      errors.push("--model is required (a Hugging Face model folder), unless --demo or --resume is given");
+    }
+    if (!opts.data) {
+      errors.push("--data is required (a JSONL or Parquet file), unless --demo or --resume is given");
+    }
+  }
+  if (opts.maxPromptLength >= opts.maxLength) {
+    errors.push(
+      `--max-prompt-length must be < --max-length (${opts.maxLength}), got ${opts.maxPromptLength}${
+        where("maxPromptLength") || where("maxLength")
+      }`,
+    );
+  }
+  if (errors.length) throw new OptionsError(errors);
+  return opts;
+}
+
+/**
+ * Parse the trainer's command line: flags over the `--config` file over defaults. Returns the help text
+ * instead when `--help`/`-h` is given. Throws {@link OptionsError} for anything invalid.
+ *
+ * @example
+ * ```ts
+ * const opts = parseTrainOptions(["--model", "m", "--data", "d.jsonl", "--loss", "dpo", "--beta", "0.1"]);
+ * if ("help" in opts) console.log(opts.help);
+ * ```
+ */
+export function parseTrainOptions(argv: readonly string[]): TrainOptions | { help: string } {
+  const { layer, help } = parseTrainArgs(argv);
+  if (help) return { help: trainHelp() };
+  const layers: OptionLayer[] = [];
+  if (layer.values.config !== undefined) layers.push(readConfigFile(layer.values.config));
+  layers.push(layer);
+  return resolveTrainOptions(...layers);
+}
+
+/** How a default reads in `--help`: `5e-6` rather than `0.000005`. */
+export function formatDefault(spec: OptionSpec): string {
+  if (spec.defaultText !== undefined) return spec.defaultText;
+  const v = spec.default;
+  if (typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3) return v.toExponential();
+  return String(v);
+}
+
+/** Width the help text is wrapped to. */
+const HELP_COLUMNS = 100;
+
+/** Greedy word wrap of `words` (a word may hold spaces: it is never split); a long word gets its own line. */
+function wrap(words: readonly string[], width: number): string[] {
+  const out: string[] = [];
+  let line = "";
+  for (const word of words) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  out.push(line);
+  return out;
+}
+
+/** The `--help` text: every option with its values and default, grouped. */
+export function trainHelp(): string {
+  const lines = [
+    "Usage: deno task train [options]",
+    "",
+    "Align a language model with InfoNCA/NCA (reward data) or DPO/NCA-pair/IPO (preference data),",
+    "or fine-tune it (sft). Example:",
+    "  deno task train --model ./zephyr-sft --data ultrafeedback.jsonl --loss nca --beta 0.01 --alpha 0.01",
+  ];
+  const rows: { group: string; left: string; right: string[] }[] = OPTION_SPECS.map((s) => {
+    const arg = s.kind === "boolean"
+      ? ""
+      : s.kind === "enum"
+      ? ` ${s.choices!.join("|")}`
+      : ` <${s.arg ?? (s.kind === "list" ? "list" : s.kind === "string" ? "text" : s.kind)}>`;
+    return {
+      group: s.group,
+      left: `  --${s.flag}${arg}`,
+      right: [...s.help.split(" "), `(default: ${formatDefault(s)})`],
+    };
+  });
+  rows.push({ group: "Run", left: "  -h, --help", right: ["show", "this", "help"] });
+  const width = 30;
+  const textWidth = HELP_COLUMNS - width;
+  let group = "";
+  for (const r of rows) {
+    if (r.group !== group) {
+      lines.push("", `${r.group}:`);
+      group = r.group;
+    }
+    const text = wrap(r.right, textWidth).map((l) => " ".repeat(width) + l);
+    if (r.left.length + 1 > width) lines.push(r.left, ...text);
+    else lines.push(r.left.padEnd(width) + text[0].trimStart(), ...text.slice(1));
+  }
+  lines.push("", "Boolean flags take --no-<flag> to turn them off (e.g. over a config file).");
+  return lines.join("\n") + "\n";
+}

@@ -1,0 +1,497 @@
+/**
+ * The training pipeline behind `deno task train`: load the model, tokenizer and data → compute the
+ * reference log-probs once and cache them in the run folder → train in Loop chunks (several optimizer
+ * steps per session run) → evaluate on the held-out split → checkpoint atomically → export the policy as a
+ * servable folder → write the summary and charts. A run folder can be resumed exactly.
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { loadDataset, type LoadedDataset } from "../data/load.ts";
+import { loadTokenizer } from "../data/tokenize.ts";
+import { serializeModel } from "../graph/serialize.ts";
+import { batchMetrics, lossByName } from "../losses/mod.ts";
+import { type Trainable, trainableParamsFor } from "../model/decoder.ts";
+import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
+import { frozenWeights, type WeightMap } from "../model/weights.ts";
+import { mergeLora, saveAdapter } from "../model/peft.ts";
+import { exportForServing } from "../model/export.ts";
+import { resolveDevice } from "../runtime/device.ts";
+import { type HostTensor, ModelSession } from "../runtime/session.ts";
+import { TrainingSession } from "../runtime/training_session.ts";
+import { trainingCharts } from "./charts.ts";
+import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { assembleChunk, groupChunks, planSteps } from "./chunks.ts";
+import type { TrainOptions } from "./options.ts";
+import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
+import { type PreparedExample, prepareExamples, shapeExamples, splitHeldOut } from "./prepare.ts";
+import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
+import { lrsFor, type ScheduleConfig } from "./schedule.ts";
+import { fingerprintExamples, scoreExamples } from "./scoring.ts";
+import { buildAlignmentGraph, buildScoringGraph } from "./train_graph.ts";
+
+/** Everything a run is configured by: the CLI's options, resolved, with a model and data. */
+export type TrainConfig = TrainOptions & { model: string; data: string };
+
+/** Where a run reports progress (the CLI prints; tests collect). */
+export type TrainHooks = {
+  log?: (line: string) => void;
+  /** Called after every chunk with the step records of that chunk. */
+  onChunk?: (
+    info: { step: number; totalSteps: number; records: MetricsRecord[]; seconds: number; tokens: number },
+  ) => void;
+  /** Aborting saves a checkpoint after the current chunk and returns (Ctrl-C). */
+  signal?: AbortSignal;
+  /** Stops (as an abort would) once this many steps are done in this call: tests of resuming. */
+  stopAfterSteps?: number;
+};
+
+/** What a run returns. */
+export type TrainResult = {
+  run: RunPaths;
+  /** The configuration the run used (for a resumed run: the saved one). */
+  config: TrainConfig;
+  steps: number;
+  totalSteps: number;
+  interrupted: boolean;
+  summary?: Record<string, unknown>;
+  eval?: Record<string, number>;
+};
+
+/** A run's loaded inputs: the model, the data prepared for the loss, the reference scores. */
+type Prepared = {
+  model: ModelFolder;
+  padId: number;
+  eosId: number;
+  train: PreparedExample[];
+  eval: PreparedExample[];
+  k: number;
+  ranked: boolean;
+};
+
+/** Trains a policy per `cfg`; see the module documentation. */
+export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const run = cfg.resume
+    ? runPaths(cfg.resume)
+    : cfg.out
+    ? await ensureRun(cfg.out)
+    : await createRunFolder("runs", cfg.name);
+  if (cfg.resume) Object.assign(cfg, await resumedConfig(run, cfg));
+  const configHash = await hashConfig(trainingIdentity(cfg));
+  await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
+
+  const { device, notice } = await resolveDevice(cfg.device, { log });
+  if (notice) log(notice);
+  const p = await prepare(cfg, log);
+  log(
+    `model ${p.model.config.modelType} (${p.model.config.numLayers} layers, hidden ${p.model.config.hiddenSize}) · ` +
+      `${p.train.length} training / ${p.eval.length} eval prompts · K = ${p.k} · loss ${cfg.loss} · ${device}`,
+  );
+
+  const frozen = frozenWeights(p.model.weights);
+  const trainable = trainableParamsFor(
+    p.model.config,
+    cfg.full ? { mode: "full", weights: p.model.weights } : {
+      mode: "lora",
+      lora: {
+        r: cfg.loraR,
+        alpha: cfg.loraAlpha,
+        dropout: cfg.loraDropout,
+        targetModules: cfg.loraTargets ?? "all-linear",
+      },
+      seed: cfg.seed,
+    },
+  );
+
+  // reference log-probs: once, cached in the run folder
+  const reference = cfg.loss === "sft" ? undefined : await referenceScores(cfg, run, p, frozen, device, log);
+
+  const steps = planSteps(p.train, {
+    batchSize: cfg.batchSize,
+    epochs: cfg.epochs,
+    seed: cfg.seed,
+    maxSteps: cfg.maxSteps,
+  });
+  if (steps.length === 0) {
+    throw new Error(`no training steps: ${p.train.length} prompts, batch size ${cfg.batchSize}`);
+  }
+  // fractional epoch after each step (HF's convention: 1.0 at the end of the first pass)
+  const perEpoch = new Map<number, number>();
+  for (const st of steps) perEpoch.set(st.epoch, (perEpoch.get(st.epoch) ?? 0) + 1);
+  const seen = new Map<number, number>();
+  const epochAt = steps.map((st) => {
+    const n = (seen.get(st.epoch) ?? 0) + 1;
+    seen.set(st.epoch, n);
+    return st.epoch + n / perEpoch.get(st.epoch)!;
+  });
+  const schedule: ScheduleConfig = {
+    kind: cfg.schedule,
+    lr: cfg.lr,
+    totalSteps: steps.length,
+    warmupSteps: cfg.warmupSteps,
+    warmupRatio: cfg.warmupSteps === undefined ? cfg.warmupRatio : undefined,
+  };
+
+  const built = buildAlignmentGraph({
+    cfg: p.model.config,
+    frozen,
+    trainable,
+    loss: cfg.loss,
+    beta: cfg.beta,
+    k: p.k,
+    ranked: p.ranked,
+    optimizer: { kind: "adamw", weightDecay: cfg.weightDecay },
+    maxGradNorm: cfg.maxGradNorm > 0 ? cfg.maxGradNorm : undefined,
+    accumulation: cfg.gradAccum,
+  });
+  const session = await TrainingSession.create(built, trainable.init, { device });
+
+  let step = 0;
+  const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
+  if (ckpt) {
+    session.restore(ckpt.tensors);
+    step = ckpt.step;
+    log(`resumed from ${ckpt.path} at step ${step}`);
+  } else if (cfg.resume) log(`no checkpoint in ${run.checkpoints}: starting from step 0`);
+  const metrics = await MetricsWriter.open(run.metrics, { append: step > 0, truncateAfterStep: step });
+
+  const evalScorer = p.eval.length ? await policyScorer(p, frozen, trainable, device) : undefined;
+  const evaluate = async (): Promise<Record<string, number> | undefined> => {
+    if (!evalScorer) return undefined;
+    return await evaluatePolicy(cfg, p, evalScorer, session, reference?.eval);
+  };
+
+  const save = async () => {
+    await saveCheckpoint(run.checkpoints, {
+      tensors: session.snapshot(),
+      meta: {
+        step,
+        epoch: step > 0 ? epochAt[step - 1] : 0,
+        dataPosition: step,
+        configHash,
+        schedule,
+      },
+    }, { keep: cfg.keepCheckpoints });
+  };
+
+  let interrupted = false;
+  const started = step;
+  try {
+    for (const c of groupChunks(steps, cfg.stepsPerRun, step)) {
+      if (
+        hooks.signal?.aborted ||
+        (hooks.stopAfterSteps !== undefined && step - started >= hooks.stopAfterSteps)
+      ) {
+        interrupted = true;
+        break;
+      }
+      const chunkSteps = steps.slice(c.from, c.to);
+      const tensors = assembleChunk(p.train, chunkSteps, reference?.train, {
+        loss: cfg.loss,
+        k: p.k,
+        padId: p.padId,
+        accumulation: cfg.gradAccum,
+      });
+      const lrs = lrsFor(c.from, chunkSteps.length, schedule);
+      const t0 = performance.now();
+      let res;
+      try {
+        res = await session.run(tensors.feeds, [...lrs]);
+      } catch (e) {
+        throw explainRunError(e, cfg, c.from);
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const tokens = tensors.tokens.reduce((a, b) => a + b, 0);
+      const records: MetricsRecord[] = [];
+      for (let i = 0; i < res.steps; i++) {
+        const s = c.from + i;
+        if (!Number.isFinite(res.loss[i])) {
+          throw new Error(
+            `the loss became ${res.loss[i]} at step ${s + 1} (epoch ${chunkSteps[i].epoch}, prompts ` +
+              `${chunkSteps[i].indices.slice(0, 8).join(", ")}${
+                chunkSteps[i].indices.length > 8 ? ", …" : ""
+              }); ` +
+              `the last checkpoint is kept in ${run.checkpoints}. Lower --lr or --beta, or check the data.`,
+          );
+        }
+        const r: MetricsRecord = {
+          step: s + 1,
+          epoch: epochAt[s],
+          loss: res.loss[i],
+          grad_norm: res.gradNorm[i],
+          lr: lrs[i],
+          tokens_per_s: tokens / seconds,
+        };
+        for (const [m, v] of Object.entries(res.metrics)) r[m] = v[i];
+        records.push(r);
+      }
+      step = c.to;
+      const crossed = (every?: number) =>
+        every !== undefined && every > 0 && Math.floor(c.to / every) > Math.floor(c.from / every);
+      if (crossed(cfg.evalEvery) && step < steps.length) {
+        const ev = await evaluate();
+        if (ev) Object.assign(records[records.length - 1], prefixed(ev));
+      }
+      for (const r of records) await metrics.write(r);
+      hooks.onChunk?.({ step, totalSteps: steps.length, records, seconds, tokens });
+      if (crossed(cfg.saveEvery) && step < steps.length) await save();
+    }
+    if (interrupted || step < steps.length) {
+      await save();
+      log(`stopped at step ${step} of ${steps.length}; checkpoint saved. Continue with --resume ${run.dir}`);
+      return { run, config: cfg, steps: step, totalSteps: steps.length, interrupted: true };
+    }
+    const finalEval = await evaluate();
+    if (finalEval) {
+      await metrics.write({ step, epoch: epochAt[step - 1], ...prefixed(finalEval) });
+    }
+    await save();
+  } finally {
+    await metrics.close();
+  }
+
+  // the trained policy: merged, exported for serving, adapters saved as PEFT does
+  const state = session.snapshot();
+  const weights = policyWeights(p.model, trainable, state);
+  if (trainable.mode === "lora") {
+    await saveAdapter(join(run.dir, "adapter"), p.model.config, trainable.lora!, state, {
+      baseModelNameOrPath: resolve(cfg.model),
+    });
+  }
+  await exportForServing(run.policy, {
+    cfg: p.model.config,
+    weights,
+    tokenizerDir: p.model.tokenizerDir ?? undefined,
+  });
+  await session.release();
+  await evalScorer?.release();
+
+  const records = await readMetrics(run.metrics);
+  const charts = trainingCharts(records);
+  await Deno.mkdir(run.charts, { recursive: true });
+  for (const [file, svg] of Object.entries(charts)) await Deno.writeTextFile(join(run.charts, file), svg);
+  const summary = {
+    ...summarize(records),
+    steps: step,
+    loss: cfg.loss,
+    device,
+    finalEval: finalEvalOf(records),
+  };
+  await writeJsonAtomic(run.summary, summary);
+  return {
+    run,
+    config: cfg,
+    steps: step,
+    totalSteps: steps.length,
+    interrupted: false,
+    summary,
+    eval: finalEvalOf(records),
+  };
+}
+
+async function ensureRun(dir: string): Promise<RunPaths> {
+  await Deno.mkdir(dir, { recursive: true });
+  return runPaths(dir);
+}
+
+/** The saved config of a run being resumed; flags given now may only change how it runs, not what. */
+async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConfig> {
+  let saved: TrainConfig;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(run.config));
+  } catch {
+    throw new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
+  }
+  return { ...saved, resume: now.resume, device: now.device, quiet: now.quiet, stepsPerRun: now.stepsPerRun };
+}
+
+/** The settings that define a run's results (checkpoints from another identity are refused). */
+function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
+  const skip = new Set([
+    "device",
+    "quiet",
+    "resume",
+    "stepsPerRun",
+    "out",
+    "name",
+    "demo",
+    "compare",
+    "config",
+    "evalEvery",
+    "saveEvery",
+    "keepCheckpoints",
+  ]);
+  return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
+}
+
+async function prepare(cfg: TrainConfig, log: (l: string) => void): Promise<Prepared> {
+  const model = await loadModelFolder(cfg.model);
+  if (!model.tokenizerDir) {
+    throw new Error(
+      `${cfg.model}: no tokenizer.json in the model folder (the toolkit needs the tokenizer files)`,
+    );
+  }
+  const tokenizer = await loadTokenizer(model.tokenizerDir);
+  const padId = tokenizer.pad_token_id ?? tokenizer.eos_token_id;
+  const eosId = tokenizer.eos_token_id;
+  if (typeof eosId !== "number") throw new Error(`${model.tokenizerDir}: the tokenizer has no EOS token`);
+  const shapeOpts = {
+    loss: cfg.loss,
+    k: cfg.k,
+    kMode: cfg.kMode,
+    pairStrategy: cfg.pairStrategy,
+    seed: cfg.seed,
+  };
+  const load = async (path: string): Promise<LoadedDataset> => {
+    const ds = await loadDataset(path);
+    log(`data ${path}: ${ds.examples.length} ${ds.format} records`);
+    return ds;
+  };
+  const all = shapeExamples(await load(cfg.data), shapeOpts);
+  const split = cfg.evalData
+    ? { train: all, eval: shapeExamples(await load(cfg.evalData), shapeOpts) }
+    : splitHeldOut(all, cfg.evalFraction, cfg.seed);
+  const tokOpts = { maxLength: cfg.maxLength, maxPromptLength: cfg.maxPromptLength, alpha: cfg.alpha };
+  const trainEx = prepareExamples(tokenizer, split.train, tokOpts);
+  const evalEx = prepareExamples(tokenizer, split.eval, tokOpts);
+  const k = trainEx[0]?.responseIds.length ?? 0;
+  if (!k) throw new Error(`${cfg.data}: no training examples`);
+  return {
+    model,
+    padId: typeof padId === "number" ? padId : eosId,
+    eosId,
+    train: trainEx,
+    eval: evalEx.filter((e) => e.responseIds.length === k),
+    k,
+    ranked: trainEx[0].rewards !== undefined,
+  };
+}
+
+/** The reference model's log-probs of every response, from the cache when it matches, else computed. */
+async function referenceScores(
+  cfg: TrainConfig,
+  run: RunPaths,
+  p: Prepared,
+  frozen: ReturnType<typeof frozenWeights>,
+  device: "cpu" | "cuda",
+  log: (l: string) => void,
+): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
+  const cachePath = join(run.dir, "reference_logps.json");
+  const fingerprint = fingerprintExamples(
+    [...p.train, ...p.eval],
+    `${resolve(cfg.model)}|${p.model.config.modelType}`,
+  );
+  try {
+    const cached = JSON.parse(await Deno.readTextFile(cachePath));
+    if (cached.fingerprint === fingerprint) {
+      log(`reference log-probs: cached in ${cachePath}`);
+      const rows = (xs: number[][]) => xs.map((x) => Float32Array.from(x));
+      return { train: rows(cached.train), eval: rows(cached.eval) };
+    }
+  } catch { /* no cache yet */ }
+  const t0 = performance.now();
+  const g = buildScoringGraph(p.model.config, frozen);
+  const s = await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
+  const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
+  const train = (await scoreExamples(s, p.train, opts)).logps;
+  const evalScores = (await scoreExamples(s, p.eval, opts)).logps;
+  await s.release();
+  log(
+    `reference log-probs: ${p.train.length + p.eval.length} prompts in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
+  await writeJsonAtomic(cachePath, {
+    fingerprint,
+    train: train.map((x) => [...x]),
+    eval: evalScores.map((x) => [...x]),
+  });
+  await writeJsonAtomic(run.reference, {
+    model: resolve(cfg.model),
+    modelType: p.model.config.modelType,
+    reference: cfg.full
+      ? "the initial weights (full fine-tuning)"
+      : "the base weights with the LoRA adapters off",
+    fingerprint,
+  });
+  return { train, eval: evalScores };
+}
+
+async function policyScorer(
+  p: Prepared,
+  frozen: ReturnType<typeof frozenWeights>,
+  trainable: Trainable,
+  device: "cpu" | "cuda",
+) {
+  const g = buildScoringGraph(p.model.config, frozen, trainable);
+  return await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
+}
+
+/** Loss and metrics of the current policy on the held-out prompts, computed by the TypeScript references. */
+async function evaluatePolicy(
+  cfg: TrainConfig,
+  p: Prepared,
+  scorer: ModelSession,
+  session: TrainingSession,
+  reference: Float32Array[] | undefined,
+): Promise<Record<string, number>> {
+  const extra: Record<string, HostTensor> = {};
+  for (const s of session.io.state) {
+    if (s.name.startsWith("train.") || s.name.endsWith(".m") || s.name.endsWith(".v")) continue;
+    extra[s.name] = { dtype: "float32", dims: s.shape, data: session.state.get(s.name)! };
+  }
+  const scores = await scoreExamples(scorer, p.eval, { padId: p.padId, batchSize: cfg.batchSize, extra });
+  if (cfg.loss === "sft") {
+    const lp = scores.logps.reduce((a, x) => a + x[0], 0), n = scores.counts.reduce((a, x) => a + x[0], 0);
+    return { loss: -lp / n, "logps/chosen": lp / p.eval.length };
+  }
+  const x = {
+    policy: scores.logps.map((r) => [...r]),
+    reference: reference!.map((r) => [...r]),
+    rewards: p.ranked ? p.eval.map((e) => e.rewards!) : undefined,
+  };
+  const o = { beta: cfg.beta, alpha: cfg.alpha };
+  return { loss: lossByName[cfg.loss](x, o).loss, ...batchMetrics(x, o) };
+}
+
+function prefixed(m: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(m).map(([k, v]) => [`eval/${k}`, v]));
+}
+
+function finalEvalOf(records: MetricsRecord[]): Record<string, number> | undefined {
+  for (let i = records.length - 1; i >= 0; i--) {
+    const e = Object.entries(records[i]).filter(([k, v]) => k.startsWith("eval/") && typeof v === "number");
+    if (e.length) return Object.fromEntries(e.map(([k, v]) => [k.slice(5), v as number]));
+  }
+  return undefined;
+}
+
+/** The policy's full weights: the trained ones (full fine-tuning) or the base with adapters merged. */
+export function policyWeights(
+  model: ModelFolder,
+  trainable: Trainable,
+  state: Record<string, Float32Array>,
+): WeightMap {
+  if (trainable.mode === "lora") return mergeLora(model.config, model.weights, trainable.lora!, state);
+  const out: WeightMap = new Map(model.weights);
+  for (const p of trainable.params) out.set(p.name, { shape: p.shape, data: state[p.name] });
+  return out;
+}
+
+/** Errors of a training run, made actionable: CUDA out of memory says which settings to lower. */
+function explainRunError(e: unknown, cfg: TrainConfig, fromStep: number): Error {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (
+    /out of memory|Failed to allocate memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation/i.test(msg)
+  ) {
+    return new Error(
+      `out of device memory at step ${
+        fromStep + 1
+      }: lower --batch-size (now ${cfg.batchSize}), --max-length ` +
+        `(now ${cfg.maxLength}) or --steps-per-run (now ${cfg.stepsPerRun}), or raise --grad-accum ` +
+        `(now ${cfg.gradAccum})${cfg.full ? ", or train LoRA adapters instead of --full" : ""}.\n${msg}`,
+      { cause: e },
+    );
+  }
+  return e instanceof Error ? e : new Error(msg);
+}

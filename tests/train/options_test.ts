@@ -1,0 +1,459 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  closest,
+  defaultTrainOptions,
+  editDistance,
+  formatDefault,
+  OPTION_SPECS,
+  OptionsError,
+  parseConfigObject,
+  parseTrainArgs,
+  parseTrainOptions,
+  resolveTrainOptions,
+  trainHelp,
+  type TrainOptions,
+} from "../../lib/train/options.ts";
+
+const base = ["--model", "models/sft", "--data", "data/uf.jsonl"];
+
+function parse(...argv: string[]): TrainOptions {
+  const r = parseTrainOptions([...base, ...argv]);
+  assert.ok(!("help" in r), "unexpected help");
+  return r as TrainOptions;
+}
+
+/** The OptionsError lines of a failing parse. */
+function errorsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof OptionsError, `expected OptionsError, got ${e}`);
+    return e.errors;
+  }
+  assert.fail("expected an OptionsError");
+}
+
+function failsWith(argv: string[], message: string | RegExp): void {
+  const errors = errorsOf(() => parseTrainOptions([...base, ...argv]));
+  const ok = errors.some((e) => (typeof message === "string" ? e === message : message.test(e)));
+  assert.ok(ok, `no error matching ${message} in:\n${errors.join("\n")}`);
+}
+
+async function withConfig(config: unknown, fn: (path: string) => void): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "config.json");
+    await Deno.writeTextFile(path, typeof config === "string" ? config : JSON.stringify(config));
+    fn(path);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("defaults follow the brief and the paper's recipe", () => {
+  const o = parse();
+  assert.deepEqual(o, {
+    model: "models/sft",
+    data: "data/uf.jsonl",
+    evalFraction: 0.05,
+    name: "nca",
+    loss: "nca",
+    beta: 0.01,
+    alpha: 0.01,
+    kMode: "first",
+    pairStrategy: "best-vs-random",
+    lr: 5e-6,
+    schedule: "cosine",
+    warmupRatio: 0.1,
+    epochs: 1,
+    batchSize: 8,
+    gradAccum: 1,
+    maxLength: 1024,
+    maxPromptLength: 512,
+    loraR: 16,
+    loraAlpha: 16,
+    loraDropout: 0.05,
+    full: false,
+    seed: 42,
+    device: "auto",
+    precision: "fp32",
+    stepsPerRun: 8,
+    keepCheckpoints: 2,
+    maxGradNorm: 1,
+    weightDecay: 0,
+    demo: false,
+    compare: false,
+    quiet: false,
+  });
+  for (
+    const key of [
+      "k",
+      "warmupSteps",
+      "maxSteps",
+      "evalEvery",
+      "saveEvery",
+      "resume",
+      "loraTargets",
+      "evalData",
+      "out",
+    ]
+  ) {
+    assert.equal((o as Record<string, unknown>)[key], undefined, key);
+  }
+  assert.equal(defaultTrainOptions().name, "nca");
+});
+
+Deno.test("every flag parses to its camelCase field", () => {
+  const o = parse(
+    "--eval-data=e.jsonl",
+    "--eval-fraction",
+    "0",
+    "--out",
+    "/tmp/runs",
+    "--name",
+    "mine",
+    "--loss",
+    "infonca",
+    "--beta",
+    "0.1",
+    "--alpha",
+    "1e-4",
+    "--k",
+    "3",
+    "--k-mode",
+    "random",
+    "--pair-strategy",
+    "all-pairs",
+    "--lr",
+    "1e-5",
+    "--schedule",
+    "linear",
+    "--warmup-ratio",
+    "0",
+    "--warmup-steps",
+    "7",
+    "--epochs",
+    "2.5",
+    "--max-steps",
+    "100",
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "8",
+    "--max-length",
+    "512",
+    "--max-prompt-length",
+    "256",
+    "--lora-r",
+    "8",
+    "--lora-alpha",
+    "32",
+    "--lora-dropout",
+    "0",
+    "--lora-targets",
+    "q, v ,o",
+    "--full",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp16",
+    "--steps-per-run",
+    "4",
+    "--eval-every",
+    "50",
+    "--save-every",
+    "25",
+    "--keep-checkpoints",
+    "3",
+    "--resume",
+    "runs/x",
+    "--max-grad-norm",
+    "0",
+    "--weight-decay",
+    "0.01",
+    "--demo",
+    "--compare",
+    "--quiet",
+  );
+  assert.deepEqual(o, {
+    model: "models/sft",
+    data: "data/uf.jsonl",
+    evalData: "e.jsonl",
+    evalFraction: 0,
+    out: "/tmp/runs",
+    name: "mine",
+    loss: "infonca",
+    beta: 0.1,
+    alpha: 1e-4,
+    k: 3,
+    kMode: "random",
+    pairStrategy: "all-pairs",
+    lr: 1e-5,
+    schedule: "linear",
+    warmupRatio: 0,
+    warmupSteps: 7,
+    epochs: 2.5,
+    maxSteps: 100,
+    batchSize: 4,
+    gradAccum: 8,
+    maxLength: 512,
+    maxPromptLength: 256,
+    loraR: 8,
+    loraAlpha: 32,
+    loraDropout: 0,
+    loraTargets: ["q", "v", "o"],
+    full: true,
+    seed: 0,
+    device: "cpu",
+    precision: "fp16",
+    stepsPerRun: 4,
+    evalEvery: 50,
+    saveEvery: 25,
+    keepCheckpoints: 3,
+    resume: "runs/x",
+    maxGradNorm: 0,
+    weightDecay: 0.01,
+    demo: true,
+    compare: true,
+    quiet: true,
+  });
+  // The test above covers every option (but --config and --help, tested below).
+  const covered = new Set(Object.keys(o));
+  for (const s of OPTION_SPECS) if (s.key !== "config") assert.ok(covered.has(s.key), s.flag);
+});
+
+Deno.test("the run name defaults to the loss; --k all means every response; --no-<flag> turns a boolean off", () => {
+  assert.equal(parse("--loss", "dpo").name, "dpo");
+  assert.equal(parse("--k", "4", "--k", "all").k, undefined);
+  assert.equal(parse("--quiet", "--no-quiet").quiet, false);
+  assert.equal(parse("--full=true").full, true);
+  assert.equal(parse("--full=false").full, false);
+  assert.equal(parse("--beta", "0.5", "--beta", "0.2").beta, 0.2); // last wins
+});
+
+Deno.test("--demo and --resume make --model and --data optional", () => {
+  const demo = parseTrainOptions(["--demo"]) as TrainOptions;
+  assert.equal(demo.demo, true);
+  assert.equal(demo.model, undefined);
+  const resume = parseTrainOptions(["--resume", "runs/nca-1"]) as TrainOptions;
+  assert.equal(resume.resume, "runs/nca-1");
+  assert.deepEqual(errorsOf(() => parseTrainOptions([])), [
+    "--model is required (a Hugging Face model folder), unless --demo or --resume is given",
+    "--data is required (a JSONL or Parquet file), unless --demo or --resume is given",
+  ]);
+});
+
+Deno.test("config file: merged under the flags (flags win), camelCase or kebab-case keys", async () => {
+  await withConfig(
+    {
+      model: "cfg/model",
+      data: "cfg.jsonl",
+      loss: "dpo",
+      beta: 0.1,
+      "max-length": 2048,
+      loraTargets: ["q", "v"],
+    },
+    (path) => {
+      const o = parseTrainOptions([
+        "--config",
+        path,
+        "--beta",
+        "0.2",
+        "--data",
+        "flag.jsonl",
+      ]) as TrainOptions;
+      assert.equal(o.config, path);
+      assert.equal(o.model, "cfg/model"); // from config
+      assert.equal(o.data, "flag.jsonl"); // flag wins
+      assert.equal(o.beta, 0.2); // flag wins
+      assert.equal(o.loss, "dpo");
+      assert.equal(o.name, "dpo");
+      assert.equal(o.maxLength, 2048);
+      assert.deepEqual(o.loraTargets, ["q", "v"]);
+      assert.equal(o.lr, 5e-6); // default where neither says
+    },
+  );
+});
+
+Deno.test("a resolved options object round-trips through a config file (a run's config.json)", async () => {
+  const o = parse("--loss", "ipo", "--k", "2", "--lora-targets", "q,k");
+  await withConfig(o, (path) => {
+    const { config, ...again } = parseTrainOptions(["--config", path]) as TrainOptions;
+    assert.equal(config, path);
+    assert.deepEqual(again, o);
+  });
+});
+
+Deno.test("config null means unset; numeric strings are accepted", () => {
+  const layer = parseConfigObject({ maxSteps: null, lr: "3e-6", full: "true" }, "c.json");
+  assert.deepEqual(layer.values, { maxSteps: undefined, lr: 3e-6, full: true });
+});
+
+Deno.test("config errors name the key, the value and the file", async () => {
+  assert.deepEqual(
+    errorsOf(() => parseConfigObject({ bta: 1, lr: -1, loss: "npa" }, "c.json")),
+    [
+      'c.json: unknown option "bta" (did you mean "beta"?)',
+      "--lr must be > 0, got -1 (in c.json)",
+      '--loss must be one of sft, infonca, nca, dpo, nca_pair, ipo, got "npa" (did you mean nca?)',
+    ].map((e, i) => (i === 2 ? e + " (in c.json)" : e)),
+  );
+  assert.deepEqual(errorsOf(() => parseConfigObject([1], "c.json")), [
+    "c.json: a config file must hold a JSON object of options",
+  ]);
+  assert.match(errorsOf(() => parseConfigObject({ config: "x" }, "c.json"))[0], /cannot name another config/);
+  assert.match(
+    errorsOf(() => parseConfigObject({ full: 1 }, "c.json"))[0],
+    /--full must be true or false, got 1/,
+  );
+  assert.match(
+    errorsOf(() => parseConfigObject({ loraTargets: [1] }, "c.json"))[0],
+    /--lora-targets must be a comma-separated list/,
+  );
+  await withConfig("{not json", (path) => {
+    assert.match(errorsOf(() => parseTrainOptions(["--config", path]))[0], /is not valid JSON/);
+  });
+  assert.match(errorsOf(() => parseTrainOptions(["--config", "/nonexistent/c.json"]))[0], /cannot read/);
+  // A bad value from a config file is reported with the file, after merging.
+  await withConfig({ maxPromptLength: 4096 }, (path) => {
+    assert.deepEqual(errorsOf(() => parseTrainOptions([...base, "--config", path])), [
+      `--max-prompt-length must be < --max-length (1024), got 4096 (in ${path})`,
+    ]);
+  });
+});
+
+Deno.test("unknown flags are errors that suggest the closest known flag", () => {
+  failsWith(["--bta", "1"], "unknown option --bta (did you mean --beta?)");
+  failsWith(["--learning-rate", "1"], /unknown option --learning-rate; see --help/);
+  failsWith(["--max-step", "10"], "unknown option --max-step (did you mean --max-steps?)");
+  failsWith(["--lora_r", "8"], "unknown option --lora_r (did you mean --lora-r?)");
+  failsWith(["--no-beta"], "unknown option --no-beta: --beta is not an on/off flag");
+  failsWith(["stray"], /unexpected argument "stray"/);
+  // Every problem is reported at once.
+  assert.equal(errorsOf(() => parseTrainOptions([...base, "--bta", "1", "--lr", "x"])).length, 2);
+});
+
+Deno.test("every validation error names the flag and the bad value", () => {
+  const cases: [string[], string][] = [
+    [["--beta", "-1"], "--beta must be > 0, got -1"],
+    [["--beta", "0"], "--beta must be > 0, got 0"],
+    [["--beta", "abc"], '--beta must be a number, got "abc"'],
+    [["--alpha", "0"], "--alpha must be > 0, got 0"],
+    [["--lr", "-5e-6"], "--lr must be > 0, got -5e-6"],
+    [["--eval-fraction", "1"], "--eval-fraction must be in [0, 1), got 1"],
+    [["--eval-fraction", "-0.1"], "--eval-fraction must be in [0, 1), got -0.1"],
+    [["--k", "1"], "--k must be ≥ 2, got 1"],
+    [["--k", "2.5"], "--k must be an integer, got 2.5"],
+    [["--k-mode", "best"], '--k-mode must be one of first, random, got "best"'],
+    [
+      ["--pair-strategy", "best-vs-wrst"],
+      '--pair-strategy must be one of best-vs-random, best-vs-worst, all-pairs, got "best-vs-wrst" (did you mean best-vs-worst?)',
+    ],
+    [
+      ["--loss", "simpo"],
+      `--loss must be one of sft, infonca, nca, dpo, nca_pair, ipo, got "simpo" (did you mean ipo?)`,
+    ],
+    [["--loss", "kahneman"], `--loss must be one of sft, infonca, nca, dpo, nca_pair, ipo, got "kahneman"`],
+    [
+      ["--schedule", "cosin"],
+      '--schedule must be one of cosine, linear, constant, got "cosin" (did you mean cosine?)',
+    ],
+    [["--warmup-ratio", "1.5"], "--warmup-ratio must be in [0, 1], got 1.5"],
+    [["--warmup-steps", "-1"], "--warmup-steps must be ≥ 0, got -1"],
+    [["--epochs", "0"], "--epochs must be > 0, got 0"],
+    [["--max-steps", "0"], "--max-steps must be ≥ 1, got 0"],
+    [["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"],
+    [["--batch-size", "2.5"], "--batch-size must be an integer, got 2.5"],
+    [["--grad-accum", "0"], "--grad-accum must be ≥ 1, got 0"],
+    [["--max-length", "1"], "--max-length must be ≥ 2, got 1"],
+    [["--max-prompt-length", "0"], "--max-prompt-length must be ≥ 1, got 0"],
+    [["--max-prompt-length", "1024"], "--max-prompt-length must be < --max-length (1024), got 1024"],
+    [["--lora-r", "0"], "--lora-r must be ≥ 1, got 0"],
+    [["--lora-alpha", "0"], "--lora-alpha must be > 0, got 0"],
+    [["--lora-dropout", "1"], "--lora-dropout must be in [0, 1), got 1"],
+    [["--lora-targets", " , "], '--lora-targets must name at least one module, got " , "'],
+    [["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"],
+    [["--seed", "1.5"], "--seed must be an integer, got 1.5"],
+    [["--device", "gpu"], '--device must be one of cpu, cuda, auto, got "gpu" (did you mean cuda?)'],
+    [["--precision", "bf16"], '--precision must be one of fp32, fp16, got "bf16" (did you mean fp16?)'],
+    [["--steps-per-run", "0"], "--steps-per-run must be ≥ 1, got 0"],
+    [["--eval-every", "0"], "--eval-every must be ≥ 1, got 0"],
+    [["--save-every", "-5"], "--save-every must be ≥ 1, got -5"],
+    [["--keep-checkpoints", "0"], "--keep-checkpoints must be ≥ 1, got 0"],
+    [["--max-grad-norm", "-1"], "--max-grad-norm must be ≥ 0, got -1"],
+    [["--weight-decay", "-0.1"], "--weight-decay must be ≥ 0, got -0.1"],
+    [["--full=maybe"], '--full must be true or false, got "maybe"'],
+    [["--no-full=1"], "--no-full takes no value"],
+    [["--name", ""], '--name must be a non-empty string, got ""'],
+    [["--beta"], "--beta needs a value"],
+    [["--beta", "--lr", "1"], "--beta needs a value, got the option --lr"],
+  ];
+  for (const [argv, message] of cases) failsWith(argv, message);
+  assert.equal(parse("--out=--x").out, "--x"); // an inline value may start with dashes
+  assert.equal(parse("--warmup-steps", "-0").warmupSteps, 0); // a negative-looking number is a value
+});
+
+Deno.test("--help (or -h) returns the help text even with other errors", () => {
+  for (const argv of [["--help"], ["-h"], ["--bogus", "--help"], ["--beta", "-1", "-h"]]) {
+    const r = parseTrainOptions(argv);
+    assert.ok("help" in r, argv.join(" "));
+    assert.equal(r.help, trainHelp());
+  }
+});
+
+Deno.test("the help text lists every flag with its default", () => {
+  const help = trainHelp();
+  for (const s of OPTION_SPECS) {
+    const line = help.split("\n").findIndex((l) => l.startsWith(`  --${s.flag} `) || l === `  --${s.flag}`);
+    assert.ok(line >= 0, `--${s.flag} missing from help`);
+    // The description (ending in "(default: …)") follows, wrapped onto indented lines.
+    const lines = help.split("\n");
+    let end = line + 1;
+    while (end < lines.length && lines[end].startsWith(" ".repeat(10))) end++;
+    const text = lines.slice(line, end).join(" ");
+    assert.ok(
+      lines.slice(line, end).every((l) => l.length <= 100),
+      `--${s.flag}: help line over 100 columns`,
+    );
+    const shown = /\(default: ([^)]*)\)/.exec(text)?.[1];
+    assert.ok(shown !== undefined, `--${s.flag}: no default in ${text}`);
+    if (s.defaultText !== undefined) assert.equal(shown, s.defaultText);
+    else if (typeof s.default === "number") assert.equal(Number(shown), s.default, s.flag);
+    else assert.equal(shown, String(s.default));
+  }
+  assert.ok(
+    help.includes("(default: 0.01)") && help.includes("(default: 5e-6)") && help.includes("(default: nca)"),
+  );
+  assert.ok(help.includes("sft|infonca|nca|dpo|nca_pair|ipo"));
+  assert.ok(help.includes("-h, --help"));
+});
+
+Deno.test("parseTrainArgs gives only what was on the command line (for merging over a saved config)", () => {
+  const { layer, help } = parseTrainArgs(["--beta", "0.2", "--quiet"]);
+  assert.equal(help, false);
+  assert.deepEqual(layer, { values: { beta: 0.2, quiet: true }, source: "command line" });
+  const saved = parse("--loss", "dpo", "--beta", "0.1");
+  const merged = resolveTrainOptions({ values: saved, source: "runs/x/config.json" }, layer);
+  assert.equal(merged.beta, 0.2);
+  assert.equal(merged.loss, "dpo");
+  assert.equal(merged.quiet, true);
+});
+
+Deno.test("suggestions use edit distance", () => {
+  assert.equal(editDistance("kitten", "sitting"), 3);
+  assert.equal(editDistance("", "abc"), 3);
+  assert.equal(closest("bta", ["beta", "lr"]), "beta");
+  assert.equal(closest("zzzzzz", ["beta", "lr"]), undefined);
+});
+
+Deno.test("defaults read naturally in --help", () => {
+  const spec = (flag: string) => OPTION_SPECS.find((s) => s.flag === flag)!;
+  assert.equal(formatDefault(spec("lr")), "5e-6");
+  assert.equal(formatDefault(spec("beta")), "0.01");
+  assert.equal(formatDefault(spec("max-grad-norm")), "1");
+  assert.equal(formatDefault(spec("k")), "all");
+  assert.equal(formatDefault(spec("full")), "false");
+});

@@ -1,0 +1,82 @@
+/**
+ * `deno task train`: with no arguments, the offline demo; with `--model` and `--data`, an alignment run.
+ * This file only parses, calls lib/train and prints; `--help` lists every option.
+ * @module
+ */
+import { OptionsError, parseTrainOptions, type TrainOptions } from "../lib/train/options.ts";
+import { ProgressDisplay } from "../lib/train/progress.ts";
+import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.ts";
+import { runDemo } from "../lib/train/demo/demo.ts";
+import { DataError } from "../lib/data/errors.ts";
+
+async function main(argv: string[]): Promise<number> {
+  let opts: TrainOptions;
+  try {
+    const parsed = parseTrainOptions(argv.length === 0 ? ["--demo"] : argv);
+    if ("help" in parsed) {
+      console.log(parsed.help);
+      return 0;
+    }
+    opts = parsed;
+  } catch (e) {
+    if (e instanceof OptionsError) {
+      console.error(`error: ${e.message}\n(see deno task train --help)`);
+      return 2;
+    }
+    throw e;
+  }
+
+  // Ctrl-C: finish the current chunk, save a checkpoint, exit; a second Ctrl-C exits at once
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) Deno.exit(130);
+    console.error("\ninterrupted: saving a checkpoint after the current steps (Ctrl-C again to quit now)");
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSigint);
+  let display: ProgressDisplay | undefined;
+  const hooks: TrainHooks = {
+    signal: stop.signal,
+    log: (line) => (display ? display.log(line) : console.log(line)),
+    onChunk: ({ step, totalSteps, records, tokens, seconds }) => {
+      if (opts.quiet) return;
+      if (!display || step <= records.length) {
+        display?.finish();
+        display = new ProgressDisplay({ totalSteps });
+      }
+      const last = records[records.length - 1];
+      display.update(step, { metrics: last, tokensPerS: tokens / seconds, epoch: last.epoch });
+      if (step >= totalSteps) {
+        display.finish();
+        display = undefined;
+      }
+    },
+  };
+  try {
+    if (opts.demo) {
+      await runDemo({ compare: opts.compare, device: opts.device, seed: opts.seed, hooks, log: hooks.log });
+      return 0;
+    }
+    const res = await train(opts as TrainConfig, hooks);
+    display?.finish();
+    if (res.interrupted) return stop.signal.aborted ? 130 : 0;
+    console.log(`\ndone: ${res.steps} steps. Run folder: ${res.run.dir}`);
+    if (res.eval) {
+      console.log(
+        Object.entries(res.eval).filter(([k]) => !/\/A\d+$/.test(k)).map(([k, v]) => `  eval ${k}: ${v.toFixed(4)}`)
+          .join("\n"),
+      );
+    }
+    console.log(`charts: ${res.run.charts}\npolicy (servable): ${res.run.policy}`);
+    return 0;
+  } catch (e) {
+    display?.finish();
+    const msg = e instanceof DataError || e instanceof Error ? e.message : String(e);
+    console.error(`error: ${msg}`);
+    return 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSigint);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
