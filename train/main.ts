@@ -63,7 +63,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(`\ndone: ${res.steps} steps. Run folder: ${res.run.dir}`);
     if (res.eval) {
       console.log(
-        Object.entries(res.eval).filter(([k]) => !/\/A\d+$/.test(k)).map(([k, v]) => `  eval ${k}: ${v.toFixed(4)}`)
+        Object.entries(res.eval).filter(([k]) => !/\/A\d+$/.test(k)).map(([k, v]) =>
+          `  eval ${k}: ${v.toFixed(4)}`
+        )
           .join("\n"),
       );
     }

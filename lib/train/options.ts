@@ -49,7 +49,7 @@ export type TrainOptions = {
   epochs: number;
   /** Overrides `epochs` when set. */
   maxSteps?: number;
-  /** Prompts per optimizer step (per gradient-accumulation micro-step). */
+  /** Prompts per micro-batch; an optimizer step takes `gradAccum` micro-batches. */
   batchSize: number;
   gradAccum: number;
   maxLength: number;

@@ -106,12 +106,13 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   // reference log-probs: once, cached in the run folder
   const reference = cfg.loss === "sft" ? undefined : await referenceScores(cfg, run, p, frozen, device, log);
 
+  // a step is --grad-accum micro-batches of --batch-size prompts; a last step that cannot be split so is left out
   const steps = planSteps(p.train, {
-    batchSize: cfg.batchSize,
+    batchSize: cfg.batchSize * cfg.gradAccum,
     epochs: cfg.epochs,
     seed: cfg.seed,
     maxSteps: cfg.maxSteps,
-  });
+  }).filter((st) => st.indices.length % cfg.gradAccum === 0);
   if (steps.length === 0) {
     throw new Error(`no training steps: ${p.train.length} prompts, batch size ${cfg.batchSize}`);
   }
@@ -479,7 +480,7 @@ export function policyWeights(
 }
 
 /** Errors of a training run, made actionable: CUDA out of memory says which settings to lower. */
-function explainRunError(e: unknown, cfg: TrainConfig, fromStep: number): Error {
+export function explainRunError(e: unknown, cfg: TrainConfig, fromStep: number): Error {
   const msg = e instanceof Error ? e.message : String(e);
   if (
     /out of memory|Failed to allocate memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation/i.test(msg)

@@ -16,7 +16,7 @@ import { tinyConfig } from "../../model/config.ts";
 import { initWeights } from "../../model/init.ts";
 import { saveModelFolder } from "../../model/model_folder.ts";
 import type { Device } from "../../runtime/session.ts";
-import { resolveDevice, type DeviceRequest } from "../../runtime/device.ts";
+import { type DeviceRequest, resolveDevice } from "../../runtime/device.ts";
 import { lineChart } from "../charts.ts";
 import { readMetrics } from "../metrics_log.ts";
 import { createRunFolder, writeJsonAtomic } from "../run_folder.ts";
@@ -59,7 +59,9 @@ export type DemoRow = {
 export type DemoResult = { dir: string; sft: PolicyScore; rows: DemoRow[]; seconds: number };
 
 /** The settings every demo run shares; each stage overrides what differs. */
-function baseConfig(over: Partial<TrainConfig> & Pick<TrainConfig, "model" | "data" | "loss" | "out">): TrainConfig {
+function baseConfig(
+  over: Partial<TrainConfig> & Pick<TrainConfig, "model" | "data" | "loss" | "out">,
+): TrainConfig {
   return {
     ...defaultTrainOptions(),
     evalFraction: 0.05,
@@ -121,7 +123,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const rng = mulberry32(seed + 1);
   const sftPrompts = samplePrompts(n(4000), seed + 2);
   const sftData = join(stages, "sft.jsonl");
-  await writeJsonl(sftData, sftPrompts.map((p) => ({ prompt: promptText(p), completion: noisyDemonstration(p, 0.5, rng) })));
+  await writeJsonl(
+    sftData,
+    sftPrompts.map((p) => ({ prompt: promptText(p), completion: noisyDemonstration(p, 0.5, rng) })),
+  );
   log(`\n▶ SFT: a ${cfg.numLayers}-layer model from scratch on ${sftPrompts.length} noisy demonstrations`);
   const sft = await train(
     baseConfig({
@@ -143,14 +148,26 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
   // 3. K = 4 responses per prompt, sampled from the SFT model and scored by the program
   const alignPrompts = samplePrompts(n(768), seed + 3);
-  const samples = await sampleResponses(sftPolicy, tok, alignPrompts, { k: 4, temperature: 1, seed: seed + 4, device });
+  const samples = await sampleResponses(sftPolicy, tok, alignPrompts, {
+    k: 4,
+    temperature: 1,
+    seed: seed + 4,
+    device,
+  });
   const rewardData = join(stages, "samples.jsonl");
-  await writeJsonl(rewardData, alignPrompts.map((p, i) => ({
-    prompt: promptText(p),
-    responses: samples[i].map((s) => ({ content: s.text, reward: s.reward })),
-  })));
+  await writeJsonl(
+    rewardData,
+    alignPrompts.map((p, i) => ({
+      prompt: promptText(p),
+      responses: samples[i].map((s) => ({ content: s.text, reward: s.reward })),
+    })),
+  );
   const meanSampled = samples.flat().reduce((a, s) => a + s.reward, 0) / samples.flat().length;
-  log(`\n▶ sampled 4 responses for each of ${alignPrompts.length} prompts: mean reward ${meanSampled.toFixed(3)}`);
+  log(
+    `\n▶ sampled 4 responses for each of ${alignPrompts.length} prompts: mean reward ${
+      meanSampled.toFixed(3)
+    }`,
+  );
 
   // 4. alignment on the scored samples
   const heldOut = samplePrompts(n(300), seed + 5);
@@ -191,7 +208,14 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     const beta = res.config.beta;
     const final = chosen.at(-1)?.["eval/rewards/chosen"] ?? NaN;
     const score = await scorePolicy(res.run.policy, sftPolicy, tok, heldOut, { seed: seed + 6, device });
-    rows.push({ method: m.method, k: m.k, score, rewardsChosen: final, logpsChosenChange: final / beta, run: res.run.dir });
+    rows.push({
+      method: m.method,
+      k: m.k,
+      score,
+      rewardsChosen: final,
+      logpsChosenChange: final / beta,
+      run: res.run.dir,
+    });
     curves.push({
       name: m.method,
       points: [[0, 0], ...chosen.map((r): [number, number] => [r.step, r["eval/rewards/chosen"]! / beta])],
@@ -223,7 +247,14 @@ function exampleOf(p: { digits: number[] }) {
 
 /** The demo's table: the reference (SFT) model and each aligned model on the held-out prompts. */
 export function formatDemoTable(r: DemoResult): string {
-  const head = ["model", "mean reward (T=1)", "exact match (greedy)", "KL(π‖μ)", "rewards/chosen", "Δ log π(chosen)"];
+  const head = [
+    "model",
+    "mean reward (T=1)",
+    "exact match (greedy)",
+    "KL(π‖μ)",
+    "rewards/chosen",
+    "Δ log π(chosen)",
+  ];
   const fmt = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "—");
   const body = [
     ["SFT (reference)", fmt(r.sft.meanReward), fmt(r.sft.exactMatch), fmt(0), "—", "—"],
@@ -237,7 +268,8 @@ export function formatDemoTable(r: DemoResult): string {
     ]),
   ];
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
   return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...body.map(line)].join("\n") +
     `\n(${r.seconds.toFixed(0)} s; held-out prompts; reward = fraction of digits in the right place)`;
 }

@@ -20,10 +20,12 @@ export async function scorePolicy(
   prompts: SortPrompt[],
   o: { seed: number; device: Device },
 ): Promise<PolicyScore> {
-  const sampled = (await sampleResponses(policyDir, tok, prompts, { k: 1, temperature: 1, seed: o.seed, device: o.device }))
-    .map((s) => s[0]);
-  const greedy = (await sampleResponses(policyDir, tok, prompts, { k: 1, temperature: 0, seed: o.seed, device: o.device }))
-    .map((s) => s[0]);
+  const sampled =
+    (await sampleResponses(policyDir, tok, prompts, { k: 1, temperature: 1, seed: o.seed, device: o.device }))
+      .map((s) => s[0]);
+  const greedy =
+    (await sampleResponses(policyDir, tok, prompts, { k: 1, temperature: 0, seed: o.seed, device: o.device }))
+      .map((s) => s[0]);
   let kl = 0;
   if (policyDir !== referenceDir) {
     const ref = await scoreUnder(referenceDir, tok, prompts, sampled.map((s) => s.tokens), o.device);
