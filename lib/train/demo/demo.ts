@@ -94,6 +94,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const { device, notice } = await resolveDevice(o.device ?? "auto");
   if (notice) log(notice);
   const run = await createRunFolder(o.runs ?? "runs", o.compare ? "demo-compare" : "demo");
+  log(
+    'demo: a tiny language model learns to sort digits ("sort 3 1 4 1 =" → "1 1 3 4") from noisy ' +
+      "demonstrations,\nthen is aligned on K scored samples of its own; the reward is a program (fraction of " +
+      `digits in the right place).\nrun folder: ${run.dir} · device: ${device}`,
+  );
   const stages = join(run.dir, "stages");
   await Deno.mkdir(stages, { recursive: true });
   const n = (x: number) => Math.max(8, Math.round(x * scale));
@@ -223,7 +228,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   }
 
   const result: DemoResult = { dir: run.dir, sft: sftScore, rows, seconds: (performance.now() - t0) / 1000 };
-  await writeJsonAtomic(join(run.dir, "demo.json"), { ...result, example: exampleOf(heldOut[0]) });
+  await writeJsonAtomic(join(run.dir, "demo.json"), result);
   if (o.compare) {
     await Deno.mkdir(run.charts, { recursive: true });
     await Deno.writeTextFile(
@@ -236,13 +241,44 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       }),
     );
   }
+  log(
+    await examplesTable(
+      sftPolicy,
+      rows.length ? rows[rows.length - 1] : undefined,
+      heldOut.slice(0, 4),
+      tok,
+      seed,
+      device,
+    ),
+  );
   log("\n" + formatDemoTable(result));
   log(`\nrun folder: ${run.dir}  (charts in ${join(run.dir, "charts")}; serve it with: deno task serve)`);
   return result;
 }
 
-function exampleOf(p: { digits: number[] }) {
-  return { prompt: promptText(p), answer: answerText(p) };
+/** A few held-out prompts with a sampled answer from the SFT model and from the aligned one. */
+async function examplesTable(
+  sftPolicy: string,
+  aligned: DemoRow | undefined,
+  prompts: ReturnType<typeof samplePrompts>,
+  tok: Awaited<ReturnType<typeof loadTokenizer>>,
+  seed: number,
+  device: Device,
+): Promise<string> {
+  const opts = { k: 1, temperature: 1, seed: seed + 7, device };
+  const before = await sampleResponses(sftPolicy, tok, prompts, opts);
+  const after = aligned ? await sampleResponses(join(aligned.run, "policy"), tok, prompts, opts) : before;
+  const lines = ["\nexamples (one sample each, temperature 1):"];
+  prompts.forEach((p, i) => {
+    const b = before[i][0], a = after[i][0];
+    lines.push(
+      `  ${promptText(p).padEnd(16)} → SFT: ${b.text.padEnd(10)} (reward ${b.reward.toFixed(2)})   ` +
+        `${aligned?.method ?? "aligned"}: ${a.text.padEnd(10)} (reward ${a.reward.toFixed(2)})   answer: ${
+          answerText(p)
+        }`,
+    );
+  });
+  return lines.join("\n");
 }
 
 /** The demo's table: the reference (SFT) model and each aligned model on the held-out prompts. */
