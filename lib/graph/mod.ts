@@ -6,7 +6,15 @@
 export * from "./dtype.ts";
 export type { Attr, Dim, Graph, Node, TensorData, ValueInfo } from "./ir.ts";
 export { IR_VERSION, OPSET } from "./ir.ts";
-export { type BuiltNode, dtypeOfArray, GraphBuilder, makeArray, type OutSpec, toHalfBits, Value } from "./builder.ts";
+export {
+  type BuiltNode,
+  dtypeOfArray,
+  GraphBuilder,
+  makeArray,
+  type OutSpec,
+  toHalfBits,
+  Value,
+} from "./builder.ts";
 export * as op from "./ops.ts";
 export { gradients } from "./autodiff.ts";
 export { constValues, sumTo, VJP, type VjpRule } from "./vjp.ts";

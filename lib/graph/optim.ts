@@ -46,7 +46,10 @@ export function adamwSchedule(lr: Value, step: Value, o: AdamWOptions): AdamWSch
   return { stepSize: op.div(lr, bc1), bc2Sqrt: op.sqrt(bc2) };
 }
 
-/** One AdamW update of a parameter. `decay: false` exempts it from weight decay (norms, biases). */
+/**
+ * One AdamW update of a parameter. `decay` says which entries get weight decay: all (true), none (false:
+ * norms, biases), or a 0/1 mask shaped like the parameter.
+ */
 export function adamwUpdate(
   p: Value,
   g: Value,
@@ -55,10 +58,14 @@ export function adamwUpdate(
   lr: Value,
   sched: AdamWSchedule,
   o: AdamWOptions,
-  decay = true,
+  decay: boolean | Value = true,
 ): { param: Value; slots: Value[] } {
   const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
-  const decayed = decay && wd > 0 ? op.mul(p, op.sub(1, op.mul(lr, wd))) : p;
+  const decayed = wd <= 0 || decay === false
+    ? p
+    : decay === true
+    ? op.mul(p, op.sub(1, op.mul(lr, wd)))
+    : op.sub(p, op.mul(op.mul(p, decay), op.mul(lr, wd)));
   const m2 = op.add(op.mul(m, b1), op.mul(g, 1 - b1));
   const v2 = op.add(op.mul(v, b2), op.mul(op.mul(g, g), 1 - b2));
   const denom = op.add(op.div(op.sqrt(v2), sched.bc2Sqrt), eps);
@@ -66,10 +73,17 @@ export function adamwUpdate(
   return { param, slots: [m2, v2] };
 }
 
-/** One SGD update (with momentum when configured; PyTorch's formulation). */
-export function sgdUpdate(p: Value, g: Value, slots: Value[], lr: Value, o: SgdOptions, decay = true) {
+/** One SGD update (with momentum when configured; PyTorch's formulation). `decay` as in {@link adamwUpdate}. */
+export function sgdUpdate(
+  p: Value,
+  g: Value,
+  slots: Value[],
+  lr: Value,
+  o: SgdOptions,
+  decay: boolean | Value = true,
+) {
   const wd = o.weightDecay ?? 0, mu = o.momentum ?? 0;
-  let d = decay && wd > 0 ? op.add(g, op.mul(p, wd)) : g;
+  let d = wd <= 0 || decay === false ? g : op.add(g, op.mul(decay === true ? p : op.mul(p, decay), wd));
   const next: Value[] = [];
   if (mu > 0) {
     const buf = op.add(op.mul(slots[0], mu), d);

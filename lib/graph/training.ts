@@ -5,11 +5,13 @@
  * once per run; per-step loss and metrics come back as scan outputs. Frozen weights are initializers.
  *
  * Input and output names of the chunk graph (what {@link ChunkRunner} feeds):
- * - `<param>`, `<param>.<slot>` (m, v for AdamW), `train.step` (float, steps done), `train.loss_scale`,
- *   `train.good_steps`: the state, fed in and returned as `<name>.next`.
+ * - `<param>` for each parameter, `train.<slot>` (m, v for AdamW: one flat vector over every parameter),
+ *   `train.step` (float, steps done), `train.loss_scale`, `train.good_steps`: the state, fed in and returned
+ *   as `<name>.next`.
  * - each batch input `<b>` stacked to `[steps, ...]` (`[steps, accumulation, ...]` when accumulating),
  *   and `train.lr` `[steps]`.
- * - scans `train.loss`, `train.grad_norm`, `train.skipped` and each metric `<m>`, all `[steps]`.
+ * - scans `train.loss`, `train.grad_norm`, `train.skipped` and each metric `<m>`, all `[steps]`; with loss
+ *   scaling also `train.loss_scale.used`, the scale each step ran with.
  * @module
  */
 import { GraphBuilder, type Value } from "./builder.ts";
@@ -63,6 +65,10 @@ export type TrainingIO = {
   metrics: string[];
   accumulation: number;
 };
+
+function decays(p: TrainableParam): number {
+  return p.decay ?? true ? 1 : 0;
+}
 
 /** Builds the chunk graph: a Loop over optimizer steps. */
 export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; io: TrainingIO } {
@@ -120,9 +126,15 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
     state.push({ name, shape, bodyIn: v.name, bodyOut: `${name}.out` });
     return v;
   };
+  // The optimizer works on one flat vector of every parameter, decayed ones first: a few nodes per step
+  // instead of ~15 per parameter tensor (on CUDA each node costs a kernel launch). Its moments are flat too.
   const slotNames = optimizerSlots(spec.optimizer);
   const params = spec.params.map((p) => addState(p.name, p.shape));
-  const slots = spec.params.map((p) => slotNames.map((k) => addState(`${p.name}.${k}`, p.shape)));
+  const order = [...spec.params.keys()].sort((a, b) => decays(spec.params[b]) - decays(spec.params[a]));
+  const sizes = order.map((i) => spec.params[i].shape.reduce((x, y) => x * y, 1));
+  const total = sizes.reduce((x, y) => x + y, 0);
+  const nDecay = order.filter((i) => decays(spec.params[i])).reduce((n, i) => n + sizes[order.indexOf(i)], 0);
+  const slots = slotNames.map((k) => addState(`train.${k}`, [total]));
   const stepIn = addState("train.step", []);
   const scaling = spec.lossScaling;
   const scaleIn = scaling ? addState("train.loss_scale", []) : undefined;
@@ -148,24 +160,27 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   grads = grads.map((g) => op.cast(g, "float32"));
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
 
-  const { grads: clipped, norm } = clipByGlobalNorm(grads, spec.maxGradNorm);
+  const flat = (vs: Value[]) => op.concat(order.map((i) => op.reshape(vs[i], [-1])), 0);
+  const pFlat = flat(params);
+  const { grads: [gFlat], norm } = clipByGlobalNorm([flat(grads)], spec.maxGradNorm);
   const step = op.add(stepIn, 1);
   const o = spec.optimizer;
-  const sched = o.kind === "adamw" ? adamwSchedule(lr, step, o) : undefined;
-  const updates = spec.params.map((p, i) =>
-    o.kind === "adamw"
-      ? adamwUpdate(params[i], clipped[i], slots[i][0], slots[i][1], lr, sched!, o, p.decay ?? true)
-      : sgdUpdate(params[i], clipped[i], slots[i], lr, o, p.decay ?? true)
-  );
+  // weight decay on the first nDecay entries (norms and biases are exempt)
+  const decay: boolean | Value = nDecay === total ? true : nDecay === 0 ? false : op.concat([
+    op.constantOfShape(s.ints([nDecay]), 1, "float32", [nDecay]),
+    op.constantOfShape(s.ints([total - nDecay]), 0, "float32", [total - nDecay]),
+  ], 0);
+  const update = o.kind === "adamw"
+    ? adamwUpdate(pFlat, gFlat, slots[0], slots[1], lr, adamwSchedule(lr, step, o), o, decay)
+    : sgdUpdate(pFlat, gFlat, slots, lr, o, decay);
 
   // overflow handling: keep the old state when the gradient norm is not finite
   const finite = op.not(op.or(op.isNaN(norm), op.isInf(norm)));
   const keep = (next: Value, prev: Value) => (scaling ? op.where(finite, next, prev) : next);
   const outs = new Map<string, Value>();
-  spec.params.forEach((p, i) => {
-    outs.set(p.name, keep(updates[i].param, params[i]));
-    slotNames.forEach((k, j) => outs.set(`${p.name}.${k}`, keep(updates[i].slots[j], slots[i][j])));
-  });
+  const pieces = op.split(keep(update.param, pFlat), sizes, 0);
+  order.forEach((i, j) => outs.set(spec.params[i].name, op.reshape(pieces[j], spec.params[i].shape)));
+  slotNames.forEach((k, j) => outs.set(`train.${k}`, keep(update.slots[j], slots[j])));
   outs.set("train.step", keep(step, stepIn));
   if (scaling && scaleIn && goodIn) {
     const interval = scaling.growthInterval ?? 2000, factor = scaling.growthFactor ?? 2;
@@ -187,6 +202,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   scan("train.loss", loss);
   scan("train.grad_norm", norm);
   scan("train.skipped", op.cast(op.not(finite), "float32"));
+  if (scaleIn) scan("train.loss_scale.used", scaleIn);
   for (const [k, v] of Object.entries(metrics)) scan(k, v);
   return {
     graph: s,

@@ -16,6 +16,7 @@ import { frozenWeights, type WeightMap } from "../model/weights.ts";
 import { mergeLora, saveAdapter } from "../model/peft.ts";
 import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
+import { assertFloat16Device } from "../runtime/precision.ts";
 import { type HostTensor, ModelSession } from "../runtime/session.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
@@ -27,7 +28,7 @@ import { type PreparedExample, prepareExamples, shapeExamples, splitHeldOut } fr
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
 import { lrsFor, type ScheduleConfig } from "./schedule.ts";
 import { fingerprintExamples, scoreExamples } from "./scoring.ts";
-import { buildAlignmentGraph, buildScoringGraph } from "./train_graph.ts";
+import { buildAlignmentGraph, buildScoringGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING } from "./train_graph.ts";
 
 /** Everything a run is configured by: the CLI's options, resolved, with a model and data. */
 export type TrainConfig = TrainOptions & { model: string; data: string };
@@ -71,21 +72,21 @@ type Prepared = {
 /** Trains a policy per `cfg`; see the module documentation. */
 export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? ((l: string) => console.log(l));
-  const run = cfg.resume
-    ? runPaths(cfg.resume)
-    : cfg.out
-    ? await ensureRun(cfg.out)
-    : await createRunFolder("runs", cfg.name);
-  if (cfg.resume) Object.assign(cfg, await resumedConfig(run, cfg));
+  const resumed = cfg.resume ? runPaths(cfg.resume) : undefined;
+  if (resumed) Object.assign(cfg, await resumedConfig(resumed, cfg));
+  const { device, notice } = await resolveDevice(cfg.device, { log });
+  // fp16 runs on CUDA only: refuse it before a run folder is made or any data is loaded
+  if (cfg.precision === "fp16") assertFloat16Device(device, FP16_CPU_GAPS, notice);
+  const run = resumed ?? (cfg.out ? await ensureRun(cfg.out) : await createRunFolder("runs", cfg.name));
   const configHash = await hashConfig(trainingIdentity(cfg));
   await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
-
-  const { device, notice } = await resolveDevice(cfg.device, { log });
   if (notice) log(notice);
   const p = await prepare(cfg, log);
+  const fp16 = cfg.precision === "fp16";
   log(
     `model ${p.model.config.modelType} (${p.model.config.numLayers} layers, hidden ${p.model.config.hiddenSize}) · ` +
-      `${p.train.length} training / ${p.eval.length} eval prompts · K = ${p.k} · loss ${cfg.loss} · ${device}`,
+      `${p.train.length} training / ${p.eval.length} eval prompts · K = ${p.k} · loss ${cfg.loss} · ${device}` +
+      (fp16 ? " · fp16 (mixed precision, loss scaling)" : ""),
   );
 
   const frozen = frozenWeights(p.model.weights);
@@ -144,8 +145,12 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     optimizer: { kind: "adamw", weightDecay: cfg.weightDecay },
     maxGradNorm: cfg.maxGradNorm > 0 ? cfg.maxGradNorm : undefined,
     accumulation: cfg.gradAccum,
+    precision: cfg.precision,
   });
-  const session = await TrainingSession.create(built, trainable.init, { device });
+  const session = await TrainingSession.create(built, trainable.init, {
+    device,
+    lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
+  });
 
   let step = 0;
   const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
@@ -156,7 +161,9 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   } else if (cfg.resume) log(`no checkpoint in ${run.checkpoints}: starting from step 0`);
   const metrics = await MetricsWriter.open(run.metrics, { append: step > 0, truncateAfterStep: step });
 
-  const evalScorer = p.eval.length ? await policyScorer(p, frozen, trainable, device) : undefined;
+  const evalScorer = p.eval.length
+    ? await policyScorer(p, frozen, trainable, device, cfg.precision)
+    : undefined;
   const evaluate = async (): Promise<Record<string, number> | undefined> => {
     if (!evalScorer) return undefined;
     return await evaluatePolicy(cfg, p, evalScorer, session, reference?.eval);
@@ -206,7 +213,24 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       const records: MetricsRecord[] = [];
       for (let i = 0; i < res.steps; i++) {
         const s = c.from + i;
-        if (!Number.isFinite(res.loss[i])) {
+        // fp16: a step with non-finite gradients (or loss) was skipped and the loss scale halved
+        const skipped = res.lossScale !== undefined && res.skipped[i] > 0;
+        if (skipped) {
+          const scale = res.lossScale![i];
+          log(
+            `step ${s + 1}: non-finite gradients at loss scale ${scale} (fp16 overflow): update skipped, ` +
+              `loss scale now ${scale / 2}`,
+          );
+          if (scale / 2 < 1) {
+            throw new Error(
+              `fp16 training keeps overflowing: the loss scale fell below 1 at step ${s + 1} (loss ${
+                res.loss[i]
+              }), so the forward pass itself is not finite in float16. Train with --precision fp32; the ` +
+                `last checkpoint is kept in ${run.checkpoints}.`,
+            );
+          }
+        }
+        if (!skipped && !Number.isFinite(res.loss[i])) {
           throw new Error(
             `the loss became ${res.loss[i]} at step ${s + 1} (epoch ${chunkSteps[i].epoch}, prompts ` +
               `${chunkSteps[i].indices.slice(0, 8).join(", ")}${
@@ -223,6 +247,10 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
           lr: lrs[i],
           tokens_per_s: tokens / seconds,
         };
+        if (res.lossScale) {
+          r.loss_scale = res.lossScale[i];
+          r.skipped = res.skipped[i];
+        }
         for (const [m, v] of Object.entries(res.metrics)) r[m] = v[i];
         records.push(r);
       }
@@ -380,7 +408,7 @@ async function referenceScores(
   const cachePath = join(run.dir, "reference_logps.json");
   const fingerprint = fingerprintExamples(
     [...p.train, ...p.eval],
-    `${resolve(cfg.model)}|${p.model.config.modelType}`,
+    `${resolve(cfg.model)}|${p.model.config.modelType}${cfg.precision === "fp16" ? "|fp16" : ""}`,
   );
   try {
     const cached = JSON.parse(await Deno.readTextFile(cachePath));
@@ -391,7 +419,7 @@ async function referenceScores(
     }
   } catch { /* no cache yet */ }
   const t0 = performance.now();
-  const g = buildScoringGraph(p.model.config, frozen);
+  const g = buildScoringGraph(p.model.config, frozen, undefined, { precision: cfg.precision });
   const s = await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
   const train = (await scoreExamples(s, p.train, opts)).logps;
@@ -423,8 +451,9 @@ async function policyScorer(
   frozen: ReturnType<typeof frozenWeights>,
   trainable: Trainable,
   device: "cpu" | "cuda",
+  precision: TrainConfig["precision"],
 ) {
-  const g = buildScoringGraph(p.model.config, frozen, trainable);
+  const g = buildScoringGraph(p.model.config, frozen, trainable, { precision });
   return await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
 }
 
@@ -438,7 +467,7 @@ async function evaluatePolicy(
 ): Promise<Record<string, number>> {
   const extra: Record<string, HostTensor> = {};
   for (const s of session.io.state) {
-    if (s.name.startsWith("train.") || s.name.endsWith(".m") || s.name.endsWith(".v")) continue;
+    if (s.name.startsWith("train.")) continue; // step counter, optimizer moments, loss scale
     extra[s.name] = { dtype: "float32", dims: s.shape, data: session.state.get(s.name)! };
   }
   const scores = await scoreExamples(scorer, p.eval, { padId: p.padId, batchSize: cfg.batchSize, extra });

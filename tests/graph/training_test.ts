@@ -334,3 +334,41 @@ Deno.test("training: one transformer block trained with AdamW in Loop chunks low
   assert.ok(last < first * 0.6, `loss ${first} → ${last}`);
   await ts.release();
 });
+
+Deno.test("training: weight decay applies to decayed parameters only (the flat optimizer's mask)", async () => {
+  const steps = 3;
+  const spec: TrainingSpec = {
+    name: "mask",
+    params: [{ name: "b", shape: [2], decay: false }, { name: "w", shape: [3] }],
+    batch: [{ name: "c", dtype: "float32", shape: [5] }],
+    forward: (g, p, b) => {
+      const [cb, cw] = op.split(b.c, [2, 3], 0);
+      void g;
+      return { loss: op.add(op.sumAll(op.mul(p.b, cb)), op.sumAll(op.mul(p.w, cw))) };
+    },
+    optimizer: { kind: "adamw", weightDecay: 0.3 },
+  };
+  const r = rng(5);
+  const c = Float32Array.from({ length: 5 * steps }, () => r() * 2 - 1);
+  const b0 = new Float32Array([0.5, -1]), w0 = new Float32Array([1, 2, -3]);
+  const lrs = [0.1, 0.2, 0.05];
+  const ts = await TrainingSession.create(buildTrainingGraph(spec), { b: b0, w: w0 }, { intraOpThreads: 1 });
+  await ts.run({ c: { dtype: "float32", dims: [steps, 5], data: c } }, lrs);
+  const o = { b1: 0.9, b2: 0.999, eps: 1e-8, maxNorm: Infinity };
+  const gb = Array.from({ length: steps }, (_, t) => Float64Array.from(c.subarray(t * 5, t * 5 + 2)));
+  const gw = Array.from({ length: steps }, (_, t) => Float64Array.from(c.subarray(t * 5 + 2, t * 5 + 5)));
+  assertClose(
+    ts.state.get("b")!,
+    Float32Array.from(tsAdamW(Float64Array.from(b0), gb, lrs, { ...o, wd: 0 })),
+    1e-5,
+    "b",
+  );
+  assertClose(
+    ts.state.get("w")!,
+    Float32Array.from(tsAdamW(Float64Array.from(w0), gw, lrs, { ...o, wd: 0.3 })),
+    1e-5,
+    "w",
+  );
+  assert.equal(ts.state.get("train.m")!.length, 5, "one flat first moment over both parameters");
+  await ts.release();
+});
