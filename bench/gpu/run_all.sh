@@ -40,10 +40,20 @@ export PYTHONUNBUFFERED=1
 DENO=(deno run --cached-only -A)
 START=$SECONDS
 
+# the whole script's time budget: a step gets at most what is left of it, and none once it is spent
+BUDGET=${BUDGET:-420}
+
 # step NAME LIMIT_SECONDS COMMAND...: stdout → results.jsonl, stderr → log.txt, status recorded
 step() {
   local name=$1 limit=$2
   shift 2
+  local left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt 15 ]; then
+    echo "=== $name: skipped, the ${BUDGET}s budget is spent" >>"$LOG"
+    echo "{\"bench\":\"run_all\",\"step\":\"$name\",\"rc\":\"skipped\"}" >>"$RES"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   local t0=$SECONDS
   echo "=== $name ($(date +%T), limit ${limit}s): $*" >>"$LOG"
   timeout -k 10 "$limit" "$@" >>"$RES" 2>>"$LOG"
@@ -76,32 +86,20 @@ fi
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 
-# 1. parity
-if [ "$HAVE_TORCH" = 1 ]; then
-  step parity_reference 150 python3 bench/parity/parity.py --out "$TMP/parity"
-  if [ -f "$TMP/parity/manifest.json" ]; then # the models that did get written, even if one failed
-    tar -C "$TMP" -czf "$OUT/parity_reference.tgz" parity 2>>"$LOG"
-    step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
-    [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
-  fi
-else
-  echo "=== parity: skipped (no torch/transformers here)" >>"$LOG"
-fi
-
-# 2. one transformer block: per-step time and node count (and a small, launch-bound shape)
-step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
-step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
-
 # 3. GPT-2 124M training throughput, every case
 step train_throughput 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" "${TP[@]}"
 
 # 4. the PyTorch baseline on the same model and batch
 if [ "$HAVE_TORCH" = 1 ]; then
   step torch_baseline 200 python3 bench/torch_baseline.py --device "$DEVICE" \
-    --cases full-fp32,full-tf32,full-bf16,lora-tf32,lora-bf16,full-tf32-eager "${TORCH[@]}"
+    --cases full-tf32,full-bf16,lora-tf32,lora-bf16 "${TORCH[@]}"
 else
   echo "=== torch_baseline: skipped (no torch/transformers here)" >>"$LOG"
 fi
+
+# 2. one transformer block: per-step time and node count (and a small, launch-bound shape)
+step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
+step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
 
 # 5. one case profiled (a separate session: profiling slows it), summarized
 step profile_run 150 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --cases "$PROFILE_CASE" \
@@ -118,6 +116,23 @@ if [ -n "$PROFILE" ]; then
   fi
 else
   echo "=== profile_summary: no profile was written" >>"$LOG"
+fi
+
+# 6. fp16 mixed precision against fp32 on the device (when the check script exists)
+if [ -f bench/gpu/fp16_check.ts ] && [ "$DEVICE" = cuda ]; then
+  step fp16_check 90 "${DENO[@]}" bench/gpu/fp16_check.ts
+fi
+
+# 1. parity
+if [ "$HAVE_TORCH" = 1 ]; then
+  step parity_reference 150 python3 bench/parity/parity.py --out "$TMP/parity"
+  if [ -f "$TMP/parity/manifest.json" ]; then # the models that did get written, even if one failed
+    tar -C "$TMP" -czf "$OUT/parity_reference.tgz" parity 2>>"$LOG"
+    step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
+    [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
+  fi
+else
+  echo "=== parity: skipped (no torch/transformers here)" >>"$LOG"
 fi
 
 echo "run_all: done in $((SECONDS - START)) s" >>"$LOG"
