@@ -23,3 +23,4 @@ export * from "./lib/losses/mod.ts";
 export * from "./lib/data/mod.ts";
 export * from "./lib/graph/mod.ts";
 export * from "./lib/runtime/mod.ts";
+export * from "./lib/serve/mod.ts";

@@ -1,0 +1,69 @@
+/**
+ * Text ↔ token ids for the server, with the training code's own functions (lib/data/tokenize.ts), so a
+ * prompt is tokenized exactly as the trainer tokenized it: the chat template through `renderChat`, BOS
+ * first, responses as `text + EOS`. Lives on the HTTP thread: transformers.js does not load in a Worker.
+ * @module
+ */
+import { loadTokenizer, tokenizePrompt, type Tokenizer, tokenizeResponse } from "../data/tokenize.ts";
+import type { Message } from "../data/types.ts";
+import { IncrementalDecoder } from "./decoder.ts";
+
+/** Token ids the model treats specially. */
+export type SpecialIds = {
+  /** Ids that end generation: generation_config.json's `eos_token_id` and the tokenizer's EOS. */
+  eos: number[];
+  /** The id used for padding (masked out): the tokenizer's pad, else its EOS, else 0. */
+  pad: number;
+  bos: number | null;
+};
+
+/** The tokenizer of the served model, with what the routes need from it. */
+export class TextCodec {
+  private constructor(readonly tokenizer: Tokenizer, readonly special: SpecialIds) {}
+
+  /**
+   * Loads the tokenizer of a model folder. `generationEos`: the EOS id(s) from generation_config.json or
+   * config.json, which may list more than the tokenizer's one (Llama 3's `<|eot_id|>`).
+   */
+  static async load(folder: string, generationEos: number[] = []): Promise<TextCodec> {
+    const tokenizer = await loadTokenizer(folder);
+    const eos = new Set(generationEos);
+    const tokEos = tokenizer.eos_token_id;
+    if (typeof tokEos === "number") eos.add(tokEos);
+    const pad = tokenizer.pad_token_id ?? tokEos ?? 0;
+    const bos = tokenizer.bos_token_id;
+    return new TextCodec(tokenizer, {
+      eos: [...eos],
+      pad: typeof pad === "number" ? pad : 0,
+      bos: typeof bos === "number" ? bos : null,
+    });
+  }
+
+  /** A chat prompt through the model's chat template, ending with the assistant header (as in training). */
+  chatPromptIds(messages: Message[]): number[] {
+    return tokenizePrompt(this.tokenizer, messages);
+  }
+
+  /** A plain-text prompt: its tokens, BOS first when the tokenizer has one (as for a chat prompt). */
+  textPromptIds(text: string): number[] {
+    const ids = this.tokenizer.encode(text, { add_special_tokens: false });
+    const bos = this.special.bos;
+    if (bos !== null && ids[0] !== bos) ids.unshift(bos);
+    return ids;
+  }
+
+  /** A candidate response as the trainer scores it: its tokens, then EOS. */
+  responseIds(text: string): number[] {
+    return tokenizeResponse(this.tokenizer, text);
+  }
+
+  /** Text of token ids (special tokens dropped unless `keepSpecial`). */
+  decode(ids: number[], keepSpecial = false): string {
+    return ids.length ? this.tokenizer.decode(ids, { skip_special_tokens: !keepSpecial }) : "";
+  }
+
+  /** An incremental decoder that continues after `context` (the prompt's ids). */
+  decoder(context: readonly number[] = [], keepSpecial = false): IncrementalDecoder {
+    return new IncrementalDecoder((ids) => this.decode(ids, keepSpecial), context);
+  }
+}

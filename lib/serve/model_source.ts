@@ -1,0 +1,157 @@
+/**
+ * What `--model` points at, resolved: a training run folder (runs/<name>-<stamp>/, whose `policy/` is served
+ * and whose `reference.json` names the reference model) or an exported model folder (`onnx/model.onnx`
+ * beside a Hugging Face config). With no `--model`, the latest demo run. The run's β and α become the
+ * inspection endpoint's defaults, so its implicit rewards are the ones the trainer optimized.
+ * @module
+ */
+import { basename, join, resolve } from "node:path";
+import { findLatestRun, runPaths } from "../train/run_folder.ts";
+import { SERVING_ONNX_FILE } from "../model/export.ts";
+
+/** β and α when the model was not trained here (TRL's DPO default β; α = 1, plain softmax labels). */
+export const FALLBACK_BETA = 0.1;
+export const FALLBACK_ALPHA = 1;
+
+/** The served model and where everything about it lives. */
+export type ModelSource = {
+  /** The name clients pass as `model`: the run folder's or the model folder's name. */
+  id: string;
+  /** The exported folder that is served (config, tokenizer, `onnx/model.onnx`, `model.safetensors`). */
+  modelDir: string;
+  /** The run folder, when serving a run. */
+  runDir: string | null;
+  /** The reference model's folder (Hugging Face layout), or null when there is none. */
+  referenceDir: string | null;
+  /** Where the reference came from. */
+  referenceFrom: "--reference" | "reference.json" | "config.json" | null;
+  /** Implicit-reward scale and soft-label temperature: the run's, else the fallbacks. */
+  beta: number;
+  alpha: number;
+  /** The run's loss ("nca", "infonca", "dpo", …), when known. */
+  loss: string | null;
+  /** The run's config.json, when serving a run. */
+  trainConfig: Record<string, unknown> | null;
+  /** Things worth telling the user at start-up (a recorded reference that is gone, …). */
+  notices: string[];
+};
+
+/** Where to look and what the user asked for. */
+export type ModelSourceOptions = {
+  /** `--model`: a run folder or an exported model folder. Default: the latest `demo-*` run in `runsDir`. */
+  model?: string;
+  /** `--reference`: a model folder to use as the reference instead of what the run recorded. */
+  reference?: string;
+  /** Where runs are (default "runs"). */
+  runsDir?: string;
+};
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  try {
+    const v = JSON.parse(text);
+    return typeof v === "object" && v !== null && !Array.isArray(v) ? v : null;
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
+}
+
+function nonNegative(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : undefined;
+}
+
+/** Resolves `--model` / `--reference` into a {@link ModelSource}; throws saying what was expected where. */
+export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<ModelSource> {
+  const runsDir = o.runsDir ?? "runs";
+  let given = o.model;
+  if (given === undefined) {
+    given = await findLatestRun(runsDir, "demo");
+    if (given === undefined) {
+      throw new Error(
+        `no --model given and no demo run in ${resolve(runsDir)}: run \`deno task train\` first, ` +
+          `or pass --model <run folder or exported model folder>`,
+      );
+    }
+  }
+  const dir = resolve(given);
+  const run = runPaths(dir);
+  const notices: string[] = [];
+
+  let modelDir: string, runDir: string | null;
+  if (await isFile(join(run.policy, SERVING_ONNX_FILE))) {
+    modelDir = run.policy;
+    runDir = dir;
+  } else if (await isFile(join(dir, SERVING_ONNX_FILE))) {
+    modelDir = dir;
+    runDir = null;
+  } else {
+    throw new Error(
+      `--model ${given}: neither a run folder (no policy/${SERVING_ONNX_FILE}) nor an exported model folder ` +
+        `(no ${SERVING_ONNX_FILE}); export one with lib/model/export.ts' exportForServing, or train with ` +
+        "`deno task train`",
+    );
+  }
+
+  const trainConfig = runDir ? await readJson(run.config) : null;
+  const referenceJson = runDir ? await readJson(run.reference) : null;
+  let referenceDir: string | null = null;
+  let referenceFrom: ModelSource["referenceFrom"] = null;
+  if (o.reference !== undefined) {
+    referenceDir = resolve(o.reference);
+    referenceFrom = "--reference";
+    if (!(await isFile(join(referenceDir, "config.json")))) {
+      throw new Error(
+        `--reference ${o.reference}: no config.json there (a Hugging Face model folder is expected)`,
+      );
+    }
+  } else {
+    const recorded: [string, ModelSource["referenceFrom"]][] = [];
+    if (typeof referenceJson?.model === "string") recorded.push([referenceJson.model, "reference.json"]);
+    if (typeof trainConfig?.model === "string") recorded.push([resolve(trainConfig.model), "config.json"]);
+    for (const [path, from] of recorded) {
+      if (await isFile(join(path, "config.json"))) {
+        referenceDir = path;
+        referenceFrom = from;
+        break;
+      }
+      notices.push(`the reference model recorded in ${from} (${path}) is not there any more`);
+    }
+    if (runDir && referenceDir === null) {
+      notices.push(
+        "no reference model: /v1/logprobs reports policy log-probs only (pass --reference <folder>)",
+      );
+    }
+  }
+
+  return {
+    id: basename(runDir ?? modelDir),
+    modelDir,
+    runDir,
+    referenceDir,
+    referenceFrom,
+    beta: positive(trainConfig?.beta) ?? FALLBACK_BETA,
+    alpha: nonNegative(trainConfig?.alpha) ?? FALLBACK_ALPHA,
+    loss: typeof trainConfig?.loss === "string" ? trainConfig.loss : null,
+    trainConfig,
+    notices,
+  };
+}

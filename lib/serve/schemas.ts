@@ -1,0 +1,82 @@
+/**
+ * Request bodies, as zod schemas: the OpenAI fields this server implements, with OpenAI's ranges, and the
+ * inspection endpoint's body. Fields OpenAI defines but this server cannot honour are accepted only with
+ * their neutral values and otherwise refused by name (unsupported.ts), never silently ignored; fields
+ * nobody defines are ignored, as OpenAI does.
+ * @module
+ */
+import { z } from "zod";
+
+/** Most choices per request. */
+export const MAX_N = 16;
+/** Most alternatives per token (OpenAI's limit). */
+export const MAX_TOP_LOGPROBS = 20;
+/** Most stop strings per request. */
+export const MAX_STOP = 16;
+/** Most candidates the inspection endpoint scores at once. */
+export const MAX_CANDIDATES = 16;
+
+const textPart = z.object({ type: z.literal("text"), text: z.string() });
+
+/** A chat message; content as a string or as text parts. */
+export const messageSchema = z.object({
+  role: z.enum(["system", "developer", "user", "assistant"]),
+  content: z.union([z.string(), z.array(textPart)]).nullable(),
+});
+
+export type ChatMessage = z.infer<typeof messageSchema>;
+
+const sampling = {
+  model: z.string().optional(),
+  max_tokens: z.number().int().min(1).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  seed: z.number().int().nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(MAX_STOP)]).nullish(),
+  n: z.number().int().min(1).max(MAX_N).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  /** vLLM's extension: keep generating past EOS (up to max_tokens). */
+  ignore_eos: z.boolean().nullish(),
+  frequency_penalty: z.number().nullish(),
+  presence_penalty: z.number().nullish(),
+  logit_bias: z.record(z.string(), z.number()).nullish(),
+};
+
+/** POST /v1/chat/completions. */
+export const chatRequestSchema = z.object({
+  ...sampling,
+  messages: z.array(messageSchema).min(1),
+  max_completion_tokens: z.number().int().min(1).nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+  tools: z.array(z.unknown()).nullish(),
+  response_format: z.object({ type: z.string() }).loose().nullish(),
+});
+
+export type ChatRequest = z.infer<typeof chatRequestSchema>;
+
+/** POST /v1/completions. */
+export const completionRequestSchema = z.object({
+  ...sampling,
+  prompt: z.union([z.string(), z.array(z.string()).min(1)]),
+  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+  echo: z.boolean().nullish(),
+  suffix: z.string().nullish(),
+  best_of: z.number().int().nullish(),
+});
+
+export type CompletionRequest = z.infer<typeof completionRequestSchema>;
+
+/** POST /v1/logprobs: a prompt (text or messages) and the candidates to score under both models. */
+export const logprobsRequestSchema = z.object({
+  model: z.string().optional(),
+  prompt: z.string().optional(),
+  messages: z.array(messageSchema).min(1).optional(),
+  candidates: z.array(z.string()).min(1).max(MAX_CANDIDATES),
+  rewards: z.array(z.number()).nullish(),
+  beta: z.number().gt(0).nullish(),
+  alpha: z.number().min(0).nullish(),
+});
+
+export type LogprobsRequest = z.infer<typeof logprobsRequestSchema>;

@@ -1,0 +1,158 @@
+/**
+ * The model worker: runs generation and log-prob scoring off the HTTP thread. onnxruntime-node's
+ * `session.run` blocks the thread that calls it for the whole run, so the server keeps its event loop free
+ * (health checks, new connections, streaming writes) by running every session here.
+ *
+ * Jobs interleave: each generation step is one awaited `run`, so the messages that arrive between steps
+ * (a new job, a stop, an abort) are handled at the next step boundary. The generation session is loaded at
+ * start; the scoring graphs (policy and reference, see lib/train/train_graph.ts) are built on first use, so
+ * a server that only chats never holds a second copy of the weights.
+ *
+ * Started by engine.ts as `new Worker(new URL("./worker.ts", import.meta.url), {type: "module"})`.
+ * @module
+ */
+import { resolve } from "node:path";
+import { makeBatch } from "../data/batch.ts";
+import { serializeModel } from "../graph/serialize.ts";
+import { generate, type TokenChoice } from "../model/generate.ts";
+import { loadModelFolder } from "../model/model_folder.ts";
+import { frozenWeights } from "../model/weights.ts";
+import { ModelSession } from "../runtime/session.ts";
+import { buildScoringGraph } from "../train/train_graph.ts";
+import type {
+  FromWorker,
+  GenerateRequest,
+  LoadRequest,
+  RowFinish,
+  ScoreRequest,
+  ScoringModel,
+  ToWorker,
+} from "./protocol.ts";
+
+type WorkerScope = {
+  postMessage(message: FromWorker): void;
+  onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
+};
+const scope = self as unknown as WorkerScope;
+const post = (m: FromWorker) => scope.postMessage(m);
+
+let config: LoadRequest | undefined;
+let generator: ModelSession | undefined;
+const scorers = new Map<string, Promise<ModelSession>>();
+const jobs = new Map<number, { abort: AbortController; stopped: Set<number> }>();
+
+scope.onmessage = (e) => {
+  const m = e.data;
+  switch (m.type) {
+    case "load":
+      load(m).catch((err) => post({ type: "load-failed", message: messageOf(err) }));
+      break;
+    case "generate":
+      runGeneration(m).catch((err) => post({ type: "failed", id: m.id, message: messageOf(err) }));
+      break;
+    case "score":
+      runScoring(m).catch((err) => post({ type: "failed", id: m.id, message: messageOf(err) }));
+      break;
+    case "stop-row":
+      jobs.get(m.id)?.stopped.add(m.row);
+      break;
+    case "abort":
+      jobs.get(m.id)?.abort.abort();
+      break;
+  }
+};
+
+async function load(m: LoadRequest): Promise<void> {
+  config = m;
+  const t0 = performance.now();
+  generator = await ModelSession.create(resolve(m.policyDir, "onnx", "model.onnx"), {
+    device: m.device,
+    intraOpThreads: m.threads,
+  });
+  post({ type: "loaded", generationMs: performance.now() - t0 });
+}
+
+async function runGeneration(m: GenerateRequest): Promise<void> {
+  if (!generator) throw new Error("the model worker has not loaded a model yet");
+  const session = generator;
+  const job = { abort: new AbortController(), stopped: new Set<number>() };
+  jobs.set(m.id, job);
+  try {
+    await Promise.all(m.prompts.map(async (prompt, row) => {
+      const { rows } = await generate(session, [prompt], {
+        maxNewTokens: m.maxNewTokens,
+        eosTokenIds: m.eosTokenIds,
+        temperature: m.temperature,
+        topP: m.topP,
+        seed: m.seeds[row],
+        topLogprobs: m.topLogprobs,
+        padTokenId: m.padTokenId,
+        signal: job.abort.signal,
+        stop: () => job.stopped.has(row),
+        onToken: (_step, _tokens, choices) => {
+          const c = choices[0] as TokenChoice;
+          post({
+            type: "token",
+            id: m.id,
+            row,
+            token: c.token,
+            logprob: c.logprob,
+            ...(c.top ? { top: c.top.map((t) => [t.token, t.logprob] as [number, number]) } : {}),
+          });
+        },
+      });
+      post({ type: "row-done", id: m.id, row, finishReason: rows[0].finishReason as RowFinish });
+    }));
+    post({ type: "done", id: m.id });
+  } finally {
+    jobs.delete(m.id);
+  }
+}
+
+/** The scoring session of a model folder, built once (the policy and reference share it when the same). */
+function scorer(which: ScoringModel): Promise<ModelSession> {
+  if (!config) throw new Error("the model worker has not loaded a model yet");
+  const dir = which === "policy" ? config.policyDir : config.referenceDir;
+  if (!dir) throw new Error("the server has no reference model (start it with --reference <folder>)");
+  const key = resolve(dir);
+  let s = scorers.get(key);
+  if (!s) {
+    const { device, threads } = config;
+    s = (async () => {
+      const folder = await loadModelFolder(key);
+      const g = buildScoringGraph(folder.config, frozenWeights(folder.weights));
+      return await ModelSession.create(serializeModel(g.build()), {
+        device,
+        intraOpThreads: threads,
+        describe: (n) => g.describe(n),
+      });
+    })();
+    s.catch(() => scorers.delete(key)); // a failed load is retried by the next request
+    scorers.set(key, s);
+  }
+  return s;
+}
+
+async function runScoring(m: ScoreRequest): Promise<void> {
+  const session = await scorer(m.model);
+  const batch = makeBatch([{ promptIds: m.promptIds, responseIds: m.responseIds }], {
+    padId: m.padTokenId,
+  });
+  const dims = [batch.prompts * batch.k, batch.width];
+  const out = await session.run({
+    input_ids: { dtype: "int32", dims, data: batch.inputIds },
+    attention_mask: { dtype: "int32", dims, data: batch.attentionMask },
+    labels: { dtype: "int32", dims, data: batch.labels },
+  }, ["logps", "token_logps"]);
+  const tokenLogps = out.token_logps.data as Float32Array;
+  const sums = out.logps.data as Float32Array;
+  const cols = batch.width - 1;
+  const p = m.promptIds.length;
+  // token_logps[row, t] is the log-prob of the token at t + 1: response token j sits at p + j.
+  const tokenLogprobs = m.responseIds.map((r, row) => r.map((_, j) => tokenLogps[row * cols + p + j - 1]));
+  post({ type: "scored", id: m.id, tokenLogprobs, sums: [...sums] });
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

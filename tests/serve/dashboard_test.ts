@@ -1,0 +1,135 @@
+/// <reference lib="dom" />
+/**
+ * The dashboard in a real browser (playwright-core driving Debian's chromium): the page loads its assets
+ * from the server itself, draws the run's three uPlot charts (canvases with a size), and the inspector form
+ * scores the candidates and shows their tokens coloured by log-ratio. Skipped, saying so, when
+ * /usr/bin/chromium is missing (`apt-get install -y chromium`; the CI script installs it).
+ *
+ * Set SERVE_SCREENSHOT=/path/to/file.png to keep a full-page screenshot of the dashboard.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import { buildFixture, RUN_NAME, serve } from "./_fixture.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const HAVE_CHROMIUM = (() => {
+  try {
+    return Deno.statSync(CHROMIUM).isFile;
+  } catch {
+    return false;
+  }
+})();
+if (!HAVE_CHROMIUM) {
+  console.warn(
+    `dashboard_test: ${CHROMIUM} not found, so the browser test is skipped (apt-get install -y chromium)`,
+  );
+}
+
+/**
+ * playwright-core probes `/proc/sys/fs/binfmt_misc/WSLInterop` with `fs.existsSync` when it loads; Deno
+ * answers that path with a permission error unless run with --allow-all (the test task grants less), where
+ * Node would answer false. Answer false, as Node does, then load playwright.
+ */
+async function loadPlaywright() {
+  const existsSync = fs.existsSync;
+  fs.existsSync = ((path: fs.PathLike) => {
+    try {
+      return existsSync(path);
+    } catch {
+      return false;
+    }
+  }) as typeof fs.existsSync;
+  return await import("playwright-core");
+}
+
+Deno.test({
+  name: HAVE_CHROMIUM
+    ? "dashboard in chromium: charts drawn, inspector scores and colours tokens"
+    : `dashboard in chromium — SKIPPED: ${CHROMIUM} is not installed (apt-get install -y chromium)`,
+  ignore: !HAVE_CHROMIUM,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const fx = await buildFixture();
+    const server = await serve({ model: fx.runDir });
+    const userDataDir = await Deno.makeTempDir({ prefix: "serve_chromium_" });
+    const { chromium } = await loadPlaywright();
+    const browser = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1360, height: 1000 },
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+      const requests: string[] = [];
+      page.on("request", (r) => requests.push(r.url()));
+      await page.goto(server.url + "/");
+
+      // the charts: three uPlot canvases with a real size
+      await page.waitForFunction(() => document.querySelectorAll(".uplot canvas").length === 3, null, {
+        timeout: 10_000,
+      });
+      const sizes = await page.$$eval(".uplot canvas", (cs) =>
+        cs.map((c) => {
+          const r = c.getBoundingClientRect();
+          return [r.width, r.height, (c as HTMLCanvasElement).width];
+        }));
+      for (const [w, h, pixels] of sizes) assert.ok(w > 100 && h > 100 && pixels > 0, `canvas ${w}×${h}`);
+      const legends = await page.$$eval(".u-legend .u-label", (ls) => ls.map((l) => l.textContent));
+      for (const label of ["train loss", "eval loss", "chosen", "rejected", "log π(chosen)"]) {
+        assert.ok(legends.includes(label), `legend ${label} in ${legends.join(", ")}`);
+      }
+      assert.equal(await page.textContent("#model-id"), RUN_NAME);
+      const remote = requests.filter((u) => !u.startsWith("data:") && !u.startsWith(server.url));
+      assert.deepEqual(remote, [], "no request leaves the server (no CDN)");
+
+      // the inspector: submit the prefilled form, tokens appear, coloured by log-ratio
+      await page.fill("#prompt", "sort 3 1 2");
+      await page.click("#score");
+      await page.waitForSelector(".tok", { timeout: 10_000 });
+      const tokens = await page.$$eval(
+        ".candidate-result",
+        (cards) => cards.map((c) => c.querySelectorAll(".tok").length),
+      );
+      assert.deepEqual(tokens, [4, 4, 4], "three candidates of three digits + EOS");
+      const spans = await page.$$eval(".tok", (ts) =>
+        ts.map((t) => ({
+          text: t.textContent,
+          title: (t as HTMLElement).title,
+          bg: getComputedStyle(t).backgroundColor,
+          ratio: Number((t as HTMLElement).dataset.ratio),
+        })));
+      assert.ok(spans.every((s) => /log π .* log μ .* log π − log μ/.test(s.title)), spans[0].title);
+      const coloured = spans.filter((s) => Math.abs(s.ratio) > 0.01);
+      assert.ok(coloured.length > 0);
+      for (const s of coloured) {
+        const green = /rgba\(22, 163, 74/.test(s.bg), red = /rgba\(220, 38, 38/.test(s.bg);
+        assert.ok(s.ratio > 0 ? green : red, `${s.text}: ratio ${s.ratio}, background ${s.bg}`);
+      }
+      assert.equal(await page.$$eval("table.objectives tbody tr", (rows) => rows.length), 3);
+      const verdicts = await page.textContent(".verdicts");
+      assert.match(verdicts ?? "", /InfoNCA.*NCA.*DPO/s);
+
+      const shot = Deno.env.get("SERVE_SCREENSHOT");
+      if (shot) await page.screenshot({ path: shot, fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await server.close();
+      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+      await fx.cleanup();
+    }
+  },
+});
