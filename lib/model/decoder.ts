@@ -26,8 +26,18 @@
  * Attention is causal over absolute indices (query t sees keys ≤ P + t) and masked where the mask is 0,
  * with an additive −1e9 bias (finite: a fully masked row gives a uniform softmax, never NaN). Sliding
  * windows (Mistral, some Qwen2) are not applied: the model is exact up to `maxSupportedLength(cfg)`.
- * Compute dtypes are float32 and float64 (finite-difference checks); float16 would need a mask value fp16
- * can hold and is not built.
+ *
+ * ## Compute dtypes
+ * float32 (the default), float64 (finite-difference checks) and float16, mixed precision for CUDA:
+ * - frozen weights are fp16 initializers (half the memory); trainable parameters stay float32 graph inputs
+ *   (the master weights), cast to fp16 where they are used; embedding rows are gathered before the cast;
+ * - hidden states, Gemm/MatMul, activations, residual adds and the KV cache are fp16;
+ * - in float32 between casts: RMSNorm/LayerNorm (with float32 norm weights), the rotary tables, and the
+ *   attention scores from the mask onwards (additive −1e9 bias, softmax; probabilities cast to fp16);
+ * - `logits` come out fp16; {@link sequenceLogProbs} casts them to float32 before the logsumexp and the
+ *   label gather, so log-probs, their sums and every loss are float32.
+ * Graph inputs and outputs stay float32/int (Deno cannot pass fp16 tensors). Train fp16 graphs with loss
+ * scaling (`lossScaling` of `buildTrainingGraph`): fp16 gradients underflow without it.
  *
  * ## Training helpers
  * {@link trainableParamsFor} lists the trainable parameters (LoRA adapters or every weight) with initial
@@ -52,7 +62,7 @@ import {
 import { llamaForward } from "./llama.ts";
 import { expectedTensors } from "./weights_names.ts";
 import { gpt2Forward } from "./gpt2.ts";
-import { attentionBias, positionsFromMask } from "./layers.ts";
+import { attentionBias, positionsFromMask, sensitiveDtype } from "./layers.ts";
 import { type SequenceLogProbs, sequenceLogProbs } from "./logprobs.ts";
 
 /** A cached (or returned) key/value pair of one layer, each `[batch, numKvHeads, len, headDim]`. */
@@ -69,7 +79,7 @@ export type DecoderInputs = {
 
 /** How the decoder is built. */
 export type DecoderOptions = {
-  /** Compute dtype. float64 is for finite-difference checks. Default float32. */
+  /** Compute dtype: float32 (default), float64 (finite-difference checks) or float16 (mixed precision). */
   dtype?: FloatDType;
   /** Where each weight (HF name, HF layout) comes from: initializers, trainable inputs, or both. */
   weights: WeightSource;
@@ -106,7 +116,7 @@ export function buildDecoder(
     ? op.cast(inputs.positionIds, "int64")
     : positionsFromMask(ids, inputs.attentionMask);
   const ctx = { g, dtype, weights: opts.weights, lora: opts.lora ?? null };
-  const bias = attentionBias(ids, inputs.attentionMask, dtype);
+  const bias = attentionBias(ids, inputs.attentionMask, sensitiveDtype(dtype));
   const common = { ids, positions, bias, past: inputs.past, logitsToKeep: inputs.logitsToKeep };
   return cfg.family === "llama" ? llamaForward(ctx, cfg, common) : gpt2Forward(ctx, cfg, common);
 }

@@ -18,13 +18,13 @@ import type { DecoderOutputs, KvPair } from "./decoder.ts";
 import {
   attention,
   type Ctx,
+  embedding,
   type FamilyInputs,
   geluNew,
   layerNorm,
   linear,
   lmHead,
   toHeads,
-  weight,
   withPast,
 } from "./layers.ts";
 import { gpt2GlobalNames } from "./weights_names.ts";
@@ -38,8 +38,8 @@ export function gpt2Forward(ctx: Ctx, cfg: Gpt2ModelConfig, inp: FamilyInputs): 
   const names = gpt2GlobalNames();
   const eps = cfg.layerNormEps;
   const D = cfg.hiddenSize, H = cfg.numHeads, hd = cfg.headDim;
-  const tok = op.gather(weight(ctx, names.wte), op.reshape(ids, [-1]));
-  const pos = op.gather(weight(ctx, names.wpe), op.reshape(inp.positions, [-1]));
+  const tok = embedding(ctx, names.wte, ids);
+  const pos = embedding(ctx, names.wpe, inp.positions);
   let h = op.add(tok, pos); // [B·T, D]
   const present: KvPair[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {

@@ -4,6 +4,13 @@
  *
  * Hidden states are 2-D rows `[batch·seq, hidden]` between blocks (every linear layer is one Gemm, see
  * weights.ts); attention reshapes to heads with the runtime `[batch, seq]` shape of the input ids.
+ *
+ * In float16 (mixed precision) the weights, hidden states, matmuls and elementwise ops are fp16, and the
+ * numerically sensitive parts run in float32 between casts: the norms (statistics, scale and shift, with
+ * float32 norm weights), the rotary tables (cast to fp16 once built), and the attention softmax (fp16
+ * scores cast to float32, the float32 additive mask added, softmax, probabilities cast back), so the mask
+ * value need not fit fp16. Embedding rows are gathered from the weight as stored (a trainable float32
+ * parameter stays float32, so its gradient is scattered in float32) and cast after the lookup.
  * @module
  */
 import type { GraphBuilder, Value } from "../graph/builder.ts";
@@ -34,6 +41,21 @@ export const MASK_VALUE = -1e9;
 /** The weight `name` from the context's source, in the compute dtype. */
 export function weight(ctx: Ctx, name: string): Value {
   return ctx.weights.get(ctx.g, name, ctx.dtype);
+}
+
+/** The dtype norms, rotary tables and the attention mask are computed in: float32 when computing in fp16. */
+export function sensitiveDtype(dtype: FloatDType): FloatDType {
+  return dtype === "float16" ? "float32" : dtype;
+}
+
+/**
+ * Embedding rows `[n, hidden]` for ids of any shape (flattened): a Gather from the table `name`. In fp16 the
+ * rows are gathered from the weight as its source stores it and then cast (see the module documentation).
+ */
+export function embedding(ctx: Ctx, name: string, ids: Value): Value {
+  if (ctx.dtype !== "float16") return op.gather(weight(ctx, name), op.reshape(ids, [-1]));
+  const table = ctx.weights.stored?.(ctx.g, name, ctx.dtype) ?? weight(ctx, name);
+  return op.cast(op.gather(table, op.reshape(ids, [-1])), ctx.dtype);
 }
 
 /** A stable per-module dropout seed, so a graph built twice draws the same masks. */
@@ -78,8 +100,14 @@ export function linear(
   return op.add(y, up);
 }
 
-/** Llama's RMSNorm: `w · x / √(mean(x²) + eps)` over the last axis. */
+/**
+ * Llama's RMSNorm: `w · x / √(mean(x²) + eps)` over the last axis. In fp16: computed in float32 (input
+ * cast up, float32 weight) and cast back.
+ */
 export function rmsNorm(ctx: Ctx, x: Value, weightName: string, eps: number): Value {
+  if (ctx.dtype === "float16") {
+    return op.cast(rmsNorm({ ...ctx, dtype: "float32" }, op.cast(x, "float32"), weightName, eps), ctx.dtype);
+  }
   const ms = op.reduceMean(op.mul(x, x), [-1], true);
   const normed = op.mul(x, op.reciprocal(op.sqrt(op.add(ms, eps))));
   return op.mul(normed, weight(ctx, weightName));
@@ -87,9 +115,13 @@ export function rmsNorm(ctx: Ctx, x: Value, weightName: string, eps: number): Va
 
 /**
  * LayerNorm with weight and bias (GPT-2). Fused ONNX LayerNormalization in float32; decomposed in float64
- * (ONNX Runtime keeps the fused op's statistics in float32, which would spoil float64 checks).
+ * (ONNX Runtime keeps the fused op's statistics in float32, which would spoil float64 checks). In fp16:
+ * the float32 one between casts (so the backward pass is float32 too).
  */
 export function layerNorm(ctx: Ctx, x: Value, prefix: string, eps: number): Value {
+  if (ctx.dtype === "float16") {
+    return op.cast(layerNorm({ ...ctx, dtype: "float32" }, op.cast(x, "float32"), prefix, eps), ctx.dtype);
+  }
   const w = weight(ctx, `${prefix}.weight`), b = weight(ctx, `${prefix}.bias`);
   if (ctx.dtype === "float32") return op.layerNorm(x, w, b, eps);
   const centered = op.sub(x, op.reduceMean(x, [-1], true));
@@ -145,7 +177,8 @@ export function positionsFromMask(ids: Value, mask: Value): Value {
 /**
  * The additive attention bias `[B, 1, 1, T, S]` (broadcast over kv heads and the heads sharing them):
  * 0 where query t (absolute index S − T + t) may attend key j — j ≤ S − T + t and mask[j] ≠ 0 — else
- * {@link MASK_VALUE}.
+ * {@link MASK_VALUE}. `dtype` is the dtype scores are masked in: float32 for an fp16 model
+ * ({@link sensitiveDtype}), as −1e9 does not fit fp16.
  */
 export function attentionBias(ids: Value, mask: Value, dtype: FloatDType): Value {
   const g = ids.g;
@@ -194,12 +227,13 @@ export type Rotary = { cos: Value; sin: Value };
 export function rotaryTables(ctx: Ctx, positions: Value, invFreq: Float64Array): Rotary {
   const g = ctx.g;
   const half = invFreq.length;
-  const inv = g.constant(Array.from(invFreq), [half], ctx.dtype);
-  const angles = op.mul(op.unsqueeze(op.cast(positions, ctx.dtype), [-1]), inv); // [B, T, hd/2]
+  const dt = sensitiveDtype(ctx.dtype); // fp16: angles and cos/sin in float32, the tables cast once built
+  const inv = g.constant(Array.from(invFreq), [half], dt);
+  const angles = op.mul(op.unsqueeze(op.cast(positions, dt), [-1]), inv); // [B, T, hd/2]
   const c = op.cos(angles), s = op.sin(angles);
   return {
-    cos: op.unsqueeze(op.concat([c, c], -1), [2]),
-    sin: op.unsqueeze(op.concat([op.neg(s), s], -1), [2]),
+    cos: op.cast(op.unsqueeze(op.concat([c, c], -1), [2]), ctx.dtype),
+    sin: op.cast(op.unsqueeze(op.concat([op.neg(s), s], -1), [2]), ctx.dtype),
   };
 }
 
@@ -227,15 +261,16 @@ export function toHeads(rows: Value, bt: Value, heads: number, hd: number, hint:
  * Scaled dot-product attention with grouped-query heads. `q` `[B, H, T, hd]`, `k`/`v` `[B, kvH, S, hd]`,
  * `bias` `[B, 1, 1, T, S]`. Query head h uses kv head ⌊h / (H / kvH)⌋ — HF's `repeat_kv`, done by
  * broadcasting a `[B, kvH, H/kvH, T, hd]` view of q against `[B, kvH, 1, S, hd]` keys rather than copying
- * the keys. Returns rows `[B·T, H·hd]`.
+ * the keys. Returns rows `[B·T, H·hd]`. With fp16 q/k/v and a float32 `bias`, the scores are masked and
+ * softmaxed in float32 (HF's `softmax(..., dtype=float32)`) and the probabilities cast back to fp16.
  */
 export function attention(q: Value, k: Value, v: Value, bias: Value, heads: number, kvHeads: number): Value {
   const hd = q.shape[3] as number;
   const rep = heads / kvHeads;
   const q5 = op.reshape(op.mul(q, 1 / Math.sqrt(hd)), [0, kvHeads, rep, -1, hd]);
   const kT = op.unsqueeze(op.transpose(k, [0, 1, 3, 2]), [2]); // [B, kvH, 1, hd, S]
-  const scores = op.add(op.matmul(q5, kT), bias); // [B, kvH, rep, T, S]
-  const probs = op.softmax(scores, -1);
+  const scores = op.add(op.cast(op.matmul(q5, kT), bias.dtype), bias); // [B, kvH, rep, T, S]
+  const probs = op.cast(op.softmax(scores, -1), q.dtype);
   const out = op.matmul(probs, op.unsqueeze(v, [2])); // [B, kvH, rep, T, hd]
   const perHead = op.transpose(op.reshape(out, [0, heads, -1, hd]), [0, 2, 1, 3]); // [B, T, H, hd]
   return op.reshape(perHead, [-1, heads * hd]);

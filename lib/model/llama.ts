@@ -20,6 +20,7 @@ import {
   applyRotary,
   attention,
   type Ctx,
+  embedding,
   type FamilyInputs,
   linear,
   lmHead,
@@ -27,7 +28,6 @@ import {
   rotaryTables,
   silu,
   toHeads,
-  weight,
   withPast,
 } from "./layers.ts";
 import { LLAMA_NAMES, llamaLayerNames } from "./weights_names.ts";
@@ -38,7 +38,7 @@ export function llamaForward(ctx: Ctx, cfg: LlamaModelConfig, inp: FamilyInputs)
   const bt = op.shapeOf(ids);
   const eps = cfg.rmsNormEps;
   const rope = rotaryTables(ctx, inp.positions, ropeInverseFrequencies(cfg));
-  let h = op.gather(weight(ctx, LLAMA_NAMES.embedTokens), op.reshape(ids, [-1])); // [B·T, D]
+  let h = embedding(ctx, LLAMA_NAMES.embedTokens, ids); // [B·T, D]
   const present: KvPair[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const n = llamaLayerNames(i), p = `model.layers.${i}`;

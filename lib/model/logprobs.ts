@@ -20,6 +20,9 @@ export type SequenceLogProbs = { tokenLogps: Value; sums: Value; counts: Value }
  * pass only needs the softmax that the logsumexp gradient implies. The shift moves the (small) labels one
  * column left instead of slicing the (large) logits: the last column gets label −100, and the per-token
  * result is cut to T − 1 columns at the end.
+ *
+ * fp16 logits are cast to float32 first: the logsumexp, the gathered label logits, the sums and the counts
+ * are float32 (and so is the backward pass down to the logits).
  */
 export function sequenceLogProbs(logits: Value, labels: Value): SequenceLogProbs {
   if (logits.rank !== 3 || labels.rank !== 2) {
@@ -27,6 +30,7 @@ export function sequenceLogProbs(logits: Value, labels: Value): SequenceLogProbs
       `sequenceLogProbs: logits [N, T, V] and labels [N, T], got [${logits.shape}], [${labels.shape}]`,
     );
   }
+  if (logits.dtype === "float16") logits = op.cast(logits, "float32");
   const lab = op.cast(labels, "int64");
   const g = lab.g;
   const next = op.slice(lab, [1], [2 ** 53], [1]); // [N, T-1]

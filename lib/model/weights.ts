@@ -15,9 +15,13 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import * as op from "../graph/ops.ts";
+import { f32ToF16Bits } from "./safetensors.ts";
 
-/** Compute dtypes the decoder supports. */
-export type FloatDType = "float32" | "float64";
+/**
+ * Compute dtypes the decoder supports. float16 is mixed precision: fp16 weights, activations and matmuls,
+ * with norms, attention softmax and log-probs in float32 (see decoder.ts).
+ */
+export type FloatDType = "float32" | "float64" | "float16";
 
 /** A tensor in host memory, fp32, HF layout (what checkpoint.ts loads). */
 export type HostWeight = { shape: number[]; data: Float32Array };
@@ -31,19 +35,29 @@ export interface WeightSource {
   get(g: GraphBuilder, name: string, dtype: FloatDType): Value;
   /** Whether the source knows `name`. */
   has(name: string): boolean;
+  /**
+   * The tensor `name` as the source holds it for a graph computing in `dtype`, before any cast: a trainable
+   * float32 parameter stays float32; a frozen initializer is already `dtype`. Lets an embedding lookup
+   * gather rows first and cast only those (and keep its gradient's scatter in float32). Optional: sources
+   * without it are read through {@link WeightSource.get}.
+   */
+  stored?(g: GraphBuilder, name: string, dtype: FloatDType): Value;
 }
 
 /**
  * Frozen weights as initializers, created once per root graph and dtype (on first use, so a graph only
  * carries the weights it reads) and shared by every forward pass built into that graph, Loop bodies
  * included (they refer to the root's initializers). Initializers are named `prefix + name` (default prefix
- * "frozen.", so a trainable input of the same HF name never collides).
+ * "frozen.", so a trainable input of the same HF name never collides), with a `.float64` / `.float16`
+ * suffix in those dtypes. float16 initializers hold the fp32 weights rounded to nearest even (half the
+ * memory); a float16 graph still reads its norm weights as float32 ones (small vectors).
  */
 export function frozenWeights(weights: WeightMap, opts: { prefix?: string } = {}): WeightSource {
   const prefix = opts.prefix ?? "frozen.";
   const made = new WeakMap<GraphBuilder, Map<string, Value>>();
-  return {
+  const source: WeightSource = {
     has: (name) => weights.has(name),
+    stored: (g, name, dtype) => source.get(g, name, dtype),
     get(g, name, dtype) {
       const root = g.root();
       let cache = made.get(root);
@@ -53,12 +67,17 @@ export function frozenWeights(weights: WeightMap, opts: { prefix?: string } = {}
       if (hit) return hit;
       const t = weights.get(name);
       if (!t) throw new Error(`weight "${name}" is missing`);
-      const data = dtype === "float64" ? Float64Array.from(t.data) : t.data;
+      const data = dtype === "float64"
+        ? Float64Array.from(t.data)
+        : dtype === "float16"
+        ? Uint16Array.from(t.data, f32ToF16Bits)
+        : t.data;
       const v = root.initializer(`${prefix}${name}${dtype === "float32" ? "" : `.${dtype}`}`, data, t.shape);
       cache.set(key, v);
       return v;
     },
   };
+  return source;
 }
 
 /**
@@ -73,6 +92,12 @@ export function overlayWeights(values: Record<string, Value>, base?: WeightSourc
       if (v) return op.cast(v, dtype);
       if (!base) throw new Error(`weight "${name}" is missing`);
       return base.get(g, name, dtype);
+    },
+    stored(g, name, dtype) {
+      const v = values[name];
+      if (v) return v;
+      if (!base) throw new Error(`weight "${name}" is missing`);
+      return base.stored ? base.stored(g, name, dtype) : base.get(g, name, dtype);
     },
   };
 }

@@ -6,3 +6,4 @@ export * from "./session.ts";
 export * from "./training_session.ts";
 export * from "./device.ts";
 export * from "./cuda.ts";
+export * from "./precision.ts";

@@ -15,6 +15,8 @@ export type ChunkResult = {
   loss: Float32Array;
   gradNorm: Float32Array;
   skipped: Float32Array;
+  /** The loss scale each step ran with (graphs with loss scaling only). */
+  lossScale?: Float32Array;
   metrics: Record<string, Float32Array>;
 };
 
@@ -80,6 +82,7 @@ export class TrainingSession {
       loss: scan("train.loss"),
       gradNorm: scan("train.grad_norm"),
       skipped: scan("train.skipped"),
+      lossScale: this.io.scans.includes("train.loss_scale.used") ? scan("train.loss_scale.used") : undefined,
       metrics: Object.fromEntries(this.io.metrics.map((m) => [m, scan(m)])),
     };
   }

@@ -384,7 +384,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Model",
     choices: ["fp32", "fp16"],
     default: "fp32",
-    help: "compute precision",
+    help: "compute precision (fp16: mixed precision with loss scaling, CUDA only)",
   },
   {
     key: "stepsPerRun",

@@ -2,6 +2,10 @@
  * The graphs of an alignment run, built from a model and a loss: the training graph (policy log-probs →
  * loss → gradients → optimizer, as a Loop over the steps of a chunk) and the scoring graph (per-sequence
  * log-probs of the policy or the reference, for the reference cache and for evaluation).
+ *
+ * Precision `fp16` builds the decoder in float16 (mixed precision, see lib/model/decoder.ts) with dynamic
+ * loss scaling ({@link FP16_LOSS_SCALING}); the scoring graphs of an fp16 run must be fp16 too, so that the
+ * reference log-probs are the policy's at step 0. Log-probs, losses and optimizer state stay float32.
  * @module
  */
 import { GraphBuilder, type Value } from "../graph/builder.ts";
@@ -11,9 +15,30 @@ import { buildTrainingGraph, type TrainingIO } from "../graph/training.ts";
 import type { OptimizerConfig } from "../graph/optim.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { policyLogProbs, referenceLogProbs, type Trainable } from "../model/decoder.ts";
-import type { WeightSource } from "../model/weights.ts";
+import type { FloatDType, WeightSource } from "../model/weights.ts";
 import { BATCH_INPUTS } from "./chunks.ts";
 import { graphLoss, type TrainLossName } from "./graph_losses.ts";
+
+/** The `--precision` of a run. */
+export type Precision = "fp32" | "fp16";
+
+/** The decoder's compute dtype for a precision. */
+export function computeDtype(precision: Precision = "fp32"): FloatDType {
+  return precision === "fp16" ? "float16" : "float32";
+}
+
+/**
+ * Loss scaling of fp16 runs, PyTorch's GradScaler defaults: start at 2^16, halve on a non-finite gradient
+ * (the step is skipped), double after 2000 good steps in a row.
+ */
+export const FP16_LOSS_SCALING = { init: 65536, growthInterval: 2000, growthFactor: 2 } as const;
+
+/**
+ * Operators without a float16 kernel on ONNX Runtime's CPU provider that every fp16 alignment graph runs in
+ * fp16 (residual adds, products, and the backward pass's sums; both families, LoRA and full): what the
+ * trainer names when fp16 is asked for on the CPU (see lib/runtime/precision.ts). Checked by the tests.
+ */
+export const FP16_CPU_GAPS: readonly string[] = ["Add", "Mul", "Sub", "Sum"];
 
 /** What an alignment training graph is made of. */
 export type AlignmentGraphSpec = {
@@ -29,6 +54,9 @@ export type AlignmentGraphSpec = {
   optimizer: OptimizerConfig;
   maxGradNorm?: number;
   accumulation?: number;
+  /** Compute precision. Default fp32. */
+  precision?: Precision;
+  /** Loss scaling; default {@link FP16_LOSS_SCALING} in fp16, none in fp32. */
   lossScaling?: LossScaling;
 };
 
@@ -52,13 +80,13 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
     optimizer: s.optimizer,
     maxGradNorm: s.maxGradNorm,
     accumulation: s.accumulation,
-    lossScaling: s.lossScaling,
+    lossScaling: s.lossScaling ?? (s.precision === "fp16" ? FP16_LOSS_SCALING : undefined),
     forward: (g, params, b) => {
       const lp = policyLogProbs(g, s.cfg, s.trainable, params, s.frozen, {
         inputIds: b[BATCH_INPUTS.inputIds],
         attentionMask: b[BATCH_INPUTS.attentionMask],
         labels: b[BATCH_INPUTS.labels],
-      });
+      }, { dtype: computeDtype(s.precision) });
       const policy = op.reshape(lp.sums, [-1, s.k]);
       const out = graphLoss(s.loss, {
         policy,
@@ -74,15 +102,17 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
 /**
  * A graph that scores sequences: inputs `input_ids`, `attention_mask`, `labels` `[rows, width]` (and the
  * trainable parameters by name when `trainable` is given: the current policy); outputs `logps` (per-sequence
- * sums) and `counts` `[rows]`, and `token_logps` `[rows, width − 1]`. Without `trainable` it is the
- * reference model: the frozen weights with no adapters.
+ * sums) and `counts` `[rows]`, and `token_logps` `[rows, width − 1]`, all float32. Without `trainable` it
+ * is the reference model: the frozen weights with no adapters. `precision` must be the training graph's.
  */
 export function buildScoringGraph(
   cfg: ModelConfig,
   frozen: WeightSource,
   trainable?: Trainable,
+  opts: { precision?: Precision } = {},
 ): GraphBuilder {
   const g = new GraphBuilder(trainable ? "policy-logps" : "reference-logps");
+  const dtype = computeDtype(opts.precision);
   const batch = {
     inputIds: g.input(BATCH_INPUTS.inputIds, "int32", ["rows", "width"]),
     attentionMask: g.input(BATCH_INPUTS.attentionMask, "int32", ["rows", "width"]),
@@ -92,8 +122,8 @@ export function buildScoringGraph(
   if (trainable) {
     const params: Record<string, Value> = {};
     for (const p of trainable.params) params[p.name] = g.input(p.name, "float32", p.shape);
-    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false });
-  } else lp = referenceLogProbs(g, cfg, frozen, batch);
+    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false, dtype });
+  } else lp = referenceLogProbs(g, cfg, frozen, batch, { dtype });
   g.output(lp.sums, "logps");
   g.output(lp.counts, "counts");
   g.output(lp.tokenLogps, "token_logps");
