@@ -258,7 +258,7 @@ export function cpuName(): string | null {
  * Dense peak TFLOP/s of a GPU for the precision the graphs compute in (fp32 storage: TF32 tensor cores),
  * from its name: H100/H200 SXM 494.7 (TF32) and 989.4 (bf16). Null when unknown.
  */
-export function defaultPeakTflops(gpu: string | null, precision: "tf32" | "bf16" = "tf32"): number | null {
+export function defaultPeakTflops(gpu: string | null, precision: "tf32" | "bf16" | "fp16" = "tf32"): number | null {
   if (!gpu || !/H100|H200/i.test(gpu)) return null;
   return precision === "tf32" ? 494.7 : 989.4;
 }
@@ -331,6 +331,8 @@ export type CaseSpec = {
   device: Device;
   threads?: number;
   profilePrefix?: string;
+  /** fp16: mixed precision with dynamic loss scaling (CUDA). Default fp32 (TF32 matmuls on CUDA). */
+  precision?: "fp32" | "fp16";
 };
 
 /** A loaded case: its session and what it is made of. */
@@ -360,6 +362,7 @@ export async function prepareCase(s: CaseSpec): Promise<PreparedCase> {
     ranked: false,
     optimizer: { kind: "adamw", weightDecay: 0.01 },
     maxGradNorm: 1,
+    precision: s.precision,
   });
   const stats = graphStats(built.graph.build());
   const t1 = performance.now();

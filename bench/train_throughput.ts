@@ -78,6 +78,7 @@ One JSON line per case on stdout.
   --profile PREFIX         ONNX Runtime profiling, one trace per case: PREFIX-<case>_<date>.json
   --threads N              CPU threads inside an operator (default: all cores)
   --seed N                 data and weight seed (default 0)
+  --precision fp32|fp16    fp32 storage (TF32 on CUDA) or fp16 mixed precision with loss scaling (default fp32)
   --help                   this text`;
 
 const FLAGS = {
@@ -100,6 +101,7 @@ const FLAGS = {
   profile: { type: "string" },
   threads: { type: "string" },
   seed: { type: "string", default: "0" },
+  precision: { type: "string", default: "fp32" },
   help: { type: "boolean", default: false, short: "h" },
 } as const;
 
@@ -157,10 +159,12 @@ export async function main(
   const threads = f.threads === undefined ? undefined : intFlag("threads", f.threads);
   const seed = intFlag("seed", f.seed, 0);
   const req = deviceFlag(f.device);
+  const precision = listFlag("precision", f.precision, ["fp32", "fp16"] as const);
+  if (precision.length !== 1) throw new UsageError("--precision takes one of fp32, fp16");
 
   const device = await benchDevice(req);
   const gpu = device === "cuda" ? await gpuName() : null;
-  const peak = peakFlag ?? (device === "cuda" ? defaultPeakTflops(gpu, "tf32") : null);
+  const peak = peakFlag ?? (device === "cuda" ? defaultPeakTflops(gpu, precision[0] === "fp16" ? "fp16" : "tf32") : null);
   const cfg = gpt2Config(sizes);
   const weights = initWeights(cfg, { seed });
   const N = countParameters(weights);
@@ -170,7 +174,18 @@ export async function main(
     const K = loss === "sft" ? 1 : k;
     const feeds = syntheticChunk({ steps: S, rows: batch, width: seq, vocab: sizes.vocab, loss, k: K, seed });
     const profilePrefix = profile ? `${profile}-${name}` : undefined;
-    const c = await prepareCase({ cfg, weights, mode, loss, k: K, loraR, device, threads, profilePrefix });
+    const c = await prepareCase({
+      cfg,
+      weights,
+      mode,
+      loss,
+      k: K,
+      loraR,
+      device,
+      threads,
+      profilePrefix,
+      precision: precision[0],
+    });
     let rec: ThroughputResult;
     try {
       for (let i = 0; i < warmup; i++) await timeRun(c.session, feeds, S);
@@ -196,6 +211,7 @@ export async function main(
       rec = {
         bench: "train_throughput",
         case: name,
+        precision: precision[0],
         mode,
         loss,
         k: K,

@@ -88,6 +88,8 @@ python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 
 # 3. GPT-2 124M training throughput, every case
 step train_throughput 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" "${TP[@]}"
+[ "$DEVICE" = cuda ] && step train_throughput_fp16 150 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" \
+  --cases full,lora --precision fp16 "${TP[@]}"
 
 # 4. the PyTorch baseline on the same model and batch
 if [ "$HAVE_TORCH" = 1 ]; then
