@@ -5,7 +5,7 @@
  * once per run; per-step loss and metrics come back as scan outputs. Frozen weights are initializers.
  *
  * Input and output names of the chunk graph (what {@link ChunkRunner} feeds):
- * - `<param>` for each parameter, `train.<slot>` (m, v for AdamW: one flat vector over every parameter),
+ * - `<param>` for each parameter, `train.<slot>` (m, v for AdamW: one `[rows, C]` matrix over every parameter),
  *   `train.step` (float, steps done), `train.loss_scale`, `train.good_steps`: the state, fed in and returned
  *   as `<name>.next`.
  * - each batch input `<b>` stacked to `[steps, ...]` (`[steps, accumulation, ...]` when accumulating),
@@ -70,6 +70,11 @@ function decays(p: TrainableParam): number {
   return p.decay ?? true ? 1 : 0;
 }
 
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
 /** Builds the chunk graph: a Loop over optimizer steps. */
 export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; io: TrainingIO } {
   const acc = spec.accumulation ?? 1;
@@ -126,15 +131,20 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
     state.push({ name, shape, bodyIn: v.name, bodyOut: `${name}.out` });
     return v;
   };
-  // The optimizer works on one flat vector of every parameter, decayed ones first: a few nodes per step
-  // instead of ~15 per parameter tensor (on CUDA each node costs a kernel launch). Its moments are flat too.
+  // The optimizer works on all parameters at once, decayed ones first: a few nodes per step instead of ~15
+  // per parameter tensor (on CUDA each node costs a kernel launch). They are laid out as rows of C = the gcd
+  // of their sizes, [total / C, C], and concatenated along the rows: ONNX Runtime's CUDA Concat and Split
+  // build a host-side table as long as the concatenated axis on every call, so a 1-D concat of 124M
+  // parameters would cost seconds, while 124M / 768 rows cost microseconds. The moments share the layout.
   const slotNames = optimizerSlots(spec.optimizer);
   const params = spec.params.map((p) => addState(p.name, p.shape));
   const order = [...spec.params.keys()].sort((a, b) => decays(spec.params[b]) - decays(spec.params[a]));
   const sizes = order.map((i) => spec.params[i].shape.reduce((x, y) => x * y, 1));
-  const total = sizes.reduce((x, y) => x + y, 0);
-  const nDecay = order.filter((i) => decays(spec.params[i])).reduce((n, i) => n + sizes[order.indexOf(i)], 0);
-  const slots = slotNames.map((k) => addState(`train.${k}`, [total]));
+  const width = sizes.reduce(gcd);
+  const rows = sizes.map((n) => n / width);
+  const total = rows.reduce((x, y) => x + y, 0);
+  const nDecay = order.reduce((n, i, j) => n + (decays(spec.params[i]) ? rows[j] : 0), 0);
+  const slots = slotNames.map((k) => addState(`train.${k}`, [total, width]));
   const stepIn = addState("train.step", []);
   const scaling = spec.lossScaling;
   const scaleIn = scaling ? addState("train.loss_scale", []) : undefined;
@@ -160,15 +170,15 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   grads = grads.map((g) => op.cast(g, "float32"));
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
 
-  const flat = (vs: Value[]) => op.concat(order.map((i) => op.reshape(vs[i], [-1])), 0);
+  const flat = (vs: Value[]) => op.concat(order.map((i, j) => op.reshape(vs[i], [rows[j], width])), 0);
   const pFlat = flat(params);
   const { grads: [gFlat], norm } = clipByGlobalNorm([flat(grads)], spec.maxGradNorm);
   const step = op.add(stepIn, 1);
   const o = spec.optimizer;
-  // weight decay on the first nDecay entries (norms and biases are exempt)
+  // weight decay on the first nDecay rows (norms and biases are exempt)
   const decay: boolean | Value = nDecay === total ? true : nDecay === 0 ? false : op.concat([
-    op.constantOfShape(s.ints([nDecay]), 1, "float32", [nDecay]),
-    op.constantOfShape(s.ints([total - nDecay]), 0, "float32", [total - nDecay]),
+    op.constantOfShape(s.ints([nDecay, 1]), 1, "float32", [nDecay, 1]),
+    op.constantOfShape(s.ints([total - nDecay, 1]), 0, "float32", [total - nDecay, 1]),
   ], 0);
   const update = o.kind === "adamw"
     ? adamwUpdate(pFlat, gFlat, slots[0], slots[1], lr, adamwSchedule(lr, step, o), o, decay)
@@ -178,7 +188,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   const finite = op.not(op.or(op.isNaN(norm), op.isInf(norm)));
   const keep = (next: Value, prev: Value) => (scaling ? op.where(finite, next, prev) : next);
   const outs = new Map<string, Value>();
-  const pieces = op.split(keep(update.param, pFlat), sizes, 0);
+  const pieces = op.split(keep(update.param, pFlat), rows, 0);
   order.forEach((i, j) => outs.set(spec.params[i].name, op.reshape(pieces[j], spec.params[i].shape)));
   slotNames.forEach((k, j) => outs.set(`train.${k}`, keep(update.slots[j], slots[j])));
   outs.set("train.step", keep(step, stepIn));
