@@ -258,7 +258,10 @@ export function cpuName(): string | null {
  * Dense peak TFLOP/s of a GPU for the precision the graphs compute in (fp32 storage: TF32 tensor cores),
  * from its name: H100/H200 SXM 494.7 (TF32) and 989.4 (bf16). Null when unknown.
  */
-export function defaultPeakTflops(gpu: string | null, precision: "tf32" | "bf16" | "fp16" = "tf32"): number | null {
+export function defaultPeakTflops(
+  gpu: string | null,
+  precision: "tf32" | "bf16" | "fp16" = "tf32",
+): number | null {
   if (!gpu || !/H100|H200/i.test(gpu)) return null;
   return precision === "tf32" ? 494.7 : 989.4;
 }

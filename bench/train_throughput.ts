@@ -164,7 +164,8 @@ export async function main(
 
   const device = await benchDevice(req);
   const gpu = device === "cuda" ? await gpuName() : null;
-  const peak = peakFlag ?? (device === "cuda" ? defaultPeakTflops(gpu, precision[0] === "fp16" ? "fp16" : "tf32") : null);
+  const peak = peakFlag ??
+    (device === "cuda" ? defaultPeakTflops(gpu, precision[0] === "fp16" ? "fp16" : "tf32") : null);
   const cfg = gpt2Config(sizes);
   const weights = initWeights(cfg, { seed });
   const N = countParameters(weights);

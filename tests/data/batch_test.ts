@@ -76,7 +76,11 @@ Deno.test("makeBatch: no rewards for preference/SFT data; errors", () => {
 });
 
 Deno.test("makeBatch: minWidth widens the batch (chunks share one width)", () => {
-  const b = makeBatch([{ promptIds: [5, 6], responseIds: [[7, 1]] }], { padId: 0, minWidth: 6, padToMultipleOf: 4 });
+  const b = makeBatch([{ promptIds: [5, 6], responseIds: [[7, 1]] }], {
+    padId: 0,
+    minWidth: 6,
+    padToMultipleOf: 4,
+  });
   assert.equal(b.width, 8);
   assert.deepEqual([...b.inputIds], [5, 6, 7, 1, 0, 0, 0, 0]);
   assert.deepEqual([...b.attentionMask], [1, 1, 1, 1, 0, 0, 0, 0]);
