@@ -18,9 +18,9 @@ import {
   readSafetensors,
   tensorPairs,
   type TensorSource,
-  writeFileAtomic,
   writeSafetensors,
 } from "./safetensors.ts";
+import { isFile, writeTextAtomic } from "../files.ts";
 
 /** File name of an unsharded checkpoint. */
 export const SAFE_WEIGHTS_NAME = "model.safetensors";
@@ -77,15 +77,6 @@ export async function readShardIndex(indexPath: string): Promise<ShardIndex> {
     throw new Error(`${indexPath}: not valid JSON: ${(e as Error).message}`);
   }
   return parseShardIndex(json, indexPath);
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** Load the shards an index names, each file opened once, only the tensors the index assigns to it. */
@@ -275,11 +266,7 @@ export async function saveCheckpoint(
     });
   }
   if (plan.index) {
-    const text = new TextEncoder().encode(shardIndexJson(plan.index));
-    await writeFileAtomic(join(dir, SAFE_WEIGHTS_INDEX_NAME), async (f) => {
-      let off = 0;
-      while (off < text.length) off += await f.write(text.subarray(off));
-    });
+    await writeTextAtomic(join(dir, SAFE_WEIGHTS_INDEX_NAME), shardIndexJson(plan.index));
   }
   const keep = new Set(plan.shards.map((s) => s.file));
   for await (const entry of Deno.readDir(dir)) {

@@ -33,6 +33,7 @@ import { SERVING_DIMS, SERVING_NAMES } from "./generate.ts";
 import { saveModelFolder } from "./model_folder.ts";
 import { frozenWeights, type WeightMap } from "./weights.ts";
 import { canonicalizeCheckpoint, validateCheckpoint } from "./weights_names.ts";
+import { exists } from "../files.ts";
 
 /** The ONNX file transformers.js loads for `dtype: "fp32"` (suffix "" in its DEFAULT_DTYPE_SUFFIX_MAPPING). */
 export const SERVING_ONNX_FILE = "onnx/model.onnx";
@@ -117,16 +118,6 @@ function samplingDefaults(gen: GenerationDefaults): Record<string, unknown> {
   if (gen.topK !== undefined) out.top_k = gen.topK;
   if (gen.maxNewTokens !== undefined) out.max_new_tokens = gen.maxNewTokens;
   return out;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** Adds fields to a JSON object file. */

@@ -15,7 +15,6 @@ import { join } from "node:path";
 import { configToJson, loadConfig, type ModelConfig } from "./config.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import type { OutputDtype } from "./safetensors.ts";
-import { writeFileAtomic } from "./safetensors.ts";
 import type { WeightMap } from "./weights.ts";
 import {
   canonicalizeCheckpoint,
@@ -24,6 +23,7 @@ import {
   GPT2_PREFIX,
   validateCheckpoint,
 } from "./weights_names.ts";
+import { exists, writeJsonAtomic } from "../files.ts";
 
 /** A loaded model folder. */
 export type ModelFolder = {
@@ -36,16 +36,6 @@ export type ModelFolder = {
   /** Tensors in the checkpoint that the model does not use. */
   unexpected: CheckpointReport["unexpected"];
 };
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
 
 /** Loads a Hugging Face model folder (config, weights, tokenizer location). */
 export async function loadModelFolder(dir: string): Promise<ModelFolder> {
@@ -87,14 +77,6 @@ export type SaveModelOptions = {
   tokenizerFrom?: string;
 };
 
-async function writeJson(path: string, value: unknown): Promise<void> {
-  const bytes = new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
-  await writeFileAtomic(path, async (f) => {
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-  });
-}
-
 /** Writes a model folder that transformers (and {@link loadModelFolder}) loads back unchanged. */
 export async function saveModelFolder(
   dir: string,
@@ -109,12 +91,12 @@ export async function saveModelFolder(
   );
   await Deno.mkdir(dir, { recursive: true });
   await saveCheckpoint(dir, tensors, { dtype, maxShardSize: opts.maxShardSize });
-  await writeJson(join(dir, "config.json"), configToJson({ ...cfg, torchDtype: dtype }));
+  await writeJsonAtomic(join(dir, "config.json"), configToJson({ ...cfg, torchDtype: dtype }));
   const gen: Record<string, unknown> = { _from_model_config: true };
   if (cfg.bosTokenId !== null) gen.bos_token_id = cfg.bosTokenId;
   if (cfg.eosTokenId !== null) gen.eos_token_id = cfg.eosTokenId;
   if (cfg.padTokenId !== null) gen.pad_token_id = cfg.padTokenId;
-  await writeJson(join(dir, "generation_config.json"), gen);
+  await writeJsonAtomic(join(dir, "generation_config.json"), gen);
   if (opts.tokenizerFrom) {
     for (const f of TOKENIZER_FILES) {
       const src = join(opts.tokenizerFrom, f);

@@ -11,8 +11,9 @@
 import { join } from "node:path";
 import type { ModelConfig } from "./config.ts";
 import { linearModules, type LoraConfig, loraModules, loraScaling, normalizeLoraConfig } from "./lora.ts";
-import { type OutputDtype, readSafetensors, writeFileAtomic, writeSafetensors } from "./safetensors.ts";
+import { type OutputDtype, readSafetensors, writeSafetensors } from "./safetensors.ts";
 import type { HostWeight, WeightMap } from "./weights.ts";
+import { writeJsonAtomic } from "../files.ts";
 
 /** File names of a PEFT adapter folder. */
 export const ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors";
@@ -96,12 +97,10 @@ export async function saveAdapter(
   }
   await Deno.mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, ADAPTER_WEIGHTS_NAME), out, { dtype: opts.dtype });
-  const json = JSON.stringify(adapterConfigJson(cfg, c, opts.baseModelNameOrPath ?? null), null, 2) + "\n";
-  await writeFileAtomic(join(dir, ADAPTER_CONFIG_NAME), async (f) => {
-    const bytes = new TextEncoder().encode(json);
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-  });
+  await writeJsonAtomic(
+    join(dir, ADAPTER_CONFIG_NAME),
+    adapterConfigJson(cfg, c, opts.baseModelNameOrPath ?? null),
+  );
 }
 
 /** A loaded adapter: its config, the base model it names, and its tensors by PEFT name. */

@@ -11,6 +11,10 @@
  *
  * @module
  */
+import { tempPathFor, writeFileAtomic } from "../files.ts";
+
+/** Atomic writes live in lib/files.ts; re-exported here, where they were first. */
+export { tempPathFor, writeFileAtomic };
 
 /** A tensor as the toolkit holds it in memory: always fp32, row-major, HF layout. */
 export interface Float32Tensor {
@@ -606,30 +610,6 @@ export function encodeSafetensors(tensors: TensorSource, options: WriteOptions =
 async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await f.write(bytes.subarray(off));
-}
-
-/** A temporary sibling path, so a rename can publish the file atomically on the same filesystem. */
-export function tempPathFor(path: string): string {
-  return `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-}
-
-/**
- * Write bytes produced by `fill` to `path` atomically: into `path.tmp-<random>`, fsync, then rename, so a
- * crash never leaves a half-written checkpoint under the real name.
- */
-export async function writeFileAtomic(path: string, fill: (f: Deno.FsFile) => Promise<void>): Promise<void> {
-  const tmp = tempPathFor(path);
-  try {
-    {
-      using f = await Deno.open(tmp, { write: true, createNew: true });
-      await fill(f);
-      await f.sync();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
 }
 
 /**

@@ -7,6 +7,7 @@
  * @module
  */
 import { createRequire } from "node:module";
+import { existsSync } from "../files.ts";
 
 /** The provider package and the files taken from it. */
 export const CUDA_PROVIDER_PACKAGE = {
@@ -65,20 +66,11 @@ export function findLibraries(
   const found = new Map<string, string>();
   const missing: { soname: string; what: string }[] = [];
   for (const lib of libs) {
-    const hit = dirs.map((d) => `${d}/${lib.soname}`).find(exists);
+    const hit = dirs.map((d) => `${d}/${lib.soname}`).find(existsSync);
     if (hit) found.set(lib.soname, hit);
     else missing.push(lib);
   }
   return { found, missing };
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** onnxruntime-node's native folder (where libonnxruntime.so.1 is). */
@@ -117,12 +109,12 @@ export type ProviderOptions = {
 export async function ensureCudaProvider(o: ProviderOptions = {}): Promise<string> {
   const ortDir = o.ortDir ?? ortNativeDir();
   const { files } = CUDA_PROVIDER_PACKAGE;
-  if (files.every((f) => exists(`${ortDir}/${f}`))) return ortDir;
+  if (files.every((f) => existsSync(`${ortDir}/${f}`))) return ortDir;
   const cacheDir = o.cacheDir ?? defaultCacheDir();
   const sources = [o.providerDir ?? Deno.env.get("ORT_CUDA_PROVIDER_DIR"), cacheDir].filter((
     d,
   ): d is string => !!d);
-  let from = sources.find((d) => files.every((f) => exists(`${d}/${f}`)));
+  let from = sources.find((d) => files.every((f) => existsSync(`${d}/${f}`)));
   if (!from) {
     if (o.download === false) {
       throw new CudaUnavailableError(

@@ -6,6 +6,7 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { exists } from "../files.ts";
 
 /** A file the app serves: its bytes and content type. */
 export type Asset = { body: Uint8Array<ArrayBuffer>; type: string };
@@ -23,15 +24,6 @@ const OWN_FILES: [string, string][] = [
   ["dashboard.js", "text/javascript; charset=utf-8"],
   ["dashboard.css", "text/css; charset=utf-8"],
 ];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The installed uplot package's dist folder: searched upward from this module, then from the cwd. */
 export async function findUplotDist(): Promise<string> {

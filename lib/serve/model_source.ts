@@ -8,6 +8,7 @@
 import { basename, join, resolve } from "node:path";
 import { findLatestRun, runPaths } from "../train/run_folder.ts";
 import { SERVING_ONNX_FILE } from "../model/export.ts";
+import { isFile } from "../files.ts";
 
 /** β and α when the model was not trained here (TRL's DPO default β; α = 1, plain softmax labels). */
 export const FALLBACK_BETA = 0.1;
@@ -45,15 +46,6 @@ export type ModelSourceOptions = {
   /** Where runs are (default "runs"). */
   runsDir?: string;
 };
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
 
 async function readJson(path: string): Promise<Record<string, unknown> | null> {
   let text: string;

@@ -23,8 +23,9 @@
  */
 
 import { join } from "node:path";
-import { readSafetensors, writeFileAtomic, writeSafetensors } from "../model/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { ScheduleConfig } from "./schedule.ts";
+import { writeTextAtomic } from "../files.ts";
 
 /** The `format` field of `state.json`. */
 export const CHECKPOINT_FORMAT = "alignment-checkpoint";
@@ -138,14 +139,6 @@ function checkMeta(meta: CheckpointMeta): void {
   if (typeof meta.epoch !== "number") throw new TypeError(`checkpoint meta.epoch must be a number`);
 }
 
-async function writeText(path: string, text: string): Promise<void> {
-  const bytes = new TextEncoder().encode(text);
-  await writeFileAtomic(path, async (f) => {
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-  });
-}
-
 /** fsync a folder so a rename inside it survives a power cut; best effort (not every OS allows it). */
 async function syncDir(path: string): Promise<void> {
   try {
@@ -205,7 +198,7 @@ export async function saveCheckpoint(
       tensorCount: tensors.length,
       meta: data.meta,
     };
-    await writeText(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
+    await writeTextAtomic(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
     await syncDir(tmp);
 
     // Re-saving a step: move the old folder aside first (rename cannot replace a non-empty folder).
@@ -225,7 +218,7 @@ export async function saveCheckpoint(
     throw e;
   }
 
-  await writeText(join(dir, LATEST_FILE), `${name}\n`);
+  await writeTextAtomic(join(dir, LATEST_FILE), `${name}\n`);
   await syncDir(dir);
 
   const all = await listCheckpoints(dir);

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../model/safetensors.ts";
+import { writeTextAtomic } from "../files.ts";
 
 /**
  * One logged step. `step` counts optimizer steps (1 after the first update, as TRL logs it); `epoch` is
@@ -139,11 +139,7 @@ async function repairForAppend(path: string, truncateAfterStep: number | undefin
     });
   }
   if (!partial && kept.length === complete.length) return;
-  const bytes = new TextEncoder().encode(kept.map((l) => l + "\n").join(""));
-  await writeFileAtomic(path, async (f) => {
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-  });
+  await writeTextAtomic(path, kept.map((l) => l + "\n").join(""));
 }
 
 function parseLine(line: string): MetricsRecord | undefined {

@@ -18,7 +18,10 @@
  */
 
 import { join } from "node:path";
-import { writeFileAtomic } from "../model/safetensors.ts";
+import { exists, writeJsonAtomic } from "../files.ts";
+
+/** Re-exported: run-folder code writes its JSON files with it. */
+export { writeJsonAtomic };
 
 /** Paths of a run's files, all inside `dir`. */
 export type RunPaths = {
@@ -89,28 +92,6 @@ export async function createRunFolder(
     }
   }
   throw new Error(`could not create a unique run folder for ${stem} in ${base}`);
-}
-
-/**
- * Write `value` as pretty JSON (2-space indent, trailing newline) atomically: readers see the old file or
- * the new one, never half of one, even if the process dies mid-write.
- */
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const bytes = new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
-  await writeFileAtomic(path, async (f) => {
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-  });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 const STAMP = /-(\d{8}-\d{6})(?:-(\d+))?$/;

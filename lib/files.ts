@@ -1,0 +1,75 @@
+/**
+ * File helpers shared by every module that writes results a crash must not corrupt (checkpoints, model
+ * folders, run folders, logs) or looks for files: atomic writes (temporary sibling, fsync, rename) and
+ * existence checks that tell "missing" from other errors.
+ * @module
+ */
+
+/** A temporary sibling path, so a rename can publish the file atomically on the same filesystem. */
+export function tempPathFor(path: string): string {
+  return `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Write bytes produced by `fill` to `path` atomically: into `path.tmp-<random>`, fsync, then rename, so a
+ * crash never leaves a half-written file under the real name.
+ */
+export async function writeFileAtomic(path: string, fill: (f: Deno.FsFile) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    {
+      using f = await Deno.open(tmp, { write: true, createNew: true });
+      await fill(f);
+      await f.sync();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** Writes a text file atomically. */
+export async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  await writeFileAtomic(path, async (f) => {
+    let off = 0;
+    while (off < bytes.length) off += await f.write(bytes.subarray(off));
+  });
+}
+
+/** Writes `value` as indented JSON (with a final newline) atomically. */
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  await writeTextAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+/** Whether `path` exists; errors other than "not found" (permissions, …) are thrown. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** Whether `path` is a regular file; errors other than "not found" are thrown. */
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** Whether `path` exists (synchronous, any error counts as missing: for probing library folders). */
+export function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
