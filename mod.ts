@@ -24,3 +24,5 @@ export * from "./lib/data/mod.ts";
 export * from "./lib/graph/mod.ts";
 export * from "./lib/runtime/mod.ts";
 export * from "./lib/serve/mod.ts";
+export * from "./lib/model/mod.ts";
+export * from "./lib/train/mod.ts";

@@ -42,35 +42,38 @@ export function sigmoid(z: number): number {
 }
 
 /**
- * log Σ_i e^{x_i}, shifted by the maximum so no exponential overflows. Returns −Infinity for an empty
- * list (the log of an empty sum).
+ * log Σ_i e^{s·x_i} (s = `scale`, default 1), shifted by the maximum so no exponential overflows. Returns
+ * −Infinity for an empty list (the log of an empty sum). Takes any array-like (logits of a vocabulary too).
  *
  * @example
  * ```ts
  * logSumExp([1000, 1000]); // 1000 + Math.LN2
  * ```
  */
-export function logSumExp(xs: readonly number[]): number {
+export function logSumExp(xs: ArrayLike<number>, scale = 1): number {
   let m = -Infinity;
-  for (let i = 0; i < xs.length; i++) if (xs[i] > m) m = xs[i];
-  if (m === -Infinity || m === Infinity) return m;
+  for (let i = 0; i < xs.length; i++) if (xs[i] * scale > m) m = xs[i] * scale;
+  if (m === -Infinity || m === Infinity || Number.isNaN(m)) return m;
   let s = 0;
-  for (let i = 0; i < xs.length; i++) s += Math.exp(xs[i] - m);
+  for (let i = 0; i < xs.length; i++) s += Math.exp(xs[i] * scale - m);
   return m + Math.log(s);
 }
 
 /**
- * softmax(x)_i = e^{x_i − lse(x)}: probabilities that sum to 1 for inputs of any scale.
+ * softmax(x / T)_i = e^{x_i/T − lse(x/T)}: probabilities that sum to 1 for inputs of any scale (T, the
+ * temperature, defaults to 1; sampling uses it).
  */
-export function softmax(xs: readonly number[]): number[] {
-  const lse = logSumExp(xs);
-  return xs.map((v) => Math.exp(v - lse));
+export function softmax(xs: ArrayLike<number>, temperature = 1): number[] {
+  if (!(temperature > 0)) throw new RangeError(`softmax needs a positive temperature, got ${temperature}`);
+  const scale = 1 / temperature;
+  const lse = logSumExp(xs, scale);
+  return Array.from(xs, (v) => Math.exp(v * scale - lse));
 }
 
 /**
  * log softmax(x)_i = x_i − log Σ_j e^{x_j}, without forming the probabilities first.
  */
-export function logSoftmax(xs: readonly number[]): number[] {
+export function logSoftmax(xs: ArrayLike<number>): number[] {
   const lse = logSumExp(xs);
-  return xs.map((v) => v - lse);
+  return Array.from(xs, (v) => v - lse);
 }

@@ -16,8 +16,8 @@
  * @module
  */
 import type { HostTensor, ModelSession } from "../runtime/session.ts";
+import { logSumExp } from "../losses/stable.ts";
 import {
-  logSumExp,
   mulberry32,
   type Rng,
   sampleToken,

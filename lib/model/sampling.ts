@@ -10,6 +10,7 @@
  * @module
  */
 import { mulberry32, type Rng } from "../data/random.ts";
+import { logSoftmax, logSumExp, softmax } from "../losses/stable.ts";
 
 export { mulberry32, type Rng };
 
@@ -38,34 +39,6 @@ export function argmax(values: ArrayLike<number>): number {
   }
   if (best < 0) throw new RangeError("argmax of an empty (or all-NaN) row");
   return best;
-}
-
-/** log Σ exp(x), computed stably in float64. */
-export function logSumExp(values: ArrayLike<number>, scale = 1): number {
-  let m = -Infinity;
-  for (let i = 0; i < values.length; i++) m = Math.max(m, values[i] * scale);
-  if (m === -Infinity || !Number.isFinite(m)) return m;
-  let s = 0;
-  for (let i = 0; i < values.length; i++) s += Math.exp(values[i] * scale - m);
-  return m + Math.log(s);
-}
-
-/** log softmax(x) in float64: what a token's log-probability is under the model. */
-export function logSoftmax(values: ArrayLike<number>): Float64Array {
-  const lse = logSumExp(values);
-  const out = new Float64Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i] - lse;
-  return out;
-}
-
-/** softmax(x / temperature) in float64. */
-export function softmax(values: ArrayLike<number>, temperature = 1): Float64Array {
-  if (!(temperature > 0)) throw new RangeError(`softmax needs a positive temperature, got ${temperature}`);
-  const scale = 1 / temperature;
-  const lse = logSumExp(values, scale);
-  const out = new Float64Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = Math.exp(values[i] * scale - lse);
-  return out;
 }
 
 /**

@@ -20,6 +20,9 @@ import type { ScheduleKind } from "./schedule.ts";
 export type TrainLoss = "sft" | LossName;
 
 /** Every option of `deno task train`, resolved (defaults filled in). */
+/** Everything a run is configured by: the options, resolved, with a model and data. */
+export type TrainConfig = TrainOptions & { model: string; data: string };
+
 export type TrainOptions = {
   /** Hugging Face model folder (the SFT model: policy init and reference). */
   model?: string;

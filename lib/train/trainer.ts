@@ -6,32 +6,27 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { loadDataset, type LoadedDataset } from "../data/load.ts";
-import { loadTokenizer } from "../data/tokenize.ts";
-import { serializeModel } from "../graph/serialize.ts";
-import { batchMetrics, lossByName } from "../losses/mod.ts";
 import { type Trainable, trainableParamsFor } from "../model/decoder.ts";
-import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
+import type { ModelFolder } from "../model/model_folder.ts";
 import { frozenWeights, type WeightMap } from "../model/weights.ts";
 import { mergeLora, saveAdapter } from "../model/peft.ts";
 import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { assertFloat16Device } from "../runtime/precision.ts";
-import { type HostTensor, ModelSession } from "../runtime/session.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
 import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { assembleChunk, groupChunks, planSteps } from "./chunks.ts";
-import type { TrainOptions } from "./options.ts";
+import type { TrainConfig } from "./options.ts";
+import { loadRunInputs } from "./run_inputs.ts";
+import { referenceScores } from "./reference.ts";
+import { evaluatePolicy, finalEvalOf, policyScorer, prefixed } from "./evaluate.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
-import { type PreparedExample, prepareExamples, shapeExamples, splitHeldOut } from "./prepare.ts";
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
 import { lrsFor, type ScheduleConfig } from "./schedule.ts";
-import { fingerprintExamples, scoreExamples } from "./scoring.ts";
-import { buildAlignmentGraph, buildScoringGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING } from "./train_graph.ts";
+import { buildAlignmentGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING } from "./train_graph.ts";
 
-/** Everything a run is configured by: the CLI's options, resolved, with a model and data. */
-export type TrainConfig = TrainOptions & { model: string; data: string };
+export type { TrainConfig };
 
 /** Where a run reports progress (the CLI prints; tests collect). */
 export type TrainHooks = {
@@ -63,17 +58,6 @@ export type TrainResult = {
   eval?: Record<string, number>;
 };
 
-/** A run's loaded inputs: the model, the data prepared for the loss, the reference scores. */
-type Prepared = {
-  model: ModelFolder;
-  padId: number;
-  eosId: number;
-  train: PreparedExample[];
-  eval: PreparedExample[];
-  k: number;
-  ranked: boolean;
-};
-
 /** Trains a policy per `cfg`; see the module documentation. */
 export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? ((l: string) => console.log(l));
@@ -88,7 +72,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const configHash = await hashConfig(trainingIdentity(cfg));
   await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
   if (notice) log(notice);
-  const p = await prepare(cfg, log);
+  const p = await loadRunInputs(cfg, log);
   const fp16 = cfg.precision === "fp16";
   log(
     `model ${p.model.config.modelType} (${p.model.config.numLayers} layers, hidden ${p.model.config.hiddenSize}) · ` +
@@ -358,149 +342,6 @@ function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
     "keepCheckpoints",
   ]);
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
-}
-
-async function prepare(cfg: TrainConfig, log: (l: string) => void): Promise<Prepared> {
-  const model = await loadModelFolder(cfg.model);
-  if (!model.tokenizerDir) {
-    throw new Error(
-      `${cfg.model}: no tokenizer.json in the model folder (the toolkit needs the tokenizer files)`,
-    );
-  }
-  const tokenizer = await loadTokenizer(model.tokenizerDir);
-  const padId = tokenizer.pad_token_id ?? tokenizer.eos_token_id;
-  const eosId = tokenizer.eos_token_id;
-  if (typeof eosId !== "number") throw new Error(`${model.tokenizerDir}: the tokenizer has no EOS token`);
-  const shapeOpts = {
-    loss: cfg.loss,
-    k: cfg.k,
-    kMode: cfg.kMode,
-    pairStrategy: cfg.pairStrategy,
-    seed: cfg.seed,
-  };
-  const load = async (path: string): Promise<LoadedDataset> => {
-    const ds = await loadDataset(path);
-    log(`data ${path}: ${ds.examples.length} ${ds.format} records`);
-    return ds;
-  };
-  const all = shapeExamples(await load(cfg.data), shapeOpts);
-  const split = cfg.evalData
-    ? { train: all, eval: shapeExamples(await load(cfg.evalData), shapeOpts) }
-    : splitHeldOut(all, cfg.evalFraction, cfg.seed);
-  const tokOpts = { maxLength: cfg.maxLength, maxPromptLength: cfg.maxPromptLength, alpha: cfg.alpha };
-  const trainEx = prepareExamples(tokenizer, split.train, tokOpts);
-  const evalEx = prepareExamples(tokenizer, split.eval, tokOpts);
-  const k = trainEx[0]?.responseIds.length ?? 0;
-  if (!k) throw new Error(`${cfg.data}: no training examples`);
-  return {
-    model,
-    padId: typeof padId === "number" ? padId : eosId,
-    eosId,
-    train: trainEx,
-    eval: evalEx.filter((e) => e.responseIds.length === k),
-    k,
-    ranked: trainEx[0].rewards !== undefined,
-  };
-}
-
-/** The reference model's log-probs of every response, from the cache when it matches, else computed. */
-async function referenceScores(
-  cfg: TrainConfig,
-  run: RunPaths,
-  p: Prepared,
-  frozen: ReturnType<typeof frozenWeights>,
-  device: "cpu" | "cuda",
-  log: (l: string) => void,
-): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
-  const cachePath = join(run.dir, "reference_logps.json");
-  const fingerprint = fingerprintExamples(
-    [...p.train, ...p.eval],
-    `${resolve(cfg.model)}|${p.model.config.modelType}${cfg.precision === "fp16" ? "|fp16" : ""}`,
-  );
-  try {
-    const cached = JSON.parse(await Deno.readTextFile(cachePath));
-    if (cached.fingerprint === fingerprint) {
-      log(`reference log-probs: cached in ${cachePath}`);
-      const rows = (xs: number[][]) => xs.map((x) => Float32Array.from(x));
-      return { train: rows(cached.train), eval: rows(cached.eval) };
-    }
-  } catch { /* no cache yet */ }
-  const t0 = performance.now();
-  const g = buildScoringGraph(p.model.config, frozen, undefined, { precision: cfg.precision });
-  const s = await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
-  const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
-  const train = (await scoreExamples(s, p.train, opts)).logps;
-  const evalScores = (await scoreExamples(s, p.eval, opts)).logps;
-  await s.release();
-  log(
-    `reference log-probs: ${p.train.length + p.eval.length} prompts in ${
-      ((performance.now() - t0) / 1000).toFixed(1)
-    } s`,
-  );
-  await writeJsonAtomic(cachePath, {
-    fingerprint,
-    train: train.map((x) => [...x]),
-    eval: evalScores.map((x) => [...x]),
-  });
-  await writeJsonAtomic(run.reference, {
-    model: resolve(cfg.model),
-    modelType: p.model.config.modelType,
-    reference: cfg.full
-      ? "the initial weights (full fine-tuning)"
-      : "the base weights with the LoRA adapters off",
-    fingerprint,
-  });
-  return { train, eval: evalScores };
-}
-
-async function policyScorer(
-  p: Prepared,
-  frozen: ReturnType<typeof frozenWeights>,
-  trainable: Trainable,
-  device: "cpu" | "cuda",
-  precision: TrainConfig["precision"],
-) {
-  const g = buildScoringGraph(p.model.config, frozen, trainable, { precision });
-  return await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
-}
-
-/** Loss and metrics of the current policy on the held-out prompts, computed by the TypeScript references. */
-async function evaluatePolicy(
-  cfg: TrainConfig,
-  p: Prepared,
-  scorer: ModelSession,
-  session: TrainingSession,
-  reference: Float32Array[] | undefined,
-): Promise<Record<string, number>> {
-  const extra: Record<string, HostTensor> = {};
-  for (const s of session.io.state) {
-    if (s.name.startsWith("train.")) continue; // step counter, optimizer moments, loss scale
-    extra[s.name] = { dtype: "float32", dims: s.shape, data: session.state.get(s.name)! };
-  }
-  const scores = await scoreExamples(scorer, p.eval, { padId: p.padId, batchSize: cfg.batchSize, extra });
-  if (cfg.loss === "sft") {
-    const lp = scores.logps.reduce((a, x) => a + x[0], 0), n = scores.counts.reduce((a, x) => a + x[0], 0);
-    return { loss: -lp / n, "logps/chosen": lp / p.eval.length };
-  }
-  const x = {
-    policy: scores.logps.map((r) => [...r]),
-    reference: reference!.map((r) => [...r]),
-    rewards: p.ranked ? p.eval.map((e) => e.rewards!) : undefined,
-  };
-  const o = { beta: cfg.beta, alpha: cfg.alpha };
-  return { loss: lossByName[cfg.loss](x, o).loss, ...batchMetrics(x, o) };
-}
-
-function prefixed(m: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(m).map(([k, v]) => [`eval/${k}`, v]));
-}
-
-function finalEvalOf(records: MetricsRecord[]): Record<string, number> | undefined {
-  for (let i = records.length - 1; i >= 0; i--) {
-    const e = Object.entries(records[i]).filter(([k, v]) => k.startsWith("eval/") && typeof v === "number");
-    if (e.length) return Object.fromEntries(e.map(([k, v]) => [k.slice(5), v as number]));
-  }
-  return undefined;
 }
 
 /** The policy's full weights: the trained ones (full fine-tuning) or the base with adapters merged. */

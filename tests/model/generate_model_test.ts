@@ -9,7 +9,7 @@ import { tinyConfig } from "../../lib/model/config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { generate, kvLayoutOf, SERVING_NAMES } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";
-import { logSoftmax } from "../../lib/model/sampling.ts";
+import { logSoftmax } from "../../lib/losses/stable.ts";
 
 const cfg = tinyConfig("llama", { vocabSize: 96, numHeads: 4, numKvHeads: 2 });
 const PROMPTS = [[3, 14, 15, 92, 65], [35], [89, 79, 32]];
@@ -28,7 +28,7 @@ async function withModel(fn: (s: ModelSession) => Promise<void>) {
 }
 
 /** Log-softmax rows of the model on one whole sequence (no cache reuse), position by position. */
-async function fullLogprobs(s: ModelSession, seq: number[]): Promise<Float64Array[]> {
+async function fullLogprobs(s: ModelSession, seq: number[]): Promise<number[][]> {
   const feeds: Record<string, HostTensor> = {
     input_ids: i64(seq, [1, seq.length]),
     attention_mask: i64(seq.map(() => 1), [1, seq.length]),

@@ -2,15 +2,14 @@ import assert from "node:assert/strict";
 import {
   argmax,
   candidates,
-  logSoftmax,
   mulberry32,
   nucleus,
   sampleToken,
-  softmax,
   tokenLogprob,
   topKIndices,
   topLogprobs,
 } from "../../lib/model/sampling.ts";
+import { logSoftmax, softmax } from "../../lib/losses/stable.ts";
 
 const close = (a: number, b: number, tol = 1e-12) =>
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} != ${b}`);

@@ -1,0 +1,31 @@
+/**
+ * The trainer: `train` runs an alignment (or SFT) pipeline into a run folder; `runDemo` is the offline demo;
+ * the pieces (graph losses, chunks, checkpoints, metrics, charts, schedules, options) are exported for
+ * pipelines of your own.
+ * @module
+ */
+export { explainRunError, policyWeights, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export * from "./options.ts";
+export * from "./graph_losses.ts";
+export * from "./train_graph.ts";
+export * from "./chunks.ts";
+export * from "./prepare.ts";
+export * from "./run_inputs.ts";
+export * from "./reference.ts";
+export * from "./evaluate.ts";
+export * from "./scoring.ts";
+export * from "./schedule.ts";
+export * from "./metrics_log.ts";
+export * from "./charts.ts";
+export {
+  type CheckpointData,
+  type CheckpointMeta,
+  hashConfig,
+  listCheckpoints,
+  loadCheckpoint as loadTrainingCheckpoint,
+  loadLatestCheckpoint,
+  saveCheckpoint as saveTrainingCheckpoint,
+} from "./checkpoint.ts";
+export * from "./progress.ts";
+export * from "./run_folder.ts";
+export { type DemoOptions, type DemoResult, formatDemoTable, runDemo } from "./demo/demo.ts";

@@ -1,0 +1,66 @@
+/**
+ * The reference model's log-probs of every response: computed once before training with the scoring graph
+ * (the frozen weights, adapters off) and cached in the run folder, keyed by a fingerprint of the tokenized
+ * data, the model and the precision, so a resumed run reuses them.
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { serializeModel } from "../graph/serialize.ts";
+import type { WeightSource } from "../model/weights.ts";
+import { type Device, ModelSession } from "../runtime/session.ts";
+import type { TrainConfig } from "./options.ts";
+import { type RunPaths, writeJsonAtomic } from "./run_folder.ts";
+import type { RunInputs } from "./run_inputs.ts";
+import { fingerprintExamples, scoreExamples } from "./scoring.ts";
+import { buildScoringGraph } from "./train_graph.ts";
+
+/** The reference model's log-probs of every response, from the cache when it matches, else computed. */
+/** The reference log-probs of the training and held-out examples, from the cache when it matches. */
+export async function referenceScores(
+  cfg: TrainConfig,
+  run: RunPaths,
+  p: RunInputs,
+  frozen: WeightSource,
+  device: Device,
+  log: (l: string) => void,
+): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
+  const cachePath = join(run.dir, "reference_logps.json");
+  const fingerprint = fingerprintExamples(
+    [...p.train, ...p.eval],
+    `${resolve(cfg.model)}|${p.model.config.modelType}${cfg.precision === "fp16" ? "|fp16" : ""}`,
+  );
+  try {
+    const cached = JSON.parse(await Deno.readTextFile(cachePath));
+    if (cached.fingerprint === fingerprint) {
+      log(`reference log-probs: cached in ${cachePath}`);
+      const rows = (xs: number[][]) => xs.map((x) => Float32Array.from(x));
+      return { train: rows(cached.train), eval: rows(cached.eval) };
+    }
+  } catch { /* no cache yet */ }
+  const t0 = performance.now();
+  const g = buildScoringGraph(p.model.config, frozen, undefined, { precision: cfg.precision });
+  const s = await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
+  const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
+  const train = (await scoreExamples(s, p.train, opts)).logps;
+  const evalScores = (await scoreExamples(s, p.eval, opts)).logps;
+  await s.release();
+  log(
+    `reference log-probs: ${p.train.length + p.eval.length} prompts in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
+  await writeJsonAtomic(cachePath, {
+    fingerprint,
+    train: train.map((x) => [...x]),
+    eval: evalScores.map((x) => [...x]),
+  });
+  await writeJsonAtomic(run.reference, {
+    model: resolve(cfg.model),
+    modelType: p.model.config.modelType,
+    reference: cfg.full
+      ? "the initial weights (full fine-tuning)"
+      : "the base weights with the LoRA adapters off",
+    fingerprint,
+  });
+  return { train, eval: evalScores };
+}
