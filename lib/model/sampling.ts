@@ -10,7 +10,7 @@
  * @module
  */
 import { mulberry32, type Rng } from "../data/random.ts";
-import { logSoftmax, logSumExp, softmax } from "../losses/stable.ts";
+import { logSumExp, softmax } from "../losses/stable.ts";
 
 export { mulberry32, type Rng };
 
