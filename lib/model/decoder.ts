@@ -193,6 +193,8 @@ export type LogProbOptions = {
   dtype?: FloatDType;
   /** Apply LoRA dropout (training). Default true for the policy. */
   train?: boolean;
+  /** Keys LoRA dropout masks per step (see `LoraRuntime.dropoutKey`): exact resumes. */
+  dropoutKey?: Value;
 };
 
 /**
@@ -211,7 +213,10 @@ export function policyLogProbs(
   const dtype = opts.dtype ?? "float32";
   let weights = frozen, lora: LoraRuntime | null = null;
   if (trainable.mode === "full") weights = overlayWeights(params, frozen);
-  else lora = loraRuntime(cfg, trainable.lora!, params, { train: opts.train ?? true });
+  else {lora = loraRuntime(cfg, trainable.lora!, params, {
+      train: opts.train ?? true,
+      dropoutKey: opts.dropoutKey,
+    });}
   const { logits } = buildDecoder(g, cfg, batch, { dtype, weights, lora });
   return sequenceLogProbs(logits, batch.labels);
 }

@@ -79,6 +79,37 @@ export function dropout(x: Value, p: number, seed: number): Value {
 }
 
 /**
+ * Inverted dropout whose mask is a pure function of a scalar `key` (fed per optimizer step), the module
+ * `seed` and the element index: u = frac(43758.5453 · sin(12.9898 · i + 78.233 · key + seed')) in float64,
+ * dropped where u < p. No generator state, so a run resumed from a checkpoint draws the same masks as one
+ * that never stopped.
+ */
+export function keyedDropout(x: Value, p: number, key: Value, seed: number): Value {
+  const g = x.g;
+  // modules reading the same input (q, k, v; gate, up) share the index ramp and the key's phase
+  let base = keyedBases.get(x)?.get(key);
+  if (!base) {
+    const shape = op.shapeOf(x);
+    const count =
+      g.node("ReduceProd", [shape], [{ dtype: "int64", shape: [] }], { keepdims: op.attr.int(0) })[0];
+    const index = op.range(g.scalar(0, "float64"), op.cast(count, "float64"), g.scalar(1, "float64"));
+    base = op.reshape(
+      op.add(op.mul(index, 12.9898), op.mul(op.cast(key, "float64"), 78.233)),
+      shape,
+      x.shape,
+    );
+    const perKey = keyedBases.get(x) ?? new Map<Value, Value>();
+    perKey.set(key, base);
+    keyedBases.set(x, perKey);
+  }
+  const s = op.mul(op.sin(op.add(base, (seed % 100_003) * 0.0371)), 43758.5453);
+  const u = op.sub(s, g.node("Floor", [s], [{ dtype: "float64", shape: s.shape }])[0]);
+  return op.where(op.greaterOrEqual(u, p), op.mul(x, 1 / (1 - p)), 0);
+}
+
+const keyedBases = new WeakMap<Value, Map<Value, Value>>();
+
+/**
  * `x W^T + b` for an HF `[out, in]` weight (`conv1d`: `x W + b` for GPT-2's `[in, out]`), plus the LoRA
  * update `scaling · dropout(x) A^T B^T` when the module is adapted. `x` is `[rows, in]`.
  */
@@ -94,7 +125,11 @@ export function linear(
   const ad = ctx.lora?.adapters.get(path);
   if (!ad) return y;
   const lora = ctx.lora!;
-  const xin = lora.train && lora.dropout > 0 ? dropout(x, lora.dropout, seedOf(path)) : x;
+  const xin = !lora.train || lora.dropout <= 0
+    ? x
+    : lora.dropoutKey
+    ? keyedDropout(x, lora.dropout, lora.dropoutKey, seedOf(path))
+    : dropout(x, lora.dropout, seedOf(path));
   const down = op.gemm(xin, op.cast(ad.a, ctx.dtype), null, { transB: true });
   const up = op.gemm(down, op.cast(ad.b, ctx.dtype), null, { transB: true, alpha: lora.scaling });
   return op.add(y, up);

@@ -167,6 +167,12 @@ export type LoraRuntime = {
   dropout: number;
   /** Apply dropout (training graphs). */
   train: boolean;
+  /**
+   * A scalar that keys the dropout masks (a different value every optimizer step). With it, a mask is a
+   * pure function of (key, module, element), so a resumed run draws exactly the masks an uninterrupted one
+   * would; without it the masks come from ONNX Runtime's random generator, seeded per session.
+   */
+  dropoutKey?: Value;
 };
 
 /**
@@ -177,7 +183,7 @@ export function loraRuntime(
   cfg: ModelConfig,
   lora: LoraConfig,
   tensors: Record<string, Value>,
-  opts: { train?: boolean } = {},
+  opts: { train?: boolean; dropoutKey?: Value } = {},
 ): LoraRuntime {
   const c = normalizeLoraConfig(lora);
   const adapters = new Map<string, LoraAdapter>();
@@ -188,5 +194,11 @@ export function loraRuntime(
     }
     adapters.set(m.path, { a, b });
   }
-  return { adapters, scaling: loraScaling(c), dropout: c.dropout, train: opts.train ?? false };
+  return {
+    adapters,
+    scaling: loraScaling(c),
+    dropout: c.dropout,
+    train: opts.train ?? false,
+    dropoutKey: opts.dropoutKey,
+  };
 }

@@ -62,7 +62,18 @@ export const BATCH_INPUTS = {
   reference: "ref_logps",
   softLabels: "soft_labels",
   tokens: "token_counts",
+  dropoutKey: "dropout_key",
 } as const;
+
+/** The dropout key of step `step` (0-based) and micro-batch `micro` of a run seeded `seed`: in [0, 1e5). */
+export function dropoutKey(seed: number, step: number, micro: number): number {
+  let h = 0x811c9dc5 ^ seed;
+  for (const v of [step, micro]) {
+    h = Math.imul(h ^ (v & 0xffff), 0x01000193);
+    h = Math.imul(h ^ (v >>> 16), 0x01000193);
+  }
+  return ((h >>> 0) % 100_000) + 0.5;
+}
 
 /** Options for {@link assembleChunk}. */
 export type ChunkOptions = {
@@ -71,6 +82,8 @@ export type ChunkOptions = {
   padId: number;
   accumulation: number;
   padToMultipleOf?: number;
+  /** Feed LoRA dropout keys: the run's seed and the global index of the chunk's first step. */
+  dropout?: { seed: number; fromStep: number };
 };
 
 /** A chunk's feeds, and its real token count per step (for tokens/s). */
@@ -149,6 +162,13 @@ export function assembleChunk(
   } else feeds[BATCH_INPUTS.reference] = { dtype: "float32", dims: [...lead, perP, K], data: ref };
   if (o.loss === "infonca" || o.loss === "nca") {
     feeds[BATCH_INPUTS.softLabels] = { dtype: "float32", dims: [...lead, perP, K], data: soft };
+  }
+  if (o.dropout) {
+    const keys = new Float32Array(S * A);
+    for (let i = 0; i < S; i++) {
+      for (let a = 0; a < A; a++) keys[i * A + a] = dropoutKey(o.dropout.seed, o.dropout.fromStep + i, a);
+    }
+    feeds[BATCH_INPUTS.dropoutKey] = { dtype: "float32", dims: lead, data: keys };
   }
   return { feeds, tokens, prompts, width };
 }

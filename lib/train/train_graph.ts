@@ -60,6 +60,14 @@ export type AlignmentGraphSpec = {
   lossScaling?: LossScaling;
 };
 
+/**
+ * Whether a training graph takes a per-step `dropout_key` (LoRA with dropout): its masks are then keyed by
+ * the step, so resumed runs are exact.
+ */
+export function usesDropoutKey(t: Trainable): boolean {
+  return t.mode === "lora" && (t.lora?.dropout ?? 0) > 0;
+}
+
 /** Builds the chunked training graph of an alignment run. */
 export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilder; io: TrainingIO } {
   const batch: BatchInput[] = [
@@ -73,6 +81,8 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
   if (s.loss === "infonca" || s.loss === "nca") {
     batch.push({ name: BATCH_INPUTS.softLabels, dtype: "float32", shape: ["prompts", s.k] });
   }
+  const keyed = usesDropoutKey(s.trainable);
+  if (keyed) batch.push({ name: BATCH_INPUTS.dropoutKey, dtype: "float32", shape: [] });
   return buildTrainingGraph({
     name: `align-${s.loss}`,
     params: s.trainable.params,
@@ -86,7 +96,7 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
         inputIds: b[BATCH_INPUTS.inputIds],
         attentionMask: b[BATCH_INPUTS.attentionMask],
         labels: b[BATCH_INPUTS.labels],
-      }, { dtype: computeDtype(s.precision) });
+      }, { dtype: computeDtype(s.precision), dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined });
       const policy = op.reshape(lp.sums, [-1, s.k]);
       const out = graphLoss(s.loss, {
         policy,

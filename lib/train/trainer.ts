@@ -24,7 +24,7 @@ import { evaluatePolicy, finalEvalOf, policyScorer, prefixed } from "./evaluate.
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
 import { lrsFor, type ScheduleConfig } from "./schedule.ts";
-import { buildAlignmentGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING } from "./train_graph.ts";
+import { buildAlignmentGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING, usesDropoutKey } from "./train_graph.ts";
 
 export type { TrainConfig };
 
@@ -190,6 +190,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         k: p.k,
         padId: p.padId,
         accumulation: cfg.gradAccum,
+        dropout: usesDropoutKey(trainable) ? { seed: cfg.seed, fromStep: c.from } : undefined,
       });
       const lrs = lrsFor(c.from, chunkSteps.length, schedule);
       const t0 = performance.now();

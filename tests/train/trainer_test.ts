@@ -142,33 +142,46 @@ Deno.test("trainer: a run writes config, metrics, charts, checkpoints, reference
   await Deno.remove(s.dir, { recursive: true });
 });
 
-Deno.test("trainer: an interrupted run, resumed, ends with the same weights as an uninterrupted one", async () => {
-  const s = await tinySetup();
-  const whole = await train(tinyConfigFor(s, { out: `${s.dir}/whole`, loraDropout: 0 }), { log: () => {} });
-  const cut = await train(tinyConfigFor(s, { out: `${s.dir}/cut`, loraDropout: 0 }), {
-    log: () => {},
-    stopAfterSteps: 4,
-  });
-  assert.equal(cut.interrupted, true);
-  assert.ok(cut.steps >= 4 && cut.steps < cut.totalSteps);
-  const resumed = await train(tinyConfigFor(s, { resume: `${s.dir}/cut`, stepsPerRun: 5 }), {
-    log: () => {},
-  });
-  assert.equal(resumed.steps, whole.steps);
-  const a = await loadLatestCheckpoint(`${s.dir}/whole/checkpoints`);
-  const b = await loadLatestCheckpoint(`${s.dir}/cut/checkpoints`);
-  assert.ok(a && b);
-  for (const name of Object.keys(a.tensors)) {
-    const x = a.tensors[name], y = b.tensors[name];
-    for (let i = 0; i < x.length; i++) close(y[i], x[i], 1e-5, `${name}[${i}]`);
-  }
-  // the metrics log holds each step once
-  const steps = (await readMetrics(`${s.dir}/cut/metrics.jsonl`)).filter((r) => r.loss !== undefined).map((
-    r,
-  ) => r.step);
-  assert.deepEqual(steps, [...Array(whole.steps).keys()].map((i) => i + 1));
-  await Deno.remove(s.dir, { recursive: true });
-});
+Deno.test(
+  "trainer: an interrupted run, resumed, ends with the same weights as an uninterrupted one (LoRA dropout on)",
+  async () => {
+    const s = await tinySetup();
+    const whole = await train(tinyConfigFor(s, { out: `${s.dir}/whole`, loraDropout: 0.1 }), {
+      log: () => {},
+    });
+    const cut = await train(tinyConfigFor(s, { out: `${s.dir}/cut`, loraDropout: 0.1 }), {
+      log: () => {},
+      stopAfterSteps: 4,
+    });
+    assert.equal(cut.interrupted, true);
+    assert.ok(cut.steps >= 4 && cut.steps < cut.totalSteps);
+    const resumed = await train(tinyConfigFor(s, { resume: `${s.dir}/cut`, stepsPerRun: 5 }), {
+      log: () => {},
+    });
+    assert.equal(resumed.steps, whole.steps);
+    const a = await loadLatestCheckpoint(`${s.dir}/whole/checkpoints`);
+    const b = await loadLatestCheckpoint(`${s.dir}/cut/checkpoints`);
+    assert.ok(a && b);
+    for (const name of Object.keys(a.tensors)) {
+      const x = a.tensors[name], y = b.tensors[name];
+      for (let i = 0; i < x.length; i++) close(y[i], x[i], 1e-5, `${name}[${i}]`);
+    }
+    // and dropout was really on: without it the weights end elsewhere
+    await train(tinyConfigFor(s, { out: `${s.dir}/plain`, loraDropout: 0 }), { log: () => {} });
+    const c = await loadLatestCheckpoint(`${s.dir}/plain/checkpoints`);
+    const someB = Object.keys(a.tensors).find((n) => n.includes("lora_B"))!;
+    assert.ok(
+      c!.tensors[someB].some((v, i) => Math.abs(v - a.tensors[someB][i]) > 1e-6),
+      "dropout changes training",
+    );
+    // the metrics log holds each step once
+    const steps = (await readMetrics(`${s.dir}/cut/metrics.jsonl`)).filter((r) => r.loss !== undefined).map((
+      r,
+    ) => r.step);
+    assert.deepEqual(steps, [...Array(whole.steps).keys()].map((i) => i + 1));
+    await Deno.remove(s.dir, { recursive: true });
+  },
+);
 
 Deno.test("trainer: gradient accumulation, full fine-tuning and every loss run", async () => {
   const s = await tinySetup();
