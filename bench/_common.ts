@@ -5,7 +5,6 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import type { Graph } from "../lib/graph/ir.ts";
 import { mulberry32 } from "../lib/data/random.ts";
@@ -264,23 +263,6 @@ export function defaultPeakTflops(
 ): number | null {
   if (!gpu || !/H100|H200/i.test(gpu)) return null;
   return precision === "tf32" ? 494.7 : 989.4;
-}
-
-/** The ONNX Runtime profile written for `prefix` (ORT appends `_<date>.json`): the newest match. */
-export function findProfile(prefix: string): string | null {
-  const dir = dirname(resolve(prefix)), base = basename(prefix);
-  let best: { path: string; mtime: number } | null = null;
-  try {
-    for (const e of Deno.readDirSync(dir)) {
-      if (!e.isFile || !e.name.startsWith(`${base}_`) || !e.name.endsWith(".json")) continue;
-      const path = join(dir, e.name);
-      const mtime = Deno.statSync(path).mtime?.getTime() ?? 0;
-      if (!best || mtime >= best.mtime) best = { path, mtime };
-    }
-  } catch {
-    return null;
-  }
-  return best?.path ?? null;
 }
 
 /** Median of a non-empty list. */

@@ -37,7 +37,6 @@ import {
   cpuName,
   defaultPeakTflops,
   deviceFlag,
-  findProfile,
   gpt2Config,
   gpuName,
   intFlag,
@@ -187,7 +186,7 @@ export async function main(
       profilePrefix,
       precision: precision[0],
     });
-    let rec: ThroughputResult;
+    let rec: ThroughputResult, trace: string | undefined;
     try {
       for (let i = 0; i < warmup; i++) await timeRun(c.session, feeds, S);
       // 1-step runs before the timed ones, so that the last run (what a profile summary reads) is timed
@@ -249,9 +248,9 @@ export async function main(
         profiled: profile !== undefined,
       };
     } finally {
-      await c.session.release();
+      trace = await c.session.release();
     }
-    if (profilePrefix) rec.profile = findProfile(profilePrefix);
+    if (trace) rec.profile = trace;
     print(JSON.stringify(rec));
     out.push(rec);
   }

@@ -7,7 +7,6 @@ import { OptionsError, parseTrainOptions, type TrainOptions } from "../lib/train
 import { ProgressDisplay } from "../lib/train/progress.ts";
 import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.ts";
 import { runDemo } from "../lib/train/demo/demo.ts";
-import { DataError } from "../lib/data/errors.ts";
 
 async function main(argv: string[]): Promise<number> {
   let opts: TrainOptions;
@@ -73,8 +72,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     display?.finish();
-    const msg = e instanceof DataError || e instanceof Error ? e.message : String(e);
-    console.error(`error: ${msg}`);
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   } finally {
     Deno.removeSignalListener("SIGINT", onSigint);

@@ -4,7 +4,7 @@
  * operators (camelCase); see https://onnx.ai/onnx/operators/ for their semantics at opset 18.
  * @module
  */
-import { type BuiltNode, type GraphBuilder, makeArray, Value } from "./builder.ts";
+import { type GraphBuilder, makeArray, Value } from "./builder.ts";
 import { type DType, ONNX_DTYPE } from "./dtype.ts";
 import type { Attr, Dim, Graph } from "./ir.ts";
 import { broadcastShapes, fmt, normAxis, reshapeShape, unknownDim } from "./shape.ts";
@@ -463,9 +463,4 @@ export function topK(x: Value, k: number, largest = true): [Value, Value] {
     },
   );
   return [v, i];
-}
-
-/** Names a node for error messages and profiles. */
-export function producerOf(v: Value): BuiltNode | undefined {
-  return v.g.producer.get(v);
 }

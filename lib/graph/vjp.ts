@@ -337,13 +337,12 @@ export const VJP: Record<string, VjpRule> = {
   CumSum: (n, [g]) => {
     const x = n.inputs[0]!;
     const axis = constOf(n, 1, "axis")[0];
+    // the gradient of a running sum is the running sum the other way
+    const reverse = intAttr(n, "reverse", 0) !== 1;
     return [
-      op.cumSum(g!, axis, {
-        exclusive: intAttr(n, "exclusive", 0) === 1,
-        reverse: intAttr(n, "reverse", 0) !== 1,
-      }),
+      reshapeLike(op.cumSum(g!, axis, { exclusive: intAttr(n, "exclusive", 0) === 1, reverse }), x),
       null,
-    ].map((v, k) => k === 0 && v ? reshapeLike(v, x) : v);
+    ];
   },
   Trilu: (n, [g]) => {
     const k = n.inputs[1] ? constOf(n, 1, "k")[0] : 0;

@@ -4,6 +4,7 @@
  * of what was fed.
  * @module
  */
+import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import type { SerializedModel } from "../graph/serialize.ts";
 
@@ -39,6 +40,7 @@ export class ModelSession {
     readonly session: ort.InferenceSession,
     readonly device: Device,
     private readonly describe?: (nodeName: string) => string | undefined,
+    private readonly profilePrefix?: string,
   ) {}
 
   /** Creates a session from serialized model bytes (and their external data) or a file path. */
@@ -73,7 +75,7 @@ export class ModelSession {
         cause: e,
       });
     }
-    return new ModelSession(session, device, opts.describe);
+    return new ModelSession(session, device, opts.describe, opts.profilePrefix);
   }
 
   get inputNames(): readonly string[] {
@@ -107,13 +109,26 @@ export class ModelSession {
 
   /** Ends the profiler (if on) and frees the session. Returns the profile file, if any. */
   async release(): Promise<string | undefined> {
-    let file: string | undefined;
-    try {
-      file = this.session.endProfiling?.() as unknown as string | undefined;
-    } catch { /* profiling was off */ }
+    if (this.profilePrefix) this.session.endProfiling();
     await this.session.release();
-    return file || undefined;
+    return this.profilePrefix ? newestProfile(this.profilePrefix) : undefined;
   }
+}
+
+/**
+ * The trace ONNX Runtime wrote for `prefix` (it appends `_<date>.json`): the newest match. onnxruntime-node
+ * 1.29's `endProfiling` does not return the file name, so it is found on disk.
+ */
+function newestProfile(prefix: string): string | undefined {
+  const dir = dirname(resolve(prefix)), base = basename(prefix);
+  let best: { path: string; mtime: number } | undefined;
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.isFile || !e.name.startsWith(`${base}_`) || !e.name.endsWith(".json")) continue;
+    const path = join(dir, e.name);
+    const mtime = Deno.statSync(path).mtime?.getTime() ?? 0;
+    if (!best || mtime >= best.mtime) best = { path, mtime };
+  }
+  return best?.path;
 }
 
 function explain(e: unknown, describe?: (name: string) => string | undefined): string {

@@ -309,6 +309,3 @@ export function formatDemoTable(r: DemoResult): string {
   return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...body.map(line)].join("\n") +
     `\n(${r.seconds.toFixed(0)} s; held-out prompts; reward = fraction of digits in the right place)`;
 }
-
-/** The device the demo would use (for messages). */
-export type { Device };
