@@ -9,7 +9,7 @@ import * as ort from "onnxruntime-node";
 import type { Graph } from "../lib/graph/ir.ts";
 import { mulberry32 } from "../lib/data/random.ts";
 import type { HostTensor } from "../lib/runtime/session.ts";
-import { BATCH_INPUTS } from "../lib/train/chunks.ts";
+import { BATCH_INPUTS, dropoutKey } from "../lib/train/chunks.ts";
 import { buildAlignmentGraph } from "../lib/train/train_graph.ts";
 import { type Gpt2ModelConfig, type ModelConfig, tinyConfig } from "../lib/model/config.ts";
 import { trainableParamsFor } from "../lib/model/decoder.ts";
@@ -159,6 +159,8 @@ export type SyntheticChunk = {
   loss: "sft" | "nca" | "infonca" | "dpo";
   k: number;
   seed: number;
+  /** Adds the per-step `dropout_key` input of graphs with LoRA dropout (the trainer's keys, seed 0). */
+  dropoutKey?: boolean;
 };
 
 /**
@@ -180,6 +182,10 @@ export function syntheticChunk(o: SyntheticChunk): Record<string, HostTensor> {
     [BATCH_INPUTS.attentionMask]: { dtype: "int32", dims: lead, data: new Int32Array(n).fill(1) },
     [BATCH_INPUTS.labels]: { dtype: "int32", dims: lead, data: ids },
   };
+  if (o.dropoutKey) {
+    const keys = Float32Array.from({ length: steps }, (_, i) => dropoutKey(o.seed, i, 0));
+    feeds[BATCH_INPUTS.dropoutKey] = { dtype: "float32", dims: [steps], data: keys };
+  }
   const pk = steps * prompts * k, dims = [steps, prompts, k];
   if (o.loss === "sft") {
     feeds[BATCH_INPUTS.tokens] = { dtype: "float32", dims, data: new Float32Array(pk).fill(width - 1) };
@@ -299,9 +305,9 @@ export function gpt2Config(s: Gpt2Sizes): Gpt2ModelConfig {
   });
 }
 
-/** PEFT-style LoRA on GPT-2's c_attn, c_proj (attention and MLP) and c_fc, alpha = 2r, no dropout. */
-export function benchLora(r: number): LoraConfig {
-  return { r, alpha: 2 * r, dropout: 0, targetModules: ["c_attn", "c_proj", "c_fc"] };
+/** PEFT-style LoRA on GPT-2's c_attn, c_proj (attention and MLP) and c_fc, alpha = 2r, no dropout by default. */
+export function benchLora(r: number, dropout = 0): LoraConfig {
+  return { r, alpha: 2 * r, dropout, targetModules: ["c_attn", "c_proj", "c_fc"] };
 }
 
 /** One benchmark case: what trains, on which loss. */
@@ -313,6 +319,8 @@ export type CaseSpec = {
   /** Responses per prompt (1 for SFT). */
   k: number;
   loraR: number;
+  /** LoRA dropout; above 0 the graph takes a per-step `dropout_key` (see {@link syntheticChunk}). */
+  loraDropout?: number;
   device: Device;
   threads?: number;
   profilePrefix?: string;
@@ -336,7 +344,7 @@ export async function prepareCase(s: CaseSpec): Promise<PreparedCase> {
   const t0 = performance.now();
   const trainable = s.mode === "full"
     ? trainableParamsFor(s.cfg, { mode: "full", weights: s.weights })
-    : trainableParamsFor(s.cfg, { mode: "lora", lora: benchLora(s.loraR), seed: 0 });
+    : trainableParamsFor(s.cfg, { mode: "lora", lora: benchLora(s.loraR, s.loraDropout ?? 0), seed: 0 });
   const built = buildAlignmentGraph({
     cfg: s.cfg,
     frozen: frozenWeights(s.weights),

@@ -73,6 +73,8 @@ One JSON line per case on stdout.
   --positions N            position table size (default max(1024, seq))
   --k N                    responses per prompt of the nca case (default 4)
   --lora-r N               LoRA rank (default 16)
+  --lora-dropout P         LoRA dropout of the lora and nca cases, masks keyed by the step as in the
+                           trainer (default 0)
   --peak-tflops X          peak for MFU (default by GPU name: H100/H200 TF32 494.7)
   --profile PREFIX         ONNX Runtime profiling, one trace per case: PREFIX-<case>_<date>.json
   --threads N              CPU threads inside an operator (default: all cores)
@@ -96,6 +98,7 @@ const FLAGS = {
   positions: { type: "string" },
   k: { type: "string", default: "4" },
   "lora-r": { type: "string", default: "16" },
+  "lora-dropout": { type: "string", default: "0" },
   "peak-tflops": { type: "string" },
   profile: { type: "string" },
   threads: { type: "string" },
@@ -152,6 +155,10 @@ export async function main(
     throw new UsageError(`--batch ${batch} must be a multiple of --k ${k} for the nca case`);
   }
   const loraR = intFlag("lora-r", f["lora-r"]);
+  const loraDropout = Number(f["lora-dropout"]);
+  if (!(loraDropout >= 0 && loraDropout < 1)) {
+    throw new UsageError(`--lora-dropout must be in [0, 1), got "${f["lora-dropout"]}"`);
+  }
   const peakFlag = f["peak-tflops"] === undefined ? undefined : positiveFlag("peak-tflops", f["peak-tflops"]);
   const profile = f.profile === undefined ? undefined : String(f.profile);
   if (profile === "") throw new UsageError("--profile needs a path prefix");
@@ -172,7 +179,17 @@ export async function main(
   for (const name of cases) {
     const { mode, loss } = CASES[name];
     const K = loss === "sft" ? 1 : k;
-    const feeds = syntheticChunk({ steps: S, rows: batch, width: seq, vocab: sizes.vocab, loss, k: K, seed });
+    const dropout = mode === "lora" ? loraDropout : 0;
+    const feeds = syntheticChunk({
+      steps: S,
+      rows: batch,
+      width: seq,
+      vocab: sizes.vocab,
+      loss,
+      k: K,
+      seed,
+      dropoutKey: dropout > 0,
+    });
     const profilePrefix = profile ? `${profile}-${name}` : undefined;
     const c = await prepareCase({
       cfg,
@@ -181,6 +198,7 @@ export async function main(
       loss,
       k: K,
       loraR,
+      loraDropout: dropout,
       device,
       threads,
       profilePrefix,
@@ -229,6 +247,7 @@ export async function main(
         steps_per_run: S,
         params: N,
         trainable_params: c.trainableParams,
+        lora_dropout: mode === "lora" ? loraDropout : null,
         tokens_per_s: round(tokensPerS, 1),
         step_ms: round(wallMs / steps),
         run_ms: round(tS),

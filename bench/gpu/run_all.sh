@@ -4,19 +4,24 @@
 #   bash .gpu/pN/recv.sh && source .gpu/bin/setup.sh && bash bench/gpu/run_all.sh
 #
 # (setup.sh is sourced here too when deno is not on PATH yet). Steps, each under `timeout` so that one
-# failure or hang does not lose the rest; about 4-5 minutes on an H100/H200, at most ~7.5:
-#   1. parity: PyTorch reference (bench/parity/parity.py) vs our graphs on cuda and on cpu
-#   2. block_step on cuda: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
-#   3. train_throughput on cuda: full, lora, nca (GPT-2 124M, 8 x 512 tokens)
-#   4. torch_baseline: PyTorch eager fp32/TF32/bf16, full and LoRA (+ full TF32 with eager attention)
-#   5. a profiled train_throughput run of one case ($PROFILE_CASE, default lora) and its profile_summary
+# failure or hang does not lose the rest, in groups by priority (ONLY=tp,torch,... runs some of them):
+#   tp       train_throughput on cuda: full, lora, nca (GPT-2 124M, 8 × 512 tokens), 8 steps per run
+#   tp64     the same for full and lora at 64 steps per run (full fine-tuning's state transfer amortized)
+#   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
+#   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
+#   e2e      bench/gpu/e2e_cuda.sh: the demo trains on CUDA, the server answers on CUDA
+#   profile  profiled runs of $PROFILE_CASE (default lora) and of full, summarized by profile_summary
+#   fp16     bench/gpu/fp16_check.ts and fp16 throughput
+#   block    block_step: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
+#   parity   PyTorch reference (bench/parity/parity.py) vs our graphs on cuda and on cpu
+# Each step gets at most what is left of $BUDGET seconds (default 420); once it is spent the rest is skipped.
 #
 # Everything lands in $OUT (at most 8 files come back):
-#   results.jsonl        every JSON line of every step, plus {"bench":"run_all","step":..,"rc":..} per step
-#   log.txt              stderr of every step, versions, timings
-#   profile_top.txt      the profile summary (text)
-#   profile.json.gz      the raw ONNX Runtime profile, when it fits (< 15 MB compressed)
-#   parity_reference.tgz what parity.py wrote: rerun `deno run -A bench/parity/ours.ts --dir DIR` anywhere
+#   results.jsonl         every JSON line of every step, plus {"bench":"run_all","step":..,"rc":..} per step
+#   log.txt               stderr of every step, versions, timings
+#   profile_top.txt       the profile summary of $PROFILE_CASE (text); profile_top_full.txt that of full
+#   profile.json.gz       the raw ONNX Runtime profile of $PROFILE_CASE, when it fits (< 15 MB compressed)
+#   parity_reference.tgz  what parity.py wrote: rerun `deno run -A bench/parity/ours.ts --dir DIR` anywhere
 #
 # Local smoke test (no GPU, tiny sizes; Python steps skipped without torch):
 #   SMOKE=1 DEVICE=cpu OUT=/tmp/gpu-smoke bash bench/gpu/run_all.sh
@@ -76,65 +81,91 @@ if [ "$SMOKE" = 1 ]; then
   BLOCK=(--hidden 64 --heads 4 --batch 2 --seq 32 --runs 1 --steps-per-run 2)
   BLOCK_SMALL=(--hidden 64 --heads 4 --batch 1 --seq 16 --runs 1 --steps-per-run 2)
   TP=("${TINY[@]}" --batch 4 --seq 16 --steps 2 --steps-per-run 2)
+  TP64=("${TINY[@]}" --cases full --batch 4 --seq 16 --steps 4 --steps-per-run 4)
   TORCH=(--layers 2 --hidden 32 --heads 4 --vocab 64 --batch 4 --seq 16 --steps 2 --warmup 1)
 else
   BLOCK=(--runs 5 --steps-per-run 10)
   BLOCK_SMALL=(--batch 1 --seq 64 --runs 5 --steps-per-run 10)
   TP=(--steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 1)
+  TP64=(--cases full,lora --steps 64 --steps-per-run 64 --warmup 1 --overhead-runs 1)
   TORCH=(--steps 20 --warmup 3)
 fi
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
+# ONLY=group,group,...: run these groups alone (default all, in this order of priority)
+ONLY=${ONLY:-tp,tp64,torch,dropout,e2e,profile,fp16,block,parity}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-# 3. GPT-2 124M training throughput, every case
-step train_throughput 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" "${TP[@]}"
-[ "$DEVICE" = cuda ] && step train_throughput_fp16 150 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" \
-  --cases full,lora --precision fp16 "${TP[@]}"
+# 1. GPT-2 124M training throughput, every case (8 steps per session run)
+want tp && step train_throughput 200 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" "${TP[@]}"
+# full fine-tuning moves its 1.5 GB of state across the JS boundary once per run: 64 steps per run amortize it
+want tp64 && step train_throughput_s64 120 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" \
+  "${TP64[@]}"
 
-# 4. the PyTorch baseline on the same model and batch
-if [ "$HAVE_TORCH" = 1 ]; then
-  step torch_baseline 200 python3 bench/torch_baseline.py --device "$DEVICE" \
+# 2. the PyTorch baseline on the same model and batch
+if want torch && [ "$HAVE_TORCH" = 1 ]; then
+  step torch_baseline 120 python3 bench/torch_baseline.py --device "$DEVICE" \
     --cases full-tf32,full-bf16,lora-tf32,lora-bf16 "${TORCH[@]}"
-else
-  echo "=== torch_baseline: skipped (no torch/transformers here)" >>"$LOG"
 fi
 
-# 2. one transformer block: per-step time and node count (and a small, launch-bound shape)
-step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
-step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
+# 3. LoRA with step-keyed dropout: its cost per step, and its masks and losses against the CPU
+if want dropout; then
+  step train_throughput_dropout 90 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --cases lora \
+    --lora-dropout 0.05 "${TP[@]}"
+  [ "$DEVICE" = cuda ] && step dropout_check 60 env -u OUT "${DENO[@]}" bench/gpu/dropout_check.ts
+fi
 
-# 5. one case profiled (a separate session: profiling slows it), summarized
-step profile_run 150 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --cases "$PROFILE_CASE" \
-  "${TP[@]}" --steps-per-run 8 --steps 8 --overhead-runs 0 --profile "$TMP/prof"
-PROFILE=$(ls -t "$TMP"/prof-"$PROFILE_CASE"_*.json 2>/dev/null | head -1)
-if [ -n "$PROFILE" ]; then
-  step profile_summary 60 "${DENO[@]}" bench/profile_summary.ts "$PROFILE" --json --top 25
-  timeout 60 "${DENO[@]}" bench/profile_summary.ts "$PROFILE" --top 25 >"$OUT/profile_top.txt" 2>>"$LOG"
-  gzip -c "$PROFILE" >"$TMP/profile.json.gz"
-  if [ "$(stat -c %s "$TMP/profile.json.gz")" -lt 15000000 ]; then
-    cp "$TMP/profile.json.gz" "$OUT/profile.json.gz"
-  else
-    echo "profile.json.gz is $(stat -c %s "$TMP/profile.json.gz") bytes: not copied to \$OUT" >>"$LOG"
+# 4. the user's commands end to end: the demo trains on the device, the server answers on it
+want e2e && [ "$DEVICE" = cuda ] && step e2e_cuda 120 bash bench/gpu/e2e_cuda.sh
+
+# 5. profiled runs (separate sessions: profiling slows them), summarized
+profile() { # CASE FILE-SUFFIX
+  step "profile_run_$1" 120 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --cases "$1" \
+    "${TP[@]}" --steps-per-run 8 --steps 8 --overhead-runs 0 --profile "$TMP/prof"
+  local trace
+  trace=$(ls -t "$TMP"/prof-"$1"_*.json 2>/dev/null | head -1)
+  if [ -z "$trace" ]; then
+    echo "=== profile $1: no profile was written" >>"$LOG"
+    return
   fi
-else
-  echo "=== profile_summary: no profile was written" >>"$LOG"
+  step "profile_summary_$1" 60 "${DENO[@]}" bench/profile_summary.ts "$trace" --json --top 25
+  timeout 60 "${DENO[@]}" bench/profile_summary.ts "$trace" --top 25 >"$OUT/profile_top$2.txt" 2>>"$LOG"
+  gzip -c "$trace" >"$TMP/profile.json.gz"
+  if [ -n "$2" ]; then
+    : # only the first case's raw trace comes back (8 files at most)
+  elif [ "$(stat -c %s "$TMP/profile.json.gz")" -lt 15000000 ]; then
+    cp "$TMP/profile.json.gz" "$OUT/profile$2.json.gz"
+  else
+    echo "profile$2.json.gz is $(stat -c %s "$TMP/profile.json.gz") bytes: not copied to \$OUT" >>"$LOG"
+  fi
+  rm -f "$trace"
+}
+if want profile; then
+  profile "$PROFILE_CASE" ""
+  [ "$PROFILE_CASE" = full ] || profile full _full
 fi
 
-# 6. fp16 mixed precision against fp32 on the device (when the check script exists)
-if [ -f bench/gpu/fp16_check.ts ] && [ "$DEVICE" = cuda ]; then
-  step fp16_check 90 "${DENO[@]}" bench/gpu/fp16_check.ts
+# 6. fp16 mixed precision: throughput, and its numbers against fp32 on the device
+if want fp16 && [ "$DEVICE" = cuda ]; then
+  step fp16_check 60 env -u OUT "${DENO[@]}" bench/gpu/fp16_check.ts
+  step train_throughput_fp16 150 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" \
+    --cases full,lora --precision fp16 "${TP[@]}"
 fi
 
-# 1. parity
-if [ "$HAVE_TORCH" = 1 ]; then
+# 7. one transformer block: per-step time and node count (and a small, launch-bound shape)
+if want block; then
+  step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
+  step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
+fi
+
+# 8. parity with PyTorch
+if want parity && [ "$HAVE_TORCH" = 1 ]; then
   step parity_reference 150 python3 bench/parity/parity.py --out "$TMP/parity"
   if [ -f "$TMP/parity/manifest.json" ]; then # the models that did get written, even if one failed
     tar -C "$TMP" -czf "$OUT/parity_reference.tgz" parity 2>>"$LOG"
     step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
     [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
   fi
-else
-  echo "=== parity: skipped (no torch/transformers here)" >>"$LOG"
 fi
 
 echo "run_all: done in $((SECONDS - START)) s" >>"$LOG"

@@ -22,6 +22,10 @@ Deno.test("train_throughput: --help and bad flags", async () => {
     main([...TINY, "--positions", "8"]),
     (e) => e instanceof UsageError && /--positions 8 is shorter than --seq 16/.test(e.message),
   );
+  await assert.rejects(
+    main(["--lora-dropout", "1"]),
+    (e) => e instanceof UsageError && /--lora-dropout must be in \[0, 1\)/.test(e.message),
+  );
   await assert.rejects(main(["--layers"]), (e) => e instanceof UsageError && /--layers/.test(e.message));
   await assert.rejects(main(["extra"]), (e) => e instanceof UsageError && /extra/.test(e.message));
 });
@@ -99,4 +103,18 @@ Deno.test("train_throughput: a tiny CPU run of every case, profiled, and its pro
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("train_throughput: --lora-dropout keys the masks by the step, and they change the training", async () => {
+  const run = async (p: string) =>
+    (await main(
+      [...TINY, "--cases", "lora", "--steps", "3", "--steps-per-run", "3", "--lora-dropout", p],
+      () => {},
+    ))[0];
+  const [plain, dropped, again] = [await run("0"), await run("0.3"), await run("0.3")];
+  assert.equal(plain.lora_dropout, 0);
+  assert.equal(dropped.lora_dropout, 0.3);
+  assert.ok((dropped.step_nodes as number) > (plain.step_nodes as number), "the masks are nodes of the step");
+  assert.notEqual(dropped.last_loss, plain.last_loss);
+  assert.equal(again.last_loss, dropped.last_loss, "keyed masks: the same steps draw the same masks");
 });
