@@ -95,6 +95,12 @@ export const reciprocal = (x: Value): Value => unary("Reciprocal", x);
 export const tanh = (x: Value): Value => unary("Tanh", x);
 export const sigmoid = (x: Value): Value => unary("Sigmoid", x);
 export const erf = (x: Value): Value => unary("Erf", x);
+/**
+ * ONNX Runtime's `com.microsoft` FastGelu: the tanh approximation `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` in
+ * one kernel (float32 and float16 on CPU and CUDA; no float64).
+ */
+export const fastGelu = (x: Value): Value =>
+  x.g.node("FastGelu", [x], [{ dtype: x.dtype, shape: x.shape }], {}, "com.microsoft")[0];
 export const cos = (x: Value): Value => unary("Cos", x);
 export const sin = (x: Value): Value => unary("Sin", x);
 export const abs = (x: Value): Value => unary("Abs", x);

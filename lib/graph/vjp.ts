@@ -238,6 +238,15 @@ export const VJP: Record<string, VjpRule> = {
   Reciprocal: gOnly((g, n) => op.neg(op.mul(g, op.mul(n.outputs[0], n.outputs[0])))),
   Tanh: gOnly((g, n) => op.mul(g, op.sub(1, op.mul(n.outputs[0], n.outputs[0])))),
   Sigmoid: gOnly((g, n) => op.mul(g, op.mul(n.outputs[0], op.sub(1, n.outputs[0])))),
+  // gelu(x) = x·σ(z), z = x(2c + 2ck·x²), c = √(2/π), k = 0.044715: gelu' = σ + x·σ(1 − σ)·(2c + 6ck·x²)
+  FastGelu: gOnly((g, n) => {
+    const x = n.inputs[0]!;
+    const c = Math.sqrt(2 / Math.PI), k = 0.044715;
+    const u = op.mul(x, x);
+    const s = op.sigmoid(op.mul(x, op.add(op.mul(u, 2 * c * k), 2 * c)));
+    const xdz = op.mul(x, op.add(op.mul(u, 6 * c * k), 2 * c));
+    return op.mul(g, op.add(s, op.mul(xdz, op.sub(s, op.mul(s, s)))));
+  }),
   Erf: gOnly((g, n) => {
     const x = n.inputs[0]!;
     return op.mul(g, op.mul(2 / Math.sqrt(Math.PI), op.exp(op.neg(op.mul(x, x)))));

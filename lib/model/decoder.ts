@@ -34,7 +34,7 @@
  * - hidden states, Gemm/MatMul, activations, residual adds and the KV cache are fp16;
  * - in float32 between casts: RMSNorm/LayerNorm (with float32 norm weights), the rotary tables, and the
  *   attention scores from the mask onwards (additive −1e9 bias, softmax; probabilities cast to fp16);
- * - `logits` come out fp16; {@link sequenceLogProbs} casts them to float32 before the logsumexp and the
+ * - `logits` come out fp16; {@link sequenceLogProbs} casts them to float32 before the log-softmax and the
  *   label gather, so log-probs, their sums and every loss are float32.
  * Graph inputs and outputs stay float32/int (Deno cannot pass fp16 tensors). Train fp16 graphs with loss
  * scaling (`lossScaling` of `buildTrainingGraph`): fp16 gradients underflow without it.

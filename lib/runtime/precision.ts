@@ -9,7 +9,7 @@
  *   Identity), Max, Min, Clip, Sign, IsNaN.
  * - no fp16 kernel, run in float32 behind Cast nodes ONNX Runtime inserts (and where a Cast pair
  *   float32→fp16→float32 results, it drops it, so some values are never rounded to fp16): Add, Sub, Mul,
- *   Div, Pow, Sum, Neg, Exp, Log, Sqrt, Reciprocal, Tanh, Sigmoid, Erf, Cos, Sin, Where, Equal, Greater,
+ *   Div, Pow, Sum, Neg, Exp, Log, Sqrt, Reciprocal, Tanh, Sigmoid, FastGelu, Erf, Cos, Sin, Where, Equal, Greater,
  *   Less(OrEqual), GreaterOrEqual, ReduceSum, ReduceMean, ReduceMax, ReduceLogSumExp (in float64), Softmax
  *   and LogSoftmax (expanded into their function bodies), Softplus, Pad, CumSum, Trilu, RandomUniformLike,
  *   Dropout.

@@ -84,6 +84,14 @@ t(
 );
 // ONNX Runtime has no float64 Erf kernel: check it in float32 with a float32-sized step.
 t("Erf (float32)", () => gradCheck([{ name: "x", shape: [5] }], (_, [x]) => op.erf(x), { dtype: "float32" }));
+// FastGelu (com.microsoft) has float32 and float16 kernels only
+t(
+  "FastGelu (float32)",
+  () =>
+    gradCheck([{ name: "x", shape: [2, 7], lo: -5, hi: 5 }], (_, [x]) => op.fastGelu(x), {
+      dtype: "float32",
+    }),
+);
 t(
   "Cast float64 → float32 → float64",
   () =>

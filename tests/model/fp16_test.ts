@@ -73,7 +73,7 @@ Deno.test("fp16 decoder: consistent dtypes; matmuls fp16; norms, rotary, softmax
       const { g, outputs, params } = logProbGraph(cfg, W, mode, "float16");
       assert.deepEqual(floatDtypeProblems(g), [], `${what}: every node's float operands share a dtype`);
       const ops = opDtypes(g);
-      for (const must of ["Gemm:float16", "MatMul:float16", "Softmax:float32", "ReduceLogSumExp:float32"]) {
+      for (const must of ["Gemm:float16", "MatMul:float16", "Softmax:float32", "LogSoftmax:float32"]) {
         assert.ok(ops.has(must), `${what}: ${must}`);
       }
       if (cfg.family === "llama") assert.ok(ops.has("ReduceMean:float32") && ops.has("Cos:float32"), what);
@@ -81,7 +81,7 @@ Deno.test("fp16 decoder: consistent dtypes; matmuls fp16; norms, rotary, softmax
       const fp16Only = ["Gemm", "MatMul"];
       const fp32Only = [
         "Softmax",
-        "ReduceLogSumExp",
+        "LogSoftmax",
         "ReduceMean",
         "LayerNormalization",
         "Cos",
