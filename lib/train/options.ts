@@ -68,7 +68,8 @@ export type TrainOptions = {
   device: DeviceRequest;
   precision: "fp32" | "fp16";
   /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph). */
-  stepsPerRun: number;
+  /** Unset: {@link defaultStepsPerRun} of the device and the training mode. */
+  stepsPerRun?: number;
   evalEvery?: number;
   saveEvery?: number;
   keepCheckpoints: number;
@@ -394,8 +395,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "steps-per-run",
     kind: "int",
     group: "Model",
-    default: 8,
     check: atLeast(1),
+    defaultText: "8; 64 for --full on CUDA",
     help: "optimizer steps per ONNX Runtime call",
   },
   // Run

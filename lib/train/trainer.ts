@@ -16,7 +16,7 @@ import { assertFloat16Device } from "../runtime/precision.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
 import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import { assembleChunk, groupChunks, planSteps } from "./chunks.ts";
+import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
 import type { TrainConfig } from "./options.ts";
 import { loadRunInputs } from "./run_inputs.ts";
 import { referenceScores } from "./reference.ts";
@@ -138,6 +138,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     accumulation: cfg.gradAccum,
     precision: cfg.precision,
   });
+  const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode);
   const session = await TrainingSession.create(built, trainable.init, {
     device,
     lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
@@ -176,7 +177,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   let interrupted = false;
   const started = step;
   try {
-    for (const c of groupChunks(steps, cfg.stepsPerRun, step)) {
+    for (const c of groupChunks(steps, stepsPerRun, step)) {
       if (
         hooks.signal?.aborted ||
         (hooks.stopAfterSteps !== undefined && step - started >= hooks.stopAfterSteps)
@@ -198,7 +199,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       try {
         res = await session.run(tensors.feeds, [...lrs]);
       } catch (e) {
-        throw explainRunError(e, cfg, c.from);
+        throw explainRunError(e, { ...cfg, stepsPerRun }, c.from);
       }
       const seconds = (performance.now() - t0) / 1000;
       const tokens = tensors.tokens.reduce((a, b) => a + b, 0);

@@ -78,7 +78,6 @@ Deno.test("defaults follow the brief and the paper's recipe", () => {
     seed: 42,
     device: "auto",
     precision: "fp32",
-    stepsPerRun: 8,
     keepCheckpoints: 2,
     maxGradNorm: 1,
     weightDecay: 0,
@@ -97,6 +96,7 @@ Deno.test("defaults follow the brief and the paper's recipe", () => {
       "loraTargets",
       "evalData",
       "out",
+      "stepsPerRun",
     ]
   ) {
     assert.equal((o as Record<string, unknown>)[key], undefined, key);
