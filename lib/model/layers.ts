@@ -80,14 +80,26 @@ export function dropout(x: Value, p: number, seed: number): Value {
 
 /**
  * Inverted dropout whose mask is a pure function of a scalar `key` (fed per optimizer step), the module
- * `seed` and the element index: u = frac(43758.5453 · sin(12.9898 · i + 78.233 · key + seed')) in float64,
- * dropped where u < p. No generator state, so a run resumed from a checkpoint draws the same masks as one
- * that never stopped.
+ * `seed` and the element index: see {@link keyedKeep}. No generator state, so a run resumed from a
+ * checkpoint draws the same masks as one that never stopped.
  */
 export function keyedDropout(x: Value, p: number, key: Value, seed: number): Value {
+  return op.where(keyedKeep(x, p, key, seed), op.mul(x, 1 / (1 - p)), 0);
+}
+
+/**
+ * The keep-mask of {@link keyedDropout} (true where x survives): u = frac(43758.5453 · sin(12.9898 · i +
+ * 78.233 · key + seed')) in float64 for element index i, kept where u ≥ p. The ramp 12.9898 · i + 78.233 ·
+ * key depends only on the shape, so every module whose input has the same (symbolic) shape shares one ramp
+ * per graph: on a GPU each node costs a launch, and 4 adapted modules per layer would otherwise build 4
+ * ramps of ~9 nodes each. The module's own mask then takes 6 nodes.
+ */
+export function keyedKeep(x: Value, p: number, key: Value, seed: number): Value {
   const g = x.g;
-  // modules reading the same input (q, k, v; gate, up) share the index ramp and the key's phase
-  let base = keyedBases.get(x)?.get(key);
+  const cache = keyedRamps.get(g) ?? new Map<string, Value>();
+  keyedRamps.set(g, cache);
+  const id = `${key.name}|${x.shape.join(",")}`;
+  let base = cache.get(id);
   if (!base) {
     const shape = op.shapeOf(x);
     const count =
@@ -98,16 +110,14 @@ export function keyedDropout(x: Value, p: number, key: Value, seed: number): Val
       shape,
       x.shape,
     );
-    const perKey = keyedBases.get(x) ?? new Map<Value, Value>();
-    perKey.set(key, base);
-    keyedBases.set(x, perKey);
+    cache.set(id, base);
   }
   const s = op.mul(op.sin(op.add(base, (seed % 100_003) * 0.0371)), 43758.5453);
   const u = op.sub(s, g.node("Floor", [s], [{ dtype: "float64", shape: s.shape }])[0]);
-  return op.where(op.greaterOrEqual(u, p), op.mul(x, 1 / (1 - p)), 0);
+  return op.greaterOrEqual(u, p);
 }
 
-const keyedBases = new WeakMap<Value, Map<Value, Value>>();
+const keyedRamps = new WeakMap<GraphBuilder, Map<string, Value>>();
 
 /**
  * `x W^T + b` for an HF `[out, in]` weight (`conv1d`: `x W + b` for GPT-2's `[in, out]`), plus the LoRA
@@ -125,13 +135,16 @@ export function linear(
   const ad = ctx.lora?.adapters.get(path);
   if (!ad) return y;
   const lora = ctx.lora!;
-  const xin = !lora.train || lora.dropout <= 0
+  const dropping = lora.train && lora.dropout > 0;
+  // keyed dropout's 1/(1 − p) rides on the adapter's scaling: one pass over x fewer, forward and backward
+  const xin = !dropping
     ? x
     : lora.dropoutKey
-    ? keyedDropout(x, lora.dropout, lora.dropoutKey, seedOf(path))
+    ? op.where(keyedKeep(x, lora.dropout, lora.dropoutKey, seedOf(path)), x, 0)
     : dropout(x, lora.dropout, seedOf(path));
+  const alpha = dropping && lora.dropoutKey ? lora.scaling / (1 - lora.dropout) : lora.scaling;
   const down = op.gemm(xin, op.cast(ad.a, ctx.dtype), null, { transB: true });
-  const up = op.gemm(down, op.cast(ad.b, ctx.dtype), null, { transB: true, alpha: lora.scaling });
+  const up = op.gemm(down, op.cast(ad.b, ctx.dtype), null, { transB: true, alpha });
   return op.add(y, up);
 }
 
