@@ -83,7 +83,13 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   }
   const step = buildStep(spec, acc);
   const c = new GraphBuilder(spec.name);
-  const stateInputs = step.state.map((s) => c.input(s.name, "float32", s.shape));
+  // the parameters are fed and returned one tensor each, and carried through the Loop as one [rows, C]
+  const paramInputs = spec.params.map((p) => c.input(p.name, "float32", p.shape));
+  const { order, rows, width } = step.layout;
+  const flatParams = op.concat(order.map((i, j) => op.reshape(paramInputs[i], [rows[j], width])), 0);
+  const stateInputs = step.state.map((s) =>
+    s.name === FLAT_PARAMS ? flatParams : c.input(s.name, "float32", s.shape)
+  );
   const stacked = spec.batch.map((b) =>
     c.input(b.name, b.dtype, acc > 1 ? ["steps", acc, ...b.shape] : ["steps", ...b.shape])
   );
@@ -96,12 +102,26 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
     ],
     scans: step.scans.map((s) => s.bodyOut),
   });
-  finals.forEach((v, i) => c.output(v, `${step.state[i].name}.next`));
+  finals.forEach((v, i) => {
+    const name = step.state[i].name;
+    if (name !== FLAT_PARAMS) return void c.output(v, `${name}.next`);
+    const pieces = op.split(v, rows, 0);
+    order.forEach((k, j) =>
+      c.output(op.reshape(pieces[j], spec.params[k].shape), `${spec.params[k].name}.next`)
+    );
+  });
   scans.forEach((v, i) => c.output(v, step.scans[i].name));
   return {
     graph: c,
     io: {
-      state: step.state.map(({ name, shape }) => ({ name, shape, dtype: "float32" })),
+      state: [
+        ...spec.params.map(({ name, shape }) => ({ name, shape, dtype: "float32" as const })),
+        ...step.state.filter((st) => st.name !== FLAT_PARAMS).map(({ name, shape }) => ({
+          name,
+          shape,
+          dtype: "float32" as const,
+        })),
+      ],
       stacked: [
         ...spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape })),
         { name: "train.lr", dtype: "float32", shape: [] },
@@ -113,8 +133,13 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   };
 }
 
+/** The body's name for the parameters carried as one `[rows, C]` matrix. */
+const FLAT_PARAMS = "train.params";
+
 type StepGraph = {
   graph: GraphBuilder;
+  /** How the parameters are laid out in the flat matrix: spec indices in row order, their rows, C. */
+  layout: { order: number[]; rows: number[]; width: number };
   state: { name: string; shape: number[]; bodyIn: string; bodyOut: string }[];
   batchIn: string[];
   lrIn: string;
@@ -136,14 +161,20 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   // of their sizes, [total / C, C], and concatenated along the rows: ONNX Runtime's CUDA Concat and Split
   // build a host-side table as long as the concatenated axis on every call, so a 1-D concat of 124M
   // parameters would cost seconds, while 124M / 768 rows cost microseconds. The moments share the layout.
+  // The Loop carries the parameters in that layout too (split into tensors at the start of each step, the
+  // gradients concatenated, the update applied to the whole), so a step reshapes each parameter once.
   const slotNames = optimizerSlots(spec.optimizer);
-  const params = spec.params.map((p) => addState(p.name, p.shape));
   const order = [...spec.params.keys()].sort((a, b) => decays(spec.params[b]) - decays(spec.params[a]));
   const sizes = order.map((i) => spec.params[i].shape.reduce((x, y) => x * y, 1));
   const width = sizes.reduce(gcd);
   const rows = sizes.map((n) => n / width);
   const total = rows.reduce((x, y) => x + y, 0);
   const nDecay = order.reduce((n, i, j) => n + (decays(spec.params[i]) ? rows[j] : 0), 0);
+  const pFlat = addState(FLAT_PARAMS, [total, width]);
+  const params: Value[] = new Array(spec.params.length);
+  op.split(pFlat, rows, 0).forEach((piece, j) => {
+    params[order[j]] = op.reshape(piece, spec.params[order[j]].shape);
+  });
   const slots = slotNames.map((k) => addState(`train.${k}`, [total, width]));
   const stepIn = addState("train.step", []);
   const scaling = spec.lossScaling;
@@ -170,9 +201,8 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   grads = grads.map((g) => op.cast(g, "float32"));
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
 
-  const flat = (vs: Value[]) => op.concat(order.map((i, j) => op.reshape(vs[i], [rows[j], width])), 0);
-  const pFlat = flat(params);
-  const { grads: [gFlat], norm } = clipByGlobalNorm([flat(grads)], spec.maxGradNorm);
+  const gRows = op.concat(order.map((i, j) => op.reshape(grads[i], [rows[j], width])), 0);
+  const { grads: [gFlat], norm } = clipByGlobalNorm([gRows], spec.maxGradNorm);
   const step = op.add(stepIn, 1);
   const o = spec.optimizer;
   // weight decay on the first nDecay rows (norms and biases are exempt)
@@ -188,8 +218,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   const finite = op.not(op.or(op.isNaN(norm), op.isInf(norm)));
   const keep = (next: Value, prev: Value) => (scaling ? op.where(finite, next, prev) : next);
   const outs = new Map<string, Value>();
-  const pieces = op.split(keep(update.param, pFlat), rows, 0);
-  order.forEach((i, j) => outs.set(spec.params[i].name, op.reshape(pieces[j], spec.params[i].shape)));
+  outs.set(FLAT_PARAMS, keep(update.param, pFlat));
   slotNames.forEach((k, j) => outs.set(`train.${k}`, keep(update.slots[j], slots[j])));
   outs.set("train.step", keep(step, stepIn));
   if (scaling && scaleIn && goodIn) {
@@ -216,6 +245,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   for (const [k, v] of Object.entries(metrics)) scan(k, v);
   return {
     graph: s,
+    layout: { order, rows, width },
     state,
     batchIn: batch.map((b) => b.name),
     lrIn: lr.name,
