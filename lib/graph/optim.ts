@@ -35,6 +35,19 @@ export function clipByGlobalNorm(grads: Value[], maxNorm?: number): { grads: Val
   return { grads: grads.map((g) => op.mul(g, coef)), norm };
 }
 
+/**
+ * The clipping coefficient of one gradient tensor without applying it: `coef` = min(1, maxNorm / (norm +
+ * 1e-6)) (undefined without clipping), and `square` = g², which AdamW's second moment reuses. Passing both to
+ * {@link adamwUpdate} folds the clipping into its scalar factors: two passes over the gradient fewer than
+ * {@link clipByGlobalNorm} followed by the update, which counts when the gradient is every weight of a model.
+ */
+export function gradientNorm(g: Value, maxNorm?: number): { norm: Value; coef?: Value; square: Value } {
+  const square = op.mul(g, g);
+  const norm = op.sqrt(op.sumAll(square));
+  if (maxNorm === undefined || !Number.isFinite(maxNorm)) return { norm, square };
+  return { norm, coef: op.min(op.div(maxNorm, op.add(norm, 1e-6)), 1), square };
+}
+
 /** Step-dependent factors shared by every parameter's AdamW update. */
 export type AdamWSchedule = { stepSize: Value; bc2Sqrt: Value };
 
@@ -48,7 +61,8 @@ export function adamwSchedule(lr: Value, step: Value, o: AdamWOptions): AdamWSch
 
 /**
  * One AdamW update of a parameter. `decay` says which entries get weight decay: all (true), none (false:
- * norms, biases), or a 0/1 mask shaped like the parameter.
+ * norms, biases), or a 0/1 mask broadcastable to the parameter (a `[rows, 1]` column for the flat layout).
+ * `scaled` takes a {@link gradientNorm}: the gradient is then used as `g · coef`, and `square` as g².
  */
 export function adamwUpdate(
   p: Value,
@@ -59,16 +73,18 @@ export function adamwUpdate(
   sched: AdamWSchedule,
   o: AdamWOptions,
   decay: boolean | Value = true,
+  scaled: { coef?: Value; square?: Value } = {},
 ): { param: Value; slots: Value[] } {
   const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
+  // p · (1 − lr·wd·mask): the factor is a scalar or a column, so decay is one pass over the parameter
   const decayed = wd <= 0 || decay === false
     ? p
-    : decay === true
-    ? op.mul(p, op.sub(1, op.mul(lr, wd)))
-    : op.sub(p, op.mul(op.mul(p, decay), op.mul(lr, wd)));
-  const m2 = op.add(op.mul(m, b1), op.mul(g, 1 - b1));
-  const v2 = op.add(op.mul(v, b2), op.mul(op.mul(g, g), 1 - b2));
-  const denom = op.add(op.div(op.sqrt(v2), sched.bc2Sqrt), eps);
+    : op.mul(p, op.sub(1, decay === true ? op.mul(lr, wd) : op.mul(decay, op.mul(lr, wd))));
+  const { coef, square } = scaled;
+  const gg = square ?? op.mul(g, g);
+  const m2 = op.add(op.mul(m, b1), op.mul(g, coef ? op.mul(coef, 1 - b1) : 1 - b1));
+  const v2 = op.add(op.mul(v, b2), op.mul(gg, coef ? op.mul(op.mul(coef, coef), 1 - b2) : 1 - b2));
+  const denom = op.add(op.mul(op.sqrt(v2), op.reciprocal(sched.bc2Sqrt)), eps);
   const param = op.sub(decayed, op.mul(op.div(m2, denom), sched.stepSize));
   return { param, slots: [m2, v2] };
 }

@@ -23,7 +23,7 @@ import * as op from "./ops.ts";
 import {
   adamwSchedule,
   adamwUpdate,
-  clipByGlobalNorm,
+  gradientNorm,
   type OptimizerConfig,
   optimizerSlots,
   sgdUpdate,
@@ -202,7 +202,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
 
   const gRows = op.concat(order.map((i, j) => op.reshape(grads[i], [rows[j], width])), 0);
-  const { grads: [gFlat], norm } = clipByGlobalNorm([gRows], spec.maxGradNorm);
+  const { norm, coef, square } = gradientNorm(gRows, spec.maxGradNorm);
   const step = op.add(stepIn, 1);
   const o = spec.optimizer;
   // weight decay on the first nDecay rows (norms and biases are exempt)
@@ -211,8 +211,11 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
     op.constantOfShape(s.ints([total - nDecay, 1]), 0, "float32", [total - nDecay, 1]),
   ], 0);
   const update = o.kind === "adamw"
-    ? adamwUpdate(pFlat, gFlat, slots[0], slots[1], lr, adamwSchedule(lr, step, o), o, decay)
-    : sgdUpdate(pFlat, gFlat, slots, lr, o, decay);
+    ? adamwUpdate(pFlat, gRows, slots[0], slots[1], lr, adamwSchedule(lr, step, o), o, decay, {
+      coef,
+      square,
+    })
+    : sgdUpdate(pFlat, coef ? op.mul(gRows, coef) : gRows, slots, lr, o, decay);
 
   // overflow handling: keep the old state when the gradient norm is not finite
   const finite = op.not(op.or(op.isNaN(norm), op.isInf(norm)));
