@@ -10,16 +10,18 @@
 #   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
 #   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
 #   e2e      bench/gpu/e2e_cuda.sh: the demo trains on CUDA, the server answers on CUDA
+#   parity   PyTorch reference (bench/parity/parity.py) vs our graphs on cuda and on cpu
 #   profile  profiled runs of $PROFILE_CASE (default lora) and of full, summarized by profile_summary
+#   blocking the $PROFILE_CASE profile again with CUDA_LAUNCH_BLOCKING=1 (GPU time per node)
 #   fp16     bench/gpu/fp16_check.ts and fp16 throughput
 #   block    block_step: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
-#   parity   PyTorch reference (bench/parity/parity.py) vs our graphs on cuda and on cpu
 # Each step gets at most what is left of $BUDGET seconds (default 420); once it is spent the rest is skipped.
 #
 # Everything lands in $OUT (at most 8 files come back):
 #   results.jsonl         every JSON line of every step, plus {"bench":"run_all","step":..,"rc":..} per step
 #   log.txt               stderr of every step, versions, timings
-#   profile_top.txt       the profile summary of $PROFILE_CASE (text); profile_top_full.txt that of full
+#   profile_top.txt       the profile summary of $PROFILE_CASE (text); profile_top_full.txt that of full;
+#                         profile_top_blocking.txt that of the blocking run
 #   profile.json.gz       the raw ONNX Runtime profile of $PROFILE_CASE, when it fits (< 15 MB compressed)
 #   parity_reference.tgz  what parity.py wrote: rerun `deno run -A bench/parity/ours.ts --dir DIR` anywhere
 #
@@ -93,7 +95,7 @@ fi
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 # ONLY=group,group,...: run these groups alone (default all, in this order of priority)
-ONLY=${ONLY:-tp,tp64,torch,dropout,e2e,profile,fp16,block,parity}
+ONLY=${ONLY:-tp,tp64,torch,dropout,e2e,parity,profile,blocking,fp16,block}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 # 1. GPT-2 124M training throughput, every case (8 steps per session run)
@@ -117,6 +119,16 @@ fi
 
 # 4. the user's commands end to end: the demo trains on the device, the server answers on it
 want e2e && [ "$DEVICE" = cuda ] && step e2e_cuda 120 bash bench/gpu/e2e_cuda.sh
+
+# 4b. parity with PyTorch
+if want parity && [ "$HAVE_TORCH" = 1 ]; then
+  step parity_reference 150 python3 bench/parity/parity.py --out "$TMP/parity"
+  if [ -f "$TMP/parity/manifest.json" ]; then # the models that did get written, even if one failed
+    tar -C "$TMP" -czf "$OUT/parity_reference.tgz" parity 2>>"$LOG"
+    step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
+    [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
+  fi
+fi
 
 # 5. profiled runs (separate sessions: profiling slows them), summarized
 profile() { # CASE FILE-SUFFIX
@@ -145,6 +157,16 @@ if want profile; then
   [ "$PROFILE_CASE" = full ] || profile full _full
 fi
 
+# 5b. the same profile with CUDA_LAUNCH_BLOCKING=1: each launch waits for its kernel, so node times are
+# GPU time (plus ~10-20 µs of launch and synchronization each): where the GPU spends a step
+if want blocking && [ "$DEVICE" = cuda ]; then
+  step profile_run_blocking 90 env CUDA_LAUNCH_BLOCKING=1 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" \
+    --cases "$PROFILE_CASE" "${TP[@]}" --steps-per-run 2 --steps 2 --overhead-runs 0 --profile "$TMP/block"
+  trace=$(ls -t "$TMP"/block-"$PROFILE_CASE"_*.json 2>/dev/null | head -1)
+  [ -n "$trace" ] && timeout 60 "${DENO[@]}" bench/profile_summary.ts "$trace" --top 30 \
+    >"$OUT/profile_top_blocking.txt" 2>>"$LOG"
+fi
+
 # 6. fp16 mixed precision: throughput, and its numbers against fp32 on the device
 if want fp16 && [ "$DEVICE" = cuda ]; then
   step fp16_check 60 env -u OUT "${DENO[@]}" bench/gpu/fp16_check.ts
@@ -158,15 +180,6 @@ if want block; then
   step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
 fi
 
-# 8. parity with PyTorch
-if want parity && [ "$HAVE_TORCH" = 1 ]; then
-  step parity_reference 150 python3 bench/parity/parity.py --out "$TMP/parity"
-  if [ -f "$TMP/parity/manifest.json" ]; then # the models that did get written, even if one failed
-    tar -C "$TMP" -czf "$OUT/parity_reference.tgz" parity 2>>"$LOG"
-    step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
-    [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
-  fi
-fi
 
 echo "run_all: done in $((SECONDS - START)) s" >>"$LOG"
 rm -rf "$TMP"
