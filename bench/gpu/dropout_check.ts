@@ -21,6 +21,7 @@ import { resolveDevice } from "../../lib/runtime/device.ts";
 import { type Device, ModelSession } from "../../lib/runtime/session.ts";
 import { gpt2Config, prepareCase, syntheticChunk, timeRun } from "../_common.ts";
 import { initWeights } from "../../lib/model/init.ts";
+import { checkReport } from "./_checks.ts";
 
 let cuda: Device = "cpu";
 try {
@@ -31,14 +32,7 @@ try {
   );
   Deno.exit(2);
 }
-const out = Deno.env.get("OUT");
-const lines: string[] = [];
-const failures: string[] = [];
-function emit(o: Record<string, unknown>) {
-  const line = JSON.stringify(o);
-  console.log(line);
-  lines.push(line);
-}
+const { emit, failures, finish } = checkReport("dropout_check");
 
 // 1. masks
 const P = 0.1;
@@ -135,6 +129,4 @@ emit({
   ok: trainOk,
 });
 
-emit({ check: "summary", ok: failures.length === 0, failures });
-if (out) await Deno.writeTextFile(`${out}/dropout_check.jsonl`, lines.join("\n") + "\n");
-Deno.exit(failures.length ? 1 : 0);
+await finish();

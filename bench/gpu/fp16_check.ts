@@ -32,6 +32,7 @@ import {
   FP16_LOSS_SCALING,
   type Precision,
 } from "../../lib/train/train_graph.ts";
+import { checkReport } from "./_checks.ts";
 
 const { values: args } = parseArgs({
   options: { device: { type: "string", default: "cuda" }, steps: { type: "string", default: "10" } },
@@ -48,14 +49,7 @@ if (args.device !== "cpu") {
   }
 }
 const STEPS = Number(args.steps);
-const out = Deno.env.get("OUT");
-const lines: string[] = [];
-const failures: string[] = [];
-function emit(o: Record<string, unknown>) {
-  const line = JSON.stringify(o);
-  console.log(line);
-  lines.push(line);
-}
+const { emit, failures, finish } = checkReport("fp16_check");
 
 // a fixed batch: P prompts × K = 2 responses (chosen first), right-padded rows, labels on the responses
 const P = 3, K = 2, ROWS = P * K, T = 20;
@@ -242,6 +236,4 @@ for (const family of ["llama", "gpt2"] as const) {
     emit({ check: "error", family, error: (e as Error).message.slice(0, 2000) });
   }
 }
-emit({ check: "summary", device, ok: failures.length === 0, failures });
-if (out) await Deno.writeTextFile(`${out}/fp16_check.jsonl`, lines.join("\n") + "\n");
-Deno.exit(failures.length ? 1 : 0);
+await finish({ device });

@@ -1,0 +1,34 @@
+/**
+ * The report of a GPU check script: one JSON line per result on stdout, kept to be written to
+ * `$OUT/<name>.jsonl` at the end (the device tool brings `$OUT` back), failures collected for the summary
+ * line and the exit status.
+ * @module
+ */
+
+/** A check report: `emit` results, push to `failures`, then `finish` (exits 1 on any failure, else 0). */
+export type CheckReport = {
+  emit: (o: Record<string, unknown>) => void;
+  failures: string[];
+  finish: (summary?: Record<string, unknown>) => Promise<never>;
+};
+
+/** A report whose lines go to `$OUT/<name>.jsonl` when OUT is set. */
+export function checkReport(name: string): CheckReport {
+  const out = Deno.env.get("OUT");
+  const lines: string[] = [];
+  const failures: string[] = [];
+  const emit = (o: Record<string, unknown>) => {
+    const line = JSON.stringify(o);
+    console.log(line);
+    lines.push(line);
+  };
+  return {
+    emit,
+    failures,
+    async finish(summary = {}) {
+      emit({ check: "summary", ...summary, ok: failures.length === 0, failures });
+      if (out) await Deno.writeTextFile(`${out}/${name}.jsonl`, lines.join("\n") + "\n");
+      Deno.exit(failures.length ? 1 : 0);
+    },
+  };
+}
