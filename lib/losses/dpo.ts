@@ -6,8 +6,7 @@
  */
 
 import type { LossInput, LossOptions, LossResult } from "./types.ts";
-import { checkLossInput, checkOptions } from "./validate.ts";
-import { implicitRewardRow } from "./implicit_rewards.ts";
+import { meanPromptLoss } from "./reward_loss.ts";
 import { sigmoid, softplus } from "./stable.ts";
 
 /**
@@ -26,19 +25,9 @@ import { sigmoid, softplus } from "./stable.ts";
  * ```
  */
 export function dpoLoss(x: LossInput, o: LossOptions): LossResult {
-  const fn = "dpoLoss";
-  const { batch } = checkLossInput(x, { fn, needsRewards: false, pairwise: true });
-  const { beta } = checkOptions(fn, o);
-  const scale = beta / batch;
-  const z = [0, 0];
-  const grad = new Array<number[]>(batch);
-  let total = 0;
-  for (let b = 0; b < batch; b++) {
-    implicitRewardRow(x.policy[b], x.reference[b], beta, b, z);
-    const margin = z[0] - z[1];
-    total += softplus(-margin);
-    const s = scale * sigmoid(-margin);
-    grad[b] = [-s, s];
-  }
-  return { loss: total / batch, grad };
+  return meanPromptLoss("dpoLoss", x, o, "pairs", ([w, l]) => {
+    const margin = w - l;
+    const s = sigmoid(-margin);
+    return { loss: softplus(-margin), dz: [-s, s] };
+  });
 }

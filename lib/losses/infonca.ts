@@ -7,9 +7,7 @@
  */
 
 import type { LossInput, LossOptions, LossResult } from "./types.ts";
-import { checkLossInput, checkOptions } from "./validate.ts";
-import { implicitRewardRow } from "./implicit_rewards.ts";
-import { softLabelRow } from "./soft_labels.ts";
+import { meanPromptLoss } from "./reward_loss.ts";
 import { logSumExp } from "./stable.ts";
 
 /**
@@ -33,27 +31,16 @@ import { logSumExp } from "./stable.ts";
  * ```
  */
 export function infoNcaLoss(x: LossInput, o: LossOptions): LossResult {
-  const fn = "infoNcaLoss";
-  const { batch, k } = checkLossInput(x, { fn, needsRewards: true, pairwise: false });
-  const { beta, alpha } = checkOptions(fn, o);
-  const rewards = x.rewards as number[][];
-  const scale = beta / batch;
-  const z = new Array<number>(k);
-  const grad = new Array<number[]>(batch);
-  let total = 0;
-  for (let b = 0; b < batch; b++) {
-    implicitRewardRow(x.policy[b], x.reference[b], beta, b, z);
-    const p = softLabelRow(rewards[b], alpha);
+  return meanPromptLoss("infoNcaLoss", x, o, "rewards", (z, labels) => {
+    const p = labels!;
     const lse = logSumExp(z);
-    const g = new Array<number>(k);
-    let rowLoss = 0;
-    for (let i = 0; i < k; i++) {
+    const dz = new Array<number>(z.length);
+    let loss = 0;
+    for (let i = 0; i < z.length; i++) {
       const logq = z[i] - lse;
-      if (p[i] !== 0) rowLoss -= p[i] * logq;
-      g[i] = scale * (Math.exp(logq) - p[i]);
+      if (p[i] !== 0) loss -= p[i] * logq;
+      dz[i] = Math.exp(logq) - p[i];
     }
-    total += rowLoss;
-    grad[b] = g;
-  }
-  return { loss: total / batch, grad };
+    return { loss, dz };
+  });
 }

@@ -6,9 +6,7 @@
  */
 
 import type { LossInput, LossOptions, LossResult } from "./types.ts";
-import { checkLossInput, checkOptions } from "./validate.ts";
-import { implicitRewardRow } from "./implicit_rewards.ts";
-import { softLabelRow } from "./soft_labels.ts";
+import { meanPromptLoss } from "./reward_loss.ts";
 import { logSigmoid, sigmoid } from "./stable.ts";
 
 /**
@@ -29,27 +27,16 @@ import { logSigmoid, sigmoid } from "./stable.ts";
  * ```
  */
 export function ncaLoss(x: LossInput, o: LossOptions): LossResult {
-  const fn = "ncaLoss";
-  const { batch, k } = checkLossInput(x, { fn, needsRewards: true, pairwise: false });
-  const { beta, alpha } = checkOptions(fn, o);
-  const rewards = x.rewards as number[][];
-  const scale = beta / batch;
-  const invK = 1 / k;
-  const z = new Array<number>(k);
-  const grad = new Array<number[]>(batch);
-  let total = 0;
-  for (let b = 0; b < batch; b++) {
-    implicitRewardRow(x.policy[b], x.reference[b], beta, b, z);
-    const p = softLabelRow(rewards[b], alpha);
-    const g = new Array<number>(k);
-    let rowLoss = 0;
-    for (let i = 0; i < k; i++) {
-      if (p[i] !== 0) rowLoss -= p[i] * logSigmoid(z[i]);
-      rowLoss -= invK * logSigmoid(-z[i]);
-      g[i] = scale * (invK * sigmoid(z[i]) - p[i] * sigmoid(-z[i]));
+  return meanPromptLoss("ncaLoss", x, o, "rewards", (z, labels) => {
+    const p = labels!;
+    const invK = 1 / z.length;
+    const dz = new Array<number>(z.length);
+    let loss = 0;
+    for (let i = 0; i < z.length; i++) {
+      if (p[i] !== 0) loss -= p[i] * logSigmoid(z[i]);
+      loss -= invK * logSigmoid(-z[i]);
+      dz[i] = invK * sigmoid(z[i]) - p[i] * sigmoid(-z[i]);
     }
-    total += rowLoss;
-    grad[b] = g;
-  }
-  return { loss: total / batch, grad };
+    return { loss, dz };
+  });
 }

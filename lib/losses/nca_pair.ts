@@ -7,8 +7,7 @@
  */
 
 import type { LossInput, LossOptions, LossResult } from "./types.ts";
-import { checkLossInput, checkOptions } from "./validate.ts";
-import { implicitRewardRow } from "./implicit_rewards.ts";
+import { meanPromptLoss } from "./reward_loss.ts";
 import { sigmoid, softplus } from "./stable.ts";
 
 /**
@@ -26,20 +25,9 @@ import { sigmoid, softplus } from "./stable.ts";
  * ```
  */
 export function ncaPairLoss(x: LossInput, o: LossOptions): LossResult {
-  const fn = "ncaPairLoss";
-  const { batch } = checkLossInput(x, { fn, needsRewards: false, pairwise: true });
-  const { beta } = checkOptions(fn, o);
-  const scale = beta / batch;
-  const z = [0, 0];
-  const grad = new Array<number[]>(batch);
-  let total = 0;
-  for (let b = 0; b < batch; b++) {
-    implicitRewardRow(x.policy[b], x.reference[b], beta, b, z);
-    const w = z[0];
-    const l = z[1];
+  return meanPromptLoss("ncaPairLoss", x, o, "pairs", ([w, l]) => ({
     // −log σ(w) = softplus(−w); −log σ(−w) = softplus(w).
-    total += softplus(-w) + 0.5 * softplus(w) + 0.5 * softplus(l);
-    grad[b] = [scale * (0.5 * sigmoid(w) - sigmoid(-w)), scale * 0.5 * sigmoid(l)];
-  }
-  return { loss: total / batch, grad };
+    loss: softplus(-w) + 0.5 * softplus(w) + 0.5 * softplus(l),
+    dz: [0.5 * sigmoid(w) - sigmoid(-w), 0.5 * sigmoid(l)],
+  }));
 }
