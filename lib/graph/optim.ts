@@ -30,9 +30,8 @@ export function clipByGlobalNorm(grads: Value[], maxNorm?: number): { grads: Val
     ? squares[0]
     : squares[0].g.node("Sum", squares, [{ dtype: squares[0].dtype, shape: [] }])[0];
   const norm = op.sqrt(total);
-  if (maxNorm === undefined || !Number.isFinite(maxNorm)) return { grads, norm };
-  const coef = op.min(op.div(maxNorm, op.add(norm, 1e-6)), 1);
-  return { grads: grads.map((g) => op.mul(g, coef)), norm };
+  const coef = clipCoefficient(norm, maxNorm);
+  return { grads: coef ? grads.map((g) => op.mul(g, coef)) : grads, norm };
 }
 
 /**
@@ -44,8 +43,13 @@ export function clipByGlobalNorm(grads: Value[], maxNorm?: number): { grads: Val
 export function gradientNorm(g: Value, maxNorm?: number): { norm: Value; coef?: Value; square: Value } {
   const square = op.mul(g, g);
   const norm = op.sqrt(op.sumAll(square));
-  if (maxNorm === undefined || !Number.isFinite(maxNorm)) return { norm, square };
-  return { norm, coef: op.min(op.div(maxNorm, op.add(norm, 1e-6)), 1), square };
+  return { norm, coef: clipCoefficient(norm, maxNorm), square };
+}
+
+/** PyTorch's clip_grad_norm_ factor min(1, maxNorm / (norm + 1e-6)); undefined when not clipping. */
+function clipCoefficient(norm: Value, maxNorm?: number): Value | undefined {
+  if (maxNorm === undefined || !Number.isFinite(maxNorm)) return undefined;
+  return op.min(op.div(maxNorm, op.add(norm, 1e-6)), 1);
 }
 
 /** Step-dependent factors shared by every parameter's AdamW update. */

@@ -84,9 +84,7 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   const step = buildStep(spec, acc);
   const c = new GraphBuilder(spec.name);
   // the parameters are fed and returned one tensor each, and carried through the Loop as one [rows, C]
-  const paramInputs = spec.params.map((p) => c.input(p.name, "float32", p.shape));
-  const { order, rows, width } = step.layout;
-  const flatParams = op.concat(order.map((i, j) => op.reshape(paramInputs[i], [rows[j], width])), 0);
+  const flatParams = toRows(spec.params.map((p) => c.input(p.name, "float32", p.shape)), step.layout);
   const stateInputs = step.state.map((s) =>
     s.name === FLAT_PARAMS ? flatParams : c.input(s.name, "float32", s.shape)
   );
@@ -105,23 +103,19 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   finals.forEach((v, i) => {
     const name = step.state[i].name;
     if (name !== FLAT_PARAMS) return void c.output(v, `${name}.next`);
-    const pieces = op.split(v, rows, 0);
-    order.forEach((k, j) =>
-      c.output(op.reshape(pieces[j], spec.params[k].shape), `${spec.params[k].name}.next`)
-    );
+    splitRows(v, step.layout, spec.params, (k, p) => c.output(p, `${spec.params[k].name}.next`));
   });
   scans.forEach((v, i) => c.output(v, step.scans[i].name));
   return {
     graph: c,
     io: {
-      state: [
-        ...spec.params.map(({ name, shape }) => ({ name, shape, dtype: "float32" as const })),
-        ...step.state.filter((st) => st.name !== FLAT_PARAMS).map(({ name, shape }) => ({
-          name,
-          shape,
-          dtype: "float32" as const,
-        })),
-      ],
+      state: [...spec.params, ...step.state.filter((st) => st.name !== FLAT_PARAMS)].map((
+        { name, shape },
+      ) => ({
+        name,
+        shape,
+        dtype: "float32" as const,
+      })),
       stacked: [
         ...spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape })),
         { name: "train.lr", dtype: "float32", shape: [] },
@@ -136,10 +130,29 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
 /** The body's name for the parameters carried as one `[rows, C]` matrix. */
 const FLAT_PARAMS = "train.params";
 
+/** How the parameters sit in the `[rows, C]` matrix: spec indices in row order, their rows, and C. */
+type RowLayout = { order: number[]; rows: number[]; width: number };
+
+/** One tensor per parameter (in spec order) → the `[rows, C]` matrix. */
+function toRows(values: readonly Value[], l: RowLayout): Value {
+  return op.concat(l.order.map((i, j) => op.reshape(values[i], [l.rows[j], l.width])), 0);
+}
+
+/** Splits the `[rows, C]` matrix back into parameter tensors: `use(i, tensor)` for spec index i, in row order. */
+function splitRows(
+  flat: Value,
+  l: RowLayout,
+  params: readonly TrainableParam[],
+  use: (i: number, tensor: Value) => void,
+): void {
+  op.split(flat, l.rows, 0).forEach((piece, j) =>
+    use(l.order[j], op.reshape(piece, params[l.order[j]].shape))
+  );
+}
+
 type StepGraph = {
   graph: GraphBuilder;
-  /** How the parameters are laid out in the flat matrix: spec indices in row order, their rows, C. */
-  layout: { order: number[]; rows: number[]; width: number };
+  layout: RowLayout;
   state: { name: string; shape: number[]; bodyIn: string; bodyOut: string }[];
   batchIn: string[];
   lrIn: string;
@@ -170,11 +183,10 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   const rows = sizes.map((n) => n / width);
   const total = rows.reduce((x, y) => x + y, 0);
   const nDecay = order.reduce((n, i, j) => n + (decays(spec.params[i]) ? rows[j] : 0), 0);
+  const layout: RowLayout = { order, rows, width };
   const pFlat = addState(FLAT_PARAMS, [total, width]);
   const params: Value[] = new Array(spec.params.length);
-  op.split(pFlat, rows, 0).forEach((piece, j) => {
-    params[order[j]] = op.reshape(piece, spec.params[order[j]].shape);
-  });
+  splitRows(pFlat, layout, spec.params, (i, p) => (params[i] = p));
   const slots = slotNames.map((k) => addState(`train.${k}`, [total, width]));
   const stepIn = addState("train.step", []);
   const scaling = spec.lossScaling;
@@ -201,7 +213,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   grads = grads.map((g) => op.cast(g, "float32"));
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
 
-  const gRows = op.concat(order.map((i, j) => op.reshape(grads[i], [rows[j], width])), 0);
+  const gRows = toRows(grads, layout);
   const { norm, coef, square } = gradientNorm(gRows, spec.maxGradNorm);
   const step = op.add(stepIn, 1);
   const o = spec.optimizer;
@@ -248,7 +260,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   for (const [k, v] of Object.entries(metrics)) scan(k, v);
   return {
     graph: s,
-    layout: { order, rows, width },
+    layout,
     state,
     batchIn: batch.map((b) => b.name),
     lrIn: lr.name,
