@@ -37,8 +37,8 @@ export function planSteps(
 /**
  * Optimizer steps per session run when `--steps-per-run` is not given. The trainable state crosses the JS
  * boundary once per run (onnxruntime-node keeps no CUDA tensors between runs): for full fine-tuning on CUDA
- * that is the parameters and both AdamW moments, 1.5 GB for GPT-2 124M and 1.2 s per run on an H200, so
- * 64 steps share it (8 steps: 205 ms per step, 64: 82 ms). LoRA's state is a few MB: 8 steps keep the
+ * that is the parameters and both AdamW moments, 1.5 GB for GPT-2 124M and 1.5 s per run on an H200, so
+ * 64 steps share it (8 steps: 211 ms per step, 64: 73 ms). LoRA's state is a few MB: 8 steps keep the
  * progress line and the padding of a chunk (its rows share one width) fine-grained.
  */
 export function defaultStepsPerRun(device: "cpu" | "cuda", mode: "lora" | "full"): number {

@@ -67,8 +67,7 @@ export type TrainOptions = {
   seed: number;
   device: DeviceRequest;
   precision: "fp32" | "fp16";
-  /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph). */
-  /** Unset: {@link defaultStepsPerRun} of the device and the training mode. */
+  /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph); unset: `defaultStepsPerRun` of the device and mode. */
   stepsPerRun?: number;
   evalEvery?: number;
   saveEvery?: number;
