@@ -1,11 +1,14 @@
 /**
  * Checks every generation request passes before it may queue for the model: the model name, parameters this
  * server cannot honour, and the token limits (prompt length, `max_tokens`, and both together against the
- * model's context length). Each failure is a 400/404 that names the parameter, as OpenAI's do.
+ * model's context length). Each failure is a 400/404 that names the parameter, as OpenAI's do. Also what
+ * both generation routes read alike from a request: the sampling settings and how to answer.
  * @module
  */
 import { invalidRequest, notFound } from "./errors.ts";
 import type { ServeContext } from "./context.ts";
+import type { GenerationRequest } from "./generation.ts";
+import type { SamplingRequest } from "./schemas.ts";
 
 /** 404 unless `model` is absent or the served model's id. */
 export function checkModel(ctx: ServeContext, model: string | undefined): void {
@@ -103,4 +106,23 @@ export function resolveMaxTokens(
 export function stopList(stop: string | string[] | null | undefined): string[] {
   if (stop === undefined || stop === null) return [];
   return typeof stop === "string" ? [stop] : stop;
+}
+
+/** The sampling settings of a chat or completions request (OpenAI's defaults where absent), and how to answer. */
+export function sharedSettings(body: SamplingRequest): {
+  sampling: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "stop" | "ignoreEos">;
+  stream: boolean;
+  includeUsage: boolean;
+} {
+  return {
+    sampling: {
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      seed: body.seed ?? undefined,
+      stop: stopList(body.stop),
+      ignoreEos: body.ignore_eos ?? false,
+    },
+    stream: body.stream ?? false,
+    includeUsage: body.stream_options?.include_usage ?? false,
+  };
 }

@@ -43,6 +43,9 @@ const sampling = {
   logit_bias: z.record(z.string(), z.number()).nullish(),
 };
 
+/** The fields both generation routes share. */
+export type SamplingRequest = z.infer<z.ZodObject<typeof sampling>>;
+
 /** POST /v1/chat/completions. */
 export const chatRequestSchema = z.object({
   ...sampling,

@@ -16,7 +16,7 @@ import {
   checkPromptLength,
   checkUnsupported,
   resolveMaxTokens,
-  stopList,
+  sharedSettings,
 } from "../request_checks.ts";
 import { type CompletionFormat, openAiFinish, respondWithGeneration, responseId } from "../respond.ts";
 import { type ChatMessage, chatRequestSchema } from "../schemas.ts";
@@ -129,22 +129,18 @@ export function chatCompletionsRoute(ctx: ServeContext): Hono {
       }),
     };
 
+    const { sampling, ...answer } = sharedSettings(body);
     return respondWithGeneration(c, ctx, {
       request: {
         prompts: Array.from({ length: n }, () => promptIds),
         promptTokens: promptIds.length,
         maxTokens,
-        temperature: body.temperature ?? 1,
-        topP: body.top_p ?? 1,
-        seed: body.seed ?? undefined,
-        stop: stopList(body.stop),
+        ...sampling,
         logprobs,
         topLogprobs: body.top_logprobs ?? 0,
-        ignoreEos: body.ignore_eos ?? false,
         continuation: false,
       },
-      stream: body.stream ?? false,
-      includeUsage: body.stream_options?.include_usage ?? false,
+      ...answer,
       format,
     });
   });

@@ -13,7 +13,7 @@ import {
   checkPromptLength,
   checkUnsupported,
   resolveMaxTokens,
-  stopList,
+  sharedSettings,
 } from "../request_checks.ts";
 import { type CompletionFormat, openAiFinish, respondWithGeneration, responseId } from "../respond.ts";
 import { completionRequestSchema, MAX_N } from "../schemas.ts";
@@ -111,23 +111,19 @@ export function completionsRoute(ctx: ServeContext): Hono {
       }),
     };
 
+    const { sampling, ...answer } = sharedSettings(body);
     return respondWithGeneration(c, ctx, {
       request: {
         // choice i·n + j is prompt i's j-th sample, as OpenAI orders them
         prompts: prompts.flatMap((p) => Array.from({ length: n }, () => p)),
         promptTokens: prompts.reduce((a, p) => a + p.length, 0),
         maxTokens,
-        temperature: body.temperature ?? 1,
-        topP: body.top_p ?? 1,
-        seed: body.seed ?? undefined,
-        stop: stopList(body.stop),
+        ...sampling,
         logprobs,
         topLogprobs: k,
-        ignoreEos: body.ignore_eos ?? false,
         continuation: true,
       },
-      stream: body.stream ?? false,
-      includeUsage: body.stream_options?.include_usage ?? false,
+      ...answer,
       format,
     });
   });
