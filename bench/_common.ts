@@ -4,6 +4,7 @@
  * Runtime version and the GPU's name (for the peak FLOP/s of MFU).
  * @module
  */
+import { tensorBytes } from "../lib/graph/serialize.ts";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import type { Graph } from "../lib/graph/ir.ts";
@@ -132,7 +133,7 @@ export function graphStats(g: Graph, topOps = 12): GraphStats {
     const body = l.attrs.body;
     if (body?.type === "graph") stepNodes += countNodes(body.value, byOp);
   }
-  const initializerBytes = g.initializers.reduce((s, t) => s + t.data.byteLength, 0);
+  const initializerBytes = g.initializers.reduce((s, t) => s + tensorBytes(t), 0);
   return {
     graphNodes: countNodes(g),
     stepNodes,

@@ -73,3 +73,17 @@ export function existsSync(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Makes `to` a hard link of `from` (free on the same filesystem), or a copy where no link can be made
+ * (another filesystem, or one without links). Says which.
+ */
+export async function linkOrCopy(from: string, to: string): Promise<"linked" | "copied"> {
+  try {
+    await Deno.link(from, to);
+    return "linked";
+  } catch {
+    await Deno.copyFile(from, to);
+    return "copied";
+  }
+}

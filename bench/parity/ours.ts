@@ -23,11 +23,11 @@ import { join } from "node:path";
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { gradients } from "../../lib/graph/autodiff.ts";
-import { serializeModel } from "../../lib/graph/serialize.ts";
 import { buildDecoder } from "../../lib/model/decoder.ts";
 import { sequenceLogProbs } from "../../lib/model/logprobs.ts";
-import { loadModelFolder, type ModelFolder } from "../../lib/model/model_folder.ts";
-import { frozenWeights, overlayWeights } from "../../lib/model/weights.ts";
+import { loadModelFolder, type ModelFolder, readModelWeights } from "../../lib/model/model_folder.ts";
+import { storedWeights } from "../../lib/model/stored_weights.ts";
+import { overlayWeights } from "../../lib/model/weights.ts";
 import { type Device, type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { graphLoss } from "../../lib/train/graph_losses.ts";
 import {
@@ -147,14 +147,17 @@ export async function computeOurs(
   const reference = g.input("ref_logps", "float32", [P, K]);
   const soft = spec.soft_labels ? g.input("soft_labels", "float32", [P, K]) : undefined;
   const names = Object.keys(spec.grads);
-  const params: Record<string, Value> = {};
   for (const n of names) {
-    const w = folder.weights.get(n);
-    if (!w) throw new Error(`${ref.model}: our loader has no weight "${n}" (torch compared it)`);
-    params[n] = g.input(n, "float32", w.shape);
+    if (!folder.stored.has(n)) {
+      throw new Error(`${ref.model}: our loader has no weight "${n}" (torch compared it)`);
+    }
   }
-  // the compared parameters are inputs (trainable, as in full fine-tuning); the rest are initializers
-  const weights = overlayWeights(params, frozenWeights(folder.weights));
+  const values = await readModelWeights(folder, names);
+  const params: Record<string, Value> = {};
+  for (const n of names) params[n] = g.input(n, "float32", values.get(n)!.shape);
+  // the compared parameters are inputs (trainable, as in full fine-tuning); the rest are read by ONNX
+  // Runtime from the folder's safetensors files, as training reads them
+  const weights = overlayWeights(params, storedWeights(folder.stored));
   const { logits } = buildDecoder(g, cfg, { inputIds, attentionMask }, { weights });
   const lp = sequenceLogProbs(logits, labels);
   const { loss } = graphLoss(lossName, {
@@ -168,10 +171,7 @@ export async function computeOurs(
   g.output(loss, "loss");
   grads.forEach((d, i) => g.output(d, `grad:${names[i]}`));
 
-  const session = await ModelSession.create(serializeModel(g.build()), {
-    device,
-    describe: (n) => g.describe(n),
-  });
+  const session = await ModelSession.create(g.build(), { device, describe: (n) => g.describe(n) });
   try {
     const i32 = (rows: number[][]): HostTensor => ({
       dtype: "int32",
@@ -191,7 +191,7 @@ export async function computeOurs(
     };
     if (spec.soft_labels) feeds.soft_labels = f32(spec.soft_labels);
     for (const n of names) {
-      feeds[n] = { dtype: "float32", dims: folder.weights.get(n)!.shape, data: folder.weights.get(n)!.data };
+      feeds[n] = { dtype: "float32", dims: values.get(n)!.shape, data: values.get(n)!.data };
     }
     const out = await session.run(feeds);
     const get = (name: string) => out[name].data as Float32Array;

@@ -13,8 +13,8 @@
  * ```
  * @module
  */
-import type { DType, TensorArray } from "./dtype.ts";
-import type { Attr, Dim, Graph, Node, TensorData } from "./ir.ts";
+import { type DType, dtypeSize, type TensorArray } from "./dtype.ts";
+import type { Attr, Dim, ExternalData, Graph, Node, TensorData } from "./ir.ts";
 
 let counter = 0;
 
@@ -45,7 +45,29 @@ export type BuiltNode = {
   inputs: (Value | null)[];
   outputs: Value[];
   attrs: Record<string, Attr>;
+  /** The segment (a decoder layer, the LM head) the node was built in; see {@link GraphBuilder.segment}. */
+  segment?: Segment;
+  /**
+   * Cheap to compute again from its inputs (a weight's cast, a dropout mask): a backward pass built per
+   * segment recomputes it where needed instead of keeping the forward's value alive until then.
+   */
+  remat?: boolean;
+  /** The node's own vector-Jacobian product, used instead of the operator's rule (see vjp.ts). */
+  grad?: VjpRule;
+  /**
+   * Values the node's subgraphs read from enclosing scopes by name (a Loop over blocks of rows): inputs as
+   * far as gradients are concerned (they follow `inputs` in a rule's `want` and results), never serialized.
+   */
+  deps?: Value[];
 };
+
+/** A group of consecutive nodes whose backward pass is built as one unit (see autodiff.ts). */
+export type Segment = { id: number; name: string };
+
+/** A rule: (node, output gradients, which inputs want one) → input gradients (null where none). */
+export type VjpRule = (n: BuiltNode, gy: (Value | null)[], want: boolean[]) => (Value | null)[];
+
+let segments = 0;
 
 /** Output specification for {@link GraphBuilder.node}. */
 export type OutSpec = { dtype: DType; shape: readonly Dim[]; name?: string };
@@ -62,6 +84,8 @@ export class GraphBuilder {
   readonly children: GraphBuilder[] = [];
   readonly #names = new Set<string>();
   readonly #constants = new Map<string, Value>();
+  readonly #captured = new Map<string, Value>();
+  #segment?: Segment;
 
   constructor(readonly name: string, readonly parent?: GraphBuilder) {}
 
@@ -98,6 +122,22 @@ export class GraphBuilder {
     return v;
   }
 
+  /**
+   * Declares an initializer whose values stay in a file (a frozen weight inside a safetensors checkpoint):
+   * ONNX Runtime reads them; JavaScript never holds them.
+   */
+  externalInitializer(name: string, dtype: DType, dims: readonly number[], external: ExternalData): Value {
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (n * dtypeSize(dtype) !== external.length) {
+      throw new RangeError(
+        `initializer ${name}: ${external.length} bytes in ${external.file} for ${dtype}[${dims.join(", ")}]`,
+      );
+    }
+    const v = new Value(this, this.#claim(name), dtype, [...dims]);
+    this.initializers.set(v.name, { value: v, data: { name: v.name, dtype, dims: [...dims], external } });
+    return v;
+  }
+
   /** A small constant, deduplicated by content. Stored as an initializer of the root builder. */
   constant(values: readonly number[], dims: readonly number[], dtype: DType): Value {
     const root = this.root();
@@ -119,6 +159,39 @@ export class GraphBuilder {
     return this.constant(values, [values.length], "int64");
   }
 
+  /**
+   * Builds `fn` as one segment: every node it adds to this builder is tagged with it. Gradients can then
+   * build the segment's backward pass as one unit, recomputing the segment's forward from its inputs
+   * (activation checkpointing) or only its cheap parts (see autodiff.ts); forward graphs are unchanged.
+   */
+  segment<T>(name: string, fn: () => T): T {
+    const outer = this.#segment;
+    this.#segment = { id: ++segments, name };
+    try {
+      return fn();
+    } finally {
+      this.#segment = outer;
+    }
+  }
+
+  /** Marks the node producing `v` as cheap to recompute (see {@link BuiltNode.remat}). */
+  remat(v: Value): Value {
+    const n = this.producer.get(v);
+    if (n) n.remat = true;
+    return v;
+  }
+
+  /**
+   * `v`, a value of an enclosing graph, as a value of this (nested) one: the same name, which a subgraph
+   * resolves in the outer scope, so operators applied to it add their nodes here.
+   */
+  capture(v: Value): Value {
+    if (v.g === this) return v;
+    let hit = this.#captured.get(v.name);
+    if (!hit) this.#captured.set(v.name, hit = new Value(this, v.name, v.dtype, v.shape));
+    return hit;
+  }
+
   /** The outermost builder. */
   root(): GraphBuilder {
     return this.parent ? this.parent.root() : this;
@@ -137,6 +210,7 @@ export class GraphBuilder {
     );
     const n: BuiltNode = { op, name: this.fresh(`n_${op}`), inputs: [...inputs], outputs, attrs };
     if (domain) n.domain = domain;
+    if (this.#segment) n.segment = this.#segment;
     this.nodes.push(n);
     for (const v of outputs) this.producer.set(v, n);
     return outputs;
@@ -145,8 +219,8 @@ export class GraphBuilder {
   /** Marks a value as a graph output under `name` (an Identity is added when the name differs). */
   output(value: Value, name?: string): Value {
     const wanted = name ?? value.name;
-    const isOwnInput = this.inputs.includes(value) || this.initializers.has(value.name);
-    if (wanted !== value.name || isOwnInput || value.g !== this) {
+    // inputs, initializers, captured and outer values are not outputs of a node here: they need one
+    if (wanted !== value.name || !this.producer.has(value)) {
       const [out] = this.node("Identity", [value], [{
         dtype: value.dtype,
         shape: value.shape,
@@ -226,12 +300,21 @@ export function makeArray(dtype: DType, values: readonly number[]): TensorArray 
       return BigInt64Array.from(values, (v) => BigInt(v));
     case "float16":
       return Uint16Array.from(values, toHalfBits);
+    case "bfloat16":
+      return Uint16Array.from(values, toBfloat16Bits);
     case "int8":
       return Int8Array.from(values);
     case "bool":
     case "uint8":
       return Uint8Array.from(values);
   }
+}
+
+/** bfloat16 bits of a number: the top half of its float32 bits, rounded to nearest even. */
+function toBfloat16Bits(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** IEEE half-precision bits of a number, rounded to nearest even. */

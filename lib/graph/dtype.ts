@@ -7,7 +7,16 @@
  */
 
 /** The element types the builder knows. */
-export type DType = "float32" | "float16" | "float64" | "int32" | "int64" | "bool" | "uint8" | "int8";
+export type DType =
+  | "float32"
+  | "float16"
+  | "bfloat16"
+  | "float64"
+  | "int32"
+  | "int64"
+  | "bool"
+  | "uint8"
+  | "int8";
 
 /** ONNX TensorProto.DataType codes. */
 export const ONNX_DTYPE: Readonly<Record<DType, number>> = {
@@ -19,6 +28,7 @@ export const ONNX_DTYPE: Readonly<Record<DType, number>> = {
   bool: 9,
   float16: 10,
   float64: 11,
+  bfloat16: 16,
 };
 
 /** The reverse of {@link ONNX_DTYPE}. */
@@ -37,18 +47,22 @@ export function dtypeSize(dtype: DType): number {
     case "int32":
       return 4;
     case "float16":
+    case "bfloat16":
       return 2;
     default:
       return 1;
   }
 }
 
-/** Floating-point types carry gradients; integer and boolean types do not. */
+/**
+ * Floating-point types carry gradients; integer and boolean types do not. bfloat16 is a storage type
+ * (frozen weights as their checkpoint holds them, cast where used), so it is a float too.
+ */
 export function isFloat(dtype: DType): boolean {
-  return dtype === "float32" || dtype === "float16" || dtype === "float64";
+  return dtype === "float32" || dtype === "float16" || dtype === "float64" || dtype === "bfloat16";
 }
 
-/** Typed arrays that can back a tensor's data. float16 data is given as raw Uint16Array bits. */
+/** Typed arrays that can back a tensor's data. float16 and bfloat16 data are raw Uint16Array bits. */
 export type TensorArray =
   | Float32Array
   | Float64Array

@@ -18,13 +18,33 @@ export type Attr =
   | { type: "tensor"; value: TensorData }
   | { type: "graph"; value: Graph };
 
-/** A tensor with data: an initializer, or the value of a Constant-like attribute. */
-export type TensorData = {
+/**
+ * Where an initializer's bytes live outside the model: `length` bytes at `offset` of `file` (an absolute
+ * path), little-endian and row-major, as ONNX external data and safetensors both store a tensor. The
+ * serializer turns `file` into a location relative to the model file (see serialize.ts).
+ */
+export type ExternalData = { file: string; offset: number; length: number };
+
+/** A tensor with its values in memory. */
+export type InlineTensor = {
   name: string;
   dtype: DType;
   dims: number[];
   data: TensorArray;
+  external?: undefined;
 };
+
+/** A tensor whose values stay in a file (a frozen weight read by ONNX Runtime, never by JavaScript). */
+export type ExternalTensor = {
+  name: string;
+  dtype: DType;
+  dims: number[];
+  external: ExternalData;
+  data?: undefined;
+};
+
+/** A tensor with data: an initializer, or the value of a Constant-like attribute. */
+export type TensorData = InlineTensor | ExternalTensor;
 
 /** A graph input or output: a name with its type. */
 export type ValueInfo = { name: string; dtype: DType; shape: Dim[] };

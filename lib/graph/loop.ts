@@ -113,6 +113,39 @@ export function addLoop(parent: GraphBuilder, body: GraphBuilder, spec: LoopSpec
   return { finals: outs.slice(0, spec.carried.length), scans: outs.slice(spec.carried.length) };
 }
 
+/**
+ * Runs `body`, a builder nested in `parent` that reads parent values by name (see
+ * {@link GraphBuilder.capture}), once: a Loop of one iteration. ONNX Runtime runs a subgraph's nodes only
+ * when its Loop node runs, frees their intermediates when it ends, and does not merge them with the
+ * parent's nodes, which is what lets a backward pass recompute forward values just in time. Returns
+ * `outputs` as values of `parent`.
+ */
+export function runOnce(parent: GraphBuilder, body: GraphBuilder, outputs: readonly Value[]): Value[] {
+  const outs = outputs.map((v) => body.output(v, parent.fresh(`${v.name}.once`)));
+  const graph = body.build();
+  const root = parent.root();
+  for (const [name, init] of body.initializers) root.initializers.set(name, init);
+  const iter = parent.fresh("iter"), condIn = parent.fresh("cond.in"), condOut = parent.fresh("cond.out");
+  const loopBody: Graph = {
+    name: graph.name,
+    nodes: [
+      ...graph.nodes,
+      { op: "Identity", name: parent.fresh("n_LoopCond"), inputs: [condIn], outputs: [condOut], attrs: {} },
+    ],
+    inputs: [{ name: iter, dtype: "int64", shape: [] }, { name: condIn, dtype: "bool", shape: [] }],
+    outputs: [{ name: condOut, dtype: "bool", shape: [] }, ...graph.outputs],
+    initializers: [],
+  };
+  const stacked = parent.node(
+    "Loop",
+    [parent.constant([1], [], "int64"), parent.constant([1], [], "bool")],
+    outs.map((o) => ({ dtype: o.dtype, shape: [1, ...o.shape] })),
+    { body: { type: "graph", value: loopBody } },
+  );
+  parent.children.push(body);
+  return stacked.map((v) => op.squeeze(v, [0]));
+}
+
 /** Renames values throughout a graph and its nested subgraphs (names are unique across scopes). */
 export function renameGraph(g: Graph, map: ReadonlyMap<string, string>): Graph {
   const r = (n: string) => map.get(n) ?? n;

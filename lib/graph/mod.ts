@@ -4,7 +4,17 @@
  * @module
  */
 export * from "./dtype.ts";
-export type { Attr, Dim, Graph, Node, TensorData, ValueInfo } from "./ir.ts";
+export type {
+  Attr,
+  Dim,
+  ExternalData,
+  ExternalTensor,
+  Graph,
+  InlineTensor,
+  Node,
+  TensorData,
+  ValueInfo,
+} from "./ir.ts";
 export { IR_VERSION, OPSET } from "./ir.ts";
 export {
   type BuiltNode,
@@ -12,13 +22,15 @@ export {
   GraphBuilder,
   makeArray,
   type OutSpec,
+  type Segment,
   toHalfBits,
   Value,
 } from "./builder.ts";
 export * as op from "./ops.ts";
-export { gradients } from "./autodiff.ts";
+export { freeNames, type GradientOptions, gradients, type SegmentMode } from "./autodiff.ts";
+export { type BlockFn, chunkedRows } from "./chunked.ts";
 export { constValues, sumTo, VJP, type VjpRule } from "./vjp.ts";
-export { addLoop, type LoopResult, type LoopSpec, renameGraph } from "./loop.ts";
+export { addLoop, type LoopResult, type LoopSpec, renameGraph, runOnce } from "./loop.ts";
 export * from "./optim.ts";
 export * from "./training.ts";
 export * from "./serialize.ts";

@@ -1,23 +1,32 @@
 /**
  * ONNX ModelProto encoding and decoding of the builder's IR.
  *
- * Initializer bytes are written once, straight from their typed arrays into the output buffer. Models whose
- * weights would pass protobuf's 2 GB limit keep their large initializers as external data: the model bytes
- * then refer to a named blob which onnxruntime-node takes through its `externalData` session option (or
- * which is written beside the model file).
+ * No weight needs to pass through the protobuf (which stops at 2 GB):
+ * - initializers that already live in a file ({@link ExternalTensor}: a frozen weight inside a model
+ *   folder's safetensors) are written as ONNX external-data entries (location, offset, length). ONNX Runtime
+ *   resolves a location relative to the model file's folder, so the caller says, through `locate`, how the
+ *   file is reached from there (lib/runtime/graph_folder.ts links the files into a per-graph folder);
+ * - in-memory initializers of at least `externalDataThreshold` bytes are moved into one blob, which
+ *   onnxruntime-node takes through its `externalData` session option, or which is written beside the model.
+ * Everything else (shapes, small constants) stays inline.
  * @module
  */
 import { dtypeFromOnnx, ONNX_DTYPE, type TensorArray } from "./dtype.ts";
-import type { Attr, Dim, Graph, Node, TensorData, ValueInfo } from "./ir.ts";
+import type { Attr, Dim, ExternalData, Graph, Node, TensorData, ValueInfo } from "./ir.ts";
 import { IR_VERSION, OPSET } from "./ir.ts";
 import { Msg, type RawField, readFields, readPackedFloats, readPackedVarints, readString } from "./proto.ts";
 
 /** Options for {@link serializeModel}. */
 export type SerializeOptions = {
-  /** Move initializers of at least this many bytes into one external blob. Default: never. */
+  /** Move in-memory initializers of at least this many bytes into one external blob. Default: never. */
   externalDataThreshold?: number;
-  /** The file name the model refers to for external data. Default "weights.bin". */
+  /** The file name the model refers to for that blob. Default "weights.bin". */
   externalDataPath?: string;
+  /**
+   * The location (relative to the model file's folder) under which the model refers to a file holding
+   * external tensors. Required when the graph has any.
+   */
+  locate?: (file: string) => string;
   producer?: string;
 };
 
@@ -27,64 +36,80 @@ export type SerializedModel = {
   externalData?: { path: string; data: Uint8Array };
 };
 
+/** Where a tensor's bytes go: inline (undefined) or an external-data entry. */
+type Placer = (t: TensorData) => { location: string; offset: number; length: number } | undefined;
+
 /** Encodes a graph as an ONNX model. */
 export function serializeModel(graph: Graph, opts: SerializeOptions = {}): SerializedModel {
   const threshold = opts.externalDataThreshold ?? Infinity;
   const path = opts.externalDataPath ?? "weights.bin";
-  const external: { offset: number; t: TensorData }[] = [];
+  const blob: { offset: number; data: TensorArray }[] = [];
   let offset = 0;
-  const placeExternal = (t: TensorData): number | undefined => {
+  const place: Placer = (t) => {
+    if (t.external) return { ...t.external, location: locateOf(t.name, t.external, opts.locate) };
     if (t.data.byteLength < threshold) return undefined;
     offset = Math.ceil(offset / 64) * 64; // aligned, as ONNX's own writer does for mmap
     const at = offset;
-    external.push({ offset: at, t });
+    blob.push({ offset: at, data: t.data });
     offset += t.data.byteLength;
-    return at;
+    return { location: path, offset: at, length: t.data.byteLength };
   };
   const model = new Msg()
     .varint(1, IR_VERSION)
     .string(2, opts.producer ?? "nca-align")
-    .message(7, graphMsg(graph, placeExternal, path))
+    .message(7, graphMsg(graph, place))
     .message(8, new Msg().string(1, "").varint(2, OPSET))
     .message(8, new Msg().string(1, "com.microsoft").varint(2, 1));
   const out: SerializedModel = { model: model.encode() };
-  if (external.length) {
+  if (blob.length) {
     const data = new Uint8Array(offset);
-    for (const { offset: at, t } of external) data.set(bytesOf(t.data), at);
+    for (const { offset: at, data: d } of blob) data.set(bytesOf(d), at);
     out.externalData = { path, data };
   }
   return out;
+}
+
+function locateOf(name: string, ext: ExternalData, locate?: (file: string) => string): string {
+  if (!locate) {
+    throw new TypeError(
+      `initializer ${name} lives in ${ext.file}: serializing it needs a \`locate\` option (where the model finds that file)`,
+    );
+  }
+  return locate(ext.file);
 }
 
 function bytesOf(a: TensorArray): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-type Placer = (t: TensorData) => number | undefined;
+/** The bytes an initializer takes, wherever they live. */
+export function tensorBytes(t: TensorData): number {
+  return t.external ? t.external.length : t.data.byteLength;
+}
 
-function graphMsg(g: Graph, place: Placer, path: string): Msg {
+function graphMsg(g: Graph, place: Placer): Msg {
   const m = new Msg();
-  for (const n of g.nodes) m.message(1, nodeMsg(n, place, path));
+  for (const n of g.nodes) m.message(1, nodeMsg(n, place));
   m.string(2, g.name);
-  for (const t of g.initializers) m.message(5, tensorMsg(t, place, path));
+  for (const t of g.initializers) m.message(5, tensorMsg(t, place));
   for (const v of g.inputs) m.message(11, valueInfoMsg(v));
   for (const v of g.outputs) m.message(12, valueInfoMsg(v));
   return m;
 }
 
-function nodeMsg(n: Node, place: Placer, path: string): Msg {
+function nodeMsg(n: Node, place: Placer): Msg {
   const m = new Msg();
   for (const i of n.inputs) m.string(1, i);
   for (const o of n.outputs) m.string(2, o);
   m.string(3, n.name).string(4, n.op);
-  for (const [name, a] of Object.entries(n.attrs)) m.message(5, attrMsg(name, a, place, path));
+  for (const [name, a] of Object.entries(n.attrs)) m.message(5, attrMsg(name, a, place));
   if (n.domain) m.string(7, n.domain);
   return m;
 }
 
 const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, graph: 5, floats: 6, ints: 7 } as const;
 
-function attrMsg(name: string, a: Attr, place: Placer, path: string): Msg {
+function attrMsg(name: string, a: Attr, place: Placer): Msg {
   const m = new Msg().string(1, name).varint(20, ATTR_TYPE[a.type]);
   switch (a.type) {
     case "float":
@@ -94,9 +119,9 @@ function attrMsg(name: string, a: Attr, place: Placer, path: string): Msg {
     case "string":
       return m.string(4, a.value);
     case "tensor":
-      return m.message(5, tensorMsg(a.value, () => undefined, path));
+      return m.message(5, tensorMsg(a.value, () => undefined));
     case "graph":
-      return m.message(6, graphMsg(a.value, place, path));
+      return m.message(6, graphMsg(a.value, place));
     case "floats":
       return m.packedFloat(7, a.value);
     case "ints":
@@ -104,15 +129,18 @@ function attrMsg(name: string, a: Attr, place: Placer, path: string): Msg {
   }
 }
 
-function tensorMsg(t: TensorData, place: Placer, path: string): Msg {
+function tensorMsg(t: TensorData, place: Placer): Msg {
   const m = new Msg().packedVarint(1, t.dims).varint(2, ONNX_DTYPE[t.dtype]).string(8, t.name);
   const at = place(t);
-  if (at === undefined) return m.bytes(9, bytesOf(t.data));
+  if (at === undefined) {
+    if (t.external) throw new TypeError(`tensor ${t.name} lives in ${t.external.file} and cannot be inline`);
+    return m.bytes(9, bytesOf(t.data));
+  }
   const entry = (k: string, v: string) => new Msg().string(1, k).string(2, v);
   return m
-    .message(13, entry("location", path))
-    .message(13, entry("offset", String(at)))
-    .message(13, entry("length", String(t.data.byteLength)))
+    .message(13, entry("location", at.location))
+    .message(13, entry("offset", String(at.offset)))
+    .message(13, entry("length", String(at.length)))
     .varint(14, 1);
 }
 
@@ -131,7 +159,10 @@ function valueInfoMsg(v: ValueInfo): Msg {
 /** A decoded model: its graph, opsets and external-data references. */
 export type DecodedModel = { irVersion: number; opsets: Record<string, number>; graph: Graph };
 
-/** Decodes ModelProto bytes; external initializers are resolved from `externalData` when given. */
+/**
+ * Decodes ModelProto bytes. External initializers are read from the `externalData` blob when given, else
+ * kept as {@link ExternalTensor}s whose `file` is the location the model names.
+ */
 export function deserializeModel(bytes: Uint8Array, externalData?: Uint8Array): DecodedModel {
   let irVersion = 0;
   const opsets: Record<string, number> = {};
@@ -234,11 +265,9 @@ function decodeTensor(buf: Uint8Array, ext?: Uint8Array): TensorData {
   }
   const dtype = dtypeFromOnnx(code);
   if (!raw && extInfo.location) {
-    if (!ext) {
-      throw new TypeError(`initializer ${name} is external (${extInfo.location}) but no data was given`);
-    }
-    const at = Number(extInfo.offset ?? 0);
-    raw = ext.subarray(at, at + Number(extInfo.length));
+    const at = Number(extInfo.offset ?? 0), length = Number(extInfo.length);
+    if (!ext) return { name, dtype, dims, external: { file: extInfo.location, offset: at, length } };
+    raw = ext.subarray(at, at + length);
   }
   if (!raw) throw new TypeError(`initializer ${name}: only raw_data tensors are supported`);
   const copy = raw.slice(); // aligned for the typed-array view
@@ -256,6 +285,7 @@ function typedView(dtype: TensorData["dtype"], buf: ArrayBuffer): TensorArray {
     case "int64":
       return new BigInt64Array(buf);
     case "float16":
+    case "bfloat16":
       return new Uint16Array(buf);
     case "int8":
       return new Int8Array(buf);

@@ -17,7 +17,7 @@
 import { GraphBuilder, type Value } from "./builder.ts";
 import type { DType } from "./dtype.ts";
 import type { Dim } from "./ir.ts";
-import { gradients } from "./autodiff.ts";
+import { gradients, type SegmentMode } from "./autodiff.ts";
 import { addLoop } from "./loop.ts";
 import * as op from "./ops.ts";
 import {
@@ -55,6 +55,11 @@ export type TrainingSpec = {
   /** Micro-batches per optimizer step (gradients summed in an inner Loop, then averaged). Default 1. */
   accumulation?: number;
   lossScaling?: LossScaling;
+  /**
+   * How the backward passes of the forward's segments are built (see autodiff.ts): `recompute` is
+   * activation checkpointing. Default `inline`.
+   */
+  segments?: SegmentMode;
 };
 
 /** Names of a built training graph's interface. */
@@ -208,7 +213,10 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
     );
     loss = out.loss;
     metrics = out.metrics ?? {};
-    grads = gradients(loss, params, scaleIn ? op.cast(scaleIn, loss.dtype) : undefined);
+    grads = gradients(loss, params, {
+      seed: scaleIn ? op.cast(scaleIn, loss.dtype) : undefined,
+      segments: spec.segments,
+    });
   } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, batch, scaleIn));
   grads = grads.map((g) => op.cast(g, "float32"));
   if (scaleIn) grads = grads.map((g) => op.div(g, scaleIn));
@@ -287,7 +295,10 @@ function accumulate(
     Object.fromEntries(spec.params.map((p, i) => [p.name, mp[i]])),
     Object.fromEntries(spec.batch.map((b, i) => [b.name, mb[i]])),
   );
-  const grads = gradients(out.loss, mp, mScale ? op.cast(mScale, out.loss.dtype) : undefined);
+  const grads = gradients(out.loss, mp, {
+    seed: mScale ? op.cast(mScale, out.loss.dtype) : undefined,
+    segments: spec.segments,
+  });
   const sums = spec.params.map((p) => m.input(`${p.name}.gsum`, "float32", p.shape));
   const lossSum = m.input("train.loss.sum", "float32", []);
   sums.forEach((sum, i) =>

@@ -4,20 +4,19 @@
  * summed back to their own shape.
  * @module
  */
-import type { BuiltNode, GraphBuilder, Value } from "./builder.ts";
+import type { BuiltNode, GraphBuilder, Value, VjpRule } from "./builder.ts";
 import type { Attr } from "./ir.ts";
 import * as op from "./ops.ts";
 import { broadcastAxes, normAxis } from "./shape.ts";
 
-/** A rule: (node, output gradients, which inputs want one) → input gradients. */
-export type VjpRule = (n: BuiltNode, gy: (Value | null)[], want: boolean[]) => (Value | null)[];
+export type { VjpRule };
 
 /** The value of a constant (initializer) input, if it is one. */
 export function constValues(v: Value | null): number[] | undefined {
   if (!v) return undefined;
   for (let b: GraphBuilder | undefined = v.g; b; b = b.parent) {
     const init = b.initializers.get(v.name);
-    if (init) return Array.from(init.data.data as ArrayLike<number | bigint>, Number);
+    if (init?.data.data) return Array.from(init.data.data as ArrayLike<number | bigint>, Number);
   }
   return undefined;
 }

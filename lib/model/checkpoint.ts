@@ -9,16 +9,25 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import {
+  decodeToFloat32,
   type Float32Tensor,
+  isLoadableDtype,
+  numelOf,
   type OutputDtype,
   outputDtypeSize,
   type ReadOptions,
   readSafetensors,
+  readSafetensorsHeader,
+  type SafetensorsDtype,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type TensorHeader,
   tensorPairs,
+  type TensorReader,
   type TensorSource,
-  writeSafetensors,
+  writeSafetensorsStream,
 } from "./safetensors.ts";
 import { isFile, writeTextAtomic } from "../files.ts";
 
@@ -79,8 +88,33 @@ export async function readShardIndex(indexPath: string): Promise<ShardIndex> {
   return parseShardIndex(json, indexPath);
 }
 
-/** Load the shards an index names, each file opened once, only the tensors the index assigns to it. */
-async function loadSharded(indexPath: string, options: ReadOptions): Promise<Map<string, Float32Tensor>> {
+/**
+ * A tensor as a checkpoint stores it: which file, where in it, in which dtype. Nothing of its data is read;
+ * ONNX Runtime reads frozen weights straight from these byte ranges (see lib/model/stored.ts).
+ */
+export interface StoredTensor {
+  /** Absolute path of the safetensors file. */
+  file: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Absolute byte offsets of the tensor's first byte and one past its last. */
+  begin: number;
+  end: number;
+}
+
+function storedOf(header: SafetensorsHeader, e: SafetensorsEntry): StoredTensor {
+  return { file: resolve(header.file), dtype: e.dtype, shape: e.shape, begin: e.begin, end: e.end };
+}
+
+/**
+ * The shards an index names, each with the tensors the index assigns to it (checked to exist), read by
+ * `read` (each file opened once by it).
+ */
+async function shardedRead<T>(
+  indexPath: string,
+  options: ReadOptions,
+  read: (path: string, names: Set<string>) => Promise<Map<string, T>>,
+): Promise<Map<string, T>> {
   const index = await readShardIndex(indexPath);
   const dir = dirname(indexPath);
   const byFile = new Map<string, Set<string>>();
@@ -89,13 +123,13 @@ async function loadSharded(indexPath: string, options: ReadOptions): Promise<Map
     if (!byFile.has(file)) byFile.set(file, new Set());
     byFile.get(file)!.add(tensor);
   }
-  const out = new Map<string, Float32Tensor>();
+  const out = new Map<string, T>();
   for (const [file, names] of byFile) {
     const path = join(dir, file);
     if (!(await isFile(path))) {
       throw new Error(`${indexPath}: shard ${file} (holding e.g. "${[...names][0]}") not found`);
     }
-    const tensors = await readSafetensors(path, { filter: (n) => names.has(n) });
+    const tensors = await read(path, names);
     for (const name of names) {
       const t = tensors.get(name);
       if (!t) {
@@ -109,6 +143,92 @@ async function loadSharded(indexPath: string, options: ReadOptions): Promise<Map
   return out;
 }
 
+/** Where the tensors an index assigns live: each shard's header read once. */
+function shardedEntries(indexPath: string, options: ReadOptions): Promise<Map<string, StoredTensor>> {
+  return shardedRead(indexPath, options, async (path, names) => {
+    const header = await readSafetensorsHeader(path);
+    return new Map(header.entries.filter((e) => names.has(e.name)).map((e) => [e.name, storedOf(header, e)]));
+  });
+}
+
+/** The safetensors file (single, or the index of shards) holding a model's weights. */
+async function weightsPath(path: string): Promise<string> {
+  if (path.endsWith(".index.json") || path.endsWith(".safetensors")) return path;
+  const single = join(path, SAFE_WEIGHTS_NAME);
+  if (await isFile(single)) return single;
+  const indexPath = join(path, SAFE_WEIGHTS_INDEX_NAME);
+  if (await isFile(indexPath)) return indexPath;
+  throw new Error(
+    `${path}: no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME} found (pytorch_model.bin checkpoints are not supported; convert them to safetensors)`,
+  );
+}
+
+/**
+ * Where each tensor of a model's checkpoint lives, from the headers alone (cheap for any size): a folder
+ * (its `model.safetensors` wins over an index, as in `transformers`), a `.safetensors` file or an index.
+ */
+export async function checkpointEntries(
+  path: string,
+  options: ReadOptions = {},
+): Promise<Map<string, StoredTensor>> {
+  const file = await weightsPath(path);
+  if (file.endsWith(".index.json")) return await shardedEntries(file, options);
+  const header = await readSafetensorsHeader(file);
+  const out = new Map<string, StoredTensor>();
+  for (const e of header.entries) {
+    if (!options.filter || options.filter(e.name)) out.set(e.name, storedOf(header, e));
+  }
+  return out;
+}
+
+/**
+ * Reads stored tensors as fp32, each file opened once and read in file order, so memory holds the fp32
+ * results plus one raw tensor.
+ */
+export async function readStoredTensors<K>(
+  tensors: ReadonlyMap<K, StoredTensor>,
+): Promise<Map<K, Float32Tensor>> {
+  const byFile = new Map<string, [K, StoredTensor][]>();
+  for (const [k, t] of tensors) {
+    if (!byFile.has(t.file)) byFile.set(t.file, []);
+    byFile.get(t.file)!.push([k, t]);
+  }
+  const out = new Map<K, Float32Tensor>();
+  for (const [file, list] of byFile) {
+    using f = await Deno.open(file, { read: true });
+    list.sort((a, b) => a[1].begin - b[1].begin);
+    for (const [k, t] of list) {
+      out.set(k, { dtype: "float32", shape: t.shape, data: await readRange(f, file, t) });
+    }
+  }
+  return out;
+}
+
+/** One stored tensor as fp32. */
+export async function readStoredTensor(t: StoredTensor): Promise<Float32Array> {
+  using f = await Deno.open(t.file, { read: true });
+  return await readRange(f, t.file, t);
+}
+
+async function readRange(f: Deno.FsFile, file: string, t: StoredTensor): Promise<Float32Array> {
+  if (!isLoadableDtype(t.dtype)) {
+    throw new Error(
+      `${file}: a tensor of dtype ${t.dtype} cannot be loaded as fp32 (supported: F64, F32, F16, BF16)`,
+    );
+  }
+  const raw = new Uint8Array(t.end - t.begin);
+  await f.seek(t.begin, Deno.SeekMode.Start);
+  let off = 0;
+  while (off < raw.length) {
+    const n = await f.read(raw.subarray(off));
+    if (n === null) {
+      throw new Error(`${file}: truncated while reading a tensor (${off} of ${raw.length} bytes)`);
+    }
+    off += n;
+  }
+  return decodeToFloat32(raw, t.dtype, numelOf(t.shape));
+}
+
 /**
  * Load a model's weights as fp32 from a folder (or directly from a `.safetensors` file or an index file).
  * Like `transformers`, a folder's `model.safetensors` wins over an index.
@@ -117,15 +237,9 @@ export async function loadCheckpoint(
   path: string,
   options: ReadOptions = {},
 ): Promise<Map<string, Float32Tensor>> {
-  if (path.endsWith(".index.json")) return await loadSharded(path, options);
-  if (path.endsWith(".safetensors")) return await readSafetensors(path, options);
-  const single = join(path, SAFE_WEIGHTS_NAME);
-  if (await isFile(single)) return await readSafetensors(single, options);
-  const indexPath = join(path, SAFE_WEIGHTS_INDEX_NAME);
-  if (await isFile(indexPath)) return await loadSharded(indexPath, options);
-  throw new Error(
-    `${path}: no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME} found (pytorch_model.bin checkpoints are not supported; convert them to safetensors)`,
-  );
+  const file = await weightsPath(path);
+  if (!file.endsWith(".index.json")) return await readSafetensors(file, options);
+  return await shardedRead(file, options, (p, names) => readSafetensors(p, { filter: (n) => names.has(n) }));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -255,15 +369,34 @@ export async function saveCheckpoint(
   tensors: TensorSource,
   options: SaveCheckpointOptions = {},
 ): Promise<ShardPlan> {
-  const pairs = tensorPairs(tensors);
-  const byName = new Map(pairs);
-  const plan = planShards(pairs.map(([name, t]) => ({ name, numel: t.data.length })), options);
+  const byName = new Map(tensorPairs(tensors));
+  const specs = [...byName].map(([name, t]) => ({ name, shape: t.shape }));
+  return await saveCheckpointStream(dir, specs, (n) => byName.get(n)!.data, options);
+}
+
+/**
+ * {@link saveCheckpoint} for tensors read only when written (`read(name)`, once each, shard by shard),
+ * so a model of any size is saved with one tensor in memory.
+ */
+export async function saveCheckpointStream(
+  dir: string,
+  specs: readonly TensorHeader[],
+  read: TensorReader,
+  options: SaveCheckpointOptions = {},
+): Promise<ShardPlan> {
+  const shapes = new Map(specs.map((t) => [t.name, t.shape]));
+  const plan = planShards(specs.map((t) => ({ name: t.name, numel: numelOf(t.shape) })), options);
   await Deno.mkdir(dir, { recursive: true });
   for (const shard of plan.shards) {
-    await writeSafetensors(join(dir, shard.file), shard.names.map((n) => [n, byName.get(n)!] as const), {
-      dtype: options.dtype,
-      metadata: options.metadata,
-    });
+    await writeSafetensorsStream(
+      join(dir, shard.file),
+      shard.names.map((name) => ({ name, shape: shapes.get(name)! })),
+      read,
+      {
+        dtype: options.dtype,
+        metadata: options.metadata,
+      },
+    );
   }
   if (plan.index) {
     await writeTextAtomic(join(dir, SAFE_WEIGHTS_INDEX_NAME), shardIndexJson(plan.index));

@@ -62,11 +62,11 @@ import {
 import { llamaForward } from "./llama.ts";
 import { expectedTensors } from "./weights_names.ts";
 import { gpt2Forward } from "./gpt2.ts";
-import { attentionBias, positionsFromMask, sensitiveDtype } from "./layers.ts";
-import { type SequenceLogProbs, sequenceLogProbs } from "./logprobs.ts";
+import { attentionBias, type Ctx, lmHead, positionsFromMask, sensitiveDtype, weight } from "./layers.ts";
+import { headLogProbs, type SequenceLogProbs } from "./logprobs.ts";
+import type { FamilyOutputs, KvPair } from "./types.ts";
 
-/** A cached (or returned) key/value pair of one layer, each `[batch, numKvHeads, len, headDim]`. */
-export type KvPair = { key: Value; value: Value };
+export type { KvPair };
 
 /** What the decoder reads. See the module documentation for shapes. */
 export type DecoderInputs = {
@@ -103,6 +103,17 @@ export function buildDecoder(
   inputs: DecoderInputs,
   opts: DecoderOptions,
 ): DecoderOutputs {
+  const { ctx, ids, out } = decoderBody(g, cfg, inputs, opts);
+  return { logits: lmHead(ctx, out.hidden, out.head, ids, inputs.logitsToKeep), present: out.present };
+}
+
+/** Embeddings and layers of `cfg` (everything but the LM head), with the context the head needs. */
+function decoderBody(
+  g: GraphBuilder,
+  cfg: ModelConfig,
+  inputs: DecoderInputs,
+  opts: DecoderOptions,
+): { ctx: Ctx; ids: Value; out: FamilyOutputs } {
   const dtype = opts.dtype ?? "float32";
   if (inputs.past && inputs.past.length !== cfg.numLayers) {
     throw new RangeError(`past has ${inputs.past.length} layers, the model ${cfg.numLayers}`);
@@ -115,10 +126,29 @@ export function buildDecoder(
   const positions = inputs.positionIds
     ? op.cast(inputs.positionIds, "int64")
     : positionsFromMask(ids, inputs.attentionMask);
-  const ctx = { g, dtype, weights: opts.weights, lora: opts.lora ?? null };
+  const ctx: Ctx = { g, dtype, weights: opts.weights, lora: opts.lora ?? null };
   const bias = attentionBias(ids, inputs.attentionMask, sensitiveDtype(dtype));
-  const common = { ids, positions, bias, past: inputs.past, logitsToKeep: inputs.logitsToKeep };
-  return cfg.family === "llama" ? llamaForward(ctx, cfg, common) : gpt2Forward(ctx, cfg, common);
+  const common = { ids, positions, bias, past: inputs.past };
+  const out = cfg.family === "llama" ? llamaForward(ctx, cfg, common) : gpt2Forward(ctx, cfg, common);
+  return { ctx, ids, out };
+}
+
+/**
+ * Per-sequence log-probs of `batch.labels` under the decoder, the LM head applied in blocks of `chunk`
+ * rows (0: all rows at once) inside a segment of its own, so the `[tokens, vocab]` logits never exist for
+ * the whole batch (see logprobs.ts' {@link headLogProbs}).
+ */
+export function decoderLogProbs(
+  g: GraphBuilder,
+  cfg: ModelConfig,
+  batch: LabeledBatch,
+  opts: DecoderOptions & { chunk?: number },
+): SequenceLogProbs {
+  const { ctx, out } = decoderBody(g, cfg, batch, opts);
+  return g.segment(
+    "head",
+    () => headLogProbs(out.hidden, weight(ctx, out.head), batch.labels, opts.chunk ?? 0),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -195,6 +225,8 @@ export type LogProbOptions = {
   train?: boolean;
   /** Keys LoRA dropout masks per step (see `LoraRuntime.dropoutKey`): exact resumes. */
   dropoutKey?: Value;
+  /** Rows per block of the LM head and log-softmax (0 or absent: all at once). */
+  chunk?: number;
 };
 
 /**
@@ -217,8 +249,7 @@ export function policyLogProbs(
       train: opts.train ?? true,
       dropoutKey: opts.dropoutKey,
     });}
-  const { logits } = buildDecoder(g, cfg, batch, { dtype, weights, lora });
-  return sequenceLogProbs(logits, batch.labels);
+  return decoderLogProbs(g, cfg, batch, { dtype, weights, lora, chunk: opts.chunk });
 }
 
 /** The reference model's per-sequence log-probs: the frozen weights, no adapters. */
@@ -227,8 +258,12 @@ export function referenceLogProbs(
   cfg: ModelConfig,
   frozen: WeightSource,
   batch: LabeledBatch,
-  opts: { dtype?: FloatDType } = {},
+  opts: { dtype?: FloatDType; chunk?: number } = {},
 ): SequenceLogProbs {
-  const { logits } = buildDecoder(g, cfg, batch, { dtype: opts.dtype, weights: frozen, lora: null });
-  return sequenceLogProbs(logits, batch.labels);
+  return decoderLogProbs(g, cfg, batch, {
+    dtype: opts.dtype,
+    weights: frozen,
+    lora: null,
+    chunk: opts.chunk,
+  });
 }

@@ -6,12 +6,18 @@
  * folder/
  *   config.json              HF config (+ "transformers.js_config": dtype, external data)
  *   generation_config.json   bos / eos / pad ids and sampling defaults
- *   model.safetensors        HF-named weights (or shards + index), for PyTorch
+ *   model.safetensors        HF-named weights (or shards + index), for PyTorch, in the chosen dtype
  *   tokenizer.json …         the tokenizer files, copied
  *   (these four are model_folder.ts' `saveModelFolder`: the same folder a training run saves)
- *   onnx/model.onnx          the decoder with KV cache; transformers.js' file for dtype "fp32"
- *   onnx/model.onnx_data     its weights, when they pass `externalDataThreshold` (protobuf stops at 2 GB)
+ *   onnx/model.onnx          the decoder with KV cache, graph only; transformers.js' file for dtype "fp32"
+ *   onnx/model.onnx_data     a hard link of model.safetensors (`model.onnx_data_<k>` of shard k + 1)
  * ```
+ *
+ * The decoder's weights are ONNX external data pointing into the safetensors files themselves (a tensor's
+ * bytes are one contiguous range after the header), so they are written once, at their stored dtype (bf16
+ * stays bf16 and is cast in the graph), and nothing limits the model's size. ONNX Runtime reads external
+ * data only from files inside the model file's folder, links included (it resolves them), hence the hard
+ * links, named as transformers.js looks for them; where no link can be made the file is copied.
  *
  * The ONNX decoder has transformers.js' interface for decoder-only models: inputs `input_ids` and
  * `attention_mask` (int64), `position_ids` (int64; transformers.js computes them from the mask only when
@@ -19,7 +25,7 @@
  * `past_key_values.{i}.key|value` (float32 `[batch_size, kv_heads, past_sequence_length, head_dim]`, heads
  * and head_dim numeric: transformers.js sizes the empty prefill cache from this metadata) and
  * `num_logits_to_keep` (int64 scalar; transformers.js feeds 1 while generating, so the LM head runs on the
- * last position only); outputs `logits` and `present.{i}.key|value`. Weights are initializers.
+ * last position only); outputs `logits` and `present.{i}.key|value`.
  * @module
  */
 import { basename, join, resolve } from "node:path";
@@ -28,19 +34,20 @@ import * as op from "../graph/ops.ts";
 import { type Graph } from "../graph/ir.ts";
 import { serializeModel } from "../graph/serialize.ts";
 import type { ModelConfig } from "./config.ts";
-import { buildDecoder, type KvPair } from "./decoder.ts";
+import { buildDecoder } from "./decoder.ts";
+import type { KvPair } from "./types.ts";
 import { SERVING_DIMS, SERVING_NAMES } from "./generate.ts";
-import { saveModelFolder } from "./model_folder.ts";
-import { frozenWeights, type WeightMap } from "./weights.ts";
+import { loadModelFolder, saveModelFolder } from "./model_folder.ts";
+import type { OutputDtype, TensorReader } from "./safetensors.ts";
+import { storedWeights } from "./stored_weights.ts";
+import type { WeightMap, WeightSource } from "./weights.ts";
 import { canonicalizeCheckpoint, validateCheckpoint } from "./weights_names.ts";
-import { exists } from "../files.ts";
+import { exists, linkOrCopy } from "../files.ts";
 
 /** The ONNX file transformers.js loads for `dtype: "fp32"` (suffix "" in its DEFAULT_DTYPE_SUFFIX_MAPPING). */
 export const SERVING_ONNX_FILE = "onnx/model.onnx";
-/** Its external weights, named as transformers.js looks for them (`${file}_data`). */
+/** Its external weights, named as transformers.js looks for them (`${file}_data`, then `_data_1`, …). */
 export const SERVING_ONNX_DATA_FILE = "onnx/model.onnx_data";
-/** Above this many bytes of weights the ONNX file keeps them outside (protobuf's limit is 2 GB). */
-export const DEFAULT_EXTERNAL_DATA_THRESHOLD = 1.5e9;
 
 /** `generation_config.json` contents: token ids (default: the config's) and optional sampling defaults. */
 export type GenerationDefaults = {
@@ -57,13 +64,20 @@ export type GenerationDefaults = {
 /** Options for {@link exportForServing}. */
 export type ExportOptions = {
   cfg: ModelConfig;
-  /** Every weight of `cfg`, canonical HF names, fp32, HF layout (what checkpoint.ts / init.ts give). */
-  weights: WeightMap;
+  /**
+   * Every weight of `cfg` (canonical HF names, fp32, HF layout): a map, or a reader called once per tensor
+   * as it is written, so a model of any size is exported with one tensor in memory.
+   */
+  weights: WeightMap | TensorReader;
+  /** The weights' dtype in the folder (model.safetensors and the decoder). Default float32. */
+  dtype?: OutputDtype;
   /** A folder with the tokenizer files (tokenizer.json, tokenizer_config.json, …); none copied if absent. */
   tokenizerDir?: string;
   generation?: GenerationDefaults;
-  /** Total weight bytes above which they go to `onnx/model.onnx_data`. Default 1.5 GB. */
-  externalDataThreshold?: number;
+  /** Largest safetensors shard (default "5GB", as transformers). */
+  maxShardSize?: number | string;
+  /** Told when a weight file has to be copied into onnx/ because no hard link can be made. */
+  log?: (line: string) => void;
 };
 
 /** What {@link exportForServing} wrote. */
@@ -72,17 +86,17 @@ export type ExportResult = {
   folder: string;
   /** Absolute path of `onnx/model.onnx`, for `ModelSession.create`. */
   onnxPath: string;
-  /** Whether the weights went to `onnx/model.onnx_data`. */
-  externalData: boolean;
+  /** The decoder's weight files in onnx/ (links to the safetensors files), in shard order. */
+  dataFiles: string[];
   /** Files in the folder afterwards (relative; `onnx/…` included). */
   files: string[];
 };
 
 /**
- * The serving graph: {@link buildDecoder} with the cache and names transformers.js expects, weights as
- * initializers named by their HF names.
+ * The serving graph: {@link buildDecoder} with the cache and names transformers.js expects, the weights
+ * from `weights` (initializers named by their HF names: `storedWeights(stored, { prefix: "" })`).
  */
-export function buildServingGraph(cfg: ModelConfig, weights: WeightMap): Graph {
+export function buildServingGraph(cfg: ModelConfig, weights: WeightSource): Graph {
   const g = new GraphBuilder("main_graph");
   const { batch, sequence, past, total } = SERVING_DIMS;
   const inputIds = g.input(SERVING_NAMES.inputIds, "int64", [batch, sequence]);
@@ -99,7 +113,7 @@ export function buildServingGraph(cfg: ModelConfig, weights: WeightMap): Graph {
   const logitsToKeep = g.input(SERVING_NAMES.logitsToKeep, "int64", []);
   const out = buildDecoder(g, cfg, { inputIds, attentionMask, positionIds, past: cache, logitsToKeep }, {
     dtype: "float32",
-    weights: frozenWeights(weights, { prefix: "" }),
+    weights,
   });
   g.output(op.cast(out.logits, "float32"), SERVING_NAMES.logits);
   out.present.forEach((p, i) => {
@@ -129,7 +143,7 @@ async function updateJson(path: string, fields: Record<string, unknown>): Promis
 
 /**
  * Writes a serving folder for `cfg` and its weights (see the module documentation for the layout).
- * Files of an earlier export into the same folder are replaced; a stale `onnx/model.onnx_data` is removed.
+ * Files of an earlier export into the same folder are replaced; stale `onnx/model.onnx_data*` are removed.
  *
  * @example
  * ```ts
@@ -149,33 +163,45 @@ export async function exportForServing(folderOut: string, opts: ExportOptions): 
     eosTokenId: pick(gen.eosTokenId, opts.cfg.eosTokenId),
     padTokenId: pick(gen.padTokenId, opts.cfg.padTokenId),
   };
-  const weights = canonicalizeCheckpoint(cfg, opts.weights);
-  validateCheckpoint(cfg, weights, "export weights");
+  let weights = opts.weights;
+  if (typeof weights !== "function") {
+    weights = canonicalizeCheckpoint(cfg, weights);
+    validateCheckpoint(cfg, weights, "export weights");
+  }
   if (opts.tokenizerDir && !(await exists(join(opts.tokenizerDir, "tokenizer.json")))) {
     throw new Error(`${opts.tokenizerDir}: no tokenizer.json to export`);
   }
   const folder = resolve(folderOut);
 
   // The Hugging Face part: config, generation config, model.safetensors, tokenizer files.
-  await saveModelFolder(folder, cfg, weights, { tokenizerFrom: opts.tokenizerDir });
-
-  // The ONNX decoder, weights external when large.
-  await Deno.mkdir(join(folder, "onnx"), { recursive: true });
-  let bytes = 0;
-  for (const t of weights.values()) bytes += t.data.byteLength;
-  const external = bytes > (opts.externalDataThreshold ?? DEFAULT_EXTERNAL_DATA_THRESHOLD);
-  const model = serializeModel(buildServingGraph(cfg, weights), {
-    externalDataThreshold: external ? 1024 : Infinity,
-    externalDataPath: basename(SERVING_ONNX_DATA_FILE),
+  await saveModelFolder(folder, cfg, weights, {
+    dtype: opts.dtype,
+    tokenizerFrom: opts.tokenizerDir,
+    maxShardSize: opts.maxShardSize,
   });
-  const dataPath = join(folder, SERVING_ONNX_DATA_FILE);
-  if (model.externalData) await Deno.writeFile(dataPath, model.externalData.data);
-  else if (await exists(dataPath)) await Deno.remove(dataPath);
+
+  // The ONNX decoder, reading its weights from the safetensors files through links in onnx/.
+  const onnxDir = join(folder, "onnx");
+  await Deno.mkdir(onnxDir, { recursive: true });
+  for await (const e of Deno.readDir(onnxDir)) {
+    if (e.name.startsWith(basename(SERVING_ONNX_DATA_FILE))) await Deno.remove(join(onnxDir, e.name));
+  }
+  const saved = await loadModelFolder(folder);
+  const shards = [...new Set([...saved.stored.values()].map((t) => t.file))].sort();
+  const locations = new Map<string, string>();
+  for (const [k, file] of shards.entries()) {
+    const name = `${basename(SERVING_ONNX_DATA_FILE)}${k === 0 ? "" : `_${k}`}`;
+    const to = join(onnxDir, name);
+    if (await linkOrCopy(file, to) === "copied") opts.log?.(`${file} cannot be hard-linked to ${to}: copied`);
+    locations.set(file, name);
+  }
+  const model = serializeModel(buildServingGraph(cfg, storedWeights(saved.stored, { prefix: "" })), {
+    locate: (file) => locations.get(file)!,
+  });
   await Deno.writeFile(join(folder, SERVING_ONNX_FILE), model.model);
 
   // What transformers.js reads beyond the HF config: the dtype to pick and where the weights are.
-  const tfjs: Record<string, unknown> = { dtype: "fp32" };
-  if (model.externalData) tfjs.use_external_data_format = { [basename(SERVING_ONNX_FILE)]: 1 };
+  const tfjs = { dtype: "fp32", use_external_data_format: { [basename(SERVING_ONNX_FILE)]: shards.length } };
   await updateJson(join(folder, "config.json"), { "transformers.js_config": tfjs });
   await updateJson(join(folder, "generation_config.json"), samplingDefaults(gen));
 
@@ -185,5 +211,10 @@ export async function exportForServing(folderOut: string, opts: ExportOptions): 
       if (e.isFile) files.push(sub ? `${sub}/${e.name}` : e.name);
     }
   }
-  return { folder, onnxPath: join(folder, SERVING_ONNX_FILE), externalData: external, files: files.sort() };
+  return {
+    folder,
+    onnxPath: join(folder, SERVING_ONNX_FILE),
+    dataFiles: [...locations.values()].map((n) => `onnx/${n}`),
+    files: files.sort(),
+  };
 }

@@ -16,24 +16,11 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import type { Dim } from "../graph/ir.ts";
 import * as op from "../graph/ops.ts";
-import type { KvPair } from "./decoder.ts";
 import type { LoraRuntime } from "./lora.ts";
 import type { FloatDType, WeightSource } from "./weights.ts";
 
 /** What every block needs: the graph, compute dtype, weights and adapters. */
 export type Ctx = { g: GraphBuilder; dtype: FloatDType; weights: WeightSource; lora: LoraRuntime | null };
-
-/** What a family's forward pass receives from {@link buildDecoder}: prepared ids, positions and bias. */
-export type FamilyInputs = {
-  /** `[B, T]` int64. */
-  ids: Value;
-  /** `[B, T]` int64. */
-  positions: Value;
-  /** `[B, 1, 1, T, S]` additive attention bias (see {@link attentionBias}). */
-  bias: Value;
-  past?: KvPair[];
-  logitsToKeep?: Value;
-};
 
 /** The additive bias of masked attention scores: large enough to vanish after softmax, finite. */
 export const MASK_VALUE = -1e9;

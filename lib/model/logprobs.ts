@@ -3,7 +3,8 @@
  * (log π(y|x) = the SUM over response tokens, prompt and padding masked with label −100).
  * @module
  */
-import type { Value } from "../graph/builder.ts";
+import type { GraphBuilder, Value } from "../graph/builder.ts";
+import { chunkedRows } from "../graph/chunked.ts";
 import * as op from "../graph/ops.ts";
 
 /** The label value that is not scored (PyTorch's ignore_index). */
@@ -33,6 +34,46 @@ export function sequenceLogProbs(logits: Value, labels: Value): SequenceLogProbs
     );
   }
   if (logits.dtype === "float16") logits = op.cast(logits, "float32");
+  const t = shiftedTargets(labels);
+  const logp = op.logSoftmax(logits, 2); // [N, T, V]
+  const picked = op.squeeze(op.gatherElements(logp, op.unsqueeze(t.safe, [2]), 2), [2]); // [N, T]
+  return summed(picked, t.scored);
+}
+
+/**
+ * {@link sequenceLogProbs} from the final hidden rows `[N·T, D]` and the LM head weight `[V, D]` (HF
+ * layout, in the compute dtype), the head applied in blocks of `chunk` rows (0: all at once). In blocks,
+ * a block's logits, log-softmax and their gradients exist only while that block is computed, forward and
+ * backward (lib/graph/chunked.ts), so a batch never holds `[N·T, V]` of them; the values are the same.
+ */
+export function headLogProbs(hidden: Value, w: Value, labels: Value, chunk: number): SequenceLogProbs {
+  if (hidden.rank !== 2 || w.rank !== 2 || labels.rank !== 2) {
+    throw new RangeError(
+      `headLogProbs: hidden [N·T, D], weight [V, D] and labels [N, T], got [${hidden.shape}], [${w.shape}], [${labels.shape}]`,
+    );
+  }
+  const t = shiftedTargets(labels);
+  const rows = op.reshape(t.safe, [-1]);
+  const picked = chunk > 0
+    ? chunkedRows(hidden, [rows], [w], chunk, pickTargets, "lm_head")
+    : pickTargets(hidden.g, hidden, [rows], [w]);
+  return summed(op.reshape(picked, op.shapeOf(labels), labels.shape), t.scored);
+}
+
+/** log softmax(rows · Wᵀ)[target] per row, in float32 (float64 in float64 graphs). */
+function pickTargets(_g: GraphBuilder, rows: Value, [targets]: Value[], [w]: Value[]): Value {
+  let logits = op.gemm(rows, w, null, { transB: true });
+  if (logits.dtype === "float16") logits = op.cast(logits, "float32");
+  const logp = op.logSoftmax(logits, 1);
+  return op.squeeze(op.gatherElements(logp, op.unsqueeze(targets, [1]), 1), [1]);
+}
+
+/**
+ * Targets for HF's shift (logits at t score the label at t + 1): the labels moved one column left with
+ * −100 in the last column (the small labels move, not the large logits), whether each is scored, and
+ * the targets with unscored ones set to 0 (a valid index).
+ */
+function shiftedTargets(labels: Value): { scored: Value; safe: Value } {
   const lab = op.cast(labels, "int64");
   const g = lab.g;
   const next = op.slice(lab, [1], [2 ** 53], [1]); // [N, T-1]
@@ -43,13 +84,15 @@ export function sequenceLogProbs(logits: Value, labels: Value): SequenceLogProbs
   );
   const targets = op.concat([next, pad], 1); // [N, T]
   const scored = op.not(op.equal(targets, IGNORE_LABEL));
-  const safe = op.where(scored, targets, 0);
-  const logp = op.logSoftmax(logits, 2); // [N, T, V]
-  const picked = op.squeeze(op.gatherElements(logp, op.unsqueeze(safe, [2]), 2), [2]); // [N, T]
+  return { scored, safe: op.where(scored, targets, 0) };
+}
+
+/** Token log-probs `[N, T]` (masked by `scored`) summed per sequence, with the token counts. */
+function summed(picked: Value, scored: Value): SequenceLogProbs {
   const token = op.where(scored, picked, 0);
   return {
     tokenLogps: op.slice(token, [0], [-1], [1]),
     sums: op.reduceSum(token, [1]),
-    counts: op.reduceSum(op.cast(scored, logits.dtype), [1]),
+    counts: op.reduceSum(op.cast(scored, picked.dtype), [1]),
   };
 }

@@ -9,6 +9,8 @@ export * from "./safetensors.ts";
 export * from "./checkpoint.ts";
 export * from "./weights_names.ts";
 export * from "./weights.ts";
+export * from "./stored_weights.ts";
+export * from "./types.ts";
 export * from "./decoder.ts";
 export * from "./logprobs.ts";
 export * from "./lora.ts";

@@ -2,9 +2,11 @@
  * Hugging Face model folders in and out: `config.json` + safetensors weights (+ tokenizer files).
  *
  * Loading parses the config (unsupported `model_type`s fail here, naming the supported ones), reads the
- * weights (fp32/fp16/bf16, single file or shards) as fp32, re-keys them by canonical name (GPT-2 without
- * `transformer.`), checks them against the config, and drops what the model does not use (a redundant
- * tied `lm_head.weight`, causal-mask buffers).
+ * weights' headers only (fp32/fp16/bf16, single file or shards: where each tensor is, not its data),
+ * re-keys them by canonical name (GPT-2 without `transformer.`), checks them against the config, and
+ * drops what the model does not use (a redundant tied `lm_head.weight`, causal-mask buffers). Graphs read
+ * the frozen weights from the files themselves (stored_weights.ts); {@link readModelWeights} decodes them
+ * to fp32 where JavaScript needs the values (full fine-tuning's initial state, merging adapters).
  *
  * Saving writes what `save_pretrained` writes, so `AutoModelForCausalLM.from_pretrained(folder)` loads it:
  * `config.json`, `generation_config.json`, `model.safetensors` (sharded past `maxShardSize`) with the
@@ -13,8 +15,9 @@
  */
 import { join } from "node:path";
 import { configToJson, loadConfig, type ModelConfig } from "./config.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import type { OutputDtype } from "./safetensors.ts";
+import { checkpointEntries, readStoredTensors, saveCheckpointStream } from "./checkpoint.ts";
+import type { OutputDtype, TensorReader } from "./safetensors.ts";
+import { storedGraphDtype, type StoredWeights } from "./stored_weights.ts";
 import type { WeightMap } from "./weights.ts";
 import {
   canonicalizeCheckpoint,
@@ -29,8 +32,8 @@ import { exists, writeJsonAtomic } from "../files.ts";
 export type ModelFolder = {
   dir: string;
   config: ModelConfig;
-  /** Every tensor the config needs, canonical names, fp32, HF layout. */
-  weights: WeightMap;
+  /** Where every tensor the config needs is stored (canonical names, HF layout); no data is read. */
+  stored: StoredWeights;
   /** The folder when it holds a `tokenizer.json` (load it with lib/data's `loadTokenizer`), else null. */
   tokenizerDir: string | null;
   /** Tensors in the checkpoint that the model does not use. */
@@ -40,15 +43,33 @@ export type ModelFolder = {
 /** Loads a Hugging Face model folder (config, weights, tokenizer location). */
 export async function loadModelFolder(dir: string): Promise<ModelFolder> {
   const config = await loadConfig(dir);
-  const raw = canonicalizeCheckpoint(config, await loadCheckpoint(dir));
-  const report = validateCheckpoint(config, raw, dir);
-  const weights: WeightMap = new Map();
+  const entries = canonicalizeCheckpoint(config, await checkpointEntries(dir));
+  const report = validateCheckpoint(config, entries, dir);
+  const stored: StoredWeights = new Map();
   for (const { name } of expectedTensors(config)) {
-    const t = raw.get(name)!;
-    weights.set(name, { shape: [...t.shape], data: t.data });
+    const t = entries.get(name)!;
+    storedGraphDtype(name, t);
+    stored.set(name, t);
   }
   const tokenizerDir = (await exists(join(dir, "tokenizer.json"))) ? dir : null;
-  return { dir, config, weights, tokenizerDir, unexpected: report.unexpected };
+  return { dir, config, stored, tokenizerDir, unexpected: report.unexpected };
+}
+
+/** The folder's weights (or those `names` lists) decoded to fp32, each file opened once. */
+export async function readModelWeights(folder: ModelFolder, names?: Iterable<string>): Promise<WeightMap> {
+  const wanted = names ? new Map([...names].map((n) => [n, folder.stored.get(n)!])) : folder.stored;
+  for (const [n, t] of wanted) if (!t) throw new Error(`${folder.dir}: no weight "${n}"`);
+  const out: WeightMap = new Map();
+  for (const [n, t] of await readStoredTensors(wanted)) out.set(n, { shape: [...t.shape], data: t.data });
+  return out;
+}
+
+/** The dtype the folder's weights are stored in (the most common one; norms are sometimes kept in fp32). */
+export function storedDtype(folder: ModelFolder): OutputDtype {
+  const bytes = new Map<string, number>();
+  for (const t of folder.stored.values()) bytes.set(t.dtype, (bytes.get(t.dtype) ?? 0) + t.end - t.begin);
+  const top = [...bytes].sort((a, b) => b[1] - a[1])[0]?.[0];
+  return top === "BF16" ? "bfloat16" : top === "F16" ? "float16" : "float32";
 }
 
 /** The name a tensor has in a `…ForCausalLM` state dict (GPT-2's base model sits under `transformer.`). */
@@ -77,20 +98,39 @@ export type SaveModelOptions = {
   tokenizerFrom?: string;
 };
 
-/** Writes a model folder that transformers (and {@link loadModelFolder}) loads back unchanged. */
+/**
+ * Writes a model folder that transformers (and {@link loadModelFolder}) loads back unchanged. The weights
+ * are a map, or a reader called once per tensor (canonical name) as it is written, so a model of any size
+ * is saved with one tensor in memory.
+ */
 export async function saveModelFolder(
   dir: string,
   cfg: ModelConfig,
-  weights: WeightMap,
+  weights: WeightMap | TensorReader,
   opts: SaveModelOptions = {},
 ): Promise<void> {
   const dtype = opts.dtype ?? "float32";
-  validateCheckpoint(cfg, weights, "weights to save");
-  const tensors = expectedTensors(cfg).map(({ name }) =>
-    [hfStateDictName(cfg, name), weights.get(name)!] as const
-  );
+  let read: TensorReader;
+  if (typeof weights === "function") read = weights;
+  else {
+    validateCheckpoint(cfg, weights, "weights to save");
+    read = (name) => weights.get(name)!.data;
+  }
+  const canonical = new Map(expectedTensors(cfg).map((t) => [hfStateDictName(cfg, t.name), t]));
   await Deno.mkdir(dir, { recursive: true });
-  await saveCheckpoint(dir, tensors, { dtype, maxShardSize: opts.maxShardSize });
+  await saveCheckpointStream(
+    dir,
+    [...canonical].map(([name, t]) => ({ name, shape: t.shape })),
+    async (name) => {
+      const t = canonical.get(name)!;
+      const data = await read(t.name);
+      if (data.length !== t.shape.reduce((a, b) => a * b, 1)) {
+        throw new Error(`weight "${t.name}": ${data.length} values for shape [${t.shape}]`);
+      }
+      return data;
+    },
+    { dtype, maxShardSize: opts.maxShardSize },
+  );
   await writeJsonAtomic(join(dir, "config.json"), configToJson({ ...cfg, torchDtype: dtype }));
   const gen: Record<string, unknown> = { _from_model_config: true };
   if (cfg.bosTokenId !== null) gen.bos_token_id = cfg.bosTokenId;

@@ -218,29 +218,50 @@ export function mergeLora(
   lora: LoraConfig,
   tensors: AdapterTensors,
 ): WeightMap {
-  const c = normalizeLoraConfig(lora);
-  const scaling = loraScaling(c);
   const out: WeightMap = new Map(weights);
-  for (const m of loraModules(cfg, c)) {
-    const get = (n: string) => {
-      const t = tensorOf(tensors, n);
-      if (!t) throw new Error(`mergeLora: tensor "${n}" is missing`);
-      return t instanceof Float32Array ? t : t.data;
-    };
-    const a = get(m.names.a), b = get(m.names.b);
+  for (const m of loraModules(cfg, normalizeLoraConfig(lora))) {
     const name = `${m.path}.weight`;
     const w = weights.get(name);
     if (!w) throw new Error(`mergeLora: base weight "${name}" is missing`);
-    const merged = Float32Array.from(w.data);
-    const { inFeatures: nIn, outFeatures: nOut } = m;
-    for (let o = 0; o < nOut; o++) {
-      for (let i = 0; i < nIn; i++) {
-        let d = 0;
-        for (let k = 0; k < c.r; k++) d += b[o * c.r + k] * a[k * nIn + i];
-        merged[m.layout === "linear" ? o * nIn + i : i * nOut + o] += scaling * d;
-      }
-    }
-    out.set(name, { shape: [...w.shape], data: merged });
+    out.set(name, { shape: [...w.shape], data: mergeLoraTensor(cfg, lora, tensors, name, w.data) });
   }
   return out;
+}
+
+/**
+ * One base weight (canonical name) with its module's adapter merged in, as {@link mergeLora} merges it;
+ * `base` itself when the module is not adapted. What a streaming export calls tensor by tensor.
+ */
+export function mergeLoraTensor(
+  cfg: ModelConfig,
+  lora: LoraConfig,
+  tensors: AdapterTensors,
+  name: string,
+  base: Float32Array,
+): Float32Array {
+  const c = normalizeLoraConfig(lora);
+  const m = loraModules(cfg, c).find((x) => `${x.path}.weight` === name);
+  if (!m) return base;
+  const get = (n: string) => {
+    const t = tensorOf(tensors, n);
+    if (!t) throw new Error(`mergeLora: tensor "${n}" is missing`);
+    return t instanceof Float32Array ? t : t.data;
+  };
+  const a = get(m.names.a), b = get(m.names.b);
+  const scaling = loraScaling(c);
+  const merged = Float32Array.from(base);
+  const { inFeatures: nIn, outFeatures: nOut } = m;
+  // (B A)[o, i] = Σ_k b[o, k] a[k, i], summed in float64 in k order, then added once to the fp32 weight;
+  // row by row so that the inner loop runs along memory
+  const row = new Float64Array(nIn);
+  for (let o = 0; o < nOut; o++) {
+    row.fill(0);
+    for (let k = 0; k < c.r; k++) {
+      const bk = b[o * c.r + k], off = k * nIn;
+      for (let i = 0; i < nIn; i++) row[i] += bk * a[off + i];
+    }
+    if (m.layout === "linear") { for (let i = 0; i < nIn; i++) merged[o * nIn + i] += scaling * row[i]; }
+    else for (let i = 0; i < nIn; i++) merged[i * nOut + o] += scaling * row[i];
+  }
+  return merged;
 }

@@ -551,12 +551,18 @@ export function tensorPairs(
   return pairs.map(([n, t]) => [n, t]);
 }
 
+/** What a file's header says of a tensor: its name and shape, all its layout needs before any data. */
+export type TensorHeader = { name: string; shape: readonly number[] };
+
+/** Reads one tensor's values when its turn comes to be written (a stream never holds them all). */
+export type TensorReader = (name: string) => Float32Array | Promise<Float32Array>;
+
 /** What a writer emits: the padded header and the tensors in file order. */
 export interface SafetensorsLayout {
   /** The 8-byte length followed by the space-padded JSON header. */
   headerBytes: Uint8Array;
   /** Tensors in the order their bytes follow the header. */
-  order: { name: string; data: Float32Array; bytes: number }[];
+  order: { name: string; numel: number; bytes: number }[];
   /** Total file size in bytes. */
   fileSize: number;
 }
@@ -565,24 +571,31 @@ export interface SafetensorsLayout {
  * Lay out a file exactly as the reference writer does: tensors sorted by name (all share one dtype),
  * `__metadata__` first, compact JSON, header padded with spaces to a multiple of 8 so the data is aligned.
  */
-export function planSafetensors(tensors: TensorSource, options: WriteOptions = {}): SafetensorsLayout {
+export function planSafetensors(
+  tensors: TensorSource | readonly TensorHeader[],
+  options: WriteOptions = {},
+): SafetensorsLayout {
+  const specs: TensorHeader[] = Array.isArray(tensors)
+    ? checkSpecs(tensors as readonly TensorHeader[])
+    : tensorPairs(tensors as TensorSource).map(([name, t]) => ({ name, shape: t.shape }));
   const dtype = options.dtype ?? "float32";
   const size = outputDtypeSize(dtype);
-  const pairs = tensorPairs(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const sorted = [...specs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const merged: Record<string, string> = { format: "pt", ...options.metadata };
   const metadata: Record<string, string> = {};
   for (const k of Object.keys(merged).sort()) metadata[k] = merged[k];
   const header: Record<string, unknown> = { __metadata__: metadata };
   const order: SafetensorsLayout["order"] = [];
   let offset = 0;
-  for (const [name, t] of pairs) {
-    const bytes = t.data.length * size;
+  for (const { name, shape } of sorted) {
+    const numel = numelOf(shape);
+    const bytes = numel * size;
     header[name] = {
       dtype: outputDtypeName(dtype),
-      shape: [...t.shape],
+      shape: [...shape],
       data_offsets: [offset, offset + bytes],
     };
-    order.push({ name, data: t.data, bytes });
+    order.push({ name, numel, bytes });
     offset += bytes;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
@@ -593,15 +606,30 @@ export function planSafetensors(tensors: TensorSource, options: WriteOptions = {
   return { headerBytes, order, fileSize: headerBytes.length + offset };
 }
 
+/** Specs checked as {@link tensorPairs} checks tensors: valid shapes, unique and allowed names. */
+function checkSpecs(specs: readonly TensorHeader[]): TensorHeader[] {
+  const seen = new Set<string>();
+  for (const { name, shape } of specs) {
+    if (name === "__metadata__") throw new Error(`tensor name "__metadata__" is reserved by safetensors`);
+    if (seen.has(name)) throw new Error(`duplicate tensor name "${name}"`);
+    seen.add(name);
+    if (!shape.every(isNonNegInt)) {
+      throw new Error(`tensor "${name}": invalid shape ${JSON.stringify(shape)}`);
+    }
+  }
+  return [...specs];
+}
+
 /** Encode tensors as an in-memory safetensors file (small files and tests; big ones use the streaming writer). */
 export function encodeSafetensors(tensors: TensorSource, options: WriteOptions = {}): Uint8Array {
   const dtype = options.dtype ?? "float32";
+  const byName = new Map(tensorPairs(tensors));
   const layout = planSafetensors(tensors, options);
   const out = new Uint8Array(layout.fileSize);
   out.set(layout.headerBytes, 0);
   let pos = layout.headerBytes.length;
   for (const t of layout.order) {
-    out.set(encodeFromFloat32(t.data, dtype), pos);
+    out.set(encodeFromFloat32(byName.get(t.name)!.data, dtype), pos);
     pos += t.bytes;
   }
   return out;
@@ -621,11 +649,37 @@ export async function writeSafetensors(
   tensors: TensorSource,
   options: WriteOptions = {},
 ): Promise<number> {
+  const byName = new Map(tensorPairs(tensors));
+  return await writeSafetensorsStream(
+    path,
+    [...byName].map(([name, t]) => ({ name, shape: t.shape })),
+    (n) => byName.get(n)!.data,
+    options,
+  );
+}
+
+/**
+ * {@link writeSafetensors} for tensors that are read only when written: `read(name)` is called once per
+ * tensor, in file order, and its values are encoded, written and dropped before the next, so a model of
+ * any size is written with one tensor in memory. Atomic; returns the file size in bytes.
+ */
+export async function writeSafetensorsStream(
+  path: string,
+  specs: readonly TensorHeader[],
+  read: TensorReader,
+  options: WriteOptions = {},
+): Promise<number> {
   const dtype = options.dtype ?? "float32";
-  const layout = planSafetensors(tensors, options);
+  const layout = planSafetensors(specs, options);
   await writeFileAtomic(path, async (f) => {
     await writeAll(f, layout.headerBytes);
-    for (const t of layout.order) await writeAll(f, encodeFromFloat32(t.data, dtype));
+    for (const t of layout.order) {
+      const data = await read(t.name);
+      if (data.length !== t.numel) {
+        throw new Error(`tensor "${t.name}": ${data.length} values for ${t.numel} elements`);
+      }
+      await writeAll(f, encodeFromFloat32(data, dtype));
+    }
   });
   return layout.fileSize;
 }

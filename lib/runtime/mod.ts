@@ -3,6 +3,8 @@
  * @module
  */
 export * from "./session.ts";
+export * from "./graph_folder.ts";
+export * from "./device_memory.ts";
 export * from "./training_session.ts";
 export * from "./device.ts";
 export * from "./cuda.ts";

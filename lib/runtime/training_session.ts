@@ -5,7 +5,6 @@
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
-import { serializeModel, type SerializeOptions } from "../graph/serialize.ts";
 import type { TrainingIO } from "../graph/training.ts";
 import { type HostTensor, ModelSession, type SessionOptions } from "./session.ts";
 
@@ -35,7 +34,7 @@ export class TrainingSession {
   static async create(
     built: { graph: GraphBuilder; io: TrainingIO },
     params: Record<string, Float32Array>,
-    opts: SessionOptions & { serialize?: SerializeOptions; lossScale?: number } = {},
+    opts: SessionOptions & { lossScale?: number } = {},
   ): Promise<TrainingSession> {
     const state = new Map<string, Float32Array>();
     for (const s of built.io.state) {
@@ -49,7 +48,7 @@ export class TrainingSession {
       }
       state.set(s.name, v);
     }
-    const session = await ModelSession.create(serializeModel(built.graph.build(), opts.serialize), {
+    const session = await ModelSession.create(built.graph.build(), {
       ...opts,
       describe: opts.describe ?? ((n) => built.graph.describe(n)),
     });

@@ -63,12 +63,13 @@ export class WorkerEngine implements Engine {
   readonly #pending = new Map<number, Pending>();
   #dead: Error | undefined;
 
-  private constructor(private readonly worker: Worker) {}
+  private constructor(private readonly worker: Worker, private readonly graphDir: string) {}
 
   /** Starts the worker and loads the generation model; rejects with the worker's reason when that fails. */
   static async start(opts: EngineOptions): Promise<WorkerEngine> {
+    const graphDir = await Deno.makeTempDir({ prefix: "nca-serve-graphs-" });
     const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
-    const engine = new WorkerEngine(worker);
+    const engine = new WorkerEngine(worker, graphDir);
     const ready = Promise.withResolvers<void>();
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
@@ -82,12 +83,13 @@ export class WorkerEngine implements Engine {
       ready.reject(err);
       engine.#fail(err);
     };
-    const load: ToWorker = { type: "load", ...opts };
+    const load: ToWorker = { type: "load", ...opts, graphDir };
     worker.postMessage(load);
     try {
       await ready.promise;
     } catch (e) {
       worker.terminate();
+      await Deno.remove(graphDir, { recursive: true }).catch(() => {});
       throw e;
     }
     return engine;
@@ -124,10 +126,10 @@ export class WorkerEngine implements Engine {
     return this.#pending.size;
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#fail(new Error("the server is shutting down"));
     this.worker.terminate();
-    return Promise.resolve();
+    await Deno.remove(this.graphDir, { recursive: true }).catch(() => {});
   }
 
   #send(m: ToWorker): void {

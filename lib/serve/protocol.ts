@@ -19,6 +19,11 @@ export type LoadRequest = {
   device: Device;
   /** ONNX Runtime intra-op threads per session. */
   threads: number;
+  /**
+   * Where the scoring graphs go, with links to the weight files they read (see
+   * lib/runtime/graph_folder.ts); the engine removes it when it closes.
+   */
+  graphDir: string;
 };
 
 /** Generation of `prompts.length` rows (the `n` choices of a request, or several prompts). */

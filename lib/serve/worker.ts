@@ -13,11 +13,12 @@
  */
 import { resolve } from "node:path";
 import { makeBatch } from "../data/batch.ts";
-import { serializeModel } from "../graph/serialize.ts";
 import { generate, type TokenChoice } from "../model/generate.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
-import { frozenWeights } from "../model/weights.ts";
+import { storedWeights } from "../model/stored_weights.ts";
+import { GraphFolder } from "../runtime/graph_folder.ts";
 import { ModelSession } from "../runtime/session.ts";
+import { headChunk } from "../train/memory.ts";
 import { buildScoringGraph } from "../train/train_graph.ts";
 import type {
   FromWorker,
@@ -38,6 +39,7 @@ const post = (m: FromWorker) => scope.postMessage(m);
 
 let config: LoadRequest | undefined;
 let generator: ModelSession | undefined;
+let graphs: GraphFolder | undefined;
 const scorers = new Map<string, Promise<ModelSession>>();
 const jobs = new Map<number, { abort: AbortController; stopped: Set<number> }>();
 
@@ -64,6 +66,7 @@ scope.onmessage = (e) => {
 
 async function load(m: LoadRequest): Promise<void> {
   config = m;
+  graphs = await GraphFolder.open(m.graphDir);
   const t0 = performance.now();
   generator = await ModelSession.create(resolve(m.policyDir, "onnx", "model.onnx"), {
     device: m.device,
@@ -120,10 +123,15 @@ function scorer(which: ScoringModel): Promise<ModelSession> {
     const { device, threads } = config;
     s = (async () => {
       const folder = await loadModelFolder(key);
-      const g = buildScoringGraph(folder.config, frozenWeights(folder.weights));
-      return await ModelSession.create(serializeModel(g.build()), {
+      // scoring requests are one prompt with up to 16 candidates: the head in blocks past a 4k-token batch
+      const g = buildScoringGraph(folder.config, storedWeights(folder.stored), undefined, {
+        chunk: headChunk(folder.config, 4096),
+      });
+      return await ModelSession.create(g.build(), {
         device,
         intraOpThreads: threads,
+        graphFolder: graphs,
+        graphName: which,
         describe: (n) => g.describe(n),
       });
     })();

@@ -4,16 +4,15 @@
  * numbers are exact whatever the training graph computes.
  * @module
  */
-import { serializeModel } from "../graph/serialize.ts";
 import { batchMetrics, lossByName } from "../losses/mod.ts";
 import type { Trainable } from "../model/decoder.ts";
 import type { WeightSource } from "../model/weights.ts";
-import { type Device, type HostTensor, ModelSession } from "../runtime/session.ts";
+import { type HostTensor, ModelSession } from "../runtime/session.ts";
 import type { TrainingSession } from "../runtime/training_session.ts";
 import type { MetricsRecord } from "./metrics_log.ts";
 import type { TrainConfig } from "./options.ts";
 import type { RunInputs } from "./run_inputs.ts";
-import { scoreExamples } from "./scoring.ts";
+import { scoreExamples, type ScorerPlace } from "./scoring.ts";
 import { buildScoringGraph } from "./train_graph.ts";
 
 /** A session scoring sequences under the policy whose parameters are fed by name. */
@@ -21,11 +20,16 @@ export async function policyScorer(
   p: RunInputs,
   frozen: WeightSource,
   trainable: Trainable,
-  device: Device,
+  where: ScorerPlace,
   precision: TrainConfig["precision"],
-) {
-  const g = buildScoringGraph(p.model.config, frozen, trainable, { precision });
-  return await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
+): Promise<ModelSession> {
+  const g = buildScoringGraph(p.model.config, frozen, trainable, { precision, chunk: where.chunk });
+  return await ModelSession.create(g.build(), {
+    device: where.device,
+    graphFolder: where.graphFolder,
+    graphName: "eval",
+    describe: (n) => g.describe(n),
+  });
 }
 
 /** Loss and metrics of the current policy on the held-out prompts, computed by the TypeScript references. */

@@ -4,7 +4,7 @@
  * pipelines of your own.
  * @module
  */
-export { explainRunError, policyWeights, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export { explainRunError, policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
 export * from "./options.ts";
 export * from "./graph_losses.ts";
 export * from "./train_graph.ts";
@@ -15,6 +15,7 @@ export * from "./reference.ts";
 export * from "./evaluate.ts";
 export * from "./scoring.ts";
 export * from "./schedule.ts";
+export * from "./memory.ts";
 export * from "./metrics_log.ts";
 export * from "./charts.ts";
 export {

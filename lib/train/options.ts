@@ -69,6 +69,8 @@ export type TrainOptions = {
   precision: "fp32" | "fp16";
   /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph); unset: `defaultStepsPerRun` of the device and mode. */
   stepsPerRun?: number;
+  /** Recompute each layer's activations in the backward pass; unset: on when the memory estimate needs it. */
+  gradientCheckpointing?: boolean;
   evalEvery?: number;
   saveEvery?: number;
   keepCheckpoints: number;
@@ -388,6 +390,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     choices: ["fp32", "fp16"],
     default: "fp32",
     help: "compute precision (fp16: mixed precision with loss scaling, CUDA only)",
+  },
+  {
+    key: "gradientCheckpointing",
+    flag: "gradient-checkpointing",
+    kind: "boolean",
+    group: "Model",
+    defaultText: "auto",
+    help: "recompute each layer's activations in the backward pass instead of keeping them; auto: when " +
+      "the memory estimate printed at the start says the run would not fit without it",
   },
   {
     key: "stepsPerRun",

@@ -5,23 +5,21 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { serializeModel } from "../graph/serialize.ts";
 import type { WeightSource } from "../model/weights.ts";
-import { type Device, ModelSession } from "../runtime/session.ts";
+import { ModelSession } from "../runtime/session.ts";
 import type { TrainConfig } from "./options.ts";
 import { type RunPaths, writeJsonAtomic } from "./run_folder.ts";
 import type { RunInputs } from "./run_inputs.ts";
-import { fingerprintExamples, scoreExamples } from "./scoring.ts";
+import { fingerprintExamples, scoreExamples, type ScorerPlace } from "./scoring.ts";
 import { buildScoringGraph } from "./train_graph.ts";
 
-/** The reference model's log-probs of every response, from the cache when it matches, else computed. */
 /** The reference log-probs of the training and held-out examples, from the cache when it matches. */
 export async function referenceScores(
   cfg: TrainConfig,
   run: RunPaths,
   p: RunInputs,
   frozen: WeightSource,
-  device: Device,
+  where: ScorerPlace,
   log: (l: string) => void,
 ): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
   const cachePath = join(run.dir, "reference_logps.json");
@@ -38,8 +36,16 @@ export async function referenceScores(
     }
   } catch { /* no cache yet */ }
   const t0 = performance.now();
-  const g = buildScoringGraph(p.model.config, frozen, undefined, { precision: cfg.precision });
-  const s = await ModelSession.create(serializeModel(g.build()), { device, describe: (n) => g.describe(n) });
+  const g = buildScoringGraph(p.model.config, frozen, undefined, {
+    precision: cfg.precision,
+    chunk: where.chunk,
+  });
+  const s = await ModelSession.create(g.build(), {
+    device: where.device,
+    graphFolder: where.graphFolder,
+    graphName: "reference",
+    describe: (n) => g.describe(n),
+  });
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
   const train = (await scoreExamples(s, p.train, opts)).logps;
   const evalScores = (await scoreExamples(s, p.eval, opts)).logps;

@@ -4,9 +4,13 @@
  * @module
  */
 import { makeBatch } from "../data/batch.ts";
-import type { HostTensor, ModelSession } from "../runtime/session.ts";
+import type { GraphFolder } from "../runtime/graph_folder.ts";
+import type { Device, HostTensor, ModelSession } from "../runtime/session.ts";
 import { BATCH_INPUTS } from "./chunks.ts";
 import type { PreparedExample } from "./prepare.ts";
+
+/** Where a scoring session runs: its device, the run's graph folder, the LM head's rows per block. */
+export type ScorerPlace = { device: Device; graphFolder?: GraphFolder; chunk?: number };
 
 /** Per example, the summed log-prob of each response, and the response token counts. */
 export type Scores = { logps: Float32Array[]; counts: Float32Array[] };
@@ -25,7 +29,9 @@ export async function scoreExamples(
     onBatch?: (done: number) => void;
   },
 ): Promise<Scores> {
-  const order = examples.map((_, i) => i).sort((a, b) => length(examples[a]) - length(examples[b]));
+  const order = examples.map((_, i) => i).sort((a, b) =>
+    exampleLength(examples[a]) - exampleLength(examples[b])
+  );
   const logps: Float32Array[] = new Array(examples.length);
   const counts: Float32Array[] = new Array(examples.length);
   for (let at = 0; at < order.length; at += o.batchSize) {
@@ -48,7 +54,8 @@ export async function scoreExamples(
   return { logps, counts };
 }
 
-function length(ex: PreparedExample): number {
+/** An example's longest sequence: its prompt and longest response. */
+export function exampleLength(ex: PreparedExample): number {
   return ex.promptIds.length + Math.max(...ex.responseIds.map((r) => r.length));
 }
 

@@ -10,6 +10,7 @@
  */
 import { GraphBuilder, type Value } from "../graph/builder.ts";
 import * as op from "../graph/ops.ts";
+import type { SegmentMode } from "../graph/autodiff.ts";
 import type { BatchInput, LossScaling } from "../graph/training.ts";
 import { buildTrainingGraph, type TrainingIO } from "../graph/training.ts";
 import type { OptimizerConfig } from "../graph/optim.ts";
@@ -58,6 +59,10 @@ export type AlignmentGraphSpec = {
   precision?: Precision;
   /** Loss scaling; default {@link FP16_LOSS_SCALING} in fp16, none in fp32. */
   lossScaling?: LossScaling;
+  /** How each layer's backward pass is built (`recompute`: activation checkpointing). Default inline. */
+  segments?: SegmentMode;
+  /** Rows per block of the LM head and log-softmax (0 or absent: all at once). */
+  chunk?: number;
 };
 
 /**
@@ -91,12 +96,17 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
     maxGradNorm: s.maxGradNorm,
     accumulation: s.accumulation,
     lossScaling: s.lossScaling ?? (s.precision === "fp16" ? FP16_LOSS_SCALING : undefined),
+    segments: s.segments,
     forward: (g, params, b) => {
       const lp = policyLogProbs(g, s.cfg, s.trainable, params, s.frozen, {
         inputIds: b[BATCH_INPUTS.inputIds],
         attentionMask: b[BATCH_INPUTS.attentionMask],
         labels: b[BATCH_INPUTS.labels],
-      }, { dtype: computeDtype(s.precision), dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined });
+      }, {
+        dtype: computeDtype(s.precision),
+        dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined,
+        chunk: s.chunk,
+      });
       const policy = op.reshape(lp.sums, [-1, s.k]);
       const out = graphLoss(s.loss, {
         policy,
@@ -119,7 +129,7 @@ export function buildScoringGraph(
   cfg: ModelConfig,
   frozen: WeightSource,
   trainable?: Trainable,
-  opts: { precision?: Precision } = {},
+  opts: { precision?: Precision; chunk?: number } = {},
 ): GraphBuilder {
   const g = new GraphBuilder(trainable ? "policy-logps" : "reference-logps");
   const dtype = computeDtype(opts.precision);
@@ -132,8 +142,8 @@ export function buildScoringGraph(
   if (trainable) {
     const params: Record<string, Value> = {};
     for (const p of trainable.params) params[p.name] = g.input(p.name, "float32", p.shape);
-    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false, dtype });
-  } else lp = referenceLogProbs(g, cfg, frozen, batch, { dtype });
+    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false, dtype, chunk: opts.chunk });
+  } else lp = referenceLogProbs(g, cfg, frozen, batch, { dtype, chunk: opts.chunk });
   g.output(lp.sums, "logps");
   g.output(lp.counts, "counts");
   g.output(lp.tokenLogps, "token_logps");

@@ -7,18 +7,26 @@
  */
 import { join, resolve } from "node:path";
 import { type Trainable, trainableParamsFor } from "../model/decoder.ts";
-import type { ModelFolder } from "../model/model_folder.ts";
-import { frozenWeights, type WeightMap } from "../model/weights.ts";
-import { mergeLora, saveAdapter } from "../model/peft.ts";
+import { type ModelFolder, readModelWeights, storedDtype } from "../model/model_folder.ts";
+import { readStoredTensor } from "../model/checkpoint.ts";
+import { storedWeights } from "../model/stored_weights.ts";
+import type { TensorReader } from "../model/safetensors.ts";
+import { mergeLoraTensor, saveAdapter } from "../model/peft.ts";
 import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
+import { GraphFolder } from "../runtime/graph_folder.ts";
+import { deviceMemory } from "../runtime/device_memory.ts";
+import type { Device } from "../runtime/session.ts";
+import { type LoraConfig, loraModules } from "../model/lora.ts";
+import { describeEstimate, planRun, type RunPlan } from "./memory.ts";
+import { exampleLength } from "./scoring.ts";
 import { assertFloat16Device } from "../runtime/precision.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
 import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
 import type { TrainConfig } from "./options.ts";
-import { loadRunInputs } from "./run_inputs.ts";
+import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
 import { referenceScores } from "./reference.ts";
 import { evaluatePolicy, finalEvalOf, policyScorer, prefixed } from "./evaluate.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
@@ -80,23 +88,30 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       (fp16 ? " · fp16 (mixed precision, loss scaling)" : ""),
   );
 
-  const frozen = frozenWeights(p.model.weights);
+  // what the run will hold, before any of it is loaded: checkpointing and the LM head's blocks follow
+  const lora: LoraConfig = {
+    r: cfg.loraR,
+    alpha: cfg.loraAlpha,
+    dropout: cfg.loraDropout,
+    targetModules: cfg.loraTargets ?? "all-linear",
+  };
+  const plan = await planMemory(cfg, p, device, lora, log);
+
+  const frozen = storedWeights(p.model.stored);
   const trainable = trainableParamsFor(
     p.model.config,
-    cfg.full ? { mode: "full", weights: p.model.weights } : {
-      mode: "lora",
-      lora: {
-        r: cfg.loraR,
-        alpha: cfg.loraAlpha,
-        dropout: cfg.loraDropout,
-        targetModules: cfg.loraTargets ?? "all-linear",
-      },
-      seed: cfg.seed,
-    },
+    cfg.full
+      ? { mode: "full", weights: await readModelWeights(p.model) }
+      : { mode: "lora", lora, seed: cfg.seed },
   );
 
+  // ONNX Runtime reads the frozen weights from the model's files, linked into the run's graph folder
+  const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
+
   // reference log-probs: once, cached in the run folder
-  const reference = cfg.loss === "sft" ? undefined : await referenceScores(cfg, run, p, frozen, device, log);
+  const reference = cfg.loss === "sft"
+    ? undefined
+    : await referenceScores(cfg, run, p, frozen, { device, graphFolder: graphs, chunk: plan.chunk }, log);
 
   // a step is --grad-accum micro-batches of --batch-size prompts; a last step that cannot be split so is left out
   const steps = planSteps(p.train, {
@@ -137,11 +152,15 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     maxGradNorm: cfg.maxGradNorm > 0 ? cfg.maxGradNorm : undefined,
     accumulation: cfg.gradAccum,
     precision: cfg.precision,
+    segments: plan.segments,
+    chunk: plan.chunk,
   });
   const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode);
   const session = await TrainingSession.create(built, trainable.init, {
     device,
     lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
+    graphFolder: graphs,
+    graphName: "train",
   });
 
   let step = 0;
@@ -154,7 +173,13 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const metrics = await MetricsWriter.open(run.metrics, { append: step > 0, truncateAfterStep: step });
 
   const evalScorer = p.eval.length
-    ? await policyScorer(p, frozen, trainable, device, cfg.precision)
+    ? await policyScorer(
+      p,
+      frozen,
+      trainable,
+      { device, graphFolder: graphs, chunk: plan.chunk },
+      cfg.precision,
+    )
     : undefined;
   const evaluate = async (): Promise<Record<string, number> | undefined> => {
     if (!evalScorer) return undefined;
@@ -174,8 +199,13 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     }, { keep: cfg.keepCheckpoints });
   };
 
-  let interrupted = false;
+  let interrupted = false, completed = false;
   const started = step;
+  const release = async () => {
+    await session.release();
+    await evalScorer?.release();
+    await graphs.remove();
+  };
   try {
     for (const c of groupChunks(steps, stepsPerRun, step)) {
       if (
@@ -268,13 +298,16 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       await metrics.write({ step, epoch: epochAt[step - 1], ...prefixed(finalEval) });
     }
     await save();
+    completed = true;
   } finally {
     await metrics.close();
+    if (!completed) await release();
   }
 
-  // the trained policy: merged, exported for serving, adapters saved as PEFT does
+  // the trained policy: adapters saved as PEFT does; sessions released before the export streams the
+  // merged weights tensor by tensor, in the model's own dtype
   const state = session.snapshot();
-  const weights = policyWeights(p.model, trainable, state);
+  await release();
   if (trainable.mode === "lora") {
     await saveAdapter(join(run.dir, "adapter"), p.model.config, trainable.lora!, state, {
       baseModelNameOrPath: resolve(cfg.model),
@@ -282,11 +315,11 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   }
   await exportForServing(run.policy, {
     cfg: p.model.config,
-    weights,
+    weights: policyReader(p.model, trainable, state),
+    dtype: storedDtype(p.model),
     tokenizerDir: p.model.tokenizerDir ?? undefined,
+    log,
   });
-  await session.release();
-  await evalScorer?.release();
 
   const records = await readMetrics(run.metrics);
   const charts = trainingCharts(records);
@@ -324,7 +357,14 @@ async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConf
   } catch {
     throw new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
   }
-  return { ...saved, resume: now.resume, device: now.device, quiet: now.quiet, stepsPerRun: now.stepsPerRun };
+  return {
+    ...saved,
+    resume: now.resume,
+    device: now.device,
+    quiet: now.quiet,
+    stepsPerRun: now.stepsPerRun,
+    gradientCheckpointing: now.gradientCheckpointing,
+  };
 }
 
 /** The settings that define a run's results (checkpoints from another identity are refused). */
@@ -334,6 +374,7 @@ function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
     "quiet",
     "resume",
     "stepsPerRun",
+    "gradientCheckpointing",
     "out",
     "name",
     "demo",
@@ -346,16 +387,79 @@ function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
 }
 
-/** The policy's full weights: the trained ones (full fine-tuning) or the base with adapters merged. */
-export function policyWeights(
+/**
+ * The policy's weights, tensor by tensor (canonical names): the trained ones (full fine-tuning), or each
+ * base weight read from the model's files with its adapter merged in.
+ */
+export function policyReader(
   model: ModelFolder,
   trainable: Trainable,
   state: Record<string, Float32Array>,
-): WeightMap {
-  if (trainable.mode === "lora") return mergeLora(model.config, model.weights, trainable.lora!, state);
-  const out: WeightMap = new Map(model.weights);
-  for (const p of trainable.params) out.set(p.name, { shape: p.shape, data: state[p.name] });
-  return out;
+): TensorReader {
+  return async (name) => {
+    if (trainable.mode === "full") {
+      const v = state[name];
+      if (!v) throw new Error(`the trained state has no "${name}"`);
+      return v;
+    }
+    const stored = model.stored.get(name);
+    if (!stored) throw new Error(`${model.dir}: no weight "${name}"`);
+    return mergeLoraTensor(model.config, trainable.lora!, state, name, await readStoredTensor(stored));
+  };
+}
+
+/**
+ * The run's memory plan, logged; refuses a run that will not fit the device's free memory, naming the
+ * settings that lower it.
+ */
+async function planMemory(
+  cfg: TrainConfig,
+  p: RunInputs,
+  device: Device,
+  lora: LoraConfig,
+  log: (line: string) => void,
+): Promise<RunPlan> {
+  const model = p.model.config;
+  const modules = cfg.full ? [] : loraModules(model, lora);
+  const trainableParams = cfg.full
+    ? [...p.model.stored.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0)
+    : modules.reduce((n, m) => n + lora.r * (m.inFeatures + m.outFeatures), 0);
+  const width = p.train.reduce((w, e) => Math.max(w, Math.ceil(exampleLength(e) / 8) * 8), 8);
+  const memory = await deviceMemory(device);
+  const plan = planRun({
+    cfg: model,
+    stored: p.model.stored,
+    rows: cfg.batchSize * p.k,
+    width,
+    trainableParams,
+    lora: cfg.full ? null : { dropout: lora.dropout! > 0, modules: modules.length, r: lora.r },
+    computeBytes: cfg.precision === "fp16" ? 2 : 4,
+    checkpointing: cfg.gradientCheckpointing,
+    budget: memory?.free,
+  });
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  log(
+    `${describeEstimate(plan.estimate)}${memory ? `; ${device} has ${gib(memory.free)} free` : ""}` +
+      (plan.checkpointing
+        ? ` · gradient checkpointing${
+          cfg.gradientCheckpointing ? "" : ` (on: ${gib(plan.without.total)} without it)`
+        }`
+        : ""),
+  );
+  if (memory && plan.estimate.total > memory.free) {
+    const lower = [
+      `--batch-size (now ${cfg.batchSize})`,
+      `--max-length (now ${cfg.maxLength}; the longest example takes ${width} tokens)`,
+      ...(plan.checkpointing ? [] : ["--gradient-checkpointing"]),
+      ...(cfg.precision === "fp16" || device !== "cuda" ? [] : ["--precision fp16"]),
+      ...(cfg.full ? ["LoRA instead of --full"] : []),
+    ];
+    throw new Error(
+      `this run needs about ${gib(plan.estimate.total)} but the ${device} has ${gib(memory.free)} free. ` +
+        `Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
+    );
+  }
+  return plan;
 }
 
 /** Errors of a training run, made actionable: CUDA out of memory says which settings to lower. */

@@ -83,7 +83,7 @@ Deno.test("parity/ours: folders and parity.json in parity.py's layout compare cl
       await saveModelFolder(folder, cfg, initWeights(cfg, { seed: 3, std: 0.1, biasStd: 0.1, normStd: 0.1 }));
       const loaded = await loadModelFolder(folder);
       const names = new Map(
-        compared[name as keyof typeof compared].map((n) => [n, loaded.weights.get(n)!.shape]),
+        compared[name as keyof typeof compared].map((n) => [n, loaded.stored.get(n)!.shape]),
       );
       const ref = skeleton(name, cfg.vocabSize, names);
       for (const loss of ["dpo", "nca"]) {

@@ -27,8 +27,8 @@ Deno.test("serialize: a model survives encode → decode → encode byte for byt
   assert.deepEqual(decoded.graph.inputs, graph.inputs);
   assert.deepEqual(decoded.graph.outputs, graph.outputs);
   assert.deepEqual(
-    decoded.graph.initializers.map((t) => [t.name, t.dims, [...t.data]]),
-    graph.initializers.map((t) => [t.name, t.dims, [...t.data]]),
+    decoded.graph.initializers.map((t) => [t.name, t.dims, [...t.data!]]),
+    graph.initializers.map((t) => [t.name, t.dims, [...t.data!]]),
   );
   assert.deepEqual(serializeModel(decoded.graph).model, bytes);
 });
@@ -68,8 +68,8 @@ Deno.test("serialize: a model with external data loads and gives the same output
   assert.deepEqual(a.y.data, c.y.data);
   // and the decoder resolves external initializers
   const decoded = deserializeModel(external.model, external.externalData!.data);
-  assert.deepEqual([...decoded.graph.initializers.find((t) => t.name === "w")!.data], [
-    ...graph.initializers.find((t) => t.name === "w")!.data,
+  assert.deepEqual([...decoded.graph.initializers.find((t) => t.name === "w")!.data!], [
+    ...graph.initializers.find((t) => t.name === "w")!.data!,
   ]);
   await Deno.remove(dir, { recursive: true });
 });

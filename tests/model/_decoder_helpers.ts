@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
-import { serializeModel } from "../../lib/graph/serialize.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import type { ModelConfig } from "../../lib/model/config.ts";
 import { buildDecoder, type KvPair } from "../../lib/model/decoder.ts";
@@ -31,7 +30,7 @@ export async function compile(build: (g: GraphBuilder) => Record<string, Value>)
   for (const [name, v] of Object.entries(outs)) {
     g.output(v.dtype === "float64" || v.dtype === "float32" ? v : op.cast(v, "float32"), name);
   }
-  const session = await ModelSession.create(serializeModel(g.build()), {
+  const session = await ModelSession.create(g.build(), {
     intraOpThreads: 1,
     describe: (n) => g.describe(n),
   });

@@ -17,8 +17,9 @@ import { buildDecoder } from "../../lib/model/decoder.ts";
 import { exportForServing, type ExportResult } from "../../lib/model/export.ts";
 import { generate, SERVING_NAMES } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";
-import { loadModelFolder } from "../../lib/model/model_folder.ts";
+import { loadModelFolder, readModelWeights } from "../../lib/model/model_folder.ts";
 import { frozenWeights, type WeightMap } from "../../lib/model/weights.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/model/safetensors.ts";
 import { writeTinyTokenizer } from "../fixtures/tokenizer.ts";
 
 const VOCAB = 128; // the tiny tokenizer's vocabulary
@@ -111,7 +112,10 @@ type Fixture = {
   dir: string;
 };
 
-async function setup(cfg: ModelConfig, external = false): Promise<Fixture> {
+async function setup(
+  cfg: ModelConfig,
+  o: { dtype?: "float32" | "bfloat16"; maxShardSize?: number } = {},
+): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: `export_${cfg.modelType}_` });
   const tokDir = join(dir, "tok");
   await writeTinyTokenizer(tokDir, { chatTemplate: true });
@@ -121,7 +125,8 @@ async function setup(cfg: ModelConfig, external = false): Promise<Fixture> {
     weights,
     tokenizerDir: tokDir,
     generation: { eosTokenId: EOS, padTokenId: PAD, bosTokenId: null },
-    externalDataThreshold: external ? 0 : undefined,
+    dtype: o.dtype,
+    maxShardSize: o.maxShardSize,
   });
   const session = await ModelSession.create(exp.onnxPath, { intraOpThreads: 1 });
   return { cfg, weights, exp, session, dir };
@@ -241,7 +246,8 @@ async function checkArchitecture(t: Deno.TestContext, cfg: ModelConfig) {
     assert.equal(back.config.modelType, cfg.modelType);
     assert.equal(back.config.numKvHeads, cfg.numKvHeads);
     assert.equal(back.config.eosTokenId, EOS);
-    for (const [name, w] of weights) assert.deepEqual(back.weights.get(name)?.data, w.data, name);
+    const stored = await readModelWeights(back);
+    for (const [name, w] of weights) assert.deepEqual(stored.get(name)?.data, w.data, name);
     const gen = JSON.parse(await Deno.readTextFile(join(f.exp.folder, "generation_config.json")));
     assert.equal(gen.eos_token_id, EOS);
     assert.equal(gen.pad_token_id, PAD);
@@ -249,7 +255,10 @@ async function checkArchitecture(t: Deno.TestContext, cfg: ModelConfig) {
     for (const file of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
       assert.ok(f.exp.files.includes(file), file);
     }
-    assert.ok(f.exp.files.includes("onnx/model.onnx") && !f.exp.files.includes("onnx/model.onnx_data"));
+    // the decoder reads its weights from model.safetensors itself, through a hard link: no second copy
+    assert.deepEqual(f.exp.dataFiles, ["onnx/model.onnx_data"]);
+    const [a, b] = [join(f.exp.folder, "model.safetensors"), join(f.exp.folder, "onnx/model.onnx_data")];
+    assert.equal((await Deno.stat(a)).ino, (await Deno.stat(b)).ino);
     const { AutoTokenizer } = await import("@huggingface/transformers");
     const tok = await AutoTokenizer.from_pretrained(f.exp.folder, { local_files_only: true });
     assert.deepEqual(tok.encode("hello world"), [48, 50]);
@@ -270,25 +279,37 @@ Deno.test("serving export: gpt2", async (t) => {
   await checkArchitecture(t, tinyConfig("gpt2", { vocabSize: VOCAB }));
 });
 
-Deno.test("serving export: weights as external data (onnx/model.onnx_data) load in ORT and transformers.js", async () => {
+Deno.test("serving export: sharded bf16 weights, read by ORT and transformers.js from the safetensors files", async () => {
   const cfg = tinyConfig("llama", { vocabSize: VOCAB, modelType: "qwen2" });
-  const inline = await setup(cfg);
-  const ext = await setup(cfg, true);
-  assert.equal(inline.exp.externalData, false);
-  assert.equal(ext.exp.externalData, true);
-  assert.ok(ext.exp.files.includes("onnx/model.onnx_data"));
+  const ext = await setup(cfg, { dtype: "bfloat16", maxShardSize: 20_000 });
+  const shards = ext.exp.files.filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f));
+  assert.ok(shards.length > 1, `sharded: ${shards}`);
+  assert.deepEqual(ext.exp.dataFiles, shards.map((_, k) => `onnx/model.onnx_data${k ? `_${k}` : ""}`));
+  for (const [k, shard] of shards.entries()) {
+    const [a, b] = [join(ext.exp.folder, shard), join(ext.exp.folder, ext.exp.dataFiles[k])];
+    assert.equal((await Deno.stat(a)).ino, (await Deno.stat(b)).ino, `${b} links ${a}`);
+  }
   const onnxSize = (await Deno.stat(ext.exp.onnxPath)).size;
   assert.ok(onnxSize < 100_000, `model.onnx keeps only the graph (${onnxSize} bytes)`);
   const config = JSON.parse(await Deno.readTextFile(join(ext.exp.folder, "config.json")));
+  assert.equal(config.torch_dtype, "bfloat16");
   assert.deepEqual(config["transformers.js_config"], {
     dtype: "fp32",
-    use_external_data_format: { "model.onnx": 1 },
+    use_external_data_format: { "model.onnx": shards.length },
   });
 
+  // the bf16 weights, cast in the graph, compute what fp32 weights rounded to bf16 compute
+  const rounded: WeightMap = new Map(
+    [...ext.weights].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((x) => bf16Round(x)) }]),
+  );
   const feeds = servingFeeds(IDS, MASK, positionsOf(MASK), emptyCache(cfg, B));
-  const a = (await inline.session.run(feeds)).logits.data as Float32Array;
-  const b = (await ext.session.run(feeds)).logits.data as Float32Array;
-  assert.deepEqual(b, a);
+  const a = (await ext.session.run(feeds)).logits.data as Float32Array;
+  const plain = await plainLogits(cfg, rounded, IDS, MASK);
+  for (let r = 0; r < B; r++) {
+    for (let p = 0; p < T; p++) {
+      if (MASK[r][p]) assertClose(at(a, T, r, p), at(plain, T, r, p), 1e-5, `bf16 row ${r} pos ${p}`);
+    }
+  }
 
   const { AutoModelForCausalLM, Tensor, env } = await import("@huggingface/transformers");
   env.allowRemoteModels = false;
@@ -308,8 +329,11 @@ Deno.test("serving export: weights as external data (onnx/model.onnx_data) load 
     }
   }
   await model.dispose();
-  for (const f of [inline, ext]) {
-    await f.session.release();
-    await Deno.remove(f.dir, { recursive: true });
-  }
+  await ext.session.release();
+  await Deno.remove(ext.dir, { recursive: true });
 });
+
+/** x rounded to bfloat16 (nearest even), as a float32 value. */
+function bf16Round(x: number): number {
+  return bf16BitsToF32(f32ToBf16Bits(x));
+}

@@ -6,6 +6,7 @@
  * behind casts it inserts (lib/runtime/precision.ts), so the CPU checks the wiring and the loss-scaling
  * mechanics; fp16 numerics proper are checked on CUDA by bench/gpu/fp16_check.ts.
  */
+import { tensorBytes } from "../../lib/graph/serialize.ts";
 import assert from "node:assert/strict";
 import { gradients } from "../../lib/graph/autodiff.ts";
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
@@ -119,7 +120,7 @@ Deno.test("fp16 decoder: frozen weights are fp16 initializers (rounded to neares
     const bytes = (dtype: FloatDType) => {
       const { g } = logProbGraph(cfg, W, "frozen", dtype);
       let n = 0;
-      for (const { data } of g.initializers.values()) n += data.data.byteLength;
+      for (const { data } of g.initializers.values()) n += tensorBytes(data);
       return { g, n };
     };
     const f32 = bytes("float32"), f16 = bytes("float16");

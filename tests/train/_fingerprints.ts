@@ -41,9 +41,10 @@ export function canonical(g: Graph, names = new Map<string, string>()): string {
   }
   for (const t of g.initializers) {
     let h = 0x811c9dc5;
-    for (const b of new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)) {
-      h = Math.imul(h ^ b, 0x01000193) >>> 0;
-    }
+    const bytes = t.data
+      ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+      : new TextEncoder().encode(`${t.external.offset}+${t.external.length}`);
+    for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
     const own = !t.name.startsWith("const_");
     lines.push(`init ${own ? t.name : nm(t.name)} ${t.dtype} [${t.dims}] ${h}`);
     if (own) names.set(t.name, t.name);

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { serializeModel } from "../../lib/graph/serialize.ts";
 import { batchMetrics, lossByName } from "../../lib/losses/mod.ts";
 import { loadModelFolder } from "../../lib/model/model_folder.ts";
 import { trainableParamsFor } from "../../lib/model/decoder.ts";
-import { frozenWeights } from "../../lib/model/weights.ts";
+import { storedWeights } from "../../lib/model/stored_weights.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { loadTokenizer } from "../../lib/data/tokenize.ts";
 import { loadDataset } from "../../lib/data/load.ts";
@@ -36,7 +35,7 @@ Deno.test("trainer: the training graph's loss and metrics equal the TypeScript r
       alpha: cfg.alpha,
     }).slice(0, 4);
     const k = ex[0].responseIds.length;
-    const frozen = frozenWeights(model.weights);
+    const frozen = storedWeights(model.stored);
     // a LoRA policy that differs from the reference: B non-zero
     const trainable = trainableParamsFor(model.config, {
       mode: "lora",
@@ -50,13 +49,9 @@ Deno.test("trainer: the training graph's loss and metrics equal the TypeScript r
     }
     // reference log-probs from the scoring graph; the policy's too, at the same parameters
     const pad = tok.pad_token_id as number;
-    const refSession = await ModelSession.create(
-      serializeModel(buildScoringGraph(model.config, frozen).build()),
-    );
+    const refSession = await ModelSession.create(buildScoringGraph(model.config, frozen).build());
     const reference = (await scoreExamples(refSession, ex, { padId: pad, batchSize: 4 })).logps;
-    const polSession = await ModelSession.create(
-      serializeModel(buildScoringGraph(model.config, frozen, trainable).build()),
-    );
+    const polSession = await ModelSession.create(buildScoringGraph(model.config, frozen, trainable).build());
     const extra = Object.fromEntries(
       trainable.params.map((
         p,

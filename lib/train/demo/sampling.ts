@@ -7,10 +7,9 @@
 import { join } from "node:path";
 import type { Tokenizer } from "../../data/tokenize.ts";
 import { tokenizePrompt } from "../../data/tokenize.ts";
-import { serializeModel } from "../../graph/serialize.ts";
 import { generate } from "../../model/generate.ts";
 import { loadModelFolder } from "../../model/model_folder.ts";
-import { frozenWeights } from "../../model/weights.ts";
+import { storedWeights } from "../../model/stored_weights.ts";
 import { type Device, ModelSession } from "../../runtime/session.ts";
 import { scoreExamples } from "../scoring.ts";
 import { buildScoringGraph } from "../train_graph.ts";
@@ -71,8 +70,8 @@ export async function scoreUnder(
   device: Device,
 ): Promise<number[]> {
   const model = await loadModelFolder(modelDir);
-  const g = buildScoringGraph(model.config, frozenWeights(model.weights));
-  const s = await ModelSession.create(serializeModel(g.build()), { device });
+  const g = buildScoringGraph(model.config, storedWeights(model.stored));
+  const s = await ModelSession.create(g.build(), { device, describe: (n) => g.describe(n) });
   const examples = prompts.map((p, i) => ({ promptIds: promptIds(tok, p), responseIds: [responses[i]] }));
   const pad = (tok.pad_token_id ?? tok.eos_token_id) as number;
   const scores = await scoreExamples(s, examples, { padId: pad, batchSize: 256 });
