@@ -37,14 +37,14 @@ async function main(argv: string[]): Promise<number> {
   const hooks: TrainHooks = {
     signal: stop.signal,
     log: (line) => (display ? display.log(line) : console.log(line)),
-    onChunk: ({ step, totalSteps, records, tokens, seconds }) => {
+    onChunk: ({ step, totalSteps, records, tokens, seconds, memory }) => {
       if (opts.quiet) return;
       if (!display || step <= records.length) {
         display?.finish();
         display = new ProgressDisplay({ totalSteps });
       }
       const last = records[records.length - 1];
-      display.update(step, { metrics: last, tokensPerS: tokens / seconds, epoch: last.epoch });
+      display.update(step, { metrics: last, tokensPerS: tokens / seconds, epoch: last.epoch, memory });
       if (step >= totalSteps) {
         display.finish();
         display = undefined;

@@ -174,6 +174,11 @@ export class GraphBuilder {
     }
   }
 
+  /** The id of the segment being built, if any. */
+  get segmentId(): number | undefined {
+    return this.#segment?.id;
+  }
+
   /** Marks the node producing `v` as cheap to recompute (see {@link BuiltNode.remat}). */
   remat(v: Value): Value {
     const n = this.producer.get(v);

@@ -227,6 +227,8 @@ export type LogProbOptions = {
   dropoutKey?: Value;
   /** Rows per block of the LM head and log-softmax (0 or absent: all at once). */
   chunk?: number;
+  /** Draw keyed dropout masks again in the backward pass (graphs with per-segment backward passes). */
+  recomputeDropout?: boolean;
 };
 
 /**
@@ -248,6 +250,7 @@ export function policyLogProbs(
   else {lora = loraRuntime(cfg, trainable.lora!, params, {
       train: opts.train ?? true,
       dropoutKey: opts.dropoutKey,
+      recompute: opts.recomputeDropout,
     });}
   return decoderLogProbs(g, cfg, batch, { dtype, weights, lora, chunk: opts.chunk });
 }

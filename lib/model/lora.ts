@@ -173,6 +173,11 @@ export type LoraRuntime = {
    * would; without it the masks come from ONNX Runtime's random generator, seeded per session.
    */
   dropoutKey?: Value;
+  /**
+   * Keyed dropout masks are drawn again in a backward pass built per segment rather than kept (see
+   * layers.ts' `keyedKeep`): for graphs whose layers' backward passes are segments (save, recompute).
+   */
+  recompute?: boolean;
 };
 
 /**
@@ -183,7 +188,7 @@ export function loraRuntime(
   cfg: ModelConfig,
   lora: LoraConfig,
   tensors: Record<string, Value>,
-  opts: { train?: boolean; dropoutKey?: Value } = {},
+  opts: { train?: boolean; dropoutKey?: Value; recompute?: boolean } = {},
 ): LoraRuntime {
   const c = normalizeLoraConfig(lora);
   const adapters = new Map<string, LoraAdapter>();
@@ -200,5 +205,6 @@ export function loraRuntime(
     dropout: c.dropout,
     train: opts.train ?? false,
     dropoutKey: opts.dropoutKey,
+    recompute: opts.recompute,
   };
 }

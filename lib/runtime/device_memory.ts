@@ -36,3 +36,48 @@ export function parseNvidiaSmi(text: string): DeviceMemory | undefined {
   const m = text.trim().split("\n")[0]?.match(/^\s*(\d+)\s*,\s*(\d+)\s*$/);
   return m ? { free: Number(m[1]) * 2 ** 20, total: Number(m[2]) * 2 ** 20 } : undefined;
 }
+
+/**
+ * The process's resident memory now and its peak, in bytes: Linux's VmRSS and VmHWM (mapped model files
+ * count once touched); elsewhere the current RSS for both. The peak is since the process started or the
+ * last {@link resetPeakMemory}.
+ */
+export function processMemory(): { rss: number; peak: number } {
+  try {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const kib = (key: string) =>
+      Number(status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, "m"))?.[1] ?? NaN) * 1024;
+    const rss = kib("VmRSS"), peak = kib("VmHWM");
+    if (Number.isFinite(rss) && Number.isFinite(peak)) return { rss, peak };
+  } catch { /* not Linux, or no permission */ }
+  const rss = Deno.memoryUsage().rss;
+  return { rss, peak: rss };
+}
+
+/** Starts a new peak for {@link processMemory} (Linux: "5" into /proc/self/clear_refs). Whether it could. */
+export function resetPeakMemory(): boolean {
+  try {
+    Deno.writeTextFileSync("/proc/self/clear_refs", "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The peak memory of each phase of a long job (loading, scoring, training, export), for its summary:
+ * {@link PhasePeaks.enter} closes the current phase with its peak and starts the next.
+ */
+export class PhasePeaks {
+  readonly peaks: Record<string, number> = {};
+  #current?: string;
+
+  /** Closes the current phase (its peak recorded) and starts `name` (undefined: only close). */
+  enter(name?: string): void {
+    if (this.#current) {
+      this.peaks[this.#current] = Math.max(this.peaks[this.#current] ?? 0, processMemory().peak);
+    }
+    this.#current = name;
+    if (name) resetPeakMemory();
+  }
+}

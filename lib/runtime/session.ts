@@ -36,8 +36,16 @@ export type SessionOptions = {
   graphName?: string;
   /** For a graph: how in-memory initializers are serialized (large ones into an external blob). */
   serialize?: SerializeOptions;
-  /** ONNX Runtime's CPU memory arena (default on). Off, freed activations go back to the system. */
+  /**
+   * ONNX Runtime's CPU memory arena. Off, freed activations go back to the system allocator. Default: off
+   * for graphs whose weights live in files (models), on otherwise.
+   */
   memoryArena?: boolean;
+  /**
+   * ONNX Runtime's memory patterns: one block per run, planned from the previous run's shapes. Default:
+   * off for graphs whose weights live in files, on otherwise.
+   */
+  memoryPattern?: boolean;
 };
 
 /**
@@ -45,6 +53,9 @@ export type SessionOptions = {
  * bf16/fp16 weight into a full-precision copy held for the session's lifetime, and CPU prepacking copies
  * every fp32 weight a Gemm reads: both would undo keeping the weights in their stored form (measured on
  * an 8192² bf16 weight: 287 MB of private memory and a 606 MB peak at creation with them, 25 MB without).
+ * Memory patterns (one block per run, planned from the last run) and the CPU arena are off too: with them
+ * a SmolLM-135M LoRA step peaked at 10.7 GiB from its second run on, without them at 6.8, and ran faster
+ * (bench/memory.ts; BENCHMARKS.md).
  */
 const FILE_WEIGHTS_CONFIG = {
   optimization: { disable_specified_optimizers: "ConstantFolding" },
@@ -112,7 +123,8 @@ export class ModelSession {
       logSeverityLevel: 3,
     };
     if (opts.fileWeights) so.extra = FILE_WEIGHTS_CONFIG;
-    if (opts.memoryArena === false) so.enableCpuMemArena = false;
+    so.enableCpuMemArena = opts.memoryArena ?? !opts.fileWeights;
+    so.enableMemPattern = opts.memoryPattern ?? !opts.fileWeights;
     if (opts.profilePrefix) {
       so.enableProfiling = true;
       so.profileFilePrefix = opts.profilePrefix;

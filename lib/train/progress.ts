@@ -77,6 +77,8 @@ export type ProgressState = {
   elapsedS?: number;
   tokensPerS?: number;
   epoch?: number;
+  /** The process's resident memory, bytes. */
+  memory?: number;
   /** Metric values by TRL name; see {@link SHOWN_METRICS}. */
   metrics?: Readonly<Record<string, number | undefined>>;
   /** Cells of the bar; 0 for none (plain log lines). Default 20. */
@@ -89,7 +91,7 @@ export type ProgressState = {
 
 /**
  * One progress line, e.g.
- * `step  12/100 ███▌         12% | eta 3m 05s | 1.23k tok/s | loss 0.6931  margin 0.0123  acc 0.625`.
+ * `step  12/100 ███▌         12% | eta 3m 05s | 1.23k tok/s | mem 3.2 GiB | loss 0.6931  margin 0.0123  acc 0.625`.
  */
 export function formatProgressLine(state: ProgressState): string {
   const total = Math.max(0, state.totalSteps);
@@ -112,6 +114,9 @@ export function formatProgressLine(state: ProgressState): string {
   }
   if (state.tokensPerS !== undefined && Number.isFinite(state.tokensPerS)) {
     parts.push(`${formatCount(state.tokensPerS)} tok/s`);
+  }
+  if (state.memory !== undefined && Number.isFinite(state.memory)) {
+    parts.push(`mem ${(state.memory / 2 ** 30).toFixed(1)} GiB`);
   }
   const shown: string[] = [];
   for (const [name, label] of SHOWN_METRICS) {
@@ -192,6 +197,8 @@ export type ProgressUpdate = {
   /** Tokens per second; taken from `metrics.tokens_per_s` when omitted. */
   tokensPerS?: number;
   epoch?: number;
+  /** The process's resident memory, bytes. */
+  memory?: number;
 };
 
 /**
@@ -239,6 +246,7 @@ export class ProgressDisplay {
       elapsedS: t - this.#start,
       tokensPerS: info.tokensPerS ?? info.metrics?.tokens_per_s,
       epoch: info.epoch,
+      memory: info.memory,
       metrics: info.metrics,
     };
     if (this.#tty) {

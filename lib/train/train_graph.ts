@@ -106,6 +106,7 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
         dtype: computeDtype(s.precision),
         dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined,
         chunk: s.chunk,
+        recomputeDropout: (s.segments ?? "inline") !== "inline",
       });
       const policy = op.reshape(lp.sums, [-1, s.k]);
       const out = graphLoss(s.loss, {

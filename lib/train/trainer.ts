@@ -15,7 +15,7 @@ import { mergeLoraTensor, saveAdapter } from "../model/peft.ts";
 import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
-import { deviceMemory } from "../runtime/device_memory.ts";
+import { deviceMemory, PhasePeaks, processMemory } from "../runtime/device_memory.ts";
 import type { Device } from "../runtime/session.ts";
 import { type LoraConfig, loraModules } from "../model/lora.ts";
 import { describeEstimate, planRun, type RunPlan } from "./memory.ts";
@@ -39,9 +39,16 @@ export type { TrainConfig };
 /** Where a run reports progress (the CLI prints; tests collect). */
 export type TrainHooks = {
   log?: (line: string) => void;
-  /** Called after every chunk with the step records of that chunk. */
+  /** Called after every chunk with the step records of that chunk and the process's resident memory. */
   onChunk?: (
-    info: { step: number; totalSteps: number; records: MetricsRecord[]; seconds: number; tokens: number },
+    info: {
+      step: number;
+      totalSteps: number;
+      records: MetricsRecord[];
+      seconds: number;
+      tokens: number;
+      memory: number;
+    },
   ) => void;
   /** Aborting saves a checkpoint after the current chunk and returns (Ctrl-C). */
   signal?: AbortSignal;
@@ -80,6 +87,8 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const configHash = await hashConfig(trainingIdentity(cfg));
   await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
   if (notice) log(notice);
+  const phases = new PhasePeaks();
+  phases.enter("load");
   const p = await loadRunInputs(cfg, log);
   const fp16 = cfg.precision === "fp16";
   log(
@@ -109,6 +118,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
 
   // reference log-probs: once, cached in the run folder
+  phases.enter("reference");
   const reference = cfg.loss === "sft"
     ? undefined
     : await referenceScores(cfg, run, p, frozen, { device, graphFolder: graphs, chunk: plan.chunk }, log);
@@ -140,6 +150,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     warmupRatio: cfg.warmupSteps === undefined ? cfg.warmupRatio : undefined,
   };
 
+  phases.enter("train");
   const built = buildAlignmentGraph({
     cfg: p.model.config,
     frozen,
@@ -285,7 +296,14 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         if (ev) Object.assign(records[records.length - 1], prefixed(ev));
       }
       for (const r of records) await metrics.write(r);
-      hooks.onChunk?.({ step, totalSteps: steps.length, records, seconds, tokens });
+      hooks.onChunk?.({
+        step,
+        totalSteps: steps.length,
+        records,
+        seconds,
+        tokens,
+        memory: processMemory().rss,
+      });
       if (crossed(cfg.saveEvery) && step < steps.length) await save();
     }
     if (interrupted || step < steps.length) {
@@ -313,6 +331,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       baseModelNameOrPath: resolve(cfg.model),
     });
   }
+  phases.enter("export");
   await exportForServing(run.policy, {
     cfg: p.model.config,
     weights: policyReader(p.model, trainable, state),
@@ -321,6 +340,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     log,
   });
 
+  phases.enter();
   const records = await readMetrics(run.metrics);
   const charts = trainingCharts(records);
   await Deno.mkdir(run.charts, { recursive: true });
@@ -331,6 +351,9 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     loss: cfg.loss,
     device,
     finalEval: finalEvalOf(records),
+    gradient_checkpointing: plan.checkpointing,
+    memory_estimate_gib: Object.fromEntries(Object.entries(plan.estimate).map(([k, v]) => [k, gib(v)])),
+    peak_memory_gib: Object.fromEntries(Object.entries(phases.peaks).map(([k, v]) => [k, gib(v)])),
   };
   await writeJsonAtomic(run.summary, summary);
   return {
@@ -437,12 +460,12 @@ async function planMemory(
     checkpointing: cfg.gradientCheckpointing,
     budget: memory?.free,
   });
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  const inGib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   log(
-    `${describeEstimate(plan.estimate)}${memory ? `; ${device} has ${gib(memory.free)} free` : ""}` +
+    `${describeEstimate(plan.estimate)}${memory ? `; ${device} has ${inGib(memory.free)} free` : ""}` +
       (plan.checkpointing
         ? ` · gradient checkpointing${
-          cfg.gradientCheckpointing ? "" : ` (on: ${gib(plan.without.total)} without it)`
+          cfg.gradientCheckpointing ? "" : ` (on: ${inGib(plan.without.total)} without it)`
         }`
         : ""),
   );
@@ -455,11 +478,18 @@ async function planMemory(
       ...(cfg.full ? ["LoRA instead of --full"] : []),
     ];
     throw new Error(
-      `this run needs about ${gib(plan.estimate.total)} but the ${device} has ${gib(memory.free)} free. ` +
+      `this run needs about ${inGib(plan.estimate.total)} but the ${device} has ${
+        inGib(memory.free)
+      } free. ` +
         `Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
     );
   }
   return plan;
+}
+
+/** Bytes in GiB, rounded to 0.01 (summaries). */
+function gib(bytes: number): number {
+  return Math.round(bytes / 2 ** 30 * 100) / 100;
 }
 
 /** Errors of a training run, made actionable: CUDA out of memory says which settings to lower. */
