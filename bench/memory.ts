@@ -128,6 +128,7 @@ async function main(argv: string[]) {
   const args = [
     "run",
     "-A",
+    "--v8-flags=--expose-gc",
     join(repo, "train/main.ts"),
     "--model",
     model,
@@ -205,7 +206,18 @@ async function serveOnce(
   a: MemoryBenchArgs,
 ): Promise<{ servePeak: number; scoreS: number }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(repo, "serve/main.ts"), "--model", run, "--port", "0", "--device", a.device],
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      join(repo, "serve/main.ts"),
+      "--model",
+      run,
+      "--port",
+      "0",
+      "--device",
+      a.device,
+    ],
     cwd: repo,
     stdout: "piped",
     stderr: "inherit",

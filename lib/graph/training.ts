@@ -4,10 +4,11 @@
  * scale are loop-carried, so they stay on the device for all the steps of a run and cross the JS boundary
  * once per run; per-step loss and metrics come back as scan outputs. Frozen weights are initializers.
  *
- * Input and output names of the chunk graph (what {@link ChunkRunner} feeds):
- * - `<param>` for each parameter, `train.<slot>` (m, v for AdamW: one `[rows, C]` matrix over every parameter),
- *   `train.step` (float, steps done), `train.loss_scale`, `train.good_steps`: the state, fed in and returned
- *   as `<name>.next`.
+ * Input and output names of the chunk graph (what lib/runtime/training_session.ts feeds):
+ * - `train.params`: every parameter packed into one `[rows, C]` matrix ({@link TrainingIO.packed} says
+ *   where each lies), `train.<slot>` (m, v for AdamW, in the same layout), `train.step` (float, steps
+ *   done), `train.loss_scale`, `train.good_steps`: the state, fed in and returned as `<name>.next`. Packed,
+ *   the parameters cross the JS boundary without a concatenation or split on either side of a run.
  * - each batch input `<b>` stacked to `[steps, ...]` (`[steps, accumulation, ...]` when accumulating),
  *   and `train.lr` `[steps]`.
  * - scans `train.loss`, `train.grad_norm`, `train.skipped` and each metric `<m>`, all `[steps]`; with loss
@@ -64,7 +65,17 @@ export type TrainingSpec = {
 
 /** Names of a built training graph's interface. */
 export type TrainingIO = {
+  /** Every parameter (as the spec lists them) and the optimizer's state, by name, with their shapes. */
   state: { name: string; shape: number[]; dtype: "float32" }[];
+  /**
+   * The graph input that holds the parameters: a `[rows, C]` matrix in which parameter `name` is the
+   * `length` elements from `offset` (row-major). The state's parameters are fed and returned through it.
+   */
+  packed: {
+    name: string;
+    shape: [number, number];
+    members: { name: string; offset: number; length: number }[];
+  };
   stacked: BatchInput[];
   scans: string[];
   metrics: string[];
@@ -88,11 +99,8 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   }
   const step = buildStep(spec, acc);
   const c = new GraphBuilder(spec.name);
-  // the parameters are fed and returned one tensor each, and carried through the Loop as one [rows, C]
-  const flatParams = toRows(spec.params.map((p) => c.input(p.name, "float32", p.shape)), step.layout);
-  const stateInputs = step.state.map((s) =>
-    s.name === FLAT_PARAMS ? flatParams : c.input(s.name, "float32", s.shape)
-  );
+  // the parameters are fed, carried through the Loop and returned as one [rows, C] matrix
+  const stateInputs = step.state.map((s) => c.input(s.name, "float32", s.shape));
   const stacked = spec.batch.map((b) =>
     c.input(b.name, b.dtype, acc > 1 ? ["steps", acc, ...b.shape] : ["steps", ...b.shape])
   );
@@ -105,15 +113,19 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
     ],
     scans: step.scans.map((s) => s.bodyOut),
   });
-  finals.forEach((v, i) => {
-    const name = step.state[i].name;
-    if (name !== FLAT_PARAMS) return void c.output(v, `${name}.next`);
-    splitRows(v, step.layout, spec.params, (k, p) => c.output(p, `${spec.params[k].name}.next`));
-  });
+  finals.forEach((v, i) => c.output(v, `${step.state[i].name}.next`));
   scans.forEach((v, i) => c.output(v, step.scans[i].name));
+  const { order, rows, width } = step.layout;
+  let offset = 0;
+  const members = order.map((k, j) => {
+    const m = { name: spec.params[k].name, offset, length: rows[j] * width };
+    offset += m.length;
+    return m;
+  });
   return {
     graph: c,
     io: {
+      packed: { name: FLAT_PARAMS, shape: [offset / width, width], members },
       state: [...spec.params, ...step.state.filter((st) => st.name !== FLAT_PARAMS)].map((
         { name, shape },
       ) => ({
@@ -138,7 +150,7 @@ const FLAT_PARAMS = "train.params";
 /** How the parameters sit in the `[rows, C]` matrix: spec indices in row order, their rows, and C. */
 type RowLayout = { order: number[]; rows: number[]; width: number };
 
-/** One tensor per parameter (in spec order) → the `[rows, C]` matrix. */
+/** One tensor per parameter (in spec order) → the `[rows, C]` matrix (the gradients, each step). */
 function toRows(values: readonly Value[], l: RowLayout): Value {
   return op.concat(l.order.map((i, j) => op.reshape(values[i], [l.rows[j], l.width])), 0);
 }

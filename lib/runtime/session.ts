@@ -10,6 +10,7 @@ import * as ort from "onnxruntime-node";
 import type { Graph } from "../graph/ir.ts";
 import { type SerializedModel, serializeModel, type SerializeOptions } from "../graph/serialize.ts";
 import { externalFiles, GraphFolder } from "./graph_folder.ts";
+import { releaseFreeMemory } from "./device_memory.ts";
 
 /** Where a session runs. */
 export type Device = "cpu" | "cuda";
@@ -182,6 +183,7 @@ export class ModelSession {
     if (this.profilePrefix) this.session.endProfiling();
     await this.session.release();
     await this.folder?.remove();
+    releaseFreeMemory();
     return this.profilePrefix ? newestProfile(this.profilePrefix) : undefined;
   }
 }

@@ -2,11 +2,19 @@
  * Runs a training graph chunk by chunk: holds the trainable state (parameters, optimizer moments, step
  * counter, loss scale) in host memory between session runs, feeds it with a chunk of stacked batches and
  * learning rates, and takes back the updated state and the per-step scans.
+ *
+ * The parameters live in one buffer laid out as the graph takes them ({@link TrainingIO.packed}); each
+ * parameter is a view of it. A run returns new buffers and the state then points at them: arrays handed
+ * out are never written to afterwards, so {@link TrainingSession.current} can give them without a copy.
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
 import type { TrainingIO } from "../graph/training.ts";
 import { type HostTensor, ModelSession, type SessionOptions } from "./session.ts";
+import { releaseFreeMemory } from "./device_memory.ts";
+
+/** A state this large is given back to the system as soon as a run replaces it. */
+const LARGE_STATE_BYTES = 64 * 2 ** 20;
 
 /** Per-step results of one chunk. */
 export type ChunkResult = {
@@ -21,44 +29,80 @@ export type ChunkResult = {
 
 /** A training graph loaded in a session, with its state. */
 export class TrainingSession {
+  /** Parameter names, which live in {@link TrainingSession.packed}. */
+  readonly #members: Set<string>;
+
   private constructor(
     readonly session: ModelSession,
     readonly io: TrainingIO,
+    /** Every parameter (a view of the packed buffer) and the optimizer's state, by name. */
     readonly state: Map<string, Float32Array>,
-  ) {}
+    private packed: Float32Array,
+  ) {
+    this.#members = new Set(io.packed.members.map((m) => m.name));
+  }
 
   /**
-   * Serializes and loads a training graph. `params` gives each trainable parameter's initial values;
-   * optimizer slots start at zero, the step counter at 0, the loss scale at its configured initial value.
+   * Serializes and loads a training graph. `params` gives each trainable parameter's initial values
+   * (copied into the packed buffer: the caller may drop them); optimizer slots start at zero, the step
+   * counter at 0, the loss scale at its configured initial value.
    */
   static async create(
     built: { graph: GraphBuilder; io: TrainingIO },
     params: Record<string, Float32Array>,
     opts: SessionOptions & { lossScale?: number } = {},
   ): Promise<TrainingSession> {
+    const { io } = built;
+    const packed = new Float32Array(io.packed.shape[0] * io.packed.shape[1]);
     const state = new Map<string, Float32Array>();
-    for (const s of built.io.state) {
+    const members = new Map(io.packed.members.map((m) => [m.name, m]));
+    for (const s of io.state) {
       const size = s.shape.reduce((a, b) => a * b, 1);
-      let v: Float32Array;
-      if (s.name in params) v = Float32Array.from(params[s.name]);
-      else if (s.name === "train.loss_scale") v = new Float32Array([opts.lossScale ?? 65536]);
-      else v = new Float32Array(size);
-      if (v.length !== size) {
-        throw new RangeError(`parameter ${s.name}: ${v.length} values for shape [${s.shape.join(", ")}]`);
+      const m = members.get(s.name);
+      if (m) {
+        const v = params[s.name];
+        if (!v || v.length !== size) {
+          throw new RangeError(
+            `parameter ${s.name}: ${v?.length ?? 0} values for shape [${s.shape.join(", ")}]`,
+          );
+        }
+        packed.set(v, m.offset);
+        continue;
       }
-      state.set(s.name, v);
+      state.set(
+        s.name,
+        s.name === "train.loss_scale" ? new Float32Array([opts.lossScale ?? 65536]) : new Float32Array(size),
+      );
     }
+    // a full model's state (full fine-tuning: no frozen weights in files) asks for the memory settings
+    // of a model session (see session.ts)
+    const large = packed.byteLength >= LARGE_STATE_BYTES;
     const session = await ModelSession.create(built.graph.build(), {
       ...opts,
+      memoryArena: opts.memoryArena ?? (large ? false : undefined),
+      memoryPattern: opts.memoryPattern ?? (large ? false : undefined),
       describe: opts.describe ?? ((n) => built.graph.describe(n)),
     });
-    return new TrainingSession(session, built.io, state);
+    const ts = new TrainingSession(session, io, state, packed);
+    ts.#setPacked(packed);
+    return ts;
+  }
+
+  /** Points the parameters' views at `packed`. */
+  #setPacked(packed: Float32Array): void {
+    this.packed = packed;
+    for (const m of this.io.packed.members) {
+      this.state.set(m.name, packed.subarray(m.offset, m.offset + m.length));
+    }
   }
 
   /** Runs `lrs.length` optimizer steps on batches stacked along axis 0 (one slice per step). */
   async run(batches: Record<string, HostTensor>, lrs: readonly number[]): Promise<ChunkResult> {
-    const feeds: Record<string, HostTensor> = {};
+    const feeds: Record<string, HostTensor> = {
+      [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.packed },
+    };
     for (const s of this.io.state) {
+      if (this.#members.has(s.name)) continue;
       feeds[s.name] = { dtype: "float32", dims: s.shape, data: this.state.get(s.name)! };
     }
     for (const b of this.io.stacked) {
@@ -74,7 +118,12 @@ export class TrainingSession {
     }
     feeds["train.lr"] = { dtype: "float32", dims: [lrs.length], data: Float32Array.from(lrs) };
     const out = await this.session.run(feeds);
-    for (const s of this.io.state) this.state.set(s.name, out[`${s.name}.next`].data as Float32Array);
+    this.#setPacked(out[`${this.io.packed.name}.next`].data as Float32Array);
+    for (const s of this.io.state) {
+      if (!this.#members.has(s.name)) this.state.set(s.name, out[`${s.name}.next`].data as Float32Array);
+    }
+    // a full model's old state is garbage now: gigabytes V8 and glibc would hold until much later
+    if (this.packed.byteLength >= LARGE_STATE_BYTES) releaseFreeMemory();
     const scan = (n: string) => out[n].data as Float32Array;
     return {
       steps: lrs.length,
@@ -86,21 +135,33 @@ export class TrainingSession {
     };
   }
 
-  /** A copy of the state (for checkpoints). */
+  /** A copy of the state. */
   snapshot(): Record<string, Float32Array> {
     return Object.fromEntries([...this.state].map(([k, v]) => [k, v.slice()]));
   }
 
+  /**
+   * The state as it is now, without a copy (checkpoints, the export): a later run replaces these arrays
+   * rather than writing into them, so they stay as they are.
+   */
+  current(): Record<string, Float32Array> {
+    return Object.fromEntries(this.state);
+  }
+
   /** Restores a snapshot. */
   restore(snap: Record<string, Float32Array>): void {
+    const packed = new Float32Array(this.packed.length);
     for (const s of this.io.state) {
       const v = snap[s.name];
       if (!v) throw new TypeError(`checkpoint lacks "${s.name}"`);
       if (v.length !== this.state.get(s.name)!.length) {
         throw new RangeError(`checkpoint "${s.name}" has the wrong size`);
       }
-      this.state.set(s.name, v.slice());
+      const m = this.io.packed.members.find((x) => x.name === s.name);
+      if (m) packed.set(v, m.offset);
+      else this.state.set(s.name, v.slice());
     }
+    this.#setPacked(packed);
   }
 
   async release(): Promise<string | undefined> {

@@ -39,10 +39,18 @@ export function planSteps(
  * boundary once per run (onnxruntime-node keeps no CUDA tensors between runs): for full fine-tuning on CUDA
  * that is the parameters and both AdamW moments, 1.5 GB for GPT-2 124M and 1.5 s per run on an H200, so
  * 64 steps share it (8 steps: 211 ms per step, 64: 73 ms). LoRA's state is a few MB: 8 steps keep the
- * progress line and the padding of a chunk (its rows share one width) fine-grained.
+ * progress line and the padding of a chunk (its rows share one width) fine-grained. Full fine-tuning of
+ * a model of 20M parameters or more on the CPU takes one step per run: a Loop of several steps holds one
+ * more copy of the state (SmolLM-135M: 1.5 GiB more at the peak), and passing the state in and out costs
+ * a copy, under 2% of such a step.
  */
-export function defaultStepsPerRun(device: "cpu" | "cuda", mode: "lora" | "full"): number {
-  return device === "cuda" && mode === "full" ? 64 : 8;
+export function defaultStepsPerRun(
+  device: "cpu" | "cuda",
+  mode: "lora" | "full",
+  trainableParams = 0,
+): number {
+  if (mode === "full") return device === "cuda" ? 64 : trainableParams >= 2e7 ? 1 : 8;
+  return 8;
 }
 
 /** Consecutive steps grouped into chunks of at most `stepsPerRun` with the same number of prompts. */

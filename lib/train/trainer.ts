@@ -166,13 +166,16 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     segments: plan.segments,
     chunk: plan.chunk,
   });
-  const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode);
+  const trainableParams = trainable.params.reduce((n, x) => n + x.shape.reduce((a, b) => a * b, 1), 0);
+  const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode, trainableParams);
   const session = await TrainingSession.create(built, trainable.init, {
     device,
     lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
     graphFolder: graphs,
     graphName: "train",
   });
+  // the session holds the initial values now (full fine-tuning: a copy of the model the run need not keep)
+  for (const k of Object.keys(trainable.init)) delete trainable.init[k];
 
   let step = 0;
   const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
@@ -199,7 +202,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
 
   const save = async () => {
     await saveCheckpoint(run.checkpoints, {
-      tensors: session.snapshot(),
+      tensors: session.current(),
       meta: {
         step,
         epoch: step > 0 ? epochAt[step - 1] : 0,
@@ -324,7 +327,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
 
   // the trained policy: adapters saved as PEFT does; sessions released before the export streams the
   // merged weights tensor by tensor, in the model's own dtype
-  const state = session.snapshot();
+  const state = session.current();
   await release();
   if (trainable.mode === "lora") {
     await saveAdapter(join(run.dir, "adapter"), p.model.config, trainable.lora!, state, {
