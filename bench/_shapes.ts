@@ -5,11 +5,11 @@
  */
 import { join } from "node:path";
 import { mulberry32 } from "../lib/data/random.ts";
-import { parseConfig } from "../lib/model/config.ts";
-import { saveModelFolder } from "../lib/model/model_folder.ts";
+import { configToJson, parseConfig } from "../lib/model/config.ts";
+import { hfStateDictName } from "../lib/model/model_folder.ts";
+import { f32ToBf16Bits, planSafetensors } from "../lib/model/safetensors.ts";
 import { expectedTensors } from "../lib/model/weights_names.ts";
-import type { OutputDtype } from "../lib/model/safetensors.ts";
-import { isFile, writeJsonAtomic } from "../lib/files.ts";
+import { isFile, writeFileAtomic, writeJsonAtomic } from "../lib/files.ts";
 import { writeTinyTokenizer } from "../tests/fixtures/tokenizer.ts";
 
 const llama = (o: Record<string, unknown>) => ({
@@ -26,8 +26,19 @@ const llama = (o: Record<string, unknown>) => ({
   ...o,
 });
 
-/** config.json of each shape (their published values; token ids as the tiny tokenizer needs them). */
+/**
+ * config.json of each shape (their published values; token ids as the tiny tokenizer needs them), and a
+ * `tiny` one for the scripts' own tests.
+ */
 export const SHAPES: Record<string, Record<string, unknown>> = {
+  tiny: llama({
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 256,
+  }),
   "smollm-135m": llama({
     hidden_size: 576,
     intermediate_size: 1536,
@@ -130,32 +141,45 @@ export function shapeParameters(shape: string): number {
 }
 
 /**
- * A random-weight model folder of `shape` in `dtype` (bf16 by default) with the tests' tiny tokenizer
- * (ids < 128 fit every vocabulary), made once under `root` and reused: weights ~ N(0, 0.02²) (uniform of
- * that spread), norms 1, written tensor by tensor. Returns the folder.
+ * A random-weight model folder of `shape` with bf16 weights and the tests' tiny tokenizer (ids < 128 fit
+ * every vocabulary), made once under `root` and reused. Weights are uniform with the spread of N(0, 0.02²),
+ * norms 1; the bytes are tiled from a seeded random pool (rotated per tensor), so that a 7B folder is
+ * written at disk speed rather than a value at a time. Returns the folder.
  */
-export async function randomModelFolder(
-  root: string,
-  shape: string,
-  dtype: OutputDtype = "bfloat16",
-): Promise<string> {
+export async function randomModelFolder(root: string, shape: string): Promise<string> {
   const json = SHAPES[shape];
   if (!json) throw new Error(`unknown shape "${shape}" (known: ${Object.keys(SHAPES).join(", ")})`);
-  const dir = join(root, `${shape}-${dtype}`);
+  const dir = join(root, `${shape}-bfloat16`);
   const done = join(dir, ".complete");
   if (await isFile(done)) return dir;
-  const cfg = parseConfig({ ...json, torch_dtype: dtype }, shape);
+  const cfg = parseConfig({ ...json, torch_dtype: "bfloat16" }, shape);
+  await Deno.mkdir(dir, { recursive: true });
+  const specs = expectedTensors(cfg).map((t) => ({ name: hfStateDictName(cfg, t.name), shape: t.shape }));
+  const layout = planSafetensors(specs, { dtype: "bfloat16" });
   const rand = mulberry32(1234);
-  const spread = 0.02 * Math.sqrt(3);
-  await saveModelFolder(dir, cfg, (name) => {
-    const t = expectedTensors(cfg).find((x) => x.name === name)!;
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const out = new Float32Array(n);
-    if (/norm\.weight$|layernorm\.weight$/.test(name)) return out.fill(1);
-    for (let i = 0; i < n; i++) out[i] = (rand() * 2 - 1) * spread;
-    return out;
-  }, { dtype });
+  const pool = new Uint16Array(1 << 20);
+  for (let i = 0; i < pool.length; i++) pool[i] = f32ToBf16Bits((rand() * 2 - 1) * 0.02 * Math.sqrt(3));
+  const ones = new Uint16Array(1 << 16).fill(f32ToBf16Bits(1));
+  await writeFileAtomic(join(dir, "model.safetensors"), async (f) => {
+    await writeAll(f, layout.headerBytes);
+    for (const [k, t] of layout.order.entries()) {
+      const src = /norm\.weight$|layernorm\.weight$/.test(t.name) ? ones : pool;
+      const start = (k * 7919) % src.length;
+      for (let done = 0; done < t.numel;) {
+        const from = (start + done) % src.length;
+        const n = Math.min(t.numel - done, src.length - from);
+        await writeAll(f, new Uint8Array(src.buffer, from * 2, n * 2));
+        done += n;
+      }
+    }
+  });
+  await writeJsonAtomic(join(dir, "config.json"), configToJson(cfg));
   await writeTinyTokenizer(dir, { chatTemplate: true });
-  await writeJsonAtomic(done, { shape, dtype });
+  await writeJsonAtomic(done, { shape, dtype: "bfloat16" });
   return dir;
+}
+
+async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await f.write(bytes.subarray(off));
 }

@@ -15,6 +15,11 @@
 #   blocking the $PROFILE_CASE profile again with CUDA_LAUNCH_BLOCKING=1 (GPU time per node)
 #   fp16     bench/gpu/fp16_check.ts and fp16 throughput
 #   block    block_step: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
+#   big      the shapes people align (issue 11): NCA K=4, LoRA r=16 on every linear layer, random bf16 folders
+#            made first; ours (bench/big_throughput.ts) then PyTorch + PEFT (bench/torch_big_baseline.py,
+#            bf16 autocast, gradient checkpointing) on the same shape and batch, tokens/s and peak memory:
+#            Mistral-7B at 4 prompts × 4 × 1024 tokens, Llama-3.2-1B and Qwen2.5-1.5B at the same batch.
+#            Not in the default list (the 7B folder alone is 14 GB and minutes to write): ONLY=big
 # Each step gets at most what is left of $BUDGET seconds (default 420); once it is spent the rest is skipped.
 #
 # Everything lands in $OUT (at most 8 files come back):
@@ -85,13 +90,18 @@ if [ "$SMOKE" = 1 ]; then
   TP=("${TINY[@]}" --batch 4 --seq 16 --steps 2 --steps-per-run 2)
   TP64=("${TINY[@]}" --cases full --batch 4 --seq 16 --steps 4 --steps-per-run 4)
   TORCH=(--layers 2 --hidden 32 --heads 4 --vocab 64 --batch 4 --seq 16 --steps 2 --warmup 1)
+  BIG_SHAPES=(tiny)
+  BIG=(--prompts 1 --k 4 --seq 32 --steps 1 --warmup 1)
 else
   BLOCK=(--runs 5 --steps-per-run 10)
   BLOCK_SMALL=(--batch 1 --seq 64 --runs 5 --steps-per-run 10)
   TP=(--steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 1)
   TP64=(--cases full,lora --steps 64 --steps-per-run 64 --warmup 1 --overhead-runs 1)
   TORCH=(--steps 20 --warmup 3)
+  BIG_SHAPES=(${BIG_SHAPES:-mistral-7b llama-3.2-1b qwen2.5-1.5b})
+  BIG=(--prompts 4 --k 4 --seq 1024 --steps 2 --warmup 1)
 fi
+MODELS=${MODELS:-$TMP/models}
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 # ONLY=group,group,...: run these groups alone (default all, in this order of priority)
@@ -180,6 +190,18 @@ if want block; then
   step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
 fi
 
+# 8. the shapes people align: ours, then PyTorch + PEFT on the same shape and batch (folder made by ours)
+if want big; then
+  for shape in "${BIG_SHAPES[@]}"; do
+    step "big_make_$shape" 240 "${DENO[@]}" bench/big_throughput.ts --shape "$shape" --models "$MODELS" --make-only
+    step "big_ours_$shape" 420 "${DENO[@]}" bench/big_throughput.ts --shape "$shape" --models "$MODELS" \
+      --device "$DEVICE" "${BIG[@]}"
+    if [ "$HAVE_TORCH" = 1 ] && [ "$DEVICE" = cuda ]; then
+      step "big_torch_$shape" 300 python3 bench/torch_big_baseline.py --config "$MODELS/$shape-bfloat16/config.json" \
+        --gc on "${BIG[@]}"
+    fi
+  done
+fi
 
 echo "run_all: done in $((SECONDS - START)) s" >>"$LOG"
 rm -rf "$TMP"

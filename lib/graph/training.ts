@@ -61,6 +61,24 @@ export type TrainingSpec = {
    * activation checkpointing. Default `inline`.
    */
   segments?: SegmentMode;
+  /**
+   * A second mode of the same graph, run with `train.mode` false: the forward computes named outputs from
+   * the current parameters and a batch of its own, so scoring (reference log-probs, evaluation) reads the
+   * training session's weights instead of loading a second copy into a session of its own.
+   */
+  scoring?: ScoringSpec;
+};
+
+/** The scoring mode of a training graph (see {@link TrainingSpec.scoring}). */
+export type ScoringSpec = {
+  /** Its batch inputs, named `score.<name>` in the graph. */
+  inputs: BatchInput[];
+  /** Its outputs (float32), named `score.<name>` in the graph, from the parameters and the batch. */
+  forward: (
+    g: GraphBuilder,
+    params: Record<string, Value>,
+    batch: Record<string, Value>,
+  ) => Record<string, Value>;
 };
 
 /** Names of a built training graph's interface. */
@@ -80,6 +98,16 @@ export type TrainingIO = {
   scans: string[];
   metrics: string[];
   accumulation: number;
+  /**
+   * With a scoring mode: the bool input that picks the mode (true: train), the scoring inputs (with their
+   * graph names) and outputs by their names in the spec. Every input is fed in either mode: what a mode does
+   * not read, empty (see lib/runtime/training_session.ts).
+   */
+  scoring?: {
+    mode: string;
+    inputs: (BatchInput & { graph: string })[];
+    outputs: Record<string, string>;
+  };
 };
 
 function decays(p: TrainableParam): number {
@@ -99,22 +127,66 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   }
   const step = buildStep(spec, acc);
   const c = new GraphBuilder(spec.name);
-  // the parameters are fed, carried through the Loop and returned as one [rows, C] matrix
-  const stateInputs = step.state.map((s) => c.input(s.name, "float32", s.shape));
+  // the parameters are fed, carried through the Loop and returned as one [rows, C] matrix; with a scoring
+  // mode, the optimizer's moments may come empty (a scoring run does not read them: `state` rows)
+  const scoring = spec.scoring;
+  const stateInputs = step.state.map((s) =>
+    c.input(
+      s.name,
+      "float32",
+      scoring && s.name !== FLAT_PARAMS && s.shape.length ? ["state", ...s.shape.slice(1)] : s.shape,
+    )
+  );
   const stacked = spec.batch.map((b) =>
     c.input(b.name, b.dtype, acc > 1 ? ["steps", acc, ...b.shape] : ["steps", ...b.shape])
   );
   const lr = c.input("train.lr", "float32", ["steps"]);
-  const { finals, scans } = addLoop(c, step.graph, {
-    carried: step.state.map((s, i) => ({ input: s.bodyIn, output: s.bodyOut, init: stateInputs[i] })),
-    stacked: [
-      ...spec.batch.map((_b, i) => ({ input: step.batchIn[i], value: stacked[i] })),
-      { input: step.lrIn, value: lr },
-    ],
-    scans: step.scans.map((s) => s.bodyOut),
-  });
-  finals.forEach((v, i) => c.output(v, `${step.state[i].name}.next`));
-  scans.forEach((v, i) => c.output(v, step.scans[i].name));
+  const train = (g: GraphBuilder) =>
+    addLoop(g, step.graph, {
+      carried: step.state.map((s, i) => ({ input: s.bodyIn, output: s.bodyOut, init: stateInputs[i] })),
+      stacked: [
+        ...spec.batch.map((_b, i) => ({ input: step.batchIn[i], value: stacked[i] })),
+        { input: step.lrIn, value: lr },
+      ],
+      scans: step.scans.map((s) => s.bodyOut),
+    });
+  const names = [...step.state.map((st) => `${st.name}.next`), ...step.scans.map((st) => st.name)];
+  let scoringIO: TrainingIO["scoring"];
+  if (!scoring) {
+    const { finals, scans } = train(c);
+    [...finals, ...scans].forEach((v, i) => c.output(v, names[i]));
+  } else {
+    const mode = c.input("train.mode", "bool", []);
+    const inputs = scoring.inputs.map((b) => c.input(`score.${b.name}`, b.dtype, b.shape));
+    const trainBranch = new GraphBuilder(`${spec.name}.train`, c);
+    const { finals, scans } = train(trainBranch);
+    const scoreBranch = new GraphBuilder(`${spec.name}.score`, c);
+    const params: Record<string, Value> = {};
+    splitRows(
+      scoreBranch.capture(stateInputs[0]),
+      step.layout,
+      spec.params,
+      (k, v) => (params[spec.params[k].name] = v),
+    );
+    const batch = Object.fromEntries(scoring.inputs.map((b, i) => [b.name, scoreBranch.capture(inputs[i])]));
+    const scored = scoring.forward(scoreBranch, params, batch);
+    const scoreNames = Object.keys(scored);
+    const empty = (g: GraphBuilder, dtype: DType) => op.constantOfShape(g.ints([0]), 0, dtype, [0]);
+    const outs = ifElse(
+      mode,
+      trainBranch,
+      [...finals, ...scans, ...scoreNames.map((n) => empty(trainBranch, scored[n].dtype))],
+      scoreBranch,
+      [...[...finals, ...scans].map((v) => empty(scoreBranch, v.dtype)), ...scoreNames.map((n) => scored[n])],
+    );
+    const all = [...names, ...scoreNames.map((n) => `score.${n}`)];
+    outs.forEach((v, i) => c.output(v, all[i]));
+    scoringIO = {
+      mode: mode.name,
+      inputs: scoring.inputs.map((b, i) => ({ ...b, graph: inputs[i].name })),
+      outputs: Object.fromEntries(scoreNames.map((n) => [n, `score.${n}`])),
+    };
+  }
   const { order, rows, width } = step.layout;
   let offset = 0;
   const members = order.map((k, j) => {
@@ -140,8 +212,43 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
       scans: step.scans.map((s) => s.name),
       metrics: step.metrics,
       accumulation: acc,
+      scoring: scoringIO,
     },
   };
+}
+
+/**
+ * An ONNX `If` on `cond` (a bool scalar): the branches are builders nested in `cond`'s, each with its
+ * outputs (same count and element types; shapes may differ). Returns the outputs, in `cond`'s builder.
+ */
+function ifElse(
+  cond: Value,
+  then: GraphBuilder,
+  thenOuts: Value[],
+  otherwise: GraphBuilder,
+  elseOuts: Value[],
+): Value[] {
+  const g = cond.g;
+  const branch = (b: GraphBuilder, outs: Value[]) => {
+    outs.forEach((v) => b.output(v, g.fresh(`${b.name}.out`)));
+    g.children.push(b);
+    const graph = b.build();
+    const root = g.root();
+    for (const [n, init] of b.initializers) root.initializers.set(n, init);
+    graph.initializers = [];
+    return graph;
+  };
+  // each output's dims get names of their own: the branches give different shapes
+  const outSpecs = thenOuts.map((v) => ({ dtype: v.dtype, shape: v.shape.map(() => g.fresh("if")) }));
+  return g.node(
+    "If",
+    [cond],
+    outSpecs,
+    {
+      then_branch: op.attr.graph(branch(then, thenOuts)),
+      else_branch: op.attr.graph(branch(otherwise, elseOuts)),
+    },
+  );
 }
 
 /** The body's name for the parameters carried as one `[rows, C]` matrix. */

@@ -8,7 +8,12 @@
 import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import type { Graph } from "../graph/ir.ts";
-import { type SerializedModel, serializeModel, type SerializeOptions } from "../graph/serialize.ts";
+import {
+  deserializeModel,
+  type SerializedModel,
+  serializeModel,
+  type SerializeOptions,
+} from "../graph/serialize.ts";
 import { externalFiles, GraphFolder } from "./graph_folder.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
 
@@ -37,10 +42,7 @@ export type SessionOptions = {
   graphName?: string;
   /** For a graph: how in-memory initializers are serialized (large ones into an external blob). */
   serialize?: SerializeOptions;
-  /**
-   * ONNX Runtime's CPU memory arena. Off, freed activations go back to the system allocator. Default: off
-   * for graphs whose weights live in files (models), on otherwise.
-   */
+  /** ONNX Runtime's CPU memory arena (default on). Off, freed activations go back to the system allocator. */
   memoryArena?: boolean;
   /**
    * ONNX Runtime's memory patterns: one block per run, planned from the previous run's shapes. Default:
@@ -54,12 +56,14 @@ export type SessionOptions = {
  * bf16/fp16 weight into a full-precision copy held for the session's lifetime, and CPU prepacking copies
  * every fp32 weight a Gemm reads: both would undo keeping the weights in their stored form (measured on
  * an 8192² bf16 weight: 287 MB of private memory and a 606 MB peak at creation with them, 25 MB without).
- * Memory patterns (one block per run, planned from the last run) and the CPU arena are off too: with them
- * a SmolLM-135M LoRA step peaked at 10.7 GiB from its second run on, without them at 6.8, and ran faster
- * (bench/memory.ts; BENCHMARKS.md).
+ * Memory patterns (one block per run, planned from the last run) are off too: with them a SmolLM-135M
+ * LoRA step peaked at 10.7 GiB from its second run on, without them at 5.8, and ran faster. ONNX Runtime's
+ * CPU arena stays on: without it the system allocator's heap fragments over a step's thousands of
+ * differently sized tensors (a 4-layer TinyLlama-shaped step with checkpointing: 5.1 GiB without the arena,
+ * 1.8 with it, and slower; bench/memory.ts, BENCHMARKS.md).
  */
 const FILE_WEIGHTS_CONFIG = {
-  optimization: { disable_specified_optimizers: "ConstantFolding" },
+  optimization: { disable_specified_optimizers: "ConstantFolding;FuseFp16InitializerToFp32NodeTransformer" },
   session: { disable_prepacking: "1" },
 };
 
@@ -124,7 +128,7 @@ export class ModelSession {
       logSeverityLevel: 3,
     };
     if (opts.fileWeights) so.extra = FILE_WEIGHTS_CONFIG;
-    so.enableCpuMemArena = opts.memoryArena ?? !opts.fileWeights;
+    so.enableCpuMemArena = opts.memoryArena ?? true;
     so.enableMemPattern = opts.memoryPattern ?? !opts.fileWeights;
     if (opts.profilePrefix) {
       so.enableProfiling = true;
@@ -185,6 +189,20 @@ export class ModelSession {
     await this.folder?.remove();
     releaseFreeMemory();
     return this.profilePrefix ? newestProfile(this.profilePrefix) : undefined;
+  }
+}
+
+/**
+ * Whether a model file reads initializers from external data (an exported decoder reading the weights from
+ * model.safetensors): it then gets the settings of a graph with file weights. A file that big holds its
+ * weights inline, and is not read to find out.
+ */
+async function readsFiles(path: string): Promise<boolean> {
+  try {
+    if ((await Deno.stat(path)).size > 64 * 2 ** 20) return false;
+    return externalFiles(deserializeModel(await Deno.readFile(path)).graph).length > 0;
+  } catch {
+    return false; // ONNX Runtime will say what is wrong with the file
   }
 }
 

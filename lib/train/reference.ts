@@ -1,25 +1,25 @@
 /**
- * The reference model's log-probs of every response: computed once before training with the scoring graph
- * (the frozen weights, adapters off) and cached in the run folder, keyed by a fingerprint of the tokenized
- * data, the model and the precision, so a resumed run reuses them.
+ * The reference model's log-probs of every response: computed once before training, by the training
+ * session's scoring mode on its initial parameters (LoRA: B = 0, so exactly the base model with the
+ * adapters off; full fine-tuning: the model's own weights), and cached in the run folder, keyed by a
+ * fingerprint of the tokenized data, the model and the precision, so a resumed run reuses them.
  * @module
  */
 import { join, resolve } from "node:path";
-import type { WeightSource } from "../model/weights.ts";
-import { ModelSession } from "../runtime/session.ts";
 import type { TrainConfig } from "./options.ts";
 import { type RunPaths, writeJsonAtomic } from "./run_folder.ts";
 import type { RunInputs } from "./run_inputs.ts";
-import { fingerprintExamples, scoreExamples, type ScorerPlace } from "./scoring.ts";
-import { buildScoringGraph } from "./train_graph.ts";
+import { fingerprintExamples, scoreExamples, type Scorer } from "./scoring.ts";
 
-/** The reference log-probs of the training and held-out examples, from the cache when it matches. */
+/**
+ * The reference log-probs of the training and held-out examples, from the cache when it matches, else
+ * from `reference` (a scorer of the reference model: a training session's scoring mode before any step).
+ */
 export async function referenceScores(
   cfg: TrainConfig,
   run: RunPaths,
   p: RunInputs,
-  frozen: WeightSource,
-  where: ScorerPlace,
+  reference: Scorer,
   log: (l: string) => void,
 ): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
   const cachePath = join(run.dir, "reference_logps.json");
@@ -36,20 +36,9 @@ export async function referenceScores(
     }
   } catch { /* no cache yet */ }
   const t0 = performance.now();
-  const g = buildScoringGraph(p.model.config, frozen, undefined, {
-    precision: cfg.precision,
-    chunk: where.chunk,
-  });
-  const s = await ModelSession.create(g.build(), {
-    device: where.device,
-    graphFolder: where.graphFolder,
-    graphName: "reference",
-    describe: (n) => g.describe(n),
-  });
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
-  const train = (await scoreExamples(s, p.train, opts)).logps;
-  const evalScores = (await scoreExamples(s, p.eval, opts)).logps;
-  await s.release();
+  const train = (await scoreExamples(reference, p.train, opts)).logps;
+  const evalScores = (await scoreExamples(reference, p.eval, opts)).logps;
   log(
     `reference log-probs: ${p.train.length + p.eval.length} prompts in ${
       ((performance.now() - t0) / 1000).toFixed(1)

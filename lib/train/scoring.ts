@@ -1,16 +1,21 @@
 /**
- * Scoring sequences with a log-prob graph ({@link buildScoringGraph}): the reference model's log-probs,
- * computed once before training and cached in the run folder, and the policy's for evaluation.
+ * Scoring sequences with a log-prob graph (train_graph.ts' `buildScoringGraph`, or a training graph's
+ * scoring mode): the reference model's log-probs, computed once before training and cached in the run
+ * folder, and the policy's for evaluation.
  * @module
  */
 import { makeBatch } from "../data/batch.ts";
-import type { GraphFolder } from "../runtime/graph_folder.ts";
-import type { Device, HostTensor, ModelSession } from "../runtime/session.ts";
+import type { HostTensor } from "../runtime/session.ts";
 import { BATCH_INPUTS } from "./chunks.ts";
 import type { PreparedExample } from "./prepare.ts";
 
-/** Where a scoring session runs: its device, the run's graph folder, the LM head's rows per block. */
-export type ScorerPlace = { device: Device; graphFolder?: GraphFolder; chunk?: number };
+/**
+ * What scores batches: a scoring session (`buildScoringGraph` loaded in a `ModelSession`), or a
+ * training session's scoring mode (`TrainingSession.scorer`), which reads the training session's weights.
+ */
+export type Scorer = {
+  run(feeds: Record<string, HostTensor>, outputs: readonly string[]): Promise<Record<string, HostTensor>>;
+};
 
 /** Per example, the summed log-prob of each response, and the response token counts. */
 export type Scores = { logps: Float32Array[]; counts: Float32Array[] };
@@ -20,7 +25,7 @@ export type Scores = { logps: Float32Array[]; counts: Float32Array[] };
  * results in the examples' order. `extra` feeds the policy's parameters.
  */
 export async function scoreExamples(
-  session: ModelSession,
+  session: Scorer,
   examples: PreparedExample[],
   o: {
     padId: number;

@@ -63,6 +63,12 @@ export type AlignmentGraphSpec = {
   segments?: SegmentMode;
   /** Rows per block of the LM head and log-softmax (0 or absent: all at once). */
   chunk?: number;
+  /**
+   * Give the graph a scoring mode (see lib/graph/training.ts): the policy's `logps`, `counts` and
+   * `token_logps` of a batch (`input_ids`, `attention_mask`, `labels`), as {@link buildScoringGraph}
+   * computes them, from the session's own weights and current parameters. Default false.
+   */
+  scoring?: boolean;
 };
 
 /**
@@ -88,8 +94,26 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
   }
   const keyed = usesDropoutKey(s.trainable);
   if (keyed) batch.push({ name: BATCH_INPUTS.dropoutKey, dtype: "float32", shape: [] });
+  const dtype = computeDtype(s.precision);
   return buildTrainingGraph({
     name: `align-${s.loss}`,
+    scoring: s.scoring
+      ? {
+        inputs: [BATCH_INPUTS.inputIds, BATCH_INPUTS.attentionMask, BATCH_INPUTS.labels].map((name) => ({
+          name,
+          dtype: "int32" as const,
+          shape: ["rows", "width"],
+        })),
+        forward: (g, params, b) => {
+          const lp = policyLogProbs(g, s.cfg, s.trainable, params, s.frozen, {
+            inputIds: b[BATCH_INPUTS.inputIds],
+            attentionMask: b[BATCH_INPUTS.attentionMask],
+            labels: b[BATCH_INPUTS.labels],
+          }, { train: false, dtype, chunk: s.chunk });
+          return { logps: lp.sums, counts: lp.counts, token_logps: lp.tokenLogps };
+        },
+      }
+      : undefined,
     params: s.trainable.params,
     batch,
     optimizer: s.optimizer,
@@ -103,7 +127,7 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
         attentionMask: b[BATCH_INPUTS.attentionMask],
         labels: b[BATCH_INPUTS.labels],
       }, {
-        dtype: computeDtype(s.precision),
+        dtype,
         dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined,
         chunk: s.chunk,
         recomputeDropout: (s.segments ?? "inline") !== "inline",

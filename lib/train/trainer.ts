@@ -28,7 +28,7 @@ import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chu
 import type { TrainConfig } from "./options.ts";
 import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
 import { referenceScores } from "./reference.ts";
-import { evaluatePolicy, finalEvalOf, policyScorer, prefixed } from "./evaluate.ts";
+import { evaluatePolicy, finalEvalOf, prefixed } from "./evaluate.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
 import { lrsFor, type ScheduleConfig } from "./schedule.ts";
@@ -59,6 +59,8 @@ export type TrainHooks = {
    * most fp16 operators in float32 there (see lib/runtime/precision.ts).
    */
   allowFloat16OnCpu?: boolean;
+  /** The bytes the device can give the run, instead of its free memory: tests of the memory plan. */
+  memoryBudget?: number;
 };
 
 /** What a run returns. */
@@ -104,7 +106,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     dropout: cfg.loraDropout,
     targetModules: cfg.loraTargets ?? "all-linear",
   };
-  const plan = await planMemory(cfg, p, device, lora, log);
+  const plan = await planMemory(cfg, p, device, lora, log, hooks.memoryBudget);
 
   const frozen = storedWeights(p.model.stored);
   const trainable = trainableParamsFor(
@@ -113,15 +115,6 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       ? { mode: "full", weights: await readModelWeights(p.model) }
       : { mode: "lora", lora, seed: cfg.seed },
   );
-
-  // ONNX Runtime reads the frozen weights from the model's files, linked into the run's graph folder
-  const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
-
-  // reference log-probs: once, cached in the run folder
-  phases.enter("reference");
-  const reference = cfg.loss === "sft"
-    ? undefined
-    : await referenceScores(cfg, run, p, frozen, { device, graphFolder: graphs, chunk: plan.chunk }, log);
 
   // a step is --grad-accum micro-batches of --batch-size prompts; a last step that cannot be split so is left out
   const steps = planSteps(p.train, {
@@ -150,7 +143,10 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     warmupRatio: cfg.warmupSteps === undefined ? cfg.warmupRatio : undefined,
   };
 
-  phases.enter("train");
+  // one session holds the frozen weights, read by ONNX Runtime from the model's files (linked into the run's
+  // graph folder), for training, the reference log-probs and evaluation (its scoring mode)
+  phases.enter("session");
+  const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
   const built = buildAlignmentGraph({
     cfg: p.model.config,
     frozen,
@@ -165,6 +161,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     precision: cfg.precision,
     segments: plan.segments,
     chunk: plan.chunk,
+    scoring: true,
   });
   const trainableParams = trainable.params.reduce((n, x) => n + x.shape.reduce((a, b) => a * b, 1), 0);
   const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode, trainableParams);
@@ -176,7 +173,14 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   });
   // the session holds the initial values now (full fine-tuning: a copy of the model the run need not keep)
   for (const k of Object.keys(trainable.init)) delete trainable.init[k];
+  const scorer = session.scorer();
 
+  // reference log-probs: once, cached in the run folder; scored before a checkpoint is restored, on the
+  // initial parameters (LoRA's B = 0: the base model itself)
+  phases.enter("reference");
+  const reference = cfg.loss === "sft" ? undefined : await referenceScores(cfg, run, p, scorer, log);
+
+  phases.enter("train");
   let step = 0;
   const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
   if (ckpt) {
@@ -186,18 +190,9 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   } else if (cfg.resume) log(`no checkpoint in ${run.checkpoints}: starting from step 0`);
   const metrics = await MetricsWriter.open(run.metrics, { append: step > 0, truncateAfterStep: step });
 
-  const evalScorer = p.eval.length
-    ? await policyScorer(
-      p,
-      frozen,
-      trainable,
-      { device, graphFolder: graphs, chunk: plan.chunk },
-      cfg.precision,
-    )
-    : undefined;
   const evaluate = async (): Promise<Record<string, number> | undefined> => {
-    if (!evalScorer) return undefined;
-    return await evaluatePolicy(cfg, p, evalScorer, session, reference?.eval);
+    if (!p.eval.length) return undefined;
+    return await evaluatePolicy(cfg, p, scorer, reference?.eval);
   };
 
   const save = async () => {
@@ -217,7 +212,6 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const started = step;
   const release = async () => {
     await session.release();
-    await evalScorer?.release();
     await graphs.remove();
   };
   try {
@@ -444,6 +438,7 @@ async function planMemory(
   device: Device,
   lora: LoraConfig,
   log: (line: string) => void,
+  budget?: number,
 ): Promise<RunPlan> {
   const model = p.model.config;
   const modules = cfg.full ? [] : loraModules(model, lora);
@@ -451,7 +446,7 @@ async function planMemory(
     ? [...p.model.stored.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0)
     : modules.reduce((n, m) => n + lora.r * (m.inFeatures + m.outFeatures), 0);
   const width = p.train.reduce((w, e) => Math.max(w, Math.ceil(exampleLength(e) / 8) * 8), 8);
-  const memory = await deviceMemory(device);
+  const memory = budget === undefined ? await deviceMemory(device) : { free: budget, total: budget };
   const plan = planRun({
     cfg: model,
     stored: p.model.stored,
@@ -480,11 +475,10 @@ async function planMemory(
       ...(cfg.precision === "fp16" || device !== "cuda" ? [] : ["--precision fp16"]),
       ...(cfg.full ? ["LoRA instead of --full"] : []),
     ];
+    const how = plan.checkpointing ? " (with gradient checkpointing)" : "";
     throw new Error(
-      `this run needs about ${inGib(plan.estimate.total)} but the ${device} has ${
-        inGib(memory.free)
-      } free. ` +
-        `Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
+      `this run needs about ${inGib(plan.estimate.total)} but the ${device} has ${inGib(memory.free)} ` +
+        `free${how}. Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
     );
   }
   return plan;
