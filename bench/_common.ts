@@ -18,6 +18,7 @@ import type { LoraConfig } from "../lib/model/lora.ts";
 import { frozenWeights, type WeightMap } from "../lib/model/weights.ts";
 import { TrainingSession } from "../lib/runtime/training_session.ts";
 import { resolveDevice } from "../lib/runtime/device.ts";
+import { nvidiaSmi } from "../lib/runtime/device_memory.ts";
 import type { Device } from "../lib/runtime/session.ts";
 
 /** A wrong or missing flag: scripts print the message and their usage, and exit with status 2. */
@@ -237,17 +238,8 @@ export function ortVersion(): string {
 
 /** The first GPU's name from nvidia-smi, or null (no GPU, no nvidia-smi, or no --allow-run). */
 export async function gpuName(): Promise<string | null> {
-  try {
-    const out = await new Deno.Command("nvidia-smi", {
-      args: ["--query-gpu=name", "--format=csv,noheader"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (!out.success) return null;
-    return new TextDecoder().decode(out.stdout).split("\n")[0].trim() || null;
-  } catch {
-    return null;
-  }
+  const out = await nvidiaSmi(["--query-gpu=name", "--format=csv,noheader"]);
+  return out?.split("\n")[0].trim() || null;
 }
 
 /** This machine's CPU model (Linux), for reports. */

@@ -26,6 +26,15 @@ const llama = (o: Record<string, unknown>) => ({
   ...o,
 });
 
+/** Llama 3.2's rope scaling. */
+const LLAMA3_ROPE = {
+  rope_type: "llama3",
+  factor: 32,
+  low_freq_factor: 1,
+  high_freq_factor: 4,
+  original_max_position_embeddings: 8192,
+};
+
 /**
  * config.json of each shape (their published values; token ids as the tiny tokenizer needs them), and a
  * `tiny` one for the scripts' own tests.
@@ -81,13 +90,7 @@ export const SHAPES: Record<string, Record<string, unknown>> = {
     vocab_size: 128256,
     tie_word_embeddings: true,
     rope_theta: 500000,
-    rope_scaling: {
-      rope_type: "llama3",
-      factor: 32,
-      low_freq_factor: 1,
-      high_freq_factor: 4,
-      original_max_position_embeddings: 8192,
-    },
+    rope_scaling: LLAMA3_ROPE,
   }),
   "qwen2.5-1.5b": llama({
     model_type: "qwen2",
@@ -112,13 +115,7 @@ export const SHAPES: Record<string, Record<string, unknown>> = {
     vocab_size: 128256,
     tie_word_embeddings: true,
     rope_theta: 500000,
-    rope_scaling: {
-      rope_type: "llama3",
-      factor: 32,
-      low_freq_factor: 1,
-      high_freq_factor: 4,
-      original_max_position_embeddings: 8192,
-    },
+    rope_scaling: LLAMA3_ROPE,
   }),
   "mistral-7b": llama({
     model_type: "mistral",

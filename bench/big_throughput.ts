@@ -17,7 +17,12 @@ import { loadModelFolder } from "../lib/model/model_folder.ts";
 import { storedWeights } from "../lib/model/stored_weights.ts";
 import { trainableParamsFor } from "../lib/model/decoder.ts";
 import { loraModules } from "../lib/model/lora.ts";
-import { deviceMemory, processMemory, resetPeakMemory } from "../lib/runtime/device_memory.ts";
+import {
+  deviceMemory,
+  gpuProcessMemory,
+  processMemory,
+  resetPeakMemory,
+} from "../lib/runtime/device_memory.ts";
 import { TrainingSession } from "../lib/runtime/training_session.ts";
 import { planRun } from "../lib/train/memory.ts";
 import { buildAlignmentGraph } from "../lib/train/train_graph.ts";
@@ -122,22 +127,6 @@ export function parseBigArgs(argv: string[]): BigArgs {
     makeOnly: f["make-only"] === true,
     threads: f.threads === undefined ? undefined : intFlag("threads", f.threads),
   };
-}
-
-/** This process's GPU memory from nvidia-smi (MiB → bytes), or undefined. */
-async function gpuProcessMemory(): Promise<number | undefined> {
-  try {
-    const out = await new Deno.Command("nvidia-smi", {
-      args: ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
-      const [pid, mib] = line.split(",").map((x) => Number(x.trim()));
-      if (pid === Deno.pid) return mib * 2 ** 20;
-    }
-  } catch { /* no nvidia-smi */ }
-  return undefined;
 }
 
 /** Runs the measurement; prints and returns its record. */

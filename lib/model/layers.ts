@@ -330,7 +330,8 @@ export function toHeads(rows: Value, bt: Value, heads: number, hd: number, hint:
  * `bias` `[B, 1, 1, T, S]`. Query head h uses kv head ⌊h / (H / kvH)⌋ — HF's `repeat_kv`, done by
  * broadcasting a `[B, kvH, H/kvH, T, hd]` view of q against `[B, kvH, 1, S, hd]` keys rather than copying
  * the keys. Returns rows `[B·T, H·hd]`. With fp16 q/k/v and a float32 `bias`, the scores are masked and
- * softmaxed in float32 (HF's `softmax(..., dtype=float32)`) and the probabilities cast back to fp16.
+ * softmaxed in float32 (HF's `softmax(..., dtype=float32)`) and the probabilities cast back to fp16; the
+ * backward pass keeps only those (see {@link softmaxGradFrom}).
  */
 export function attention(q: Value, k: Value, v: Value, bias: Value, heads: number, kvHeads: number): Value {
   const hd = q.shape[3] as number;
@@ -338,10 +339,27 @@ export function attention(q: Value, k: Value, v: Value, bias: Value, heads: numb
   const q5 = op.reshape(op.mul(q, 1 / Math.sqrt(hd)), [0, kvHeads, rep, -1, hd]);
   const kT = op.unsqueeze(op.transpose(k, [0, 1, 3, 2]), [2]); // [B, kvH, 1, hd, S]
   const scores = op.add(op.cast(op.matmul(q5, kT), bias.dtype), bias); // [B, kvH, rep, T, S]
-  const probs = op.cast(op.softmax(scores, -1), q.dtype);
+  const exact = op.softmax(scores, -1);
+  const probs = op.cast(exact, q.dtype);
+  if (probs !== exact) softmaxGradFrom(exact, probs);
   const out = op.matmul(probs, op.unsqueeze(v, [2])); // [B, kvH, rep, T, hd]
   const perHead = op.transpose(op.reshape(out, [0, heads, -1, hd]), [0, 2, 1, 3]); // [B, T, H, hd]
   return op.reshape(perHead, [-1, heads * hd]);
+}
+
+/**
+ * The softmax producing `exact` (float32) differentiated from its fp16 copy `rounded` (which the product
+ * with v keeps for the backward pass anyway), so the float32 probabilities die with the forward pass
+ * instead of living until the backward one (`[B, heads, T, S]` floats per layer). The gradient is then
+ * the one of the fp16-rounded probabilities, as fp16 attention kernels compute it.
+ */
+function softmaxGradFrom(exact: Value, rounded: Value): void {
+  const n = exact.g.producer.get(exact)!;
+  n.deps = [rounded];
+  n.grad = (node, [gy]) => {
+    const y = op.cast(node.deps![0], gy!.dtype);
+    return [op.mul(y, op.sub(gy!, op.reduceSum(op.mul(gy!, y), [-1], true))), null];
+  };
 }
 
 /** `[B, T, heads, hd]` → `[B, heads, T, hd]`, appended to the cached `[B, heads, P, hd]` when given. */

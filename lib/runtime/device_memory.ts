@@ -18,17 +18,33 @@ export async function deviceMemory(device: Device, deviceId = 0): Promise<Device
       return undefined;
     }
   }
+  const out = await nvidiaSmi([
+    "--query-gpu=memory.free,memory.total",
+    "--format=csv,noheader,nounits",
+    "-i",
+    String(deviceId),
+  ]);
+  return out === undefined ? undefined : parseNvidiaSmi(out);
+}
+
+/** What `nvidia-smi` prints with `args`, or undefined (no nvidia-smi, no permission to run it, a failure). */
+export async function nvidiaSmi(args: string[]): Promise<string | undefined> {
   try {
-    const out = await new Deno.Command("nvidia-smi", {
-      args: ["--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits", "-i", String(deviceId)],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (!out.success) return undefined;
-    return parseNvidiaSmi(new TextDecoder().decode(out.stdout));
+    const out = await new Deno.Command("nvidia-smi", { args, stdout: "piped", stderr: "null" }).output();
+    return out.success ? new TextDecoder().decode(out.stdout) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** The GPU memory process `pid` holds (all its CUDA allocations, ONNX Runtime's arena included), or undefined. */
+export async function gpuProcessMemory(pid = Deno.pid): Promise<number | undefined> {
+  const out = await nvidiaSmi(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]);
+  for (const line of out?.split("\n") ?? []) {
+    const [p, mib] = line.split(",").map((x) => Number(x.trim()));
+    if (p === pid && Number.isFinite(mib)) return mib * 2 ** 20;
+  }
+  return undefined;
 }
 
 /** `nvidia-smi --query-gpu=memory.free,memory.total --format=csv,noheader,nounits` (MiB) → bytes. */

@@ -111,6 +111,9 @@ export class ModelSession {
         opts.graphFolder ? undefined : folder,
       );
     }
+    if (typeof model === "string") {
+      return await ModelSession.#load(model, { ...opts, fileWeights: await readsFiles(model) });
+    }
     return await ModelSession.#load(model, opts);
   }
 

@@ -14,6 +14,7 @@ import { policyLogProbs, trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { storedWeights } from "../../lib/model/stored_weights.ts";
+import { frozenWeights } from "../../lib/model/weights.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { paddedBatch, tokens } from "./_decoder_helpers.ts";
 
@@ -135,3 +136,28 @@ for (const cfg of [llama, gpt2]) {
     });
   }
 }
+
+Deno.test("fp16 attention: the backward pass reads the fp16 probabilities, never the float32 ones", () => {
+  const cfg = tinyConfig("llama", { numLayers: 1, numHeads: 4, numKvHeads: 2 });
+  const W = initWeights(cfg, { seed: 2 });
+  const trainable = trainableParamsFor(cfg, {
+    mode: "lora",
+    lora: { r: 2, alpha: 4, targetModules: "all-linear" },
+  });
+  const g = new GraphBuilder("fp16");
+  const params: Record<string, Value> = {};
+  for (const p of trainable.params) params[p.name] = g.input(p.name, "float32", p.shape);
+  const ids = g.input("ids", "int32", ["n", "t"]);
+  const lp = policyLogProbs(g, cfg, trainable, params, frozenWeights(W), {
+    inputIds: ids,
+    attentionMask: ids,
+    labels: ids,
+  }, { dtype: "float16" });
+  const before = g.nodes.length;
+  gradients(op.cast(op.sumAll(lp.sums), "float32"), Object.values(params));
+  const softmaxOut = g.nodes.filter((n) => n.op === "Softmax").map((n) => n.outputs[0]);
+  assert.equal(softmaxOut.length, 1);
+  assert.equal(softmaxOut[0].dtype, "float32");
+  const readers = g.nodes.slice(before).filter((n) => n.inputs.includes(softmaxOut[0]));
+  assert.deepEqual(readers.map((n) => n.op), [], "no backward node reads the float32 probabilities");
+});
