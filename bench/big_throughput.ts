@@ -157,6 +157,7 @@ export async function main(argv: string[], print: (line: string) => void = conso
     computeBytes: a.precision === "fp16" ? 2 : 4,
     checkpointing: a.checkpointing === "auto" ? undefined : a.checkpointing === "on",
     budget: memory?.free,
+    device: device === "cuda" ? "cuda" : "cpu",
   });
   const t0 = performance.now();
   const trainable = trainableParamsFor(cfg, { mode: "lora", lora, seed: 0 });

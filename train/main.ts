@@ -3,7 +3,8 @@
  * This file only parses, calls lib/train and prints; `--help` lists every option.
  * @module
  */
-import { OptionsError, parseTrainOptions, type TrainOptions } from "../lib/train/options.ts";
+import type { TrainOptions } from "../lib/train/option_specs.ts";
+import { OptionsError, parseTrainOptions } from "../lib/train/options.ts";
 import { ProgressDisplay } from "../lib/train/progress.ts";
 import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.ts";
 import { runDemo } from "../lib/train/demo/demo.ts";

@@ -6,7 +6,7 @@
  */
 import { batchMetrics, lossByName } from "../losses/mod.ts";
 import type { MetricsRecord } from "./metrics_log.ts";
-import type { TrainConfig } from "./options.ts";
+import type { TrainConfig } from "./option_specs.ts";
 import type { RunInputs } from "./run_inputs.ts";
 import { scoreExamples, type Scorer } from "./scoring.ts";
 

@@ -5,6 +5,7 @@
  * @module
  */
 export { explainRunError, policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export * from "./option_specs.ts";
 export * from "./options.ts";
 export * from "./graph_losses.ts";
 export * from "./train_graph.ts";

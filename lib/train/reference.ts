@@ -6,7 +6,7 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import type { TrainConfig } from "./options.ts";
+import type { TrainConfig } from "./option_specs.ts";
 import { type RunPaths, writeJsonAtomic } from "./run_folder.ts";
 import type { RunInputs } from "./run_inputs.ts";
 import { fingerprintExamples, scoreExamples, type Scorer } from "./scoring.ts";
@@ -39,8 +39,9 @@ export async function referenceScores(
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
   const train = (await scoreExamples(reference, p.train, opts)).logps;
   const evalScores = (await scoreExamples(reference, p.eval, opts)).logps;
+  const n = p.train.length + p.eval.length;
   log(
-    `reference log-probs: ${p.train.length + p.eval.length} prompts in ${
+    `reference log-probs: ${n} prompt${n === 1 ? "" : "s"} in ${
       ((performance.now() - t0) / 1000).toFixed(1)
     } s`,
   );

@@ -7,7 +7,7 @@
 import { loadDataset, type LoadedDataset } from "../data/load.ts";
 import { loadTokenizer } from "../data/tokenize.ts";
 import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
-import type { TrainConfig } from "./options.ts";
+import type { TrainConfig } from "./option_specs.ts";
 import { type PreparedExample, prepareExamples, shapeExamples, splitHeldOut } from "./prepare.ts";
 
 /** A run's loaded inputs: the model and the data prepared for the loss. */

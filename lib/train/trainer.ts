@@ -25,7 +25,7 @@ import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
 import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
-import type { TrainConfig } from "./options.ts";
+import type { TrainConfig } from "./option_specs.ts";
 import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
 import { referenceScores } from "./reference.ts";
 import { evaluatePolicy, finalEvalOf, prefixed } from "./evaluate.ts";
@@ -457,6 +457,7 @@ async function planMemory(
     computeBytes: cfg.precision === "fp16" ? 2 : 4,
     checkpointing: cfg.gradientCheckpointing,
     budget: memory?.free,
+    device: device === "cuda" ? "cuda" : "cpu",
   });
   const inGib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   log(

@@ -70,6 +70,11 @@ Deno.test("memory: checkpointing is turned on when the budget needs it, and the 
   assert.equal(needed.checkpointing, true);
   assert.equal(needed.segments, "recompute");
   assert.ok(needed.estimate.total < needed.without.total);
+  // on the CPU it turns on past half the free memory, on a GPU past 90%
+  const between = 1.5 * roomy.without.total;
+  assert.equal(planRun({ ...inputs, budget: between }).checkpointing, true, "cpu: over half the free memory");
+  assert.equal(planRun({ ...inputs, budget: between, device: "cuda" }).checkpointing, false, "cuda: fits");
+  assert.equal(planRun({ ...inputs, budget: roomy.without.total, device: "cuda" }).checkpointing, true);
   assert.equal(planRun({ ...inputs, budget: 1, checkpointing: false }).checkpointing, false, "the flag wins");
   assert.equal(planRun({ ...inputs, checkpointing: true }).checkpointing, true);
   assert.equal(planRun(inputs).checkpointing, false, "no budget known: off unless asked");

@@ -5,15 +5,14 @@ import {
   defaultTrainOptions,
   editDistance,
   formatDefault,
-  OPTION_SPECS,
   OptionsError,
   parseConfigObject,
   parseTrainArgs,
   parseTrainOptions,
   resolveTrainOptions,
   trainHelp,
-  type TrainOptions,
 } from "../../lib/train/options.ts";
+import { OPTION_SPECS, type TrainOptions } from "../../lib/train/option_specs.ts";
 
 const base = ["--model", "models/sft", "--data", "data/uf.jsonl"];
 

@@ -1,0 +1,496 @@
+/**
+ * The trainer's options, one entry each: type, flag, default (the paper's recipe where it has one), the
+ * check of its value and its `--help` line. Parsing and resolution are in options.ts.
+ *
+ * @module
+ */
+
+import type { LossName } from "../losses/types.ts";
+import type { PairStrategy } from "../data/convert.ts";
+import type { DeviceRequest } from "../runtime/device.ts";
+import type { ScheduleKind } from "./schedule.ts";
+
+/** What to train with: supervised fine-tuning, or one of the alignment losses. */
+export type TrainLoss = "sft" | LossName;
+
+/** Everything a run is configured by: the options, resolved, with a model and data. */
+export type TrainConfig = TrainOptions & { model: string; data: string };
+
+/** Every option of `deno task train`, resolved (defaults filled in). */
+export type TrainOptions = {
+  /** Hugging Face model folder (the SFT model: policy init and reference). */
+  model?: string;
+  /** Training data file (JSONL or Parquet). */
+  data?: string;
+  /** Evaluation data file; when absent, `evalFraction` of the training data is held out. */
+  evalData?: string;
+  evalFraction: number;
+  /** The run folder to write; default: a fresh `runs/<name>-<YYYYmmdd-HHMMSS>/` (see `run_folder.ts`). */
+  out?: string;
+  /** Run name, the start of the run folder's name; default: the loss name. */
+  name: string;
+  loss: TrainLoss;
+  /** β: scale of the implicit reward β·(log π − log μ). */
+  beta: number;
+  /** α: reward temperature of the soft labels softmax(r / α). */
+  alpha: number;
+  /** Responses per prompt (K); undefined: all of them. */
+  k?: number;
+  kMode: "first" | "random";
+  pairStrategy: PairStrategy;
+  lr: number;
+  schedule: ScheduleKind;
+  warmupRatio: number;
+  /** Overrides `warmupRatio` when set. */
+  warmupSteps?: number;
+  epochs: number;
+  /** Overrides `epochs` when set. */
+  maxSteps?: number;
+  /** Prompts per micro-batch; an optimizer step takes `gradAccum` micro-batches. */
+  batchSize: number;
+  gradAccum: number;
+  maxLength: number;
+  maxPromptLength: number;
+  loraR: number;
+  loraAlpha: number;
+  loraDropout: number;
+  /** Module names LoRA adapts; undefined: the model family's default. */
+  loraTargets?: string[];
+  /** Full fine-tuning instead of LoRA. */
+  full: boolean;
+  seed: number;
+  device: DeviceRequest;
+  precision: "fp32" | "fp16";
+  /** Optimizer steps per ONNX Runtime call (a Loop-chunked graph); unset: `defaultStepsPerRun` of the device and mode. */
+  stepsPerRun?: number;
+  /** Recompute each layer's activations in the backward pass; unset: decided by the memory plan (`AUTO_SHARE`). */
+  gradientCheckpointing?: boolean;
+  evalEvery?: number;
+  saveEvery?: number;
+  keepCheckpoints: number;
+  /** A run folder to continue. */
+  resume?: string;
+  /** Gradient clipping by global norm; 0 disables. */
+  maxGradNorm: number;
+  weightDecay: number;
+  demo: boolean;
+  compare: boolean;
+  quiet: boolean;
+  /** The config file the options were merged with, if any. */
+  config?: string;
+};
+
+type Kind = "string" | "number" | "int" | "enum" | "boolean" | "list";
+
+/** How one option is parsed, checked and documented. */
+export type OptionSpec = {
+  key: keyof TrainOptions;
+  flag: string;
+  kind: Kind;
+  group: string;
+  help: string;
+  /** Default value (undefined: unset unless given). */
+  default?: unknown;
+  /** How the default reads in `--help` when it is not a plain value. */
+  defaultText?: string;
+  choices?: readonly string[];
+  /** Likely mistakes and the choice meant (`gpu` → `cuda`), preferred over spelling suggestions. */
+  hints?: Readonly<Record<string, string>>;
+  /** Returns what is wrong ("must be > 0") or undefined. */
+  check?: (v: number) => string | undefined;
+  /** Placeholder in `--help`. */
+  arg?: string;
+};
+
+const positive = (v: number) => (v > 0 ? undefined : "must be > 0");
+const nonNegative = (v: number) => (v >= 0 ? undefined : "must be ≥ 0");
+const atLeast = (n: number) => (v: number) => (v >= n ? undefined : `must be ≥ ${n}`);
+const fraction = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
+const fractionClosed = (v: number) => (v >= 0 && v <= 1 ? undefined : "must be in [0, 1]");
+const uint32 = (v: number) => (v >= 0 && v <= 0xffffffff ? undefined : "must be in [0, 4294967295]");
+
+/** Every option, in `--help` order. */
+export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
+  // Data
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    group: "Data",
+    arg: "dir",
+    help: "Hugging Face model folder (the SFT model); required unless --demo or --resume",
+    defaultText: "none",
+  },
+  {
+    key: "data",
+    flag: "data",
+    kind: "string",
+    group: "Data",
+    arg: "file",
+    help: "training data, JSONL or Parquet; required unless --demo or --resume",
+    defaultText: "none",
+  },
+  {
+    key: "evalData",
+    flag: "eval-data",
+    kind: "string",
+    group: "Data",
+    arg: "file",
+    help: "evaluation data",
+    defaultText: "held out from --data",
+  },
+  {
+    key: "evalFraction",
+    flag: "eval-fraction",
+    kind: "number",
+    group: "Data",
+    default: 0.05,
+    check: fraction,
+    help: "fraction of --data held out for evaluation when --eval-data is absent; 0: none",
+  },
+  {
+    key: "k",
+    flag: "k",
+    kind: "int",
+    group: "Data",
+    check: atLeast(2),
+    defaultText: "all",
+    help: "responses per prompt (K) to use from reward data; 'all' for every one",
+  },
+  {
+    key: "kMode",
+    flag: "k-mode",
+    kind: "enum",
+    group: "Data",
+    choices: ["first", "random"],
+    default: "first",
+    help: "which K responses to keep: the first K, or a seeded random K",
+  },
+  {
+    key: "pairStrategy",
+    flag: "pair-strategy",
+    kind: "enum",
+    group: "Data",
+    choices: ["best-vs-random", "best-vs-worst", "all-pairs"],
+    default: "best-vs-random",
+    help: "how preference losses turn reward data into pairs",
+  },
+  {
+    key: "maxLength",
+    flag: "max-length",
+    kind: "int",
+    group: "Data",
+    default: 1024,
+    check: atLeast(2),
+    help: "max tokens of prompt + response",
+  },
+  {
+    key: "maxPromptLength",
+    flag: "max-prompt-length",
+    kind: "int",
+    group: "Data",
+    default: 512,
+    check: atLeast(1),
+    help: "max prompt tokens (longer prompts keep their end)",
+  },
+  // Loss
+  {
+    key: "loss",
+    flag: "loss",
+    kind: "enum",
+    group: "Loss",
+    choices: ["sft", "infonca", "nca", "dpo", "nca_pair", "ipo"],
+    default: "nca",
+    help: "training objective",
+  },
+  {
+    key: "beta",
+    flag: "beta",
+    kind: "number",
+    group: "Loss",
+    default: 0.01,
+    check: positive,
+    help: "β, scale of the implicit reward β·(log π − log μ)",
+  },
+  {
+    key: "alpha",
+    flag: "alpha",
+    kind: "number",
+    group: "Loss",
+    default: 1e-2,
+    check: positive,
+    help: "α, reward temperature: soft labels softmax(r / α)",
+  },
+  // Optimization
+  {
+    key: "lr",
+    flag: "lr",
+    kind: "number",
+    group: "Optimization",
+    default: 5e-6,
+    check: positive,
+    help: "peak learning rate",
+  },
+  {
+    key: "schedule",
+    flag: "schedule",
+    kind: "enum",
+    group: "Optimization",
+    choices: ["cosine", "linear", "constant"],
+    default: "cosine",
+    help: "learning-rate schedule (as in transformers)",
+  },
+  {
+    key: "warmupRatio",
+    flag: "warmup-ratio",
+    kind: "number",
+    group: "Optimization",
+    default: 0.1,
+    check: fractionClosed,
+    help: "warmup as a fraction of the total steps",
+  },
+  {
+    key: "warmupSteps",
+    flag: "warmup-steps",
+    kind: "int",
+    group: "Optimization",
+    check: nonNegative,
+    defaultText: "from --warmup-ratio",
+    help: "warmup steps (overrides --warmup-ratio)",
+  },
+  {
+    key: "epochs",
+    flag: "epochs",
+    kind: "number",
+    group: "Optimization",
+    default: 1,
+    check: positive,
+    help: "passes over the training data (may be fractional)",
+  },
+  {
+    key: "maxSteps",
+    flag: "max-steps",
+    kind: "int",
+    group: "Optimization",
+    check: atLeast(1),
+    defaultText: "from --epochs",
+    help: "optimizer steps to run (overrides --epochs)",
+  },
+  {
+    key: "batchSize",
+    flag: "batch-size",
+    kind: "int",
+    group: "Optimization",
+    default: 8,
+    check: atLeast(1),
+    help: "prompts per micro-batch",
+  },
+  {
+    key: "gradAccum",
+    flag: "grad-accum",
+    kind: "int",
+    group: "Optimization",
+    default: 1,
+    check: atLeast(1),
+    help: "micro-batches accumulated per optimizer step",
+  },
+  {
+    key: "maxGradNorm",
+    flag: "max-grad-norm",
+    kind: "number",
+    group: "Optimization",
+    default: 1.0,
+    check: nonNegative,
+    help: "clip gradients to this global norm; 0: no clipping",
+  },
+  {
+    key: "weightDecay",
+    flag: "weight-decay",
+    kind: "number",
+    group: "Optimization",
+    default: 0,
+    check: nonNegative,
+    help: "AdamW weight decay",
+  },
+  {
+    key: "seed",
+    flag: "seed",
+    kind: "int",
+    group: "Optimization",
+    default: 42,
+    check: uint32,
+    help: "seed for data order, sampling and initialization",
+  },
+  // Model
+  {
+    key: "full",
+    flag: "full",
+    kind: "boolean",
+    group: "Model",
+    default: false,
+    help: "full fine-tuning instead of LoRA",
+  },
+  {
+    key: "loraR",
+    flag: "lora-r",
+    kind: "int",
+    group: "Model",
+    default: 16,
+    check: atLeast(1),
+    help: "LoRA rank",
+  },
+  {
+    key: "loraAlpha",
+    flag: "lora-alpha",
+    kind: "number",
+    group: "Model",
+    default: 16,
+    check: positive,
+    help: "LoRA scale numerator (scale = alpha / r)",
+  },
+  {
+    key: "loraDropout",
+    flag: "lora-dropout",
+    kind: "number",
+    group: "Model",
+    default: 0.05,
+    check: fraction,
+    help: "dropout on the LoRA input",
+  },
+  {
+    key: "loraTargets",
+    flag: "lora-targets",
+    kind: "list",
+    group: "Model",
+    arg: "a,b,..",
+    defaultText: "per model family",
+    help: "comma-separated modules to adapt, e.g. q,k,v,o,gate,up,down",
+  },
+  {
+    key: "device",
+    flag: "device",
+    kind: "enum",
+    group: "Model",
+    choices: ["cpu", "cuda", "auto"],
+    hints: { gpu: "cuda", nvidia: "cuda" },
+    default: "auto",
+    help: "where to train; auto: CUDA when it works, else CPU",
+  },
+  {
+    key: "precision",
+    flag: "precision",
+    kind: "enum",
+    group: "Model",
+    choices: ["fp32", "fp16"],
+    default: "fp32",
+    help: "compute precision (fp16: mixed precision with loss scaling, CUDA only)",
+  },
+  {
+    key: "gradientCheckpointing",
+    flag: "gradient-checkpointing",
+    kind: "boolean",
+    group: "Model",
+    defaultText: "auto",
+    help: "recompute each layer's activations in the backward pass instead of keeping them; auto: when " +
+      "the memory estimate printed at the start says the run would take over half the CPU's free memory " +
+      "(90% of a GPU's) without it",
+  },
+  {
+    key: "stepsPerRun",
+    flag: "steps-per-run",
+    kind: "int",
+    group: "Model",
+    check: atLeast(1),
+    defaultText: "8; 64 for --full on CUDA",
+    help: "optimizer steps per ONNX Runtime call",
+  },
+  // Run
+  {
+    key: "out",
+    flag: "out",
+    kind: "string",
+    group: "Run",
+    arg: "dir",
+    defaultText: "runs/<name>-<YYYYmmdd-HHMMSS>",
+    help: "the run folder to write",
+  },
+  {
+    key: "name",
+    flag: "name",
+    kind: "string",
+    group: "Run",
+    defaultText: "the loss name",
+    help: "run name, the start of the run folder's name",
+  },
+  {
+    key: "evalEvery",
+    flag: "eval-every",
+    kind: "int",
+    group: "Run",
+    check: atLeast(1),
+    defaultText: "at the end only",
+    arg: "steps",
+    help: "evaluate every this many steps",
+  },
+  {
+    key: "saveEvery",
+    flag: "save-every",
+    kind: "int",
+    group: "Run",
+    check: atLeast(1),
+    defaultText: "at the end only",
+    arg: "steps",
+    help: "save a resumable checkpoint every this many steps",
+  },
+  {
+    key: "keepCheckpoints",
+    flag: "keep-checkpoints",
+    kind: "int",
+    group: "Run",
+    default: 2,
+    check: atLeast(1),
+    help: "checkpoints kept (older ones are deleted)",
+  },
+  {
+    key: "resume",
+    flag: "resume",
+    kind: "string",
+    group: "Run",
+    arg: "run-dir",
+    defaultText: "none",
+    help: "continue a run from its latest checkpoint",
+  },
+  {
+    key: "config",
+    flag: "config",
+    kind: "string",
+    group: "Run",
+    arg: "file",
+    defaultText: "none",
+    help: "JSON file of options (camelCase or kebab-case keys); flags win",
+  },
+  {
+    key: "demo",
+    flag: "demo",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "train a tiny built-in model on built-in data (no downloads)",
+  },
+  {
+    key: "compare",
+    flag: "compare",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "train each loss on the same data and compare the results",
+  },
+  {
+    key: "quiet",
+    flag: "quiet",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "no progress line, only warnings and errors",
+  },
+] as OptionSpec[]);
