@@ -16,6 +16,8 @@ import {
 } from "../graph/serialize.ts";
 import { externalFiles, GraphFolder } from "./graph_folder.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
+import { OrtSession, type OrtSessionSettings } from "./ort/session.ts";
+import { OrtValue } from "./ort/value.ts";
 
 /** Where a session runs. */
 export type Device = "cpu" | "cuda";
@@ -49,6 +51,13 @@ export type SessionOptions = {
    * off for graphs whose weights live in files, on otherwise.
    */
   memoryPattern?: boolean;
+  /**
+   * How ONNX Runtime is called: through onnxruntime-node (`node`, the default for now), or through its C
+   * API from Deno (`ffi`, lib/runtime/ort), where a run's outputs can stay ONNX Runtime values and feed
+   * the next run without passing through JavaScript ({@link ModelSession.runValues}). Profiling and an
+   * in-memory external-data blob need `node`.
+   */
+  backend?: "node" | "ffi";
 };
 
 /**
@@ -77,7 +86,7 @@ export type HostTensor = {
 /** A loaded model ready to run. */
 export class ModelSession {
   private constructor(
-    readonly session: ort.InferenceSession,
+    readonly session: ort.InferenceSession | OrtSession,
     readonly device: Device,
     private readonly describe?: (nodeName: string) => string | undefined,
     private readonly profilePrefix?: string,
@@ -137,9 +146,10 @@ export class ModelSession {
       so.enableProfiling = true;
       so.profileFilePrefix = opts.profilePrefix;
     }
-    let session: ort.InferenceSession;
+    let session: ort.InferenceSession | OrtSession;
     try {
-      if (typeof model === "string") session = await ort.InferenceSession.create(model, so);
+      if (opts.backend === "ffi") session = await ffiSession(model, so, opts);
+      else if (typeof model === "string") session = await ort.InferenceSession.create(model, so);
       else if (model instanceof Uint8Array) session = await ort.InferenceSession.create(model, so);
       else {
         if (model.externalData) {
@@ -169,6 +179,17 @@ export class ModelSession {
     feeds: Record<string, HostTensor>,
     outputs?: readonly string[],
   ): Promise<Record<string, HostTensor>> {
+    if (this.session instanceof OrtSession) {
+      const values = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
+      let out: Record<string, OrtValue> | undefined;
+      try {
+        out = await this.runValues(values, outputs ?? this.outputNames, feeds);
+        return Object.fromEntries(Object.entries(out).map(([n, v]) => [n, v.toHost()]));
+      } finally {
+        for (const v of Object.values(values)) v.release();
+        for (const v of Object.values(out ?? {})) v.release();
+      }
+    }
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
     let result: ort.InferenceSession.ReturnType;
@@ -185,8 +206,36 @@ export class ModelSession {
     return out;
   }
 
+  /**
+   * Runs on ONNX Runtime values (the `ffi` backend): the outputs are values the caller owns and may feed
+   * to the next run as they are. `described` names the feeds' shapes in an error (default: the values').
+   */
+  async runValues(
+    inputs: Readonly<Record<string, OrtValue>>,
+    outputs: readonly string[],
+    described?: Record<string, HostTensor>,
+  ): Promise<Record<string, OrtValue>> {
+    if (!(this.session instanceof OrtSession)) {
+      throw new TypeError('runValues needs a session created with backend: "ffi"');
+    }
+    try {
+      return await this.session.run(inputs, outputs);
+    } catch (e) {
+      const shapes = Object.entries(described ?? inputs).map(([n, t]) =>
+        `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
+      ).join("; ");
+      throw new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
+    }
+  }
+
   /** Ends the profiler (if on) and frees the session. Returns the profile file, if any. */
   async release(): Promise<string | undefined> {
+    if (this.session instanceof OrtSession) {
+      this.session.release();
+      await this.folder?.remove();
+      releaseFreeMemory();
+      return undefined;
+    }
     if (this.profilePrefix) this.session.endProfiling();
     await this.session.release();
     await this.folder?.remove();
@@ -207,6 +256,34 @@ async function readsFiles(path: string): Promise<boolean> {
   } catch {
     return false; // ONNX Runtime will say what is wrong with the file
   }
+}
+
+/** The C API session of the same settings as onnxruntime-node's `so`. */
+async function ffiSession(
+  model: SerializedModel | Uint8Array | string,
+  so: ort.InferenceSession.SessionOptions,
+  opts: SessionOptions,
+): Promise<OrtSession> {
+  if (opts.profilePrefix) throw new TypeError('profiling needs backend: "node"');
+  if (!(typeof model === "string" || model instanceof Uint8Array) && model.externalData) {
+    throw new TypeError('an in-memory external-data blob needs backend: "node"');
+  }
+  const config: Record<string, string> = {};
+  for (const [group, entries] of Object.entries(so.extra ?? {})) {
+    for (const [k, v] of Object.entries(entries as Record<string, string>)) config[`${group}.${k}`] = v;
+  }
+  const settings: OrtSessionSettings = {
+    device: opts.device,
+    deviceId: opts.deviceId,
+    intraOpThreads: so.intraOpNumThreads,
+    interOpThreads: so.interOpNumThreads,
+    optimization: so.graphOptimizationLevel as OrtSessionSettings["optimization"],
+    memoryArena: so.enableCpuMemArena,
+    memoryPattern: so.enableMemPattern,
+    config,
+  };
+  const bytes = typeof model === "string" ? model : model instanceof Uint8Array ? model : model.model;
+  return await OrtSession.create(bytes, settings);
 }
 
 function isGraph(m: unknown): m is Graph {

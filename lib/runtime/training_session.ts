@@ -6,12 +6,18 @@
  * The parameters live in one buffer laid out as the graph takes them ({@link TrainingIO.packed}); each
  * parameter is a view of it. A run returns new buffers and the state then points at them: arrays handed
  * out are never written to afterwards, so {@link TrainingSession.current} can give them without a copy.
+ *
+ * On the `ffi` backend the state stays in ONNX Runtime values between runs: a run's `.next` outputs are the
+ * next run's inputs as they are, and only the scans come back to JavaScript; the host arrays are made
+ * from the values when asked for ({@link TrainingSession.state}, checkpoints, the export).
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
 import type { BatchInput, TrainingIO } from "../graph/training.ts";
 import { type HostTensor, ModelSession, type SessionOptions } from "./session.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
+import { OrtSession } from "./ort/session.ts";
+import { OrtValue } from "./ort/value.ts";
 
 /**
  * A tensor of `shape` with its first dimension `first` (0: empty) and its other symbolic dimensions 1:
@@ -53,15 +59,40 @@ export type ChunkResult = {
 export class TrainingSession {
   /** Parameter names, which live in {@link TrainingSession.packed}. */
   readonly #members: Set<string>;
+  /** Every parameter (a view of the packed buffer) and the optimizer's state, by name. */
+  readonly #state: Map<string, Float32Array>;
+  private packed: Float32Array;
+  /** `ffi` backend: the state as ONNX Runtime values, by graph input name (the packed buffer's included). */
+  #resident?: Map<string, OrtValue>;
+  /** Whether {@link #state} is behind {@link #resident} (a run since it was read). */
+  #stale = false;
 
   private constructor(
     readonly session: ModelSession,
     readonly io: TrainingIO,
-    /** Every parameter (a view of the packed buffer) and the optimizer's state, by name. */
-    readonly state: Map<string, Float32Array>,
-    private packed: Float32Array,
+    state: Map<string, Float32Array>,
+    packed: Float32Array,
   ) {
     this.#members = new Set(io.packed.members.map((m) => m.name));
+    this.#state = state;
+    this.packed = packed;
+  }
+
+  /**
+   * Every parameter (a view of the packed buffer) and the optimizer's state, by name: read-only (change it
+   * with {@link restore}); on the `ffi` backend read from ONNX Runtime when a run has changed it.
+   */
+  get state(): ReadonlyMap<string, Float32Array> {
+    if (this.#stale && this.#resident) {
+      const packed = this.#resident.get(this.io.packed.name)!.toHost().data as Float32Array;
+      for (const s of this.io.state) {
+        if (this.#members.has(s.name)) continue;
+        this.#state.set(s.name, this.#resident.get(s.name)!.toHost().data as Float32Array);
+      }
+      this.#stale = false;
+      this.#setPacked(packed);
+    }
+    return this.#state;
   }
 
   /**
@@ -105,32 +136,56 @@ export class TrainingSession {
       memoryArena: opts.memoryArena ?? (large ? false : undefined),
       memoryPattern: opts.memoryPattern ?? (large ? false : undefined),
       describe: opts.describe ?? ((n) => built.graph.describe(n)),
+      // the C API keeps the state in ONNX Runtime between runs; on CUDA onnxruntime-node stays until the
+      // GPU checks have run it there
+      backend: opts.backend ?? (opts.device === "cuda" || opts.profilePrefix ? "node" : "ffi"),
     });
     const ts = new TrainingSession(session, io, state, packed);
     ts.#setPacked(packed);
+    ts.#makeResident();
     return ts;
+  }
+
+  /** On the `ffi` backend: values over the host state (no copy), replacing any resident ones. */
+  #makeResident(): void {
+    if (!(this.session.session instanceof OrtSession)) return;
+    for (const v of this.#resident?.values() ?? []) v.release();
+    const dims = this.io.packed.shape;
+    this.#resident = new Map([[
+      this.io.packed.name,
+      OrtValue.fromHost({ dtype: "float32", dims, data: this.packed }),
+    ]]);
+    for (const s of this.io.state) {
+      if (this.#members.has(s.name)) continue;
+      this.#resident.set(
+        s.name,
+        OrtValue.fromHost({ dtype: "float32", dims: s.shape, data: this.#state.get(s.name)! }),
+      );
+    }
+    this.#stale = false;
   }
 
   /** Points the parameters' views at `packed`. */
   #setPacked(packed: Float32Array): void {
     this.packed = packed;
     for (const m of this.io.packed.members) {
-      this.state.set(m.name, packed.subarray(m.offset, m.offset + m.length));
+      this.#state.set(m.name, packed.subarray(m.offset, m.offset + m.length));
     }
   }
 
   /** Runs `lrs.length` optimizer steps on batches stacked along axis 0 (one slice per step). */
   async run(batches: Record<string, HostTensor>, lrs: readonly number[]): Promise<ChunkResult> {
-    const feeds: Record<string, HostTensor> = {
-      [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.packed },
-    };
+    const feeds: Record<string, HostTensor> = {};
+    if (!this.#resident) {
+      feeds[this.io.packed.name] = { dtype: "float32", dims: this.io.packed.shape, data: this.packed };
+    }
     if (this.io.scoring) {
       feeds[this.io.scoring.mode] = { dtype: "bool", dims: [], data: Uint8Array.of(1) };
       for (const b of this.io.scoring.inputs) feeds[b.graph] = empty(b.dtype, b.shape, 1);
     }
     for (const s of this.io.state) {
-      if (this.#members.has(s.name)) continue;
-      feeds[s.name] = { dtype: "float32", dims: s.shape, data: this.state.get(s.name)! };
+      if (this.#members.has(s.name) || this.#resident) continue;
+      feeds[s.name] = { dtype: "float32", dims: s.shape, data: this.#state.get(s.name)! };
     }
     for (const b of this.io.stacked) {
       if (b.name === "train.lr") continue;
@@ -144,10 +199,14 @@ export class TrainingSession {
       feeds[b.name] = t;
     }
     feeds["train.lr"] = { dtype: "float32", dims: [lrs.length], data: Float32Array.from(lrs) };
-    const out = await this.session.run(feeds, this.#trainOutputs());
-    this.#setPacked(out[`${this.io.packed.name}.next`].data as Float32Array);
-    for (const s of this.io.state) {
-      if (!this.#members.has(s.name)) this.state.set(s.name, out[`${s.name}.next`].data as Float32Array);
+    const out = this.#resident
+      ? await this.#runResident(feeds)
+      : await this.session.run(feeds, this.#trainOutputs());
+    if (!this.#resident) {
+      this.#setPacked(out[`${this.io.packed.name}.next`].data as Float32Array);
+      for (const s of this.io.state) {
+        if (!this.#members.has(s.name)) this.#state.set(s.name, out[`${s.name}.next`].data as Float32Array);
+      }
     }
     // a full model's old state is garbage now: gigabytes V8 and glibc would hold until much later
     if (this.packed.byteLength >= LARGE_STATE_BYTES) releaseFreeMemory();
@@ -160,6 +219,38 @@ export class TrainingSession {
       lossScale: this.io.scans.includes("train.loss_scale.used") ? scan("train.loss_scale.used") : undefined,
       metrics: Object.fromEntries(this.io.metrics.map((m) => [m, scan(m)])),
     };
+  }
+
+  /**
+   * A run on the resident state: the batches go in as values over their host arrays, the state's `.next`
+   * outputs replace the resident values, and only the scans come back to the host.
+   */
+  async #runResident(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+    const resident = this.#resident!;
+    const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
+    let out: Record<string, OrtValue>;
+    try {
+      out = await this.session.runValues(
+        { ...temporary, ...Object.fromEntries(resident) },
+        this.#trainOutputs(),
+        {
+          ...feeds,
+        },
+      );
+    } finally {
+      for (const v of Object.values(temporary)) v.release();
+    }
+    for (const [name, v] of resident) {
+      v.release();
+      resident.set(name, out[`${name}.next`]);
+    }
+    this.#stale = true;
+    const scans: Record<string, HostTensor> = {};
+    for (const n of this.io.scans) {
+      scans[n] = out[n].toHost();
+      out[n].release();
+    }
+    return scans;
   }
 
   /** What a training run returns: the state and the scans (not the scoring mode's outputs). */
@@ -184,14 +275,14 @@ export class TrainingSession {
     if (!sc) throw new TypeError("this training graph has no scoring mode");
     // what training reads goes in empty (the moments, the batches), or as it is when tiny (scalars)
     const all: Record<string, HostTensor> = {
-      [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.packed },
       [sc.mode]: { dtype: "bool", dims: [], data: Uint8Array.of(0) },
     };
+    if (!this.#resident) {
+      all[this.io.packed.name] = { dtype: "float32", dims: this.io.packed.shape, data: this.packed };
+    }
     for (const s of this.io.state) {
       if (this.#members.has(s.name)) continue;
-      all[s.name] = s.shape.length
-        ? empty("float32", s.shape, 0)
-        : { dtype: "float32", dims: [], data: this.state.get(s.name)! };
+      all[s.name] = s.shape.length ? empty("float32", s.shape, 0) : this.#scalar(s.name);
     }
     for (const b of this.io.stacked) all[b.name] = empty(b.dtype, ["steps", ...b.shape], 0);
     for (const [name, t] of Object.entries(feeds)) {
@@ -199,14 +290,37 @@ export class TrainingSession {
       if (!input) throw new TypeError(`the scoring mode has no input "${name}"`);
       all[input.graph] = t;
     }
-    const out = await this.session.run(
-      all,
-      outputs.map((o) => {
-        if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
-        return sc.outputs[o];
-      }),
-    );
+    const names = outputs.map((o) => {
+      if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
+      return sc.outputs[o];
+    });
+    const out = this.#resident ? await this.#scoreResident(all, names) : await this.session.run(all, names);
     return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
+  }
+
+  /** A scalar of the state (the step counter, the loss scale) as a host tensor. */
+  #scalar(name: string): HostTensor {
+    const v = this.#resident?.get(name);
+    return { dtype: "float32", dims: [], data: v ? v.toHost().data : this.#state.get(name)! };
+  }
+
+  /** The scoring mode on the resident parameters: only the asked outputs come back. */
+  async #scoreResident(
+    feeds: Record<string, HostTensor>,
+    names: string[],
+  ): Promise<Record<string, HostTensor>> {
+    const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
+    const packed = this.#resident!.get(this.io.packed.name)!;
+    try {
+      const out = await this.session.runValues({ ...temporary, [this.io.packed.name]: packed }, names, feeds);
+      return Object.fromEntries(names.map((n) => {
+        const t = out[n].toHost();
+        out[n].release();
+        return [n, t];
+      }));
+    } finally {
+      for (const v of Object.values(temporary)) v.release();
+    }
   }
 
   /** The scoring mode as a scorer (`run(feeds, outputs)`, as a scoring session has it). */
@@ -240,12 +354,15 @@ export class TrainingSession {
       }
       const m = this.io.packed.members.find((x) => x.name === s.name);
       if (m) packed.set(v, m.offset);
-      else this.state.set(s.name, v.slice());
+      else this.#state.set(s.name, v.slice());
     }
     this.#setPacked(packed);
+    this.#makeResident();
   }
 
   async release(): Promise<string | undefined> {
+    for (const v of this.#resident?.values() ?? []) v.release();
+    this.#resident = undefined;
     return await this.session.release();
   }
 }

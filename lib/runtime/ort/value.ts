@@ -1,0 +1,148 @@
+/**
+ * `OrtValue`: a tensor ONNX Runtime can run on, either over a JavaScript buffer (no copy: the value keeps
+ * the buffer alive) or allocated by ONNX Runtime (a run's output, which may stay where it was made and be
+ * fed to the next run as it is). Released by {@link OrtValue.release}; a value dropped without it is
+ * released when collected, as a safety net only.
+ * @module
+ */
+import type { HostTensor } from "../session.ts";
+import { check, ortApi, outPointer } from "./api.ts";
+import { cpuMemoryInfo, defaultAllocator } from "./env.ts";
+
+/** The tensor element types the toolkit runs with. */
+export type ElementType = HostTensor["dtype"] | "int8" | "float16" | "bfloat16";
+
+/** `ONNXTensorElementDataType` of each type. */
+const ELEMENT: Record<ElementType, number> = {
+  float32: 1,
+  uint8: 2,
+  int8: 3,
+  int32: 6,
+  int64: 7,
+  bool: 9,
+  float16: 10,
+  float64: 11,
+  bfloat16: 16,
+};
+const TYPE_OF = new Map(Object.entries(ELEMENT).map(([k, v]) => [v, k as ElementType]));
+
+/** Typed arrays that carry each host type. */
+const ARRAY = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int32: Int32Array,
+  int64: BigInt64Array,
+  bool: Uint8Array,
+  uint8: Uint8Array,
+} as const;
+
+const registry = new FinalizationRegistry<bigint>((p) => ortApi().ReleaseValue(Deno.UnsafePointer.create(p)));
+
+/** A tensor ONNX Runtime holds or reads. */
+export class OrtValue {
+  #ptr: Deno.PointerValue;
+  #shape?: { type: ElementType; dims: number[] };
+  /** The JavaScript buffer a host value reads (kept alive as long as the value). */
+  readonly #keep?: ArrayBufferView;
+
+  private constructor(ptr: Deno.PointerValue, keep?: ArrayBufferView) {
+    this.#ptr = ptr;
+    this.#keep = keep;
+    registry.register(this, BigInt(Deno.UnsafePointer.value(ptr)), this);
+  }
+
+  /** A value over a host tensor's buffer, without a copy. */
+  static fromHost(t: HostTensor): OrtValue {
+    const a = ortApi();
+    const dims = BigInt64Array.from(t.dims, (d) => BigInt(d));
+    const out = outPointer();
+    if (t.data.byteLength === 0) {
+      // an empty tensor has no data pointer to lend: ONNX Runtime allocates its (empty) buffer
+      check(
+        a.CreateTensorAsOrtValue(defaultAllocator(), dims, BigInt(dims.length), ELEMENT[t.dtype], out.out),
+        "CreateTensorAsOrtValue",
+      );
+      return new OrtValue(out.get());
+    }
+    check(
+      a.CreateTensorWithDataAsOrtValue(
+        cpuMemoryInfo(),
+        Deno.UnsafePointer.of(t.data as Uint8Array<ArrayBuffer>),
+        BigInt(t.data.byteLength),
+        dims,
+        BigInt(dims.length),
+        ELEMENT[t.dtype],
+        out.out,
+      ),
+      "CreateTensorWithDataAsOrtValue",
+    );
+    return new OrtValue(out.get(), t.data);
+  }
+
+  /** Takes ownership of a value ONNX Runtime allocated (a run's output). */
+  static adopt(ptr: Deno.PointerValue): OrtValue {
+    if (!ptr) throw new Error("OrtValue.adopt: null value");
+    return new OrtValue(ptr);
+  }
+
+  /** The `OrtValue*`, for the C API; throws once released. */
+  get pointer(): Deno.PointerValue {
+    if (!this.#ptr) throw new Error("OrtValue used after release()");
+    return this.#ptr;
+  }
+
+  /** Element type and dimensions. */
+  get type(): ElementType {
+    return this.#info().type;
+  }
+
+  get dims(): readonly number[] {
+    return this.#info().dims;
+  }
+
+  #info(): { type: ElementType; dims: number[] } {
+    if (this.#shape) return this.#shape;
+    const a = ortApi();
+    const info = outPointer();
+    check(a.GetTensorTypeAndShape(this.pointer, info.out), "GetTensorTypeAndShape");
+    const p = info.get();
+    try {
+      const type = new Int32Array(1), count = new BigUint64Array(1);
+      check(a.GetTensorElementType(p, type), "GetTensorElementType");
+      check(a.GetDimensionsCount(p, count), "GetDimensionsCount");
+      const dims = new BigInt64Array(Number(count[0]));
+      check(a.GetDimensions(p, dims, BigInt(dims.length)), "GetDimensions");
+      const t = TYPE_OF.get(type[0]);
+      if (!t) {
+        throw new TypeError(`ONNX Runtime tensor of element type ${type[0]}, not one the toolkit reads`);
+      }
+      return this.#shape = { type: t, dims: Array.from(dims, Number) };
+    } finally {
+      a.ReleaseTensorTypeAndShapeInfo(p);
+    }
+  }
+
+  /** A copy in JavaScript memory (the value must be in host memory). */
+  toHost(): HostTensor {
+    const { type, dims } = this.#info();
+    if (!(type in ARRAY)) throw new TypeError(`a ${type} tensor has no host type: cast it in the graph`);
+    const dtype = type as HostTensor["dtype"];
+    const n = dims.reduce((x, y) => x * y, 1);
+    const data = new ARRAY[dtype](n);
+    if (n > 0) {
+      const p = outPointer();
+      check(ortApi().GetTensorMutableData(this.pointer, p.out), "GetTensorMutableData");
+      new Deno.UnsafePointerView(p.get()!).copyInto(new Uint8Array(data.buffer));
+    }
+    return { dtype, dims, data } as HostTensor;
+  }
+
+  /** Frees the value now (idempotent). */
+  release(): void {
+    if (!this.#ptr) return;
+    registry.unregister(this);
+    ortApi().ReleaseValue(this.#ptr);
+    this.#ptr = null;
+    void this.#keep;
+  }
+}

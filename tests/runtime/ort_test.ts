@@ -1,0 +1,232 @@
+/**
+ * ONNX Runtime's C API from Deno (lib/runtime/ort): the same outputs as onnxruntime-node, bit for bit, on
+ * the toolkit's decoder and training graphs; training on state kept in ONNX Runtime between runs equal to
+ * the run through JavaScript; every element type in and out; errors with ONNX Runtime's message and the
+ * call's name; a run stopped by its run options; steady memory over many runs.
+ */
+import assert from "node:assert/strict";
+import { GraphBuilder } from "../../lib/graph/builder.ts";
+import type { DType } from "../../lib/graph/dtype.ts";
+import * as op from "../../lib/graph/ops.ts";
+import { serializeModel } from "../../lib/graph/serialize.ts";
+import { tinyConfig } from "../../lib/model/config.ts";
+import { trainableParamsFor } from "../../lib/model/decoder.ts";
+import { initWeights } from "../../lib/model/init.ts";
+import { frozenWeights } from "../../lib/model/weights.ts";
+import { OrtError, OrtSession, OrtValue, RunOptions } from "../../lib/runtime/ort/mod.ts";
+import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
+import { TrainingSession } from "../../lib/runtime/training_session.ts";
+import { buildAlignmentGraph, buildScoringGraph } from "../../lib/train/train_graph.ts";
+import { syntheticChunk } from "../../bench/_common.ts";
+import { lora } from "../train/_fingerprints.ts";
+
+const cfg = tinyConfig("llama");
+const W = initWeights(cfg, { seed: 1 });
+
+function tokens(rows: number, width: number, seed: number): Record<string, HostTensor> {
+  const ids = Int32Array.from({ length: rows * width }, (_, i) => (i * 7 + seed * 13) % cfg.vocabSize);
+  const mask = Int32Array.from({ length: rows * width }, (_, i) => (i % width < width - (i % 3) ? 1 : 0));
+  return {
+    input_ids: { dtype: "int32", dims: [rows, width], data: ids },
+    attention_mask: { dtype: "int32", dims: [rows, width], data: mask },
+    labels: { dtype: "int32", dims: [rows, width], data: ids },
+  };
+}
+
+Deno.test("ort: a decoder graph gives onnxruntime-node's outputs bit for bit", async () => {
+  for (const trainable of [undefined, trainableParamsFor(cfg, { mode: "lora", lora: lora(0), seed: 3 })]) {
+    const model = serializeModel(buildScoringGraph(cfg, frozenWeights(W), trainable).build()).model;
+    const node = await ModelSession.create(model, { intraOpThreads: 1 });
+    const ffi = await ModelSession.create(model, { intraOpThreads: 1, backend: "ffi" });
+    assert.deepEqual(ffi.inputNames, node.inputNames);
+    assert.deepEqual(ffi.outputNames, node.outputNames);
+    const feeds = tokens(4, 12, 5);
+    if (trainable) {
+      // the LoRA factors' shapes as the C API reads them from the model
+      const meta = (ffi.session as OrtSession).inputMetadata;
+      for (const [name, v] of Object.entries(trainable.init)) {
+        const shape = meta.find((m) => m.name === name)?.shape;
+        if (shape) feeds[name] = { dtype: "float32", dims: shape as number[], data: v };
+      }
+      assert.ok(Object.keys(feeds).length > 3, "the LoRA factors are inputs");
+    }
+    const [a, b] = [await node.run(feeds), await ffi.run(feeds)];
+    for (const name of node.outputNames) {
+      assert.deepEqual(b[name].dims, a[name].dims, name);
+      assert.equal(b[name].dtype, a[name].dtype, name);
+      assert.deepEqual(b[name].data, a[name].data, name);
+    }
+    await node.release();
+    await ffi.release();
+  }
+});
+
+Deno.test("ort: training on state kept in ONNX Runtime equals the run through JavaScript (LoRA, full)", async () => {
+  for (const mode of ["lora", "full"] as const) {
+    const results: { losses: number[]; state: Record<string, Float32Array>; scores: HostTensor }[] = [];
+    for (const backend of ["node", "ffi"] as const) {
+      const trainable = trainableParamsFor(
+        cfg,
+        mode === "lora" ? { mode, lora: lora(0), seed: 1 } : { mode, weights: W },
+      );
+      const built = buildAlignmentGraph({
+        cfg,
+        frozen: frozenWeights(W),
+        trainable,
+        loss: "infonca",
+        beta: 0.1,
+        k: 2,
+        ranked: true,
+        optimizer: { kind: "adamw", weightDecay: 0.01 },
+        maxGradNorm: 1,
+        accumulation: mode === "full" ? 2 : 1,
+        scoring: true,
+      });
+      const ts = await TrainingSession.create(built, trainable.init, { intraOpThreads: 1, backend });
+      const losses: number[] = [];
+      const accum = mode === "full" ? 2 : 1;
+      for (let c = 0; c < 3; c++) {
+        const feeds = syntheticChunk({
+          steps: 2 * accum,
+          rows: 4,
+          width: 8,
+          k: 2,
+          vocab: cfg.vocabSize,
+          seed: c,
+          loss: "infonca",
+        });
+        if (accum > 1) {
+          for (const t of Object.values(feeds)) {
+            (t as { dims: readonly number[] }).dims = [2, accum, ...t.dims.slice(1)];
+          }
+        }
+        losses.push(...(await ts.run(feeds, [1e-2, 2e-2])).loss);
+        if (c === 1) {
+          // a checkpoint read between runs, and written back, changes nothing
+          ts.restore(ts.snapshot());
+        }
+      }
+      results.push({
+        losses,
+        state: ts.snapshot(),
+        scores: (await ts.score(tokens(2, 8, 1), ["logps"])).logps,
+      });
+      await ts.release();
+    }
+    const [node, ffi] = results;
+    assert.deepEqual(ffi.losses, node.losses, `${mode}: losses`);
+    assert.ok(node.losses[0] !== node.losses[5], "the runs trained");
+    for (const name of Object.keys(node.state)) {
+      assert.deepEqual(ffi.state[name], node.state[name], `${mode}: ${name}`);
+    }
+    assert.deepEqual(ffi.scores.data, node.scores.data, `${mode}: scoring mode`);
+  }
+});
+
+Deno.test("ort: every element type goes in and comes out as it was; empty tensors too", async () => {
+  const types: [DType, HostTensor][] = [
+    ["float32", { dtype: "float32", dims: [2, 3], data: Float32Array.of(1.5, -2, 3e-39, Infinity, NaN, 0) }],
+    ["float64", { dtype: "float64", dims: [2], data: Float64Array.of(Math.PI, -1e300) }],
+    ["int32", { dtype: "int32", dims: [3], data: Int32Array.of(-5, 0, 2 ** 31 - 1) }],
+    ["int64", { dtype: "int64", dims: [2], data: BigInt64Array.of(-(2n ** 62n), 9007199254740993n) }],
+    ["bool", { dtype: "bool", dims: [4], data: Uint8Array.of(1, 0, 0, 1) }],
+    ["uint8", { dtype: "uint8", dims: [1, 2], data: Uint8Array.of(255, 7) }],
+    ["float32", { dtype: "float32", dims: [0, 4], data: new Float32Array(0) }],
+  ];
+  const g = new GraphBuilder("identity");
+  types.forEach(([dtype, t], i) => {
+    const x = g.input(`x${i}`, dtype, t.dims);
+    g.output(g.node("Identity", [x], [{ dtype, shape: t.dims }])[0], `y${i}`);
+  });
+  const s = await OrtSession.create(serializeModel(g.build()).model, { intraOpThreads: 1 });
+  const inputs = Object.fromEntries(types.map(([, t], i) => [`x${i}`, OrtValue.fromHost(t)]));
+  const out = await s.run(inputs);
+  types.forEach(([, t], i) => {
+    const y = out[`y${i}`];
+    assert.deepEqual(y.dims, t.dims);
+    assert.deepEqual(y.toHost(), t, `y${i}`);
+    y.release();
+  });
+  for (const v of Object.values(inputs)) v.release();
+  assert.throws(() => inputs.x0.pointer, /after release/);
+  s.release();
+});
+
+Deno.test("ort: failures carry ONNX Runtime's message and the call that failed", async () => {
+  await assert.rejects(
+    OrtSession.create(new Uint8Array([1, 2, 3, 4]), {}),
+    (e: unknown) =>
+      e instanceof OrtError && e.call === "CreateSessionFromArray" && /protobuf|parse/i.test(e.message),
+  );
+  await assert.rejects(OrtSession.create("/nonexistent/model.onnx"), /CreateSession.*|nonexistent/);
+  const model = serializeModel(buildScoringGraph(cfg, frozenWeights(W)).build()).model;
+  const s = await ModelSession.create(model, { intraOpThreads: 1, backend: "ffi" });
+  const feeds = tokens(2, 4, 1);
+  feeds.input_ids = { dtype: "int32", dims: [8], data: feeds.input_ids.data };
+  await assert.rejects(s.run(feeds), (e: Error) => {
+    assert.match(e.message, /ONNX Runtime failed: .*[Ii]nvalid rank.*input_ids/s);
+    assert.match(e.message, /\(Run, ONNX Runtime error code \d+\)/);
+    assert.match(e.message, /fed: .*input_ids: int32\[8\]/);
+    return true;
+  });
+  // the session still serves after a failed run
+  assert.equal((await s.run(tokens(2, 4, 1))).logps.dims[0], 2);
+  await s.release();
+});
+
+Deno.test("ort: a run stops when its run options are terminated", async () => {
+  // a Loop of many iterations of a matmul chain: seconds of work, unless stopped
+  const g = new GraphBuilder("long");
+  const x = g.input("x", "float32", [64, 64]);
+  const n = g.input("n", "int64", []);
+  const body = new GraphBuilder("body", g);
+  body.input("i", "int64", []);
+  const cond = body.input("cond", "bool", []);
+  let h = body.input("h", "float32", [64, 64]);
+  for (let i = 0; i < 8; i++) h = op.tanh(op.matmul(h, h));
+  body.output(cond, "cond_out");
+  body.output(h, "h_out");
+  const graph = body.build();
+  for (const [name, init] of body.initializers) g.initializers.set(name, init);
+  graph.initializers = [];
+  const [out] = g.node("Loop", [n, g.constant([1], [], "bool"), x], [{ dtype: "float32", shape: [64, 64] }], {
+    body: { type: "graph", value: graph },
+  });
+  g.output(out, "y");
+  const s = await OrtSession.create(serializeModel(g.build()).model, { intraOpThreads: 1 });
+  const feeds = {
+    x: OrtValue.fromHost({ dtype: "float32", dims: [64, 64], data: new Float32Array(64 * 64).fill(0.01) }),
+    n: OrtValue.fromHost({ dtype: "int64", dims: [], data: BigInt64Array.of(1_000_000n) }),
+  };
+  const options = new RunOptions();
+  const t0 = performance.now();
+  const run = s.run(feeds, ["y"], options);
+  setTimeout(() => options.terminate(), 50);
+  await assert.rejects(run, (e: unknown) => e instanceof OrtError && /terminat/i.test(e.message));
+  const took = performance.now() - t0;
+  assert.ok(took < 5000, `stopped after ${took.toFixed(0)} ms`);
+  // reset, the options run again
+  options.reset();
+  feeds.n.release();
+  const short = { ...feeds, n: OrtValue.fromHost({ dtype: "int64", dims: [], data: BigInt64Array.of(2n) }) };
+  const done = await s.run(short, ["y"], options);
+  assert.deepEqual(done.y.dims, [64, 64]);
+  done.y.release();
+  for (const v of Object.values(short)) v.release();
+  options.release();
+  s.release();
+});
+
+Deno.test("ort: 10,000 runs keep resident memory steady", async () => {
+  const script = new URL("./_ort_steady.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, "10000"],
+    stderr: "inherit",
+  })
+    .output();
+  assert.ok(out.success, "the run loop failed");
+  const { runs, grew } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(runs, 10_000);
+  // one leaked output would be 64 KiB a run, 640 MiB over the loop; the allocators' own drift stays far under
+  assert.ok(grew < 96 * 2 ** 20, `resident memory grew ${(grew / 2 ** 20).toFixed(1)} MiB over 10,000 runs`);
+});
