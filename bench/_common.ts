@@ -319,6 +319,8 @@ export type CaseSpec = {
   profilePrefix?: string;
   /** fp16: mixed precision with dynamic loss scaling (CUDA). Default fp32 (TF32 matmuls on CUDA). */
   precision?: "fp32" | "fp16";
+  /** How ONNX Runtime is called (see `SessionOptions.backend`); default: the trainer's choice. */
+  backend?: "node" | "ffi";
 };
 
 /** A loaded case: its session and what it is made of. */
@@ -356,6 +358,7 @@ export async function prepareCase(s: CaseSpec): Promise<PreparedCase> {
     device: s.device,
     intraOpThreads: s.threads,
     profilePrefix: s.profilePrefix,
+    backend: s.backend,
     // protobuf stops at 2 GB: bigger frozen weights go to an external blob
     serialize: stats.initializerBytes > 1.5e9 ? { externalDataThreshold: 1 << 20 } : undefined,
   });

@@ -79,6 +79,9 @@ One JSON line per case on stdout.
   --profile PREFIX         ONNX Runtime profiling, one trace per case: PREFIX-<case>_<date>.json
   --threads N              CPU threads inside an operator (default: all cores)
   --seed N                 data and weight seed (default 0)
+  --backend LIST           node,ffi: how ONNX Runtime is called (onnxruntime-node, or its C API with the
+                           state kept in ONNX Runtime between runs); each case runs once per backend
+                           (default: the trainer's choice, ffi on the CPU and node on CUDA)
   --precision fp32|fp16    fp32 storage (TF32 on CUDA) or fp16 mixed precision with loss scaling (default fp32)
   --help                   this text`;
 
@@ -104,6 +107,7 @@ const FLAGS = {
   threads: { type: "string" },
   seed: { type: "string", default: "0" },
   precision: { type: "string", default: "fp32" },
+  backend: { type: "string" },
   help: { type: "boolean", default: false, short: "h" },
 } as const;
 
@@ -176,102 +180,109 @@ export async function main(
   const weights = initWeights(cfg, { seed });
   const N = countParameters(weights);
   const out: ThroughputResult[] = [];
+  const backends: ("node" | "ffi" | undefined)[] = f.backend === undefined
+    ? [undefined]
+    : listFlag("backend", f.backend, ["node", "ffi"] as const);
   for (const name of cases) {
-    const { mode, loss } = CASES[name];
-    const K = loss === "sft" ? 1 : k;
-    const dropout = mode === "lora" ? loraDropout : 0;
-    const feeds = syntheticChunk({
-      steps: S,
-      rows: batch,
-      width: seq,
-      vocab: sizes.vocab,
-      loss,
-      k: K,
-      seed,
-      dropoutKey: dropout > 0,
-    });
-    const profilePrefix = profile ? `${profile}-${name}` : undefined;
-    const c = await prepareCase({
-      cfg,
-      weights,
-      mode,
-      loss,
-      k: K,
-      loraR,
-      loraDropout: dropout,
-      device,
-      threads,
-      profilePrefix,
-      precision: precision[0],
-    });
-    let rec: ThroughputResult, trace: string | undefined;
-    try {
-      for (let i = 0; i < warmup; i++) await timeRun(c.session, feeds, S);
-      // 1-step runs before the timed ones, so that the last run (what a profile summary reads) is timed
-      const ones: number[] = [];
-      for (let i = 0; i < overheadRuns; i++) {
-        if (i === 0) await timeRun(c.session, feeds, 1); // a new trip count: warm it up
-        ones.push((await timeRun(c.session, feeds, 1)).ms);
-      }
-      const times: number[] = [];
-      let lastLoss = NaN;
-      for (let i = 0; i < runs; i++) {
-        const r = await timeRun(c.session, feeds, S);
-        times.push(r.ms);
-        lastLoss = r.loss;
-      }
-      const wallMs = times.reduce((a, b) => a + b, 0), steps = runs * S;
-      const tokensPerStep = batch * seq;
-      const tokensPerS = (tokensPerStep * steps) / (wallMs / 1000);
-      const flopsPerToken = (mode === "full" ? 6 : 4) * N;
-      const tS = median(times);
-      const inLoop = ones.length ? Math.max((tS - median(ones)) / Math.max(S - 1, 1), 0) : null;
-      rec = {
-        bench: "train_throughput",
-        case: name,
-        precision: precision[0],
+    for (const backend of backends) {
+      const { mode, loss } = CASES[name];
+      const K = loss === "sft" ? 1 : k;
+      const dropout = mode === "lora" ? loraDropout : 0;
+      const feeds = syntheticChunk({
+        steps: S,
+        rows: batch,
+        width: seq,
+        vocab: sizes.vocab,
+        loss,
+        k: K,
+        seed,
+        dropoutKey: dropout > 0,
+      });
+      const profilePrefix = profile ? `${profile}-${name}` : undefined;
+      const c = await prepareCase({
+        cfg,
+        weights,
         mode,
         loss,
         k: K,
+        loraR,
+        loraDropout: dropout,
         device,
-        hardware: gpu ?? (device === "cpu" ? cpuName() : null),
-        ort: ortVersion(),
-        layers: sizes.layers,
-        hidden: sizes.hidden,
-        heads: sizes.heads,
-        vocab: sizes.vocab,
-        batch,
-        seq,
-        tokens_per_step: tokensPerStep,
-        steps,
-        steps_per_run: S,
-        params: N,
-        trainable_params: c.trainableParams,
-        lora_dropout: mode === "lora" ? loraDropout : null,
-        tokens_per_s: round(tokensPerS, 1),
-        step_ms: round(wallMs / steps),
-        run_ms: round(tS),
-        in_loop_step_ms: inLoop === null ? null : round(inLoop),
-        run_overhead_ms: inLoop === null ? null : round(Math.max(median(ones) - inLoop, 0)),
-        flops_per_token: flopsPerToken,
-        model_tflops: round((flopsPerToken * tokensPerS) / 1e12, 4),
-        peak_tflops: peak,
-        mfu: peak ? round((flopsPerToken * tokensPerS) / (peak * 1e12), 4) : null,
-        mfu_formula: `${mode === "full" ? 6 : 4}·N·tokens/s / peak; N = ${N} (all parameters, embeddings ` +
-          `included, attention score FLOPs excluded); peak = ${peak ?? "unknown"} TFLOP/s` +
-          (peak && peakFlag === undefined ? " (dense TF32 of the GPU)" : ""),
-        step_nodes: c.stats.stepNodes,
-        build_s: round(c.buildS),
-        session_s: round(c.sessionS),
-        last_loss: round(lastLoss, 5),
-        profiled: profile !== undefined,
-      };
-    } finally {
-      trace = await c.session.release();
+        threads,
+        profilePrefix,
+        precision: precision[0],
+        backend,
+      });
+      let rec: ThroughputResult, trace: string | undefined;
+      try {
+        for (let i = 0; i < warmup; i++) await timeRun(c.session, feeds, S);
+        // 1-step runs before the timed ones, so that the last run (what a profile summary reads) is timed
+        const ones: number[] = [];
+        for (let i = 0; i < overheadRuns; i++) {
+          if (i === 0) await timeRun(c.session, feeds, 1); // a new trip count: warm it up
+          ones.push((await timeRun(c.session, feeds, 1)).ms);
+        }
+        const times: number[] = [];
+        let lastLoss = NaN;
+        for (let i = 0; i < runs; i++) {
+          const r = await timeRun(c.session, feeds, S);
+          times.push(r.ms);
+          lastLoss = r.loss;
+        }
+        const wallMs = times.reduce((a, b) => a + b, 0), steps = runs * S;
+        const tokensPerStep = batch * seq;
+        const tokensPerS = (tokensPerStep * steps) / (wallMs / 1000);
+        const flopsPerToken = (mode === "full" ? 6 : 4) * N;
+        const tS = median(times);
+        const inLoop = ones.length ? Math.max((tS - median(ones)) / Math.max(S - 1, 1), 0) : null;
+        rec = {
+          bench: "train_throughput",
+          case: name,
+          backend: c.session.session.backend,
+          precision: precision[0],
+          mode,
+          loss,
+          k: K,
+          device,
+          hardware: gpu ?? (device === "cpu" ? cpuName() : null),
+          ort: ortVersion(),
+          layers: sizes.layers,
+          hidden: sizes.hidden,
+          heads: sizes.heads,
+          vocab: sizes.vocab,
+          batch,
+          seq,
+          tokens_per_step: tokensPerStep,
+          steps,
+          steps_per_run: S,
+          params: N,
+          trainable_params: c.trainableParams,
+          lora_dropout: mode === "lora" ? loraDropout : null,
+          tokens_per_s: round(tokensPerS, 1),
+          step_ms: round(wallMs / steps),
+          run_ms: round(tS),
+          in_loop_step_ms: inLoop === null ? null : round(inLoop),
+          run_overhead_ms: inLoop === null ? null : round(Math.max(median(ones) - inLoop, 0)),
+          flops_per_token: flopsPerToken,
+          model_tflops: round((flopsPerToken * tokensPerS) / 1e12, 4),
+          peak_tflops: peak,
+          mfu: peak ? round((flopsPerToken * tokensPerS) / (peak * 1e12), 4) : null,
+          mfu_formula: `${mode === "full" ? 6 : 4}·N·tokens/s / peak; N = ${N} (all parameters, embeddings ` +
+            `included, attention score FLOPs excluded); peak = ${peak ?? "unknown"} TFLOP/s` +
+            (peak && peakFlag === undefined ? " (dense TF32 of the GPU)" : ""),
+          step_nodes: c.stats.stepNodes,
+          build_s: round(c.buildS),
+          session_s: round(c.sessionS),
+          last_loss: round(lastLoss, 5),
+          profiled: profile !== undefined,
+        };
+      } finally {
+        trace = await c.session.release();
+      }
+      if (trace) rec.profile = trace;
+      print(JSON.stringify(rec));
+      out.push(rec);
     }
-    if (trace) rec.profile = trace;
-    print(JSON.stringify(rec));
-    out.push(rec);
   }
   return out;
 }

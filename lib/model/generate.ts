@@ -16,6 +16,7 @@
  * @module
  */
 import type { HostTensor, ModelSession } from "../runtime/session.ts";
+import { OrtValue } from "../runtime/ort/value.ts";
 import { logSumExp } from "../losses/stable.ts";
 import {
   mulberry32,
@@ -66,6 +67,9 @@ export type KvLayout = {
 /** What {@link generate} needs from a session: {@link ModelSession} fits. */
 export type DecoderSession = Pick<ModelSession, "inputNames" | "run"> & {
   session?: { inputMetadata?: readonly unknown[] };
+  /** With the `ffi` backend the KV cache stays in ONNX Runtime values between decode steps. */
+  backend?: "node" | "ffi";
+  runValues?: ModelSession["runValues"];
 };
 
 /**
@@ -208,53 +212,126 @@ export async function generate(
     positions.push(...new Array(n).fill(1), ...p.map((_, t) => t));
     nextPos.push(p.length);
   }
+  const cache = cacheOf(session, layout);
   let feeds = stepFeeds(layout, ids, masks, positions, maxLen, emptyCache(layout, B));
   let steps = 0;
 
-  for (let step = 0;; step++) {
-    if (opts.signal?.aborted) {
-      for (const r of active) rows[r].finishReason = "abort";
-      break;
-    }
-    const out = await session.run(feeds);
-    steps++;
-    const logits = out[SERVING_NAMES.logits];
-    const [b, s, V] = logits.dims;
-    if (b !== active.length) throw new Error(`logits batch ${b} for ${active.length} rows`);
-    const newTokens: (number | null)[] = new Array(B).fill(null);
-    const choices: (TokenChoice | null)[] = new Array(B).fill(null);
-    const keep: number[] = [];
-    for (let j = 0; j < active.length; j++) {
-      const r = active[j];
-      const at = (j * s + s - 1) * V;
-      const row = (logits.data as Float32Array).subarray(at, at + V);
-      const token = sampleToken(row, sampling, rng);
-      const lse = logSumExp(row);
-      const choice: TokenChoice = { token, logprob: row[token] - lse };
-      if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));
-      const g = rows[r];
-      g.tokens.push(token);
-      g.logprobs.push(choice.logprob);
-      if (choice.top) g.topLogprobs!.push(choice.top);
-      newTokens[r] = token;
-      choices[r] = choice;
-      if (eos.has(token)) g.finishReason = "eos";
-      else if (opts.stop?.(g.tokens, r)) g.finishReason = "stop";
-      else if (g.tokens.length >= opts.maxNewTokens) g.finishReason = "length";
-      else keep.push(j);
-    }
-    opts.onToken?.(step, newTokens, choices);
-    if (keep.length === 0) break;
+  try {
+    for (let step = 0;; step++) {
+      if (opts.signal?.aborted) {
+        for (const r of active) rows[r].finishReason = "abort";
+        break;
+      }
+      const out = await cache.run(feeds);
+      steps++;
+      const logits = out[SERVING_NAMES.logits];
+      const [b, s, V] = logits.dims;
+      if (b !== active.length) throw new Error(`logits batch ${b} for ${active.length} rows`);
+      const newTokens: (number | null)[] = new Array(B).fill(null);
+      const choices: (TokenChoice | null)[] = new Array(B).fill(null);
+      const keep: number[] = [];
+      for (let j = 0; j < active.length; j++) {
+        const r = active[j];
+        const at = (j * s + s - 1) * V;
+        const row = (logits.data as Float32Array).subarray(at, at + V);
+        const token = sampleToken(row, sampling, rng);
+        const lse = logSumExp(row);
+        const choice: TokenChoice = { token, logprob: row[token] - lse };
+        if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));
+        const g = rows[r];
+        g.tokens.push(token);
+        g.logprobs.push(choice.logprob);
+        if (choice.top) g.topLogprobs!.push(choice.top);
+        newTokens[r] = token;
+        choices[r] = choice;
+        if (eos.has(token)) g.finishReason = "eos";
+        else if (opts.stop?.(g.tokens, r)) g.finishReason = "stop";
+        else if (g.tokens.length >= opts.maxNewTokens) g.finishReason = "length";
+        else keep.push(j);
+      }
+      opts.onToken?.(step, newTokens, choices);
+      if (keep.length === 0) break;
 
-    // Next step: the survivors' last tokens, their caches, masks grown by one.
-    const cache = keep.length === active.length ? out : dropRows(layout, out, keep, active.length);
-    active = keep.map((j) => active[j]);
-    masks = keep.map((j) => [...masks[j], 1]);
-    const tokens = active.map((r) => rows[r].tokens.at(-1)!);
-    const pos = active.map((r) => nextPos[r]++);
-    feeds = stepFeeds(layout, tokens, masks, pos, 1, cache);
+      // Next step: the survivors' last tokens, their caches, masks grown by one.
+      const presents = keep.length === active.length ? out : cache.keep(out, keep, active.length);
+      active = keep.map((j) => active[j]);
+      masks = keep.map((j) => [...masks[j], 1]);
+      const tokens = active.map((r) => rows[r].tokens.at(-1)!);
+      const pos = active.map((r) => nextPos[r]++);
+      feeds = stepFeeds(layout, tokens, masks, pos, 1, presents);
+    }
+  } finally {
+    cache.release();
   }
   return { rows, steps };
+}
+
+/**
+ * How a decode step runs and where its KV cache lives. Through onnxruntime-node every step's presents come
+ * back to JavaScript and go in again as the next pasts. With the `ffi` backend they stay ONNX Runtime
+ * values (only the logits come back): the feeds carry placeholders for them, which {@link run} replaces.
+ */
+type StepRunner = {
+  run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>>;
+  /** The presents of the kept batch rows. */
+  keep(out: Record<string, HostTensor>, keep: readonly number[], batch: number): Record<string, HostTensor>;
+  release(): void;
+};
+
+function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
+  if (session.backend !== "ffi" || !session.runValues) {
+    return { run: (f) => session.run(f), keep: (o, k, b) => dropRows(layout, o, k, b), release() {} };
+  }
+  const runValues = session.runValues.bind(session);
+  const pasts = Array.from({ length: layout.numLayers }, (_, i) => [
+    [SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i)],
+    [SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i)],
+  ]).flat() as [string, string][];
+  /** The last step's presents, by present name. */
+  let held: Record<string, OrtValue> | undefined;
+  const drop = () => {
+    for (const v of Object.values(held ?? {})) v.release();
+    held = undefined;
+  };
+  return {
+    async run(feeds) {
+      const inputs: Record<string, OrtValue> = {}, temporary: OrtValue[] = [];
+      for (const [name, t] of Object.entries(feeds)) {
+        const present = pasts.find(([past]) => past === name)?.[1];
+        const v = present && held?.[present] ? held[present] : OrtValue.fromHost(t);
+        if (v !== held?.[present ?? ""]) temporary.push(v);
+        inputs[name] = v;
+      }
+      let out: Record<string, OrtValue>;
+      try {
+        out = await runValues(inputs, [SERVING_NAMES.logits, ...pasts.map(([, p]) => p)], feeds);
+      } finally {
+        for (const v of temporary) v.release();
+      }
+      drop();
+      const logits = out[SERVING_NAMES.logits];
+      const result: Record<string, HostTensor> = { [SERVING_NAMES.logits]: logits.toHost() };
+      logits.release();
+      held = {};
+      for (const [, p] of pasts) {
+        held[p] = out[p];
+        // a placeholder: the next step's feeds take the value held under this name
+        result[p] = { dtype: "float32", dims: out[p].dims, data: new Float32Array(0) };
+      }
+      return result;
+    },
+    keep(_out, keep, batch) {
+      // rows leave the batch: the cache goes through the host once, the kept rows become values again
+      const host = Object.fromEntries(Object.entries(held!).map(([n, v]) => [n, v.toHost()]));
+      const kept = dropRows(layout, host, keep, batch);
+      drop();
+      held = Object.fromEntries(Object.entries(kept).map(([n, t]) => [n, OrtValue.fromHost(t)]));
+      return Object.fromEntries(
+        Object.entries(kept).map(([n, t]) => [n, { ...t, data: new Float32Array(0) }]),
+      );
+    },
+    release: drop,
+  };
 }
 
 function i64(values: readonly number[], dims: readonly number[]): HostTensor {

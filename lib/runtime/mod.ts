@@ -9,3 +9,4 @@ export * from "./training_session.ts";
 export * from "./device.ts";
 export * from "./cuda.ts";
 export * from "./precision.ts";
+export * from "./ort/mod.ts";

@@ -58,6 +58,13 @@ export type SessionOptions = {
    * in-memory external-data blob need `node`.
    */
   backend?: "node" | "ffi";
+  /**
+   * For weights read from files in a narrower dtype than the graph computes in: cast them once when the
+   * session loads (ONNX Runtime's constant folding; an fp32 copy held for the session's life) instead of
+   * at every use. Decoding reads every weight at every token, so this is what makes it fast; training and
+   * scoring leave it off (default).
+   */
+  foldWeights?: boolean;
 };
 
 /**
@@ -139,7 +146,7 @@ export class ModelSession {
       interOpNumThreads: opts.interOpThreads ?? 1,
       logSeverityLevel: 3,
     };
-    if (opts.fileWeights) so.extra = FILE_WEIGHTS_CONFIG;
+    if (opts.fileWeights && !opts.foldWeights) so.extra = FILE_WEIGHTS_CONFIG;
     so.enableCpuMemArena = opts.memoryArena ?? true;
     so.enableMemPattern = opts.memoryPattern ?? !opts.fileWeights;
     if (opts.profilePrefix) {
@@ -164,6 +171,11 @@ export class ModelSession {
       });
     }
     return new ModelSession(session, device, opts.describe, opts.profilePrefix, owned);
+  }
+
+  /** How ONNX Runtime is called for this session. */
+  get backend(): "node" | "ffi" {
+    return this.session instanceof OrtSession ? "ffi" : "node";
   }
 
   get inputNames(): readonly string[] {

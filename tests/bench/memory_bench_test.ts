@@ -1,6 +1,7 @@
 /**
  * The scale benchmarks' arguments and a tiny run of each on the CPU: bench/memory.ts (the CLI trains,
- * exports and serves a random bf16 folder, one `/v1/logprobs` request) and bench/big_throughput.ts; and the
+ * exports and serves a random bf16 folder, one `/v1/logprobs` request), bench/big_throughput.ts and
+ * bench/decode.ts; and the
  * PyTorch baseline's argument checks (it runs on the GPU machine only).
  */
 import assert from "node:assert/strict";
@@ -8,6 +9,7 @@ import { join } from "node:path";
 import { UsageError } from "../../bench/_common.ts";
 import { main as big, parseBigArgs, USAGE as BIG_USAGE } from "../../bench/big_throughput.ts";
 import { parseMemoryArgs, rewardData } from "../../bench/memory.ts";
+import { main as decode, parseDecodeArgs, USAGE as DECODE_USAGE } from "../../bench/decode.ts";
 import { randomModelFolder } from "../../bench/_shapes.ts";
 import { loadModelFolder } from "../../lib/model/model_folder.ts";
 import { collector } from "./_helpers.ts";
@@ -168,4 +170,62 @@ Deno.test("bench/torch_big_baseline.py: its flags are checked before PyTorch is 
   const bad = await py("--config", "c.json", "--k", "0");
   assert.equal(bad!.code, 2);
   assert.match(new TextDecoder().decode(bad!.stderr), /--k must be at least 1/);
+});
+
+Deno.test("bench/decode: flags, and a tiny run through both backends with the same tokens", async () => {
+  const c = collector();
+  assert.deepEqual(await decode(["--help"], c.print), []);
+  assert.equal(c.lines[0], DECODE_USAGE);
+  assert.throws(
+    () => parseDecodeArgs(["--shape", "gpt5"]),
+    (e) => e instanceof UsageError && /"gpt5"/.test(e.message),
+  );
+  assert.throws(
+    () => parseDecodeArgs(["--batch", "1,0"]),
+    (e) => e instanceof UsageError && /--batch/.test(e.message),
+  );
+  assert.throws(
+    () => parseDecodeArgs(["--backend", "web"]),
+    (e) => e instanceof UsageError && /"web"/.test(e.message),
+  );
+  const a = parseDecodeArgs([]);
+  assert.deepEqual([a.shapes, a.batches, a.tokens, a.backends, a.folds], [
+    ["smollm-135m", "qwen2.5-0.5b"],
+    [1, 4],
+    32,
+    ["node", "ffi"],
+    ["off", "on"],
+  ]);
+  const dir = await Deno.makeTempDir({ prefix: "bench_decode_" });
+  try {
+    const run = collector();
+    const recs = await decode(
+      [
+        "--shape",
+        "tiny",
+        "--batch",
+        "1,2",
+        "--tokens",
+        "4",
+        "--prompt",
+        "3",
+        "--fold",
+        "on",
+        "--models",
+        dir,
+      ],
+      run.print,
+    );
+    assert.deepEqual(recs.map((r) => [r.batch, r.backend]), [[1, "node"], [1, "ffi"], [2, "node"], [
+      2,
+      "ffi",
+    ]]);
+    for (const r of recs) {
+      assert.ok((r.tokens_per_s as number) > 0 && r.steps === 4);
+      assert.equal(r.same_tokens_as_first_backend, true);
+      assert.equal(r.fold_weights, true);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

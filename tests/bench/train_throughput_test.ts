@@ -26,6 +26,10 @@ Deno.test("train_throughput: --help and bad flags", async () => {
     main(["--lora-dropout", "1"]),
     (e) => e instanceof UsageError && /--lora-dropout must be in \[0, 1\)/.test(e.message),
   );
+  await assert.rejects(
+    main(["--backend", "wasm"]),
+    (e) => e instanceof UsageError && /"wasm"/.test(e.message),
+  );
   await assert.rejects(main(["--layers"]), (e) => e instanceof UsageError && /--layers/.test(e.message));
   await assert.rejects(main(["extra"]), (e) => e instanceof UsageError && /extra/.test(e.message));
 });
@@ -117,4 +121,15 @@ Deno.test("train_throughput: --lora-dropout keys the masks by the step, and they
   assert.ok((dropped.step_nodes as number) > (plain.step_nodes as number), "the masks are nodes of the step");
   assert.notEqual(dropped.last_loss, plain.last_loss);
   assert.equal(again.last_loss, dropped.last_loss, "keyed masks: the same steps draw the same masks");
+});
+
+Deno.test("train_throughput: --backend node,ffi runs each case through both, with the same losses", async () => {
+  const c = collector();
+  const recs = await main(
+    [...TINY, "--cases", "full", "--backend", "node,ffi", "--overhead-runs", "0"],
+    c.print,
+  );
+  assert.deepEqual(recs.map((r) => r.backend), ["node", "ffi"]);
+  assert.equal(recs[0].last_loss, recs[1].last_loss, "the same computation");
+  for (const r of recs) assertPositive(r, ["tokens_per_s", "step_ms"]);
 });

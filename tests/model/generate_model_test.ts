@@ -115,3 +115,31 @@ Deno.test("generate on an exported model", async (t) => {
     });
   });
 });
+
+Deno.test("generate: the KV cache kept in ONNX Runtime (ffi backend) gives onnxruntime-node's tokens and log-probs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "generate_ffi_" });
+  const weights = initWeights(cfg, { seed: 11, std: 0.35, normStd: 0.1 });
+  const { onnxPath } = await exportForServing(join(dir, "m"), { cfg, weights });
+  const node = await ModelSession.create(onnxPath, { intraOpThreads: 1 });
+  const ffi = await ModelSession.create(onnxPath, { intraOpThreads: 1, backend: "ffi" });
+  try {
+    assert.equal(ffi.backend, "ffi");
+    assert.deepEqual(kvLayoutOf(ffi), kvLayoutOf(node));
+    // prompt 1 stops after 3 tokens: the batch shrinks mid-way, and the cache with it
+    const opts = {
+      maxNewTokens: 12,
+      temperature: 0.8,
+      seed: 5,
+      topLogprobs: 2,
+      stop: (tokens: readonly number[], row: number) => row === 1 && tokens.length === 3,
+    };
+    const [a, b] = [await generate(node, PROMPTS, opts), await generate(ffi, PROMPTS, opts)];
+    assert.equal(b.steps, a.steps);
+    assert.equal(a.rows[1].finishReason, "stop");
+    assert.deepEqual(b.rows, a.rows);
+  } finally {
+    await node.release();
+    await ffi.release();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -13,7 +13,7 @@ import { tinyConfig } from "../../lib/model/config.ts";
 import { trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
-import { OrtError, OrtSession, OrtValue, RunOptions } from "../../lib/runtime/ort/mod.ts";
+import { MemoryInfo, OrtError, OrtSession, OrtValue, RunOptions } from "../../lib/runtime/ort/mod.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import { buildAlignmentGraph, buildScoringGraph } from "../../lib/train/train_graph.ts";
@@ -229,4 +229,43 @@ Deno.test("ort: 10,000 runs keep resident memory steady", async () => {
   assert.equal(runs, 10_000);
   // one leaked output would be 64 KiB a run, 640 MiB over the loop; the allocators' own drift stays far under
   assert.ok(grew < 96 * 2 ** 20, `resident memory grew ${(grew / 2 ** 20).toFixed(1)} MiB over 10,000 runs`);
+});
+
+Deno.test("ort: an IO binding chains a run's outputs into the next run's inputs", async () => {
+  // y = tanh(x·w): three runs, each reading the last one's output where ONNX Runtime left it
+  const g = new GraphBuilder("step");
+  const x = g.input("x", "float32", [4, 4]);
+  const w = g.constant(Array.from({ length: 16 }, (_, i) => ((i * 5) % 7 - 3) / 4), [4, 4], "float32");
+  g.output(op.tanh(op.matmul(x, w)), "y");
+  const s = await OrtSession.create(serializeModel(g.build()).model, { intraOpThreads: 1 });
+  const start: HostTensor = {
+    dtype: "float32",
+    dims: [4, 4],
+    data: Float32Array.from({ length: 16 }, (_, i) => i / 8),
+  };
+  // the same three steps through plain runs
+  let expected = OrtValue.fromHost(start);
+  for (let i = 0; i < 3; i++) {
+    const next = (await s.run({ x: expected })).y;
+    expected.release();
+    expected = next;
+  }
+  const memory = MemoryInfo.cpu();
+  const binding = s.binding();
+  let value = OrtValue.fromHost(start);
+  for (let i = 0; i < 3; i++) {
+    binding.bindInput("x", value);
+    binding.bindOutputToDevice("y", memory);
+    await s.runBinding(binding);
+    const { y } = binding.outputs();
+    binding.clear();
+    value.release();
+    value = y;
+  }
+  assert.deepEqual(value.toHost(), expected.toHost());
+  assert.notDeepEqual(value.toHost().data, start.data);
+  for (const v of [value, expected]) v.release();
+  binding.release();
+  memory.release();
+  s.release();
 });
