@@ -19,7 +19,18 @@ import { exportForServing } from "../lib/model/export.ts";
 import { generate } from "../lib/model/generate.ts";
 import { loadModelFolder } from "../lib/model/model_folder.ts";
 import { ModelSession } from "../lib/runtime/session.ts";
-import { cpuName, intFlag, listFlag, ortVersion, parseFlags, round, runCli } from "./_common.ts";
+import {
+  benchDevice,
+  cpuName,
+  deviceFlag,
+  gpuName,
+  intFlag,
+  listFlag,
+  ortVersion,
+  parseFlags,
+  round,
+  runCli,
+} from "./_common.ts";
 import { randomModelFolder, SHAPES } from "./_shapes.ts";
 
 export const USAGE = `Usage: deno run -A bench/decode.ts [flags]
@@ -33,6 +44,7 @@ Greedy decode tokens/s of exported random-weight decoders of real shapes, onnxru
   --backend LIST    node,ffi (default both)
   --fold LIST       off,on: bf16 weights cast at every use, or once at load (the server's choice when the
                     fp32 copy fits an eighth of free memory); default both
+  --device D        cpu|cuda|auto (default cpu)
   --threads N       CPU threads inside an operator (default: all cores)
   --models DIR      where the random folders are kept (default ~/.cache/nca-align/bench-models)
   --help            this text`;
@@ -46,6 +58,7 @@ export type DecodeArgs = {
   backends: ("node" | "ffi")[];
   folds: ("off" | "on")[];
   threads?: number;
+  device: "cpu" | "cuda" | "auto";
   models: string;
 };
 
@@ -59,6 +72,7 @@ export function parseDecodeArgs(argv: string[]): DecodeArgs {
     backend: { type: "string", default: "node,ffi" },
     fold: { type: "string", default: "off,on" },
     threads: { type: "string" },
+    device: { type: "string", default: "cpu" },
     models: { type: "string" },
     help: { type: "boolean", default: false, short: "h" },
   });
@@ -72,6 +86,7 @@ export function parseDecodeArgs(argv: string[]): DecodeArgs {
     backends: listFlag("backend", f.backend, ["node", "ffi"] as const),
     folds: listFlag("fold", f.fold, ["off", "on"] as const),
     threads: f.threads === undefined ? undefined : intFlag("threads", f.threads),
+    device: deviceFlag(f.device),
     models: typeof f.models === "string"
       ? f.models
       : join(Deno.env.get("HOME") ?? ".", ".cache/nca-align/bench-models"),
@@ -103,6 +118,8 @@ async function exported(models: string, shape: string): Promise<string> {
 export async function main(argv: string[], print = console.log): Promise<Record<string, unknown>[]> {
   if (argv.includes("--help") || argv.includes("-h")) return (print(USAGE), []);
   const a = parseDecodeArgs(argv);
+  const device = await benchDevice(a.device);
+  const gpu = device === "cuda" ? await gpuName() : null;
   const records: Record<string, unknown>[] = [];
   for (const shape of a.shapes) {
     const onnx = await exported(a.models, shape);
@@ -117,6 +134,7 @@ export async function main(argv: string[], print = console.log): Promise<Record<
         for (const backend of a.backends) {
           const session = await ModelSession.create(onnx, {
             intraOpThreads: a.threads,
+            device,
             backend,
             foldWeights: fold === "on",
           });
@@ -132,7 +150,8 @@ export async function main(argv: string[], print = console.log): Promise<Record<
               shape,
               backend: session.backend,
               fold_weights: fold === "on",
-              hardware: cpuName(),
+              device,
+              hardware: gpu ?? cpuName(),
               ort: ortVersion(),
               batch,
               prompt_tokens: a.prompt,

@@ -6,6 +6,9 @@
 # (setup.sh is sourced here too when deno is not on PATH yet). Steps, each under `timeout` so that one
 # failure or hang does not lose the rest, in groups by priority (ONLY=tp,torch,... runs some of them):
 #   tp       train_throughput on cuda: full, lora, nca (GPT-2 124M, 8 × 512 tokens), 8 steps per run
+#   ffi      the C API backend (issue 12): train_throughput full and lora through node and ffi in one call,
+#            and bench/decode.ts (SmolLM-135M, Qwen2.5-0.5B shapes; batch 1 and 16; both backends, weights
+#            cast per use and once) on cuda
 #   tp64     the same for full and lora at 64 steps per run (full fine-tuning's state transfer amortized)
 #   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
 #   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
@@ -92,6 +95,8 @@ if [ "$SMOKE" = 1 ]; then
   TORCH=(--layers 2 --hidden 32 --heads 4 --vocab 64 --batch 4 --seq 16 --steps 2 --warmup 1)
   BIG_SHAPES=(tiny)
   BIG=(--prompts 1 --k 4 --seq 32 --steps 1 --warmup 1)
+  FFI_TP=("${TINY[@]}" --cases full,lora --batch 4 --seq 16 --steps 2 --steps-per-run 2 --overhead-runs 0)
+  DECODE=(--shape tiny --batch 1,2 --tokens 4 --prompt 4)
 else
   BLOCK=(--runs 5 --steps-per-run 10)
   BLOCK_SMALL=(--batch 1 --seq 64 --runs 5 --steps-per-run 10)
@@ -100,12 +105,14 @@ else
   TORCH=(--steps 20 --warmup 3)
   BIG_SHAPES=(${BIG_SHAPES:-mistral-7b llama-3.2-1b qwen2.5-1.5b})
   BIG=(--prompts 4 --k 4 --seq 1024 --steps 2 --warmup 1)
+  FFI_TP=(--cases full,lora --steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 0)
+  DECODE=(--shape smollm-135m,qwen2.5-0.5b --batch 1,16 --tokens 64 --prompt 128)
 fi
 MODELS=${MODELS:-$TMP/models}
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 # ONLY=group,group,...: run these groups alone (default all, in this order of priority)
-ONLY=${ONLY:-tp,tp64,torch,dropout,e2e,parity,profile,blocking,fp16,block}
+ONLY=${ONLY:-tp,ffi,tp64,torch,dropout,e2e,parity,profile,blocking,fp16,block}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 # 1. GPT-2 124M training throughput, every case (8 steps per session run)
@@ -188,6 +195,12 @@ fi
 if want block; then
   step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
   step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
+fi
+
+# the C API backend against onnxruntime-node, in one call each
+if want ffi; then
+  step ffi_train 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --backend node,ffi "${FFI_TP[@]}"
+  step ffi_decode 300 "${DENO[@]}" bench/decode.ts --device "$DEVICE" --models "$MODELS" "${DECODE[@]}"
 fi
 
 # 8. the shapes people align: ours, then PyTorch + PEFT on the same shape and batch (folder made by ours)
