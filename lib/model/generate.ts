@@ -67,9 +67,10 @@ export type KvLayout = {
 /** What {@link generate} needs from a session: {@link ModelSession} fits. */
 export type DecoderSession = Pick<ModelSession, "inputNames" | "run"> & {
   session?: { inputMetadata?: readonly unknown[] };
-  /** With the `ffi` backend the KV cache stays in ONNX Runtime values between decode steps. */
+  /** With the `ffi` backend the KV cache stays in ONNX Runtime values (on the device) between steps. */
   backend?: "node" | "ffi";
-  runValues?: ModelSession["runValues"];
+  runBound?: ModelSession["runBound"];
+  toHost?: ModelSession["toHost"];
 };
 
 /**
@@ -279,10 +280,10 @@ type StepRunner = {
 };
 
 function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
-  if (session.backend !== "ffi" || !session.runValues) {
+  if (session.backend !== "ffi" || !session.runBound || !session.toHost) {
     return { run: (f) => session.run(f), keep: (o, k, b) => dropRows(layout, o, k, b), release() {} };
   }
-  const runValues = session.runValues.bind(session);
+  const runBound = session.runBound.bind(session), toHost = session.toHost.bind(session);
   const pasts = Array.from({ length: layout.numLayers }, (_, i) => [
     [SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i)],
     [SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i)],
@@ -304,7 +305,9 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
       }
       let out: Record<string, OrtValue>;
       try {
-        out = await runValues(inputs, [SERVING_NAMES.logits, ...pasts.map(([, p]) => p)], feeds);
+        const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: "host" };
+        for (const [, p] of pasts) where[p] = "device";
+        out = await runBound(inputs, where, feeds);
       } finally {
         for (const v of temporary) v.release();
       }
@@ -322,7 +325,7 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
     },
     keep(_out, keep, batch) {
       // rows leave the batch: the cache goes through the host once, the kept rows become values again
-      const host = Object.fromEntries(Object.entries(held!).map(([n, v]) => [n, v.toHost()]));
+      const host = Object.fromEntries(Object.entries(held!).map(([n, v]) => [n, toHost(v)]));
       const kept = dropRows(layout, host, keep, batch);
       drop();
       held = Object.fromEntries(Object.entries(kept).map(([n, t]) => [n, OrtValue.fromHost(t)]));

@@ -18,6 +18,8 @@ import { externalFiles, GraphFolder } from "./graph_folder.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
 import { OrtSession, type OrtSessionSettings } from "./ort/session.ts";
 import { OrtValue } from "./ort/value.ts";
+import { MemoryInfo } from "./ort/memory_info.ts";
+import { copyToHost } from "./ort/transfer.ts";
 
 /** Where a session runs. */
 export type Device = "cpu" | "cuda";
@@ -98,6 +100,8 @@ export class ModelSession {
     private readonly describe?: (nodeName: string) => string | undefined,
     private readonly profilePrefix?: string,
     private readonly folder?: GraphFolder,
+    /** The CUDA device's index (cuda sessions). */
+    readonly deviceId = 0,
   ) {}
 
   /**
@@ -170,7 +174,7 @@ export class ModelSession {
         cause: e,
       });
     }
-    return new ModelSession(session, device, opts.describe, opts.profilePrefix, owned);
+    return new ModelSession(session, device, opts.describe, opts.profilePrefix, owned, opts.deviceId ?? 0);
   }
 
   /** How ONNX Runtime is called for this session. */
@@ -240,9 +244,55 @@ export class ModelSession {
     }
   }
 
+  #memory?: { host: MemoryInfo; device: MemoryInfo };
+
+  /**
+   * Runs on values with each output placed where asked (the `ffi` backend, through an IO binding):
+   * `"device"` leaves it in the session device's memory (a GPU's on CUDA: state and KV caches that the next
+   * run reads as they are), `"host"` in host memory (what JavaScript reads: losses, logits).
+   */
+  async runBound(
+    inputs: Readonly<Record<string, OrtValue>>,
+    outputs: Readonly<Record<string, "host" | "device">>,
+    described?: Record<string, HostTensor>,
+  ): Promise<Record<string, OrtValue>> {
+    const s = this.session;
+    if (!(s instanceof OrtSession)) {
+      throw new TypeError('runBound needs a session created with backend: "ffi"');
+    }
+    if (!this.#memory) {
+      const host = MemoryInfo.cpu();
+      this.#memory = { host, device: this.device === "cuda" ? MemoryInfo.cuda(this.deviceId) : host };
+    }
+    const binding = s.binding();
+    try {
+      for (const [name, v] of Object.entries(inputs)) binding.bindInput(name, v);
+      for (const [name, where] of Object.entries(outputs)) {
+        binding.bindOutputToDevice(name, this.#memory[where]);
+      }
+      await s.runBinding(binding);
+      return binding.outputs();
+    } catch (e) {
+      const shapes = Object.entries(described ?? inputs).map(([n, t]) =>
+        `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
+      ).join("; ");
+      throw new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
+    } finally {
+      binding.release();
+    }
+  }
+
+  /** A value's data in JavaScript memory, copied from the device when it is there. */
+  toHost(value: OrtValue): HostTensor {
+    return copyToHost(value, { device: this.device, deviceId: this.deviceId });
+  }
+
   /** Ends the profiler (if on) and frees the session. Returns the profile file, if any. */
   async release(): Promise<string | undefined> {
     if (this.session instanceof OrtSession) {
+      this.#memory?.host.release();
+      if (this.#memory?.device !== this.#memory?.host) this.#memory?.device.release();
+      this.#memory = undefined;
       this.session.release();
       await this.folder?.remove();
       releaseFreeMemory();

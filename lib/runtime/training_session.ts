@@ -84,10 +84,10 @@ export class TrainingSession {
    */
   get state(): ReadonlyMap<string, Float32Array> {
     if (this.#stale && this.#resident) {
-      const packed = this.#resident.get(this.io.packed.name)!.toHost().data as Float32Array;
+      const host = (name: string) => this.session.toHost(this.#resident!.get(name)!).data as Float32Array;
+      const packed = host(this.io.packed.name);
       for (const s of this.io.state) {
-        if (this.#members.has(s.name)) continue;
-        this.#state.set(s.name, this.#resident.get(s.name)!.toHost().data as Float32Array);
+        if (!this.#members.has(s.name)) this.#state.set(s.name, host(s.name));
       }
       this.#stale = false;
       this.#setPacked(packed);
@@ -233,13 +233,11 @@ export class TrainingSession {
     const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
     let out: Record<string, OrtValue>;
     try {
-      out = await this.session.runValues(
-        { ...temporary, ...Object.fromEntries(resident) },
-        this.#trainOutputs(),
-        {
-          ...feeds,
-        },
-      );
+      // the state's next values stay on the device, the per-step scans come to the host
+      const where: Record<string, "host" | "device"> = {};
+      for (const name of resident.keys()) where[`${name}.next`] = "device";
+      for (const n of this.io.scans) where[n] = "host";
+      out = await this.session.runBound({ ...temporary, ...Object.fromEntries(resident) }, where, feeds);
     } finally {
       for (const v of Object.values(temporary)) v.release();
     }
@@ -304,7 +302,7 @@ export class TrainingSession {
   /** A scalar of the state (the step counter, the loss scale) as a host tensor. */
   #scalar(name: string): HostTensor {
     const v = this.#resident?.get(name);
-    return { dtype: "float32", dims: [], data: v ? v.toHost().data : this.#state.get(name)! };
+    return { dtype: "float32", dims: [], data: v ? this.session.toHost(v).data : this.#state.get(name)! };
   }
 
   /** The scoring mode on the resident parameters: only the asked outputs come back. */
@@ -315,7 +313,8 @@ export class TrainingSession {
     const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
     const packed = this.#resident!.get(this.io.packed.name)!;
     try {
-      const out = await this.session.runValues({ ...temporary, [this.io.packed.name]: packed }, names, feeds);
+      const where = Object.fromEntries(names.map((n) => [n, "host" as const]));
+      const out = await this.session.runBound({ ...temporary, [this.io.packed.name]: packed }, where, feeds);
       return Object.fromEntries(names.map((n) => {
         const t = out[n].toHost();
         out[n].release();

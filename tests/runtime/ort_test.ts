@@ -13,7 +13,15 @@ import { tinyConfig } from "../../lib/model/config.ts";
 import { trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
-import { MemoryInfo, OrtError, OrtSession, OrtValue, RunOptions } from "../../lib/runtime/ort/mod.ts";
+import {
+  copyToHost,
+  MemoryInfo,
+  OrtError,
+  OrtSession,
+  OrtValue,
+  RunOptions,
+} from "../../lib/runtime/ort/mod.ts";
+import { copyByRun } from "../../lib/runtime/ort/transfer.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import { buildAlignmentGraph, buildScoringGraph } from "../../lib/train/train_graph.ts";
@@ -268,4 +276,18 @@ Deno.test("ort: an IO binding chains a run's outputs into the next run's inputs"
   binding.release();
   memory.release();
   s.release();
+});
+
+Deno.test("ort: a value's location, and the copy to the host by a run (the path device tensors take)", () => {
+  const t: HostTensor = { dtype: "float32", dims: [2, 3], data: Float32Array.of(1, -2, 3.5, 0, 1e-30, 7) };
+  const v = OrtValue.fromHost(t);
+  assert.equal(v.location, "Cpu");
+  assert.equal(v.onHost, true);
+  assert.deepEqual(copyByRun(v, { device: "cpu" }), t);
+  const ids: HostTensor = { dtype: "int64", dims: [3], data: BigInt64Array.of(1n, -2n, 3n) };
+  const w = OrtValue.fromHost(ids);
+  assert.deepEqual(copyByRun(w, { device: "cpu" }), ids, "another type and rank: its own copy session");
+  assert.deepEqual(copyToHost(w), ids);
+  v.release();
+  w.release();
 });

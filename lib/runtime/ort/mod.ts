@@ -9,3 +9,4 @@ export { type ElementType, OrtValue } from "./value.ts";
 export { IoBinding } from "./binding.ts";
 export { MemoryInfo } from "./memory_info.ts";
 export { RunOptions } from "./run_options.ts";
+export { copyToHost } from "./transfer.ts";

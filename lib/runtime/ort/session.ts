@@ -64,6 +64,24 @@ export class OrtSession {
     }
   }
 
+  /** {@link create} for model bytes, on the calling thread (small graphs: the copy sessions of transfer.ts). */
+  static createSync(model: Uint8Array, s: OrtSessionSettings = {}): OrtSession {
+    const a = ortApi();
+    const env = ortEnv();
+    const options = sessionOptions(s);
+    try {
+      const out = outPointer();
+      const bytes = model as Uint8Array<ArrayBuffer>;
+      check(
+        a.CreateSessionFromArraySync(env, bytes, BigInt(bytes.byteLength), options, out.out),
+        "CreateSessionFromArray",
+      );
+      return new OrtSession(out.get());
+    } finally {
+      a.ReleaseSessionOptions(options);
+    }
+  }
+
   get pointer(): Deno.PointerValue {
     if (!this.#ptr) throw new Error("OrtSession used after release()");
     return this.#ptr;
@@ -127,6 +145,14 @@ export class OrtSession {
   /** A new binding of this session's inputs and outputs. */
   binding(): IoBinding {
     return new IoBinding(this.pointer);
+  }
+
+  /** {@link runBinding} on the calling thread (short runs: device-to-host copies). */
+  runBindingSync(binding: IoBinding, options?: RunOptions): void {
+    check(
+      ortApi().RunWithBindingSync(this.pointer, options?.pointer ?? null, binding.pointer),
+      "RunWithBinding",
+    );
   }
 
   /** Runs on what `binding` binds; read the outputs with `binding.outputs()`. */

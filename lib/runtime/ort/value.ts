@@ -122,8 +122,26 @@ export class OrtValue {
     }
   }
 
-  /** A copy in JavaScript memory (the value must be in host memory). */
+  /** Where the tensor is: ONNX Runtime's name of its memory ("Cpu", "Cuda", "CudaPinned"…). */
+  get location(): string {
+    const a = ortApi();
+    const info = outPointer(), name = outPointer();
+    check(a.GetTensorMemoryInfo(this.pointer, info.out), "GetTensorMemoryInfo");
+    check(a.MemoryInfoGetName(info.get(), name.out), "MemoryInfoGetName");
+    return Deno.UnsafePointerView.getCString(name.get()!);
+  }
+
+  /** Whether JavaScript can read the tensor's memory (host or pinned host memory). */
+  get onHost(): boolean {
+    const where = this.location;
+    return where === "Cpu" || where === "CudaPinned";
+  }
+
+  /** A copy in JavaScript memory; the value must be in host memory (else see `copyToHost`). */
   toHost(): HostTensor {
+    if (!this.onHost) {
+      throw new TypeError(`a tensor in ${this.location} memory: copy it with copyToHost (transfer.ts)`);
+    }
     const { type, dims } = this.#info();
     if (!(type in ARRAY)) throw new TypeError(`a ${type} tensor has no host type: cast it in the graph`);
     const dtype = type as HostTensor["dtype"];
