@@ -54,10 +54,10 @@ export type SessionOptions = {
    */
   memoryPattern?: boolean;
   /**
-   * How ONNX Runtime is called: through onnxruntime-node (`node`, the default for now), or through its C
-   * API from Deno (`ffi`, lib/runtime/ort), where a run's outputs can stay ONNX Runtime values and feed
-   * the next run without passing through JavaScript ({@link ModelSession.runValues}). Profiling and an
-   * in-memory external-data blob need `node`.
+   * How ONNX Runtime is called: through its C API from Deno (`ffi`, lib/runtime/ort; the default on the
+   * CPU), where a run's outputs can stay ONNX Runtime values and feed the next run without passing through
+   * JavaScript ({@link ModelSession.runBound}), or through onnxruntime-node (`node`; the default on CUDA
+   * for now). Profiling and an in-memory external-data blob need `node`.
    */
   backend?: "node" | "ffi";
   /**
@@ -159,7 +159,7 @@ export class ModelSession {
     }
     let session: ort.InferenceSession | OrtSession;
     try {
-      if (opts.backend === "ffi") session = await ffiSession(model, so, opts);
+      if (backendOf(model, opts) === "ffi") session = await ffiSession(model, so, opts);
       else if (typeof model === "string") session = await ort.InferenceSession.create(model, so);
       else if (model instanceof Uint8Array) session = await ort.InferenceSession.create(model, so);
       else {
@@ -318,6 +318,17 @@ async function readsFiles(path: string): Promise<boolean> {
   } catch {
     return false; // ONNX Runtime will say what is wrong with the file
   }
+}
+
+/**
+ * The backend a session gets: as asked, else the C API on the CPU, and onnxruntime-node on CUDA (until the
+ * GPU checks have run the C API there), for profiling, and for an in-memory external-data blob.
+ */
+function backendOf(model: SerializedModel | Uint8Array | string, opts: SessionOptions): "node" | "ffi" {
+  if (opts.backend) return opts.backend;
+  const blob = typeof model === "object" && !(model instanceof Uint8Array) &&
+    model.externalData !== undefined;
+  return opts.device === "cuda" || opts.profilePrefix || blob ? "node" : "ffi";
 }
 
 /** The C API session of the same settings as onnxruntime-node's `so`. */

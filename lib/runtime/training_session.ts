@@ -136,12 +136,6 @@ export class TrainingSession {
       memoryArena: opts.memoryArena ?? (large ? false : undefined),
       memoryPattern: opts.memoryPattern ?? (large ? false : undefined),
       describe: opts.describe ?? ((n) => built.graph.describe(n)),
-      // the C API keeps the state in ONNX Runtime between runs; on CUDA onnxruntime-node stays until the
-      // GPU checks have run it there
-      backend: opts.backend ??
-        (opts.device === "cuda" || opts.profilePrefix || opts.serialize?.externalDataThreshold
-          ? "node"
-          : "ffi"),
     });
     const ts = new TrainingSession(session, io, state, packed);
     ts.#setPacked(packed);

@@ -137,6 +137,18 @@ Deno.test("generate: the KV cache kept in ONNX Runtime (ffi backend) gives onnxr
     assert.equal(b.steps, a.steps);
     assert.equal(a.rows[1].finishReason, "stop");
     assert.deepEqual(b.rows, a.rows);
+    // a cancelled generation stops at the next step, its cache released
+    const ctl = new AbortController();
+    const cut = await generate(ffi, PROMPTS, {
+      maxNewTokens: 12,
+      temperature: 0,
+      signal: ctl.signal,
+      onToken: (step) => step === 2 && ctl.abort(),
+    });
+    assert.deepEqual(cut.rows.map((r) => [r.tokens.length, r.finishReason]), [[3, "abort"], [3, "abort"], [
+      3,
+      "abort",
+    ]]);
   } finally {
     await node.release();
     await ffi.release();
