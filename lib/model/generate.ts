@@ -129,13 +129,22 @@ export type GenerateOptions = SamplingParams & {
   eosTokenIds?: readonly number[];
   /** Seed for sampling; rows draw from one generator in row order. Default: random. */
   seed?: number;
+  /**
+   * A seed per row instead: each row draws from its own generator (undefined: random), so a row samples
+   * what it would alone with that seed, whatever else is in the batch (the server's `n`).
+   */
+  seeds?: readonly (number | undefined)[];
   /** Called after each token of a row with the row's generated tokens; true ends the row ("stop"). */
   stop?: (tokens: readonly number[], row: number) => boolean;
-  /** Called after every step with each row's new token (null for rows already finished). */
+  /**
+   * Called after every step with each row's new token (null for rows already finished) and why each row
+   * that ended at this step ended (null for the others).
+   */
   onToken?: (
     step: number,
     tokens: readonly (number | null)[],
     choices: readonly (TokenChoice | null)[],
+    finished: readonly (FinishReason | null)[],
   ) => void;
   /** Ends generation at the next step boundary; rows still running finish with "abort". */
   signal?: AbortSignal;
@@ -196,7 +205,12 @@ export async function generate(
   if (opts.maxNewTokens === 0) return { rows, steps: 0 };
   const layout = opts.layout ?? kvLayoutOf(session);
   const eos = new Set(opts.eosTokenIds ?? []);
-  const rng: Rng = mulberry32(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const randomSeed = () => Math.floor(Math.random() * 2 ** 32);
+  if (opts.seeds && opts.seeds.length !== B) {
+    throw new RangeError(`${opts.seeds.length} seeds for ${B} prompts`);
+  }
+  const rng: Rng = mulberry32(opts.seed ?? randomSeed());
+  const rngs = opts.seeds?.map((s) => mulberry32(s ?? randomSeed()));
   const sampling: SamplingParams = { temperature: opts.temperature, topP: opts.topP, topK: opts.topK };
 
   // The batch: `active[j]` is the original row at batch position j.
@@ -235,7 +249,7 @@ export async function generate(
         const r = active[j];
         const at = (j * s + s - 1) * V;
         const row = (logits.data as Float32Array).subarray(at, at + V);
-        const token = sampleToken(row, sampling, rng);
+        const token = sampleToken(row, sampling, rngs ? rngs[r] : rng);
         const lse = logSumExp(row);
         const choice: TokenChoice = { token, logprob: row[token] - lse };
         if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));
@@ -250,7 +264,10 @@ export async function generate(
         else if (g.tokens.length >= opts.maxNewTokens) g.finishReason = "length";
         else keep.push(j);
       }
-      opts.onToken?.(step, newTokens, choices);
+      const finished: (FinishReason | null)[] = new Array(B).fill(null);
+      const kept = new Set(keep.map((j) => active[j]));
+      for (const r of active) if (!kept.has(r)) finished[r] = rows[r].finishReason;
+      opts.onToken?.(step, newTokens, choices, finished);
       if (keep.length === 0) break;
 
       // Next step: the survivors' last tokens, their caches, masks grown by one.

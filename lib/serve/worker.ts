@@ -13,7 +13,7 @@
  */
 import { resolve } from "node:path";
 import { makeBatch } from "../data/batch.ts";
-import { generate, type TokenChoice } from "../model/generate.ts";
+import { generate } from "../model/generate.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
 import { storedWeights } from "../model/stored_weights.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
@@ -103,20 +103,23 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
   const session = generator;
   const job = { abort: new AbortController(), stopped: new Set<number>() };
   jobs.set(m.id, job);
+  // every row in one batch (the `n` choices, a list of prompts): one decode step serves them all; each row
+  // samples from its own seed, so it draws what it would alone
+  const done = new Set<number>();
   try {
-    await Promise.all(m.prompts.map(async (prompt, row) => {
-      const { rows } = await generate(session, [prompt], {
-        maxNewTokens: m.maxNewTokens,
-        eosTokenIds: m.eosTokenIds,
-        temperature: m.temperature,
-        topP: m.topP,
-        seed: m.seeds[row],
-        topLogprobs: m.topLogprobs,
-        padTokenId: m.padTokenId,
-        signal: job.abort.signal,
-        stop: () => job.stopped.has(row),
-        onToken: (_step, _tokens, choices) => {
-          const c = choices[0] as TokenChoice;
+    const { rows } = await generate(session, m.prompts, {
+      maxNewTokens: m.maxNewTokens,
+      eosTokenIds: m.eosTokenIds,
+      temperature: m.temperature,
+      topP: m.topP,
+      seeds: m.seeds,
+      topLogprobs: m.topLogprobs,
+      padTokenId: m.padTokenId,
+      signal: job.abort.signal,
+      stop: (_tokens, row) => job.stopped.has(row),
+      onToken: (_step, _tokens, choices, finished) => {
+        choices.forEach((c, row) => {
+          if (!c) return;
           post({
             type: "token",
             id: m.id,
@@ -125,10 +128,19 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
             logprob: c.logprob,
             ...(c.top ? { top: c.top.map((t) => [t.token, t.logprob] as [number, number]) } : {}),
           });
-        },
-      });
-      post({ type: "row-done", id: m.id, row, finishReason: rows[0].finishReason as RowFinish });
-    }));
+        });
+        finished.forEach((f, row) => {
+          if (!f) return;
+          done.add(row);
+          post({ type: "row-done", id: m.id, row, finishReason: f as RowFinish });
+        });
+      },
+    });
+    rows.forEach((r, row) => {
+      if (!done.has(row)) {
+        post({ type: "row-done", id: m.id, row, finishReason: r.finishReason as RowFinish });
+      }
+    });
     post({ type: "done", id: m.id });
   } finally {
     jobs.delete(m.id);

@@ -155,3 +155,26 @@ Deno.test("generate: the KV cache kept in ONNX Runtime (ffi backend) gives onnxr
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("generate: with a seed per row each row samples what it samples alone; rows report their end", async () => {
+  await withModel(async (session) => {
+    const opts = { maxNewTokens: 8, temperature: 1, eosTokenIds: [7] };
+    const seeds = [11, 12, 13];
+    const finishedAt: (string | null)[][] = [];
+    const batch = await generate(session, PROMPTS, {
+      ...opts,
+      seeds,
+      onToken: (_step, _tokens, _choices, finished) => finishedAt.push([...finished]),
+    });
+    for (const [i, p] of PROMPTS.entries()) {
+      const alone = await generate(session, [p], { ...opts, seeds: [seeds[i]] });
+      assert.deepEqual(batch.rows[i].tokens, alone.rows[0].tokens, `prompt ${i}`);
+      // each row's end is reported once, at the step of its last token
+      const ends = finishedAt.map((f) => f[i]).filter((f) => f !== null);
+      assert.deepEqual(ends, [batch.rows[i].finishReason]);
+      assert.equal(finishedAt.findIndex((f) => f[i] !== null), batch.rows[i].tokens.length - 1);
+    }
+    assert.notDeepEqual(batch.rows[0].tokens, batch.rows[1].tokens);
+    await assert.rejects(generate(session, PROMPTS, { ...opts, seeds: [1] }), /1 seeds for 3 prompts/);
+  });
+});
