@@ -24,9 +24,9 @@ import {
 import { copyByRun } from "../../lib/runtime/ort/transfer.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
-import { buildAlignmentGraph, buildScoringGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/train/train_graph.ts";
 import { syntheticChunk } from "../../bench/_common.ts";
-import { lora } from "../train/_fingerprints.ts";
+import { alignmentGraph, lora } from "../train/_fingerprints.ts";
 
 const cfg = tinyConfig("llama");
 const W = initWeights(cfg, { seed: 1 });
@@ -77,19 +77,7 @@ Deno.test("ort: training on state kept in ONNX Runtime equals the run through Ja
         cfg,
         mode === "lora" ? { mode, lora: lora(0), seed: 1 } : { mode, weights: W },
       );
-      const built = buildAlignmentGraph({
-        cfg,
-        frozen: frozenWeights(W),
-        trainable,
-        loss: "infonca",
-        beta: 0.1,
-        k: 2,
-        ranked: true,
-        optimizer: { kind: "adamw", weightDecay: 0.01 },
-        maxGradNorm: 1,
-        accumulation: mode === "full" ? 2 : 1,
-        scoring: true,
-      });
+      const built = alignmentGraph(cfg, W, trainable, undefined, { scoring: true });
       const ts = await TrainingSession.create(built, trainable.init, { intraOpThreads: 1, backend });
       const losses: number[] = [];
       const accum = mode === "full" ? 2 : 1;

@@ -71,7 +71,13 @@ export function fingerprint(g: GraphBuilder): string {
 
 export const lora = (dropout = 0.1) => ({ r: 4, alpha: 8, dropout, targetModules: "all-linear" as const });
 
-export function alignmentGraph(cfg: ModelConfig, W: WeightMap, trainable: Trainable, precision?: Precision) {
+export function alignmentGraph(
+  cfg: ModelConfig,
+  W: WeightMap,
+  trainable: Trainable,
+  precision?: Precision,
+  extra: { scoring?: boolean } = {},
+) {
   return buildAlignmentGraph({
     cfg,
     frozen: frozenWeights(W),
@@ -84,6 +90,7 @@ export function alignmentGraph(cfg: ModelConfig, W: WeightMap, trainable: Traina
     maxGradNorm: 1,
     accumulation: trainable.mode === "full" ? 2 : 1,
     precision,
+    ...extra,
   });
 }
 

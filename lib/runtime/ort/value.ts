@@ -5,26 +5,17 @@
  * released when collected, as a safety net only.
  * @module
  */
+import { type DType, ONNX_DTYPE } from "../../graph/dtype.ts";
 import type { HostTensor } from "../session.ts";
 import { check, ortApi, outPointer } from "./api.ts";
 import { cpuMemoryInfo, defaultAllocator } from "./env.ts";
 
-/** The tensor element types the toolkit runs with. */
-export type ElementType = HostTensor["dtype"] | "int8" | "float16" | "bfloat16";
-
-/** `ONNXTensorElementDataType` of each type. */
-const ELEMENT: Record<ElementType, number> = {
-  float32: 1,
-  uint8: 2,
-  int8: 3,
-  int32: 6,
-  int64: 7,
-  bool: 9,
-  float16: 10,
-  float64: 11,
-  bfloat16: 16,
-};
-const TYPE_OF = new Map(Object.entries(ELEMENT).map(([k, v]) => [v, k as ElementType]));
+/**
+ * The tensor element types the toolkit runs with: the graph's dtypes, whose ONNX codes are the C API's
+ * `ONNXTensorElementDataType` values.
+ */
+export type ElementType = DType;
+const TYPE_OF = new Map(Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k as ElementType]));
 
 /** Typed arrays that carry each host type. */
 const ARRAY = {
@@ -59,7 +50,7 @@ export class OrtValue {
     if (t.data.byteLength === 0) {
       // an empty tensor has no data pointer to lend: ONNX Runtime allocates its (empty) buffer
       check(
-        a.CreateTensorAsOrtValue(defaultAllocator(), dims, BigInt(dims.length), ELEMENT[t.dtype], out.out),
+        a.CreateTensorAsOrtValue(defaultAllocator(), dims, BigInt(dims.length), ONNX_DTYPE[t.dtype], out.out),
         "CreateTensorAsOrtValue",
       );
       return new OrtValue(out.get());
@@ -71,7 +62,7 @@ export class OrtValue {
         BigInt(t.data.byteLength),
         dims,
         BigInt(dims.length),
-        ELEMENT[t.dtype],
+        ONNX_DTYPE[t.dtype],
         out.out,
       ),
       "CreateTensorWithDataAsOrtValue",
