@@ -301,44 +301,39 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
     return { run: (f) => session.run(f), keep: (o, k, b) => dropRows(layout, o, k, b), release() {} };
   }
   const runBound = session.runBound.bind(session), toHost = session.toHost.bind(session);
-  const pasts = Array.from({ length: layout.numLayers }, (_, i) => [
-    [SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i)],
-    [SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i)],
-  ]).flat() as [string, string][];
+  /** Each past's present, by past name. */
+  const presentOf = new Map<string, string>();
+  for (let i = 0; i < layout.numLayers; i++) {
+    presentOf.set(SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i));
+    presentOf.set(SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i));
+  }
+  const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: "host" };
+  for (const present of presentOf.values()) where[present] = "device";
   /** The last step's presents, by present name. */
   let held: Record<string, OrtValue> | undefined;
   const drop = () => {
     for (const v of Object.values(held ?? {})) v.release();
     held = undefined;
   };
+  /** What the step's feeds carry for a held present: its shape, no data. */
+  const placeholders = () =>
+    Object.fromEntries(
+      Object.entries(held!).map((
+        [n, v],
+      ) => [n, { dtype: "float32", dims: v.dims, data: new Float32Array(0) }]),
+    ) as Record<string, HostTensor>;
   return {
     async run(feeds) {
-      const inputs: Record<string, OrtValue> = {}, temporary: OrtValue[] = [];
+      const host: Record<string, HostTensor> = {}, values: Record<string, OrtValue> = {};
       for (const [name, t] of Object.entries(feeds)) {
-        const present = pasts.find(([past]) => past === name)?.[1];
-        const v = present && held?.[present] ? held[present] : OrtValue.fromHost(t);
-        if (v !== held?.[present ?? ""]) temporary.push(v);
-        inputs[name] = v;
+        const present = held?.[presentOf.get(name) ?? ""];
+        if (present) values[name] = present;
+        else host[name] = t;
       }
-      let out: Record<string, OrtValue>;
-      try {
-        const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: "host" };
-        for (const [, p] of pasts) where[p] = "device";
-        out = await runBound(inputs, where, feeds);
-      } finally {
-        for (const v of temporary) v.release();
-      }
+      const out = await runBound(host, values, where);
       drop();
-      const logits = out[SERVING_NAMES.logits];
-      const result: Record<string, HostTensor> = { [SERVING_NAMES.logits]: logits.toHost() };
-      logits.release();
-      held = {};
-      for (const [, p] of pasts) {
-        held[p] = out[p];
-        // a placeholder: the next step's feeds take the value held under this name
-        result[p] = { dtype: "float32", dims: out[p].dims, data: new Float32Array(0) };
-      }
-      return result;
+      held = out.device;
+      return { ...out.host, ...placeholders() };
     },
     keep(_out, keep, batch) {
       // rows leave the batch: the cache goes through the host once, the kept rows become values again
@@ -346,9 +341,7 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
       const kept = dropRows(layout, host, keep, batch);
       drop();
       held = Object.fromEntries(Object.entries(kept).map(([n, t]) => [n, OrtValue.fromHost(t)]));
-      return Object.fromEntries(
-        Object.entries(kept).map(([n, t]) => [n, { ...t, data: new Float32Array(0) }]),
-      );
+      return placeholders();
     },
     release: drop,
   };

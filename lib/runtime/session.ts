@@ -196,15 +196,9 @@ export class ModelSession {
     outputs?: readonly string[],
   ): Promise<Record<string, HostTensor>> {
     if (this.session instanceof OrtSession) {
-      const values = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
-      let out: Record<string, OrtValue> | undefined;
-      try {
-        out = await this.runValues(values, outputs ?? this.outputNames, feeds);
-        return Object.fromEntries(Object.entries(out).map(([n, v]) => [n, v.toHost()]));
-      } finally {
-        for (const v of Object.values(values)) v.release();
-        for (const v of Object.values(out ?? {})) v.release();
-      }
+      const names = outputs ?? this.outputNames;
+      return (await this.runBound(feeds, {}, Object.fromEntries(names.map((n) => [n, "host" as const]))))
+        .host;
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
@@ -212,50 +206,27 @@ export class ModelSession {
     try {
       result = outputs ? await this.session.run(ortFeeds, [...outputs]) : await this.session.run(ortFeeds);
     } catch (e) {
-      const shapes = Object.entries(feeds).map(([n, t]) => `${n}: ${t.dtype}[${t.dims.join(", ")}]`).join(
-        "; ",
-      );
-      throw new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
+      throw this.#failure(e, feeds);
     }
     const out: Record<string, HostTensor> = {};
     for (const [name, t] of Object.entries(result)) out[name] = fromOrt(t);
     return out;
   }
 
-  /**
-   * Runs on ONNX Runtime values (the `ffi` backend): the outputs are values the caller owns and may feed
-   * to the next run as they are. `described` names the feeds' shapes in an error (default: the values').
-   */
-  async runValues(
-    inputs: Readonly<Record<string, OrtValue>>,
-    outputs: readonly string[],
-    described?: Record<string, HostTensor>,
-  ): Promise<Record<string, OrtValue>> {
-    if (!(this.session instanceof OrtSession)) {
-      throw new TypeError('runValues needs a session created with backend: "ffi"');
-    }
-    try {
-      return await this.session.run(inputs, outputs);
-    } catch (e) {
-      const shapes = Object.entries(described ?? inputs).map(([n, t]) =>
-        `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
-      ).join("; ");
-      throw new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
-    }
-  }
-
   #memory?: { host: MemoryInfo; device: MemoryInfo };
 
   /**
-   * Runs on values with each output placed where asked (the `ffi` backend, through an IO binding):
-   * `"device"` leaves it in the session device's memory (a GPU's on CUDA: state and KV caches that the next
-   * run reads as they are), `"host"` in host memory (what JavaScript reads: losses, logits).
+   * Runs on host tensors and ONNX Runtime values together (the `ffi` backend, through an IO binding). The
+   * host `feeds` are lent to ONNX Runtime for the run, `values` go in as they are; each output is placed
+   * where asked: `"device"` leaves it in the session device's memory as a value the caller owns (a GPU's on
+   * CUDA: state and KV caches that the next run reads as they are), `"host"` brings it to JavaScript
+   * (losses, logits).
    */
   async runBound(
-    inputs: Readonly<Record<string, OrtValue>>,
+    feeds: Readonly<Record<string, HostTensor>>,
+    values: Readonly<Record<string, OrtValue>>,
     outputs: Readonly<Record<string, "host" | "device">>,
-    described?: Record<string, HostTensor>,
-  ): Promise<Record<string, OrtValue>> {
+  ): Promise<{ host: Record<string, HostTensor>; device: Record<string, OrtValue> }> {
     const s = this.session;
     if (!(s instanceof OrtSession)) {
       throw new TypeError('runBound needs a session created with backend: "ffi"');
@@ -264,22 +235,43 @@ export class ModelSession {
       const host = MemoryInfo.cpu();
       this.#memory = { host, device: this.device === "cuda" ? MemoryInfo.cuda(this.deviceId) : host };
     }
-    const binding = s.binding();
+    const lent = Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)] as const);
+    const inputs = Object.fromEntries([...lent, ...Object.entries(values)]);
+    // with every output for the host a plain Run does: ONNX Runtime returns its fetches in host memory
+    const binding = Object.values(outputs).includes("device") ? s.binding() : undefined;
+    let out: Record<string, OrtValue>;
     try {
-      for (const [name, v] of Object.entries(inputs)) binding.bindInput(name, v);
-      for (const [name, where] of Object.entries(outputs)) {
-        binding.bindOutputToDevice(name, this.#memory[where]);
-      }
-      await s.runBinding(binding);
-      return binding.outputs();
+      if (binding) {
+        for (const [name, v] of Object.entries(inputs)) binding.bindInput(name, v);
+        for (const [name, where] of Object.entries(outputs)) {
+          binding.bindOutputToDevice(name, this.#memory[where]);
+        }
+        await s.runBinding(binding);
+        out = binding.outputs();
+      } else out = await s.run(inputs, Object.keys(outputs));
     } catch (e) {
-      const shapes = Object.entries(described ?? inputs).map(([n, t]) =>
-        `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
-      ).join("; ");
-      throw new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
+      throw this.#failure(e, { ...feeds, ...values });
     } finally {
-      binding.release();
+      binding?.release();
+      for (const [, v] of lent) v.release();
     }
+    const result = { host: {} as Record<string, HostTensor>, device: {} as Record<string, OrtValue> };
+    for (const [name, where] of Object.entries(outputs)) {
+      if (where === "device") result.device[name] = out[name];
+      else {
+        result.host[name] = out[name].toHost();
+        out[name].release();
+      }
+    }
+    return result;
+  }
+
+  /** A failed run's error: ONNX Runtime's message, the node it names, and the shapes of what was fed. */
+  #failure(e: unknown, fed: Readonly<Record<string, HostTensor | OrtValue>>): Error {
+    const shapes = Object.entries(fed).map(([n, t]) =>
+      `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
+    ).join("; ");
+    return new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
   }
 
   /** A value's data in JavaScript memory, copied from the device when it is there. */
@@ -290,16 +282,15 @@ export class ModelSession {
   /** Ends the profiler (if on) and frees the session. Returns the profile file, if any. */
   async release(): Promise<string | undefined> {
     if (this.session instanceof OrtSession) {
-      this.#memory?.host.release();
-      if (this.#memory?.device !== this.#memory?.host) this.#memory?.device.release();
+      const m = this.#memory;
+      m?.host.release();
+      if (m && m.device !== m.host) m.device.release();
       this.#memory = undefined;
       this.session.release();
-      await this.folder?.remove();
-      releaseFreeMemory();
-      return undefined;
+    } else {
+      if (this.profilePrefix) this.session.endProfiling();
+      await this.session.release();
     }
-    if (this.profilePrefix) this.session.endProfiling();
-    await this.session.release();
     await this.folder?.remove();
     releaseFreeMemory();
     return this.profilePrefix ? newestProfile(this.profilePrefix) : undefined;

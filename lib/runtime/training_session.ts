@@ -224,28 +224,16 @@ export class TrainingSession {
    */
   async #runResident(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
     const resident = this.#resident!;
-    const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
-    let out: Record<string, OrtValue>;
-    try {
-      // the state's next values stay on the device, the per-step scans come to the host
-      const where: Record<string, "host" | "device"> = {};
-      for (const name of resident.keys()) where[`${name}.next`] = "device";
-      for (const n of this.io.scans) where[n] = "host";
-      out = await this.session.runBound({ ...temporary, ...Object.fromEntries(resident) }, where, feeds);
-    } finally {
-      for (const v of Object.values(temporary)) v.release();
-    }
+    const where: Record<string, "host" | "device"> = {};
+    for (const name of resident.keys()) where[`${name}.next`] = "device";
+    for (const n of this.io.scans) where[n] = "host";
+    const { host, device } = await this.session.runBound(feeds, Object.fromEntries(resident), where);
     for (const [name, v] of resident) {
       v.release();
-      resident.set(name, out[`${name}.next`]);
+      resident.set(name, device[`${name}.next`]);
     }
     this.#stale = true;
-    const scans: Record<string, HostTensor> = {};
-    for (const n of this.io.scans) {
-      scans[n] = out[n].toHost();
-      out[n].release();
-    }
-    return scans;
+    return host;
   }
 
   /** What a training run returns: the state and the scans (not the scoring mode's outputs). */
@@ -289,7 +277,14 @@ export class TrainingSession {
       if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
       return sc.outputs[o];
     });
-    const out = this.#resident ? await this.#scoreResident(all, names) : await this.session.run(all, names);
+    const packed = this.#resident?.get(this.io.packed.name);
+    const out = packed
+      ? (await this.session.runBound(
+        all,
+        { [this.io.packed.name]: packed },
+        Object.fromEntries(names.map((n) => [n, "host" as const])),
+      )).host
+      : await this.session.run(all, names);
     return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
   }
 
@@ -297,26 +292,6 @@ export class TrainingSession {
   #scalar(name: string): HostTensor {
     const v = this.#resident?.get(name);
     return { dtype: "float32", dims: [], data: v ? this.session.toHost(v).data : this.#state.get(name)! };
-  }
-
-  /** The scoring mode on the resident parameters: only the asked outputs come back. */
-  async #scoreResident(
-    feeds: Record<string, HostTensor>,
-    names: string[],
-  ): Promise<Record<string, HostTensor>> {
-    const temporary = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)]));
-    const packed = this.#resident!.get(this.io.packed.name)!;
-    try {
-      const where = Object.fromEntries(names.map((n) => [n, "host" as const]));
-      const out = await this.session.runBound({ ...temporary, [this.io.packed.name]: packed }, where, feeds);
-      return Object.fromEntries(names.map((n) => {
-        const t = out[n].toHost();
-        out[n].release();
-        return [n, t];
-      }));
-    } finally {
-      for (const v of Object.values(temporary)) v.release();
-    }
   }
 
   /** The scoring mode as a scorer (`run(feeds, outputs)`, as a scoring session has it). */
