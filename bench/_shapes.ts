@@ -5,7 +5,8 @@
  */
 import { join } from "node:path";
 import { mulberry32 } from "../lib/data/random.ts";
-import { configToJson, parseConfig } from "../lib/model/config.ts";
+import { parseConfig } from "../lib/model/config.ts";
+import { configToJson } from "../lib/model/config_json.ts";
 import { hfStateDictName } from "../lib/model/model_folder.ts";
 import { f32ToBf16Bits, planSafetensors } from "../lib/model/safetensors.ts";
 import { expectedTensors } from "../lib/model/weights_names.ts";

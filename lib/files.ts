@@ -25,8 +25,38 @@ export async function writeFileAtomic(path: string, fill: (f: Deno.FsFile) => Pr
     await Deno.rename(tmp, path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
+    throw withPath(e, path);
+  }
+}
+
+/**
+ * The error with the path it concerns in its message: Deno's I/O errors ("No space left on device (os
+ * error 28)") name none. Keeps the error's class, so callers can still test for `Deno.errors.…`.
+ */
+export function withPath(e: unknown, path: string): unknown {
+  if (!(e instanceof Error) || e.message.includes(path)) return e;
+  e.message = `${path}: ${e.message}`;
+  return e;
+}
+
+/**
+ * Publishes a folder atomically: `fill(tmp)` writes it as a temporary sibling, which then replaces `path`
+ * (the old folder, if any, moved aside and removed), so a crash or a full disk leaves either the old
+ * folder or the new one, never a half-written one under the real name.
+ */
+export async function writeFolderAtomic(path: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    await Deno.mkdir(tmp, { recursive: true });
+    await fill(tmp);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }
+  const old = (await exists(path)) ? tempPathFor(`${path}.old`) : undefined;
+  if (old) await Deno.rename(path, old);
+  await Deno.rename(tmp, path);
+  if (old) await Deno.remove(old, { recursive: true }).catch(() => {});
 }
 
 /** Writes a text file atomically. */
@@ -41,6 +71,28 @@ export async function writeTextAtomic(path: string, text: string): Promise<void>
 /** Writes `value` as indented JSON (with a final newline) atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   await writeTextAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+/**
+ * A JSON object file, or null when the file does not exist; invalid JSON or another kind of value is an
+ * error naming the file.
+ */
+export async function readJsonObject(path: string): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw withPath(e, path);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`);
+  return v as Record<string, unknown>;
 }
 
 /** Whether `path` exists; errors other than "not found" (permissions, …) are thrown. */

@@ -26,7 +26,8 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
 
-  // Ctrl-C: finish the current chunk, save a checkpoint, exit; a second Ctrl-C exits at once
+  // Ctrl-C or SIGTERM (a scheduler's stop, `kill`): finish the current chunk, save a checkpoint, exit; a
+  // second signal exits at once
   const stop = new AbortController();
   const onSigint = () => {
     if (stop.signal.aborted) Deno.exit(130);
@@ -34,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
     stop.abort();
   };
   Deno.addSignalListener("SIGINT", onSigint);
+  Deno.addSignalListener("SIGTERM", onSigint);
   let display: ProgressDisplay | undefined;
   const hooks: TrainHooks = {
     signal: stop.signal,
@@ -77,6 +79,7 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   } finally {
     Deno.removeSignalListener("SIGINT", onSigint);
+    Deno.removeSignalListener("SIGTERM", onSigint);
   }
 }
 

@@ -48,7 +48,8 @@ model folders bench/parity/parity.py wrote into DIR. One JSON line per model × 
 
   --dir DIR                what parity.py --out wrote (required)
   --device cpu|cuda|auto   where our graphs run (default cpu)
-  --models LIST            llama,qwen2,gpt2 (default: those in DIR/manifest.json)
+  --models LIST            llama,qwen2,gpt2,mistral,qwen3,gemma2,gemma3_text,phi3
+                           (default: those in DIR/manifest.json)
   --tol X                  pass when max_abs ≤ tol · max|torch| (default 1e-4 cpu, 1e-2 cuda)
   --help                   this text`;
 
@@ -60,7 +61,7 @@ const FLAGS = {
   help: { type: "boolean", default: false, short: "h" },
 } as const;
 
-const MODELS = ["llama", "qwen2", "gpt2"] as const;
+const MODELS = ["llama", "qwen2", "gpt2", "mistral", "qwen3", "gemma2", "gemma3_text", "phi3"] as const;
 
 /** A tensor as parity.json stores it. */
 export type FlatTensor = { shape: number[]; data: number[] };

@@ -63,33 +63,60 @@ GPT2_PARAMS = [
     "h.1.ln_2.bias",
     "ln_f.weight",
 ]
+QWEN3_EXTRA = ["model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"]
+GEMMA_EXTRA = ["model.layers.0.pre_feedforward_layernorm.weight", "model.layers.1.post_feedforward_layernorm.weight"]
+PHI3_PARAMS = [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.qkv_proj.weight",
+    "model.layers.1.self_attn.o_proj.weight",
+    "model.layers.0.mlp.gate_up_proj.weight",
+    "model.layers.1.mlp.down_proj.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+]
+KINDS = ("llama", "qwen2", "gpt2", "mistral", "qwen3", "gemma2", "gemma3_text", "phi3")
+# windows shorter than the batch's 16 columns, so that masking them matters
+WINDOW = 6
+
+
+def param_names(kind):
+    if kind == "gpt2":
+        return GPT2_PARAMS
+    if kind == "phi3":
+        return PHI3_PARAMS
+    extra = {
+        "qwen2": QWEN2_EXTRA,
+        "qwen3": QWEN3_EXTRA,
+        "gemma2": GEMMA_EXTRA,
+        "gemma3_text": GEMMA_EXTRA + QWEN3_EXTRA,
+    }.get(kind, [])
+    return LLAMA_PARAMS + extra
 
 
 def make_config(kind):
     import transformers as tf
 
     common = dict(attn_implementation="eager")
-    if kind in ("llama", "qwen2"):
-        cls_cfg = tf.LlamaConfig if kind == "llama" else tf.Qwen2Config
-        extra = {"attention_bias": False} if kind == "llama" else {"use_sliding_window": False}
-        cfg = cls_cfg(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            rms_norm_eps=1e-5,
-            initializer_range=0.1,
-            tie_word_embeddings=False,
-            bos_token_id=1,
-            eos_token_id=2,
-            **extra,
-            **common,
-        )
-        model_cls = tf.LlamaForCausalLM if kind == "llama" else tf.Qwen2ForCausalLM
-        return cfg, model_cls
+    sizes = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        initializer_range=0.1,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        **common,
+    )
+    if kind == "llama":
+        return tf.LlamaConfig(attention_bias=False, **sizes), tf.LlamaForCausalLM
+    if kind == "qwen2":
+        return tf.Qwen2Config(use_sliding_window=False, **sizes), tf.Qwen2ForCausalLM
     if kind == "gpt2":
         cfg = tf.GPT2Config(
             vocab_size=VOCAB,
@@ -107,6 +134,48 @@ def make_config(kind):
             **common,
         )
         return cfg, tf.GPT2LMHeadModel
+    if kind == "mistral":
+        return tf.MistralConfig(sliding_window=WINDOW, **sizes), tf.MistralForCausalLM
+    if kind == "qwen3":
+        # head_dim 32 x 4 heads != hidden 64, as Qwen3 has; the second layer slides
+        cfg = tf.Qwen3Config(head_dim=32, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1, **sizes)
+        return cfg, tf.Qwen3ForCausalLM
+    if kind == "gemma2":
+        cfg = tf.Gemma2Config(
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=8.0,
+            sliding_window=WINDOW,
+            hidden_activation="gelu_pytorch_tanh",
+            **sizes,
+        )
+        return cfg, tf.Gemma2ForCausalLM
+    if kind == "gemma3_text":
+        cfg = tf.Gemma3TextConfig(
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=WINDOW,
+            sliding_window_pattern=2,  # layer 0 slides (local rope base), layer 1 is global (linear scaling)
+            rope_theta=1e6,
+            rope_local_base_freq=10000.0,
+            rope_scaling={"rope_type": "linear", "factor": 8.0},
+            **sizes,
+        )
+        return cfg, tf.Gemma3ForCausalLM
+    if kind == "phi3":
+        cfg = tf.Phi3Config(
+            partial_rotary_factor=0.5,
+            sliding_window=WINDOW,
+            original_max_position_embeddings=32,
+            rope_scaling={
+                "type": "longrope",
+                "short_factor": [1.0 + i / 8 for i in range(4)],
+                "long_factor": [2.0 + i for i in range(4)],
+            },
+            **sizes,
+        )
+        return cfg, tf.Phi3ForCausalLM
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -217,7 +286,7 @@ def run_model(kind, out_dir, seed, device):
     )
 
     ids, mask, labels, pos = (t.to(device) for t in make_batch(seed + 1))
-    names = GPT2_PARAMS if kind == "gpt2" else LLAMA_PARAMS + (QWEN2_EXTRA if kind == "qwen2" else [])
+    names = param_names(kind)
     params = dict(model.named_parameters())
     missing = [n for n in names if torch_name(kind, n) not in params]
     check(not missing, f"{kind}: no parameters {missing}; the model has {sorted(params)}")
@@ -301,14 +370,14 @@ def run_model(kind, out_dir, seed, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to write OUT/<model>/ into")
-    p.add_argument("--models", default="llama,qwen2,gpt2", help="comma-separated: llama, qwen2, gpt2")
+    p.add_argument("--models", default=",".join(KINDS), help="comma-separated: " + ", ".join(KINDS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device for the reference (default cpu: exact fp32)")
     a = p.parse_args(argv)
     kinds = [m.strip() for m in a.models.split(",") if m.strip()]
     for k in kinds:
-        if k not in ("llama", "qwen2", "gpt2"):
-            p.error(f"--models: unknown {k!r} (choose from llama, qwen2, gpt2)")
+        if k not in KINDS:
+            p.error(f"--models: unknown {k!r} (choose from {', '.join(KINDS)})")
     # an exact fp32 reference even on a GPU (PyTorch >= 2.9 spells it fp32_precision; mixing raises)
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
         torch.backends.cuda.matmul.fp32_precision = "ieee"

@@ -33,14 +33,38 @@ export function renderPlainChat(messages: Message[], addGenerationPrompt = true)
   return addGenerationPrompt ? `${body}Assistant:\n` : body;
 }
 
+/** `apply_chat_template`'s options as {@link renderChat} passes them: extra keys are template variables. */
+export type ChatTemplateOptions = {
+  tokenize: false;
+  add_generation_prompt: boolean;
+  chat_template?: string | null;
+  [variable: string]: unknown;
+};
+
 /** What {@link renderChat} needs from a tokenizer (a transformers.js `PreTrainedTokenizer` fits). */
 export type ChatTokenizer = {
   chat_template?: unknown;
-  apply_chat_template(
-    conversation: Message[],
-    options: { tokenize: false; add_generation_prompt: boolean; chat_template?: string | null },
-  ): unknown;
+  apply_chat_template(conversation: Message[], options: ChatTemplateOptions): unknown;
 };
+
+/**
+ * Names a template variable in `templateKwargs` may not take: the rendering's own (`messages`,
+ * `add_generation_prompt`) and transformers.js' `apply_chat_template` options, which it would read as options.
+ */
+export const RESERVED_TEMPLATE_KWARGS: readonly string[] = [
+  "messages",
+  "add_generation_prompt",
+  "chat_template",
+  "tools",
+  "documents",
+  "tokenize",
+  "padding",
+  "truncation",
+  "max_length",
+  "return_tensor",
+  "return_dict",
+  "tokenizer_kwargs",
+];
 
 /** Options for {@link renderChat}. */
 export type RenderOptions = {
@@ -48,11 +72,16 @@ export type RenderOptions = {
   addGenerationPrompt?: boolean;
   /** A Jinja template to use instead of the tokenizer's own. */
   chatTemplate?: string;
+  /**
+   * Extra variables for the template (vLLM's `chat_template_kwargs`, transformers' `**kwargs` of
+   * `apply_chat_template`), e.g. `{ enable_thinking: false }` for Qwen3. Ignored by the plain fallback.
+   */
+  templateKwargs?: Record<string, unknown>;
 };
 
 /**
  * Render messages with the tokenizer's chat template when it has one (or `chatTemplate` when
- * given), else with {@link renderPlainChat}. Serving uses the same function, so training and
+ * given; `templateKwargs` become template variables), else with {@link renderPlainChat}. Serving uses the same function, so training and
  * inference see identical prompts.
  *
  * @example
@@ -65,7 +94,11 @@ export function renderChat(tokenizer: ChatTokenizer, messages: Message[], opts: 
   if (opts.chatTemplate === undefined && !tokenizer.chat_template) {
     return renderPlainChat(messages, addGenerationPrompt);
   }
+  const kwargs = opts.templateKwargs ?? {};
+  const reserved = Object.keys(kwargs).filter((k) => RESERVED_TEMPLATE_KWARGS.includes(k));
+  if (reserved.length) throw new Error(`template kwargs may not set ${reserved.join(", ")}`);
   const text = tokenizer.apply_chat_template(messages, {
+    ...kwargs,
     tokenize: false,
     add_generation_prompt: addGenerationPrompt,
     chat_template: opts.chatTemplate ?? null,

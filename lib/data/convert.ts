@@ -69,8 +69,27 @@ export function rewardToPairs(example: RewardExample, strategy: PairStrategy, rn
  * ```
  */
 export function rewardToPreference(examples: RewardExample[], opts: PairOptions): PreferenceExample[] {
+  return binarize(examples, opts).pairs;
+}
+
+/** The result of {@link binarize}. */
+export type BinarizeResult = {
+  pairs: PreferenceExample[];
+  /** Prompts whose responses all have the same reward, which make no pair (every strategy skips ties). */
+  allTies: number;
+};
+
+/** {@link rewardToPreference}, counting the prompts that made no pair, so a run can say how many. */
+export function binarize(examples: RewardExample[], opts: PairOptions): BinarizeResult {
   const rng = mulberry32(opts.seed ?? 0);
-  return examples.flatMap((ex) => rewardToPairs(ex, opts.strategy, rng));
+  const pairs: PreferenceExample[] = [];
+  let allTies = 0;
+  for (const ex of examples) {
+    const made = rewardToPairs(ex, opts.strategy, rng);
+    if (made.length === 0) allTies++;
+    pairs.push(...made);
+  }
+  return { pairs, allTies };
 }
 
 /** Options for {@link selectResponses}. */
@@ -86,6 +105,8 @@ export type SelectResult = {
   examples: RewardExample[];
   /** Examples dropped because they had fewer than K responses. */
   dropped: number;
+  /** The dropped ones by their number of responses (`{3: 12}`: twelve prompts had 3). */
+  droppedByK: Record<number, number>;
 };
 
 /**
@@ -106,16 +127,18 @@ export function selectResponses(
   }
   const out: RewardExample[] = [];
   let dropped = 0;
+  const droppedByK: Record<number, number> = {};
   for (const ex of examples) {
     const n = ex.responses.length;
     if (n < k) {
       dropped++;
+      droppedByK[n] = (droppedByK[n] ?? 0) + 1;
       continue;
     }
     const keep = mode === "first" ? Array.from({ length: k }, (_, i) => i) : sampleIndices(n, k, rng);
     out.push({ prompt: ex.prompt, responses: keep.map((i) => ({ ...ex.responses[i] })) });
   }
-  return { examples: out, dropped };
+  return { examples: out, dropped, droppedByK };
 }
 
 /**

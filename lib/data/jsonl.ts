@@ -1,10 +1,12 @@
 /**
- * Streaming JSON Lines reader: datasets can be gigabytes, so the file is read in chunks and
- * parsed one line at a time.
+ * Streaming JSON Lines reader: datasets can be gigabytes, so the file is read in chunks (gunzipped when
+ * it is gzip) and parsed one line at a time.
  *
  * @module
  */
 
+import { openBytes } from "./compression.ts";
+import { checkTextEncoding, EncodingError, notUtf8Error } from "./encoding.ts";
 import { DataError } from "./errors.ts";
 import type { RawRecord } from "./types.ts";
 
@@ -18,26 +20,62 @@ export type ReadJsonlOptions = {
 };
 
 /**
- * Lines of a text file, decoded as UTF-8, without their terminators (`\n` or `\r\n`).
- * Yields `[line, lineNumber]` with 1-based numbers.
+ * Lines of a text file without their terminators (`\n` or `\r\n`), as `[line, lineNumber]` with
+ * 1-based numbers. The file may be gzip (see compression.ts). It must be UTF-8 (a byte-order mark is
+ * dropped): UTF-16 and other encodings are refused by {@link checkTextEncoding}, and a line that is not
+ * valid UTF-8 stops with an {@link EncodingError} naming that line, rather than turning into U+FFFD or
+ * a JSON syntax error. Lines are split as bytes, so each is decoded on its own and the bad one is known.
  */
 export async function* readLines(path: string): AsyncGenerator<[string, number]> {
-  using file = await Deno.open(path, { read: true });
-  const decoder = new TextDecoder("utf-8");
-  let pending = "";
+  const { stream, gzip } = await openBytes(path);
+  const decoder = new TextDecoder("utf-8", { fatal: true });
   let lineNumber = 0;
-  const strip = (line: string) => line.endsWith("\r") ? line.slice(0, -1) : line;
-  for await (const chunk of file.readable) {
-    pending += decoder.decode(chunk, { stream: true });
-    let start = 0;
-    for (let nl = pending.indexOf("\n"); nl !== -1; nl = pending.indexOf("\n", start)) {
-      yield [strip(pending.slice(start, nl)), ++lineNumber];
-      start = nl + 1;
+  let parts: Uint8Array[] = []; // the current line's bytes from earlier chunks
+  const decode = (bytes: Uint8Array): string => {
+    let text: string;
+    try {
+      text = decoder.decode(bytes);
+    } catch {
+      throw notUtf8Error(path, lineNumber, bytes);
     }
-    pending = pending.slice(start);
+    return text.endsWith("\r") ? text.slice(0, -1) : text;
+  };
+  const joined = (last: Uint8Array) => parts.length === 0 ? last : concat([...parts, last]);
+  let checked = false;
+  try {
+    for await (const chunk of stream) {
+      if (!checked && chunk.length > 0) {
+        checkTextEncoding(path, chunk);
+        checked = true;
+      }
+      let start = 0;
+      for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+        lineNumber++;
+        const line = decode(joined(chunk.subarray(start, nl)));
+        parts = [];
+        yield [line, lineNumber];
+        start = nl + 1;
+      }
+      if (start < chunk.length) parts.push(chunk.slice(start));
+    }
+  } catch (e) {
+    if (!gzip || e instanceof EncodingError) throw e;
+    throw new Error(`${path}: the gzip data is corrupt or cut short (after line ${lineNumber}): ${e}`);
   }
-  pending += decoder.decode();
-  if (pending.length > 0) yield [strip(pending), ++lineNumber];
+  if (parts.length > 0) {
+    lineNumber++;
+    yield [decode(concat(parts)), lineNumber];
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**

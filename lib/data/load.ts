@@ -1,6 +1,6 @@
 /**
- * Load a whole dataset file into normalized examples, with precise errors for bad records and an
- * opt-in to skip them.
+ * Load a whole dataset (a file, a folder, a glob or a Hub layout folder) into normalized examples, with
+ * precise errors for bad records and an opt-in to skip them.
  *
  * @module
  */
@@ -15,6 +15,7 @@ import {
   undetectedFormatMessage,
 } from "./formats.ts";
 import { readRecords, recordFileKind } from "./records.ts";
+import { type DataFiles, resolveDataFiles, type SplitRole } from "./sources.ts";
 import type { FormatName, PreferenceExample, RewardExample, SftExample } from "./types.ts";
 
 /** Options for {@link loadDataset}. */
@@ -25,10 +26,21 @@ export type LoadOptions = {
   skipBad?: boolean;
   /** Stop after this many good examples. */
   limit?: number;
+  /** Which split of a Hub layout folder to read (default `train`; see sources.ts). */
+  role?: SplitRole;
 };
 
-/** A record that was skipped, and why. */
-export type SkippedRecord = { line: number; field: string | undefined; message: string };
+/** A record that was skipped, and why: `file` and `line` (a row, for Parquet) as in a {@link DataError}. */
+export type SkippedRecord = {
+  file: string;
+  line: number;
+  unit: RecordUnit;
+  field: string | undefined;
+  message: string;
+};
+
+/** Where an example came from, for messages about it after loading (a mixed K, say). */
+export type RecordOrigin = { file: string; line: number; unit: RecordUnit };
 
 /** What every loaded dataset carries besides its examples. */
 export type LoadInfo = {
@@ -38,6 +50,10 @@ export type LoadInfo = {
   skipped: SkippedRecord[];
   /** Records read (good and skipped). */
   records: number;
+  /** The files read (and, for a Hub layout folder, the split and the splits left out). */
+  input: DataFiles;
+  /** Each example's file and line, index for index. */
+  origins: RecordOrigin[];
 };
 
 /** A loaded dataset, discriminated by the kind of example its format produces. */
@@ -49,12 +65,20 @@ export type LoadedDataset =
     | { kind: "sft"; examples: SftExample[] }
   );
 
+/** A skipped record as an error message reads: `data.jsonl:17: field "responses[2].reward": …`. */
+export function describeSkipped(s: SkippedRecord): string {
+  return new DataError(s.file, s.line, s.message, s.field, s.unit).message;
+}
+
 /**
- * Read a JSONL or Parquet file and normalize every record (see formats.ts for the formats).
+ * Read a dataset and normalize every record (see formats.ts for the formats). `path` is a JSONL
+ * (optionally gzip) or Parquet file, a folder, a glob or a Hub layout folder (see sources.ts); the files
+ * are read in order, and every message names the file the record is in.
  *
  * By default the first malformed record stops loading with a {@link DataError} naming file, line
  * (or row) and field: `data.jsonl:17: field "responses[2].reward": expected a finite number, got "abc"`.
- * With `skipBad: true` such records are skipped and listed in `skipped`.
+ * With `skipBad: true` such records are skipped and listed in `skipped`. A file that is not UTF-8 stops
+ * loading either way (an `EncodingError`): skipping its lines would only hide that.
  *
  * @example
  * ```ts
@@ -67,24 +91,33 @@ export async function loadDataset(path: string, opts: LoadOptions = {}): Promise
   if (opts.format !== undefined && !isFormatName(opts.format)) {
     throw new Error(`unknown data format "${opts.format}"; expected one of ${FORMAT_NAMES.join(", ")}`);
   }
-  const unit: RecordUnit = recordFileKind(path) === "parquet" ? "row" : "line";
+  const input = await resolveDataFiles(path, { role: opts.role });
   const skipped: SkippedRecord[] = [];
-  const skip = (error: DataError) =>
-    skipped.push({ line: error.line, field: error.field, message: error.reason });
+  const skip = (e: DataError) =>
+    skipped.push({ file: e.file, line: e.line, unit: e.unit, field: e.field, message: e.reason });
   const limit = opts.limit ?? Infinity;
   let format = opts.format;
+  let detectedIn: string | undefined;
   let records = 0;
   const examples: (RewardExample | PreferenceExample | SftExample)[] = [];
+  const origins: RecordOrigin[] = [];
   const onError = opts.skipBad ? (e: DataError) => (records++, skip(e)) : undefined;
 
-  if (limit > 0) {
-    for await (const { row, line } of readRecords(path, { onError })) {
+  for (const file of input.files) {
+    if (examples.length >= limit) break;
+    const unit: RecordUnit = recordFileKind(file) === "parquet" ? "row" : "line";
+    for await (const { row, line } of readRecords(file, { onError })) {
       records++;
       try {
-        format ??= detectOrThrow(row);
+        if (format === undefined) {
+          format = detectOrThrow(row);
+          detectedIn = file;
+        }
         examples.push(parseRecord(format, row));
+        origins.push({ file, line, unit });
       } catch (e) {
-        const error = toDataError(withFormatHint(e, row, format), path, line, unit);
+        const readAs = detectedIn === undefined || detectedIn === file ? "the file is" : "the data is";
+        const error = toDataError(withFormatHint(e, row, format, readAs), file, line, unit);
         if (!opts.skipBad) throw error;
         skip(error);
       }
@@ -98,7 +131,7 @@ export async function loadDataset(path: string, opts: LoadOptions = {}): Promise
       }; cannot tell the format`,
     );
   }
-  return { kind: FORMAT_KIND[format], format, examples, skipped, records } as LoadedDataset;
+  return { kind: FORMAT_KIND[format], format, examples, skipped, records, input, origins } as LoadedDataset;
 }
 
 function detectOrThrow(row: Record<string, unknown>): FormatName {
@@ -108,13 +141,18 @@ function detectOrThrow(row: Record<string, unknown>): FormatName {
 }
 
 /** A record of another format in the file is a common mistake (mixed files): say so. */
-function withFormatHint(e: unknown, row: Record<string, unknown>, format: FormatName | undefined): unknown {
+function withFormatHint(
+  e: unknown,
+  row: Record<string, unknown>,
+  format: FormatName | undefined,
+  readAs: string,
+): unknown {
   if (!(e instanceof FieldError) || format === undefined) return e;
   const looksLike = detectFormat(row);
   if (looksLike === undefined || looksLike === format) return e;
   return new FieldError(
     e.field,
-    `${e.message} (this record looks like the "${looksLike}" format; the file is read as "${format}")`,
+    `${e.message} (this record looks like the "${looksLike}" format; ${readAs} read as "${format}")`,
   );
 }
 

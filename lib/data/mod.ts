@@ -1,6 +1,7 @@
 /**
- * Data for alignment training: read JSONL/Parquet datasets in the formats people bring (reward,
- * UltraFeedback, ChenDRAG, preference, SFT), normalize them, convert between them for the
+ * Data for alignment training: read JSONL (plain or gzip) and Parquet datasets, given as a file, a
+ * folder, a glob or a Hugging Face Hub layout folder, in the formats people bring (reward, UltraFeedback,
+ * ChenDRAG, preference, SFT), normalize them, count what is dropped, convert between them for the
  * baselines, tokenize with a chat template and batch P prompts × K responses.
  *
  * @example
@@ -32,7 +33,25 @@ export { DataError, FieldError, type RecordUnit } from "./errors.ts";
 export { mulberry32, randomInt, type Rng, sampleIndices, shuffleInPlace } from "./random.ts";
 export { readJsonl, type ReadJsonlOptions, readLines } from "./jsonl.ts";
 export { type FileAsyncBuffer, openAsyncBuffer, readParquet, readParquetMetadata } from "./parquet.ts";
-export { readRecords, type ReadRecordsOptions, type RecordFileKind, recordFileKind } from "./records.ts";
+export {
+  DATA_EXTENSIONS,
+  dataExtension,
+  readRecords,
+  type ReadRecordsOptions,
+  type RecordFileKind,
+  recordFileKind,
+} from "./records.ts";
+export { type ByteSource, openBytes } from "./compression.ts";
+export { checkTextEncoding, EncodingError, invalidUtf8Offset } from "./encoding.ts";
+export {
+  type DataFiles,
+  type DataResolveOptions,
+  globRegExp,
+  naturalCompare,
+  resolveDataFiles,
+  type SplitFiles,
+  type SplitRole,
+} from "./sources.ts";
 export { sameMessages, splitConversation, toPrompt } from "./messages.ts";
 export {
   detectFormat,
@@ -49,13 +68,27 @@ export {
   parseUltraFeedback,
 } from "./formats.ts";
 export {
+  describeSkipped,
   loadDataset,
   type LoadedDataset,
   type LoadInfo,
   type LoadOptions,
+  type RecordOrigin,
   type SkippedRecord,
 } from "./load.ts";
 export {
+  count,
+  type DataReport,
+  dataReport,
+  dataReportSummary,
+  describeCounts,
+  plural,
+  type ShapeDrops,
+  type TooFewResponses,
+} from "./report.ts";
+export {
+  binarize,
+  type BinarizeResult,
   type PairOptions,
   type PairStrategy,
   preferenceToReward,

@@ -19,21 +19,46 @@ export type ReadRecordsOptions = {
 };
 
 /**
- * The file kind for a path: `.jsonl`, `.ndjson` and `.json` (JSON Lines, which is what Hugging Face
- * `datasets` writes with `to_json`) → "jsonl"; `.parquet` → "parquet". Throws for anything else.
+ * The data file extensions, longest first: JSON Lines (`.json` too: what Hugging Face `datasets` writes
+ * with `to_json`), gzip-compressed JSON Lines (read as a stream), and Parquet.
+ */
+export const DATA_EXTENSIONS: readonly string[] = [
+  ".jsonl.gz",
+  ".ndjson.gz",
+  ".json.gz",
+  ".jsonl",
+  ".ndjson",
+  ".json",
+  ".parquet",
+];
+
+/** The data extension `path` ends with (lower case), or undefined. */
+export function dataExtension(path: string): string | undefined {
+  const lower = path.toLowerCase();
+  return DATA_EXTENSIONS.find((e) => lower.endsWith(e));
+}
+
+/**
+ * The file kind for a path: `.jsonl`, `.ndjson` and `.json`, each optionally `.gz` → "jsonl";
+ * `.parquet` → "parquet". Throws for anything else.
  */
 export function recordFileKind(path: string): RecordFileKind {
-  const lower = path.toLowerCase();
-  if (lower.endsWith(".parquet")) return "parquet";
-  if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson") || lower.endsWith(".json")) return "jsonl";
+  const ext = dataExtension(path);
+  if (ext === ".parquet") return "parquet";
+  if (ext !== undefined) return "jsonl";
+  if (path.toLowerCase().endsWith(".parquet.gz")) {
+    // Parquet is read by byte ranges, which a gzip stream cannot give; its pages are compressed anyway.
+    throw new Error(`${path}: a gzip-compressed Parquet file cannot be read in place; gunzip it first`);
+  }
   throw new Error(
-    `${path}: unsupported data file type; expected .jsonl, .json (JSON Lines), .ndjson or .parquet`,
+    `${path}: unsupported data file type; expected .jsonl, .json (JSON Lines), .ndjson, .parquet, ` +
+      `or .jsonl.gz / .json.gz / .ndjson.gz`,
   );
 }
 
 /**
- * Stream the records of a JSONL or Parquet file, chosen by extension. `line` is the 1-based line
- * (JSONL) or row (Parquet) number.
+ * Stream the records of a JSONL (gzip or not) or Parquet file, chosen by extension. `line` is the
+ * 1-based line (JSONL) or row (Parquet) number.
  *
  * @example
  * ```ts

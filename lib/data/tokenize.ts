@@ -1,6 +1,11 @@
 /**
  * Tokenization for alignment: prompt through the chat template, each response tokenized on its own
- * with EOS appended (EOS is scored), truncation that keeps the end of the prompt.
+ * with its end appended and scored (the template's end-of-turn token, else EOS: {@link responseEndId}),
+ * truncation that keeps the end of the prompt.
+ *
+ * The chat template is read from a model folder as transformers reads it: `chat_template.jinja` (where
+ * current transformers saves it), else `chat_template.json`, else `tokenizer_config.json`'s `chat_template`
+ * (a string, or a list of named templates of which "default" is used).
  *
  * `@huggingface/transformers` is imported lazily in {@link loadTokenizer}: it loads sharp through
  * FFI at import time, and code that only reads data should not need `--allow-ffi`.
@@ -10,15 +15,83 @@
 
 import { isAbsolute, join, resolve } from "node:path";
 import type { PreTrainedTokenizer } from "@huggingface/transformers";
-import { type ChatTokenizer, renderChat } from "./chat.ts";
+import { type ChatTokenizer, renderChat, renderPlainChat } from "./chat.ts";
 import type { Message, PreferenceExample, RewardExample, SftExample } from "./types.ts";
+import { readJsonObject } from "../files.ts";
 
 /** The transformers.js tokenizer type this module works with. */
 export type Tokenizer = PreTrainedTokenizer;
 
+/** The files a chat template is read from, in the order transformers looks (the first one found wins). */
+export const CHAT_TEMPLATE_FILES = [
+  "chat_template.jinja",
+  "chat_template.json",
+  "tokenizer_config.json",
+] as const;
+
+/** A model folder's chat template and the file it came from. */
+export type FolderChatTemplate = {
+  /** The template, or named templates (the list form; "default" is the one used). */
+  template: string | Record<string, string>;
+  from: (typeof CHAT_TEMPLATE_FILES)[number];
+};
+
+/** A `chat_template` value: a string, or the list form `[{name, template}, …]` as a name → template map. */
+function templateValue(v: unknown, where: string): string | Record<string, string> | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v === "string") return v;
+  if (Array.isArray(v)) {
+    const named: Record<string, string> = {};
+    for (const [i, t] of v.entries()) {
+      if (typeof t?.name !== "string" || typeof t?.template !== "string") {
+        throw new Error(`${where}: chat_template[${i}] must be {"name": string, "template": string}`);
+      }
+      named[t.name] = t.template;
+    }
+    return named;
+  }
+  throw new Error(`${where}: chat_template must be a string or a list of {name, template}`);
+}
+
 /**
- * Load a Hugging Face tokenizer folder (`tokenizer.json`, `tokenizer_config.json`) from disk, never
- * from the Hub. Needs `--allow-read --allow-env --allow-ffi` (transformers.js loads sharp).
+ * The chat template of a model folder, read as transformers reads it (see the module documentation), or
+ * null when the folder defines none.
+ */
+export async function readChatTemplate(dir: string): Promise<FolderChatTemplate | null> {
+  try {
+    return {
+      template: await Deno.readTextFile(join(dir, "chat_template.jinja")),
+      from: "chat_template.jinja",
+    };
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  for (const from of ["chat_template.json", "tokenizer_config.json"] as const) {
+    const json = await readJsonObject(join(dir, from));
+    const template = json && templateValue(json.chat_template, join(dir, from));
+    if (template) return { template, from };
+  }
+  return null;
+}
+
+/** The one line said when a model has no chat template and prompts are rendered as plain text. */
+export function plainChatNotice(folder: string): string {
+  const example = JSON.stringify(renderPlainChat([{ role: "user", content: "…" }]));
+  return `note: ${folder} has no chat template (no chat_template.jinja, chat_template.json or chat_template ` +
+    `in tokenizer_config.json): prompts are rendered as plain text, ${example}`;
+}
+
+/** Options for {@link loadTokenizer}. */
+export type LoadTokenizerOptions = {
+  /** Where the notice of a missing chat template goes (default: `console.warn`). */
+  log?: (line: string) => void;
+};
+
+/**
+ * Load a Hugging Face tokenizer folder (`tokenizer.json`, `tokenizer_config.json`, and the chat template
+ * from `chat_template.jinja` or `chat_template.json` when there) from disk, never from the Hub. A folder
+ * without any chat template is said in one line ({@link plainChatNotice}). Needs `--allow-read --allow-env
+ * --allow-ffi` (transformers.js loads sharp).
  *
  * @example
  * ```ts
@@ -26,7 +99,7 @@ export type Tokenizer = PreTrainedTokenizer;
  * tok.encode("hello", { add_special_tokens: false });
  * ```
  */
-export async function loadTokenizer(folder: string): Promise<Tokenizer> {
+export async function loadTokenizer(folder: string, opts: LoadTokenizerOptions = {}): Promise<Tokenizer> {
   // transformers.js treats a relative path that looks like "org/name" as a Hub id under
   // env.localModelPath; an absolute path is read as is.
   const dir = isAbsolute(folder) ? folder : resolve(folder);
@@ -40,7 +113,12 @@ export async function loadTokenizer(folder: string): Promise<Tokenizer> {
   const { AutoTokenizer, env } = await import("@huggingface/transformers");
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
-  return await AutoTokenizer.from_pretrained(dir);
+  const tokenizer = await AutoTokenizer.from_pretrained(dir);
+  // transformers.js reads tokenizer_config.json's template only; transformers reads these files first
+  const found = await readChatTemplate(dir);
+  if (found) tokenizer.chat_template = found.template;
+  else (opts.log ?? console.warn)(plainChatNotice(folder));
+  return tokenizer;
 }
 
 /** Truncation limits, in tokens (TRL's `max_length` and `max_prompt_length`). */
@@ -49,7 +127,22 @@ export type TruncationOptions = {
   maxLength?: number;
   /** Longest prompt; the prompt is cut from its start (its end, next to the response, is kept). */
   maxPromptLength?: number;
+  /** Counts what was cut, for a run to report (see {@link TruncationStats}). */
+  stats?: TruncationStats;
 };
+
+/** What truncation cut, counted over a dataset: prompts and responses cut, and the tokens they lost. */
+export type TruncationStats = {
+  prompts: number;
+  promptTokens: number;
+  responses: number;
+  responseTokens: number;
+};
+
+/** Empty {@link TruncationStats}. */
+export function truncationStats(): TruncationStats {
+  return { prompts: 0, promptTokens: 0, responses: 0, responseTokens: 0 };
+}
 
 /** Options for {@link tokenizeExample}. */
 export type TokenizeOptions = TruncationOptions & {
@@ -61,12 +154,14 @@ export type TokenizeOptions = TruncationOptions & {
   addBos?: boolean;
   /** A Jinja chat template to use instead of the tokenizer's own. */
   chatTemplate?: string;
+  /** Extra variables for the chat template (e.g. `{ enable_thinking: false }`), see `renderChat`. */
+  templateKwargs?: Record<string, unknown>;
 };
 
 /** One tokenized example: a prompt and K responses (K = 1 for SFT, 2 for preference pairs). */
 export type TokenizedExample = {
   promptIds: number[];
-  /** Each response's tokens, EOS appended (unless truncation cut it off). */
+  /** Each response's tokens, its end ({@link responseEndId}) appended (unless truncation cut it off). */
   responseIds: number[][];
   /** Reward data only: one reward per response. */
   rewards?: number[];
@@ -95,9 +190,21 @@ export function truncate(
   if (maxLength !== undefined) promptLimit = Math.min(promptLimit, maxLength - 1);
   const prompt = promptIds.length > promptLimit ? promptIds.slice(promptIds.length - promptLimit) : promptIds;
   const responseLimit = maxLength === undefined ? Infinity : maxLength - prompt.length;
+  const stats = opts.stats;
+  if (stats && prompt !== promptIds) {
+    stats.prompts++;
+    stats.promptTokens += promptIds.length - prompt.length;
+  }
   return {
     promptIds: prompt,
-    responseIds: responseIds.map((r) => r.length > responseLimit ? r.slice(0, responseLimit) : r),
+    responseIds: responseIds.map((r) => {
+      if (r.length <= responseLimit) return r;
+      if (stats) {
+        stats.responses++;
+        stats.responseTokens += r.length - responseLimit;
+      }
+      return r.slice(0, responseLimit);
+    }),
   };
 }
 
@@ -106,28 +213,99 @@ export type EncodingTokenizer = ChatTokenizer & {
   encode(text: string, options: { add_special_tokens: boolean }): number[];
   eos_token_id?: number | null;
   bos_token_id?: number | null;
+  /** The special tokens and their ids, in the same order (transformers.js has both). */
+  all_special_tokens?: readonly string[];
+  all_special_ids?: readonly number[];
 };
 
 /** Prompt token ids: the rendered chat prompt, tokenized without special tokens, BOS first. */
 export function tokenizePrompt(
   tokenizer: EncodingTokenizer,
   prompt: Message[],
-  opts: Pick<TokenizeOptions, "addBos" | "chatTemplate"> = {},
+  opts: Pick<TokenizeOptions, "addBos" | "chatTemplate" | "templateKwargs"> = {},
 ): number[] {
-  const text = renderChat(tokenizer, prompt, { addGenerationPrompt: true, chatTemplate: opts.chatTemplate });
+  const text = renderChat(tokenizer, prompt, {
+    addGenerationPrompt: true,
+    chatTemplate: opts.chatTemplate,
+    templateKwargs: opts.templateKwargs,
+  });
   const ids = tokenizer.encode(text, { add_special_tokens: false });
   const bos = tokenizer.bos_token_id;
   if ((opts.addBos ?? true) && typeof bos === "number" && ids[0] !== bos) ids.unshift(bos);
   return ids;
 }
 
-/** Response token ids: the text on its own, no special tokens, then EOS. */
-export function tokenizeResponse(tokenizer: EncodingTokenizer, response: string): number[] {
+/** A special token and its id. */
+export type SpecialToken = { token: string; id: number };
+
+/** What stands for the response when the end-of-turn probe renders a conversation. */
+const RESPONSE_PROBE = "nca_align_response_probe";
+const endOfTurnCache = new WeakMap<object, Map<string, SpecialToken | null>>();
+
+/**
+ * The special token a chat template puts right after an assistant message's content (`<|eot_id|>` for
+ * Llama 3, `<|im_end|>` for Qwen and ChatML, `<end_of_turn>` for Gemma, `<|end|>` for Phi-3), or null when
+ * what follows is not a special token (the plain fallback, templates that end a turn with text). Found by
+ * rendering `[user, assistant]` without a generation prompt and looking right after the assistant's text.
+ */
+export function endOfTurnToken(tokenizer: EncodingTokenizer, chatTemplate?: string): SpecialToken | null {
+  let cache = endOfTurnCache.get(tokenizer);
+  if (!cache) endOfTurnCache.set(tokenizer, cache = new Map());
+  const key = chatTemplate ?? "";
+  if (cache.has(key)) return cache.get(key)!;
+  let found: SpecialToken | null = null;
+  const tokens = tokenizer.all_special_tokens ?? [];
+  const ids = tokenizer.all_special_ids ?? [];
+  let text: string | undefined;
+  try {
+    text = renderChat(tokenizer, [{ role: "user", content: "hi" }, {
+      role: "assistant",
+      content: RESPONSE_PROBE,
+    }], {
+      addGenerationPrompt: false,
+      chatTemplate,
+    });
+  } catch {
+    // a template that refuses this conversation: keep EOS
+  }
+  const at = text?.lastIndexOf(RESPONSE_PROBE) ?? -1;
+  if (text !== undefined && at >= 0) {
+    const after = text.slice(at + RESPONSE_PROBE.length);
+    tokens.forEach((token, i) => {
+      if (token && after.startsWith(token) && (!found || token.length > found.token.length)) {
+        if (typeof ids[i] === "number") found = { token, id: ids[i] };
+      }
+    });
+  }
+  cache.set(key, found);
+  return found;
+}
+
+/**
+ * The token that ends every response, appended after its text and scored: the chat template's end-of-turn
+ * token ({@link endOfTurnToken}) when it has one, else the tokenizer's EOS.
+ */
+export function responseEndId(tokenizer: EncodingTokenizer, chatTemplate?: string): number {
+  const eot = endOfTurnToken(tokenizer, chatTemplate);
+  if (eot) return eot.id;
   const eos = tokenizer.eos_token_id;
   if (typeof eos !== "number") {
     throw new Error("the tokenizer has no EOS token: set eos_token in tokenizer_config.json");
   }
-  return [...tokenizer.encode(response, { add_special_tokens: false }), eos];
+  return eos;
+}
+
+/**
+ * Response token ids: the text on its own, no special tokens, then the response's end
+ * ({@link responseEndId}: the template's end-of-turn token, else EOS).
+ */
+export function tokenizeResponse(
+  tokenizer: EncodingTokenizer,
+  response: string,
+  chatTemplate?: string,
+): number[] {
+  const end = responseEndId(tokenizer, chatTemplate);
+  return [...tokenizer.encode(response, { add_special_tokens: false }), end];
 }
 
 /**
@@ -137,7 +315,7 @@ export function tokenizeResponse(tokenizer: EncodingTokenizer, response: string)
  * @example
  * ```ts
  * const t = tokenizeExample(tok, ex, { maxLength: 1024, maxPromptLength: 512 });
- * t.promptIds; t.responseIds[0].at(-1) === tok.eos_token_id; t.rewards;
+ * t.promptIds; t.responseIds[0].at(-1) === responseEndId(tok); t.rewards;
  * ```
  */
 export function tokenizeExample(
@@ -156,7 +334,7 @@ export function tokenizeExample(
   } else {
     texts = [example.completion];
   }
-  const cut = truncate(promptIds, texts.map((t) => tokenizeResponse(tokenizer, t)), opts);
+  const cut = truncate(promptIds, texts.map((t) => tokenizeResponse(tokenizer, t, opts.chatTemplate)), opts);
   return rewards === undefined ? cut : { ...cut, rewards };
 }
 

@@ -1,32 +1,61 @@
 /**
  * Parse and validate a Hugging Face `config.json` into one normalized, typed config for the architectures
- * the toolkit can build: the Llama family (`llama` — which also covers SmolLM, TinyLlama, Llama 2/3 —
- * `mistral`, `qwen2`) and GPT-2 (`gpt2`).
+ * the toolkit can build, grouped in four graph families (lib/model/families/):
+ * - `llama`: `llama` (also SmolLM, TinyLlama, Llama 2/3), `mistral`, `qwen2`, `qwen3`;
+ * - `gemma`: `gemma2`, `gemma3_text`;
+ * - `phi3`: `phi3` (Phi-3, Phi-3.5, Phi-4-mini);
+ * - `gpt2`: `gpt2`.
  *
  * Every place that needs a model dimension reads it from here, so the quirks of each `model_type` (GPT-2's
- * `n_embd`, Qwen2's hard-wired q/k/v biases, rope scaling variants, transformers v5's `rope_parameters`)
- * are resolved once. Unsupported features fail loudly at load time rather than producing a subtly wrong model.
+ * `n_embd`, Qwen2's hard-wired q/k/v biases, rope scaling variants, transformers v5's `rope_parameters`,
+ * which layers slide) are resolved once. Unsupported features fail loudly at load time rather than
+ * producing a subtly wrong model.
  *
  * @module
  */
+import {
+  checkRopeScaling,
+  ropeAttentionFactor,
+  ropeInverseFrequencies,
+  ropeScalingType,
+  ropeSupportedLength,
+} from "./rope.ts";
 
-/** The two graph families the toolkit implements. */
-export type Family = "llama" | "gpt2";
+export {
+  llama3ScaleInverseFrequencies,
+  ropeInverseFrequencies,
+  ropeScalingType,
+  type RopeType,
+  SUPPORTED_ROPE_TYPES,
+} from "./rope.ts";
+export { ropeAttentionFactor };
+
+/** The graph families the toolkit implements (one forward file each, lib/model/families/). */
+export type Family = "llama" | "gemma" | "phi3" | "gpt2";
 
 /** `model_type` values the toolkit accepts, with the family each maps to. */
 export const SUPPORTED_MODEL_TYPES = {
   llama: "llama",
   mistral: "llama",
   qwen2: "llama",
+  qwen3: "llama",
+  gemma2: "gemma",
+  gemma3_text: "gemma",
+  phi3: "phi3",
   gpt2: "gpt2",
 } as const satisfies Record<string, Family>;
 
 /** A supported `model_type`. */
 export type ModelType = keyof typeof SUPPORTED_MODEL_TYPES;
 /** `model_type`s of the Llama family. */
-export type LlamaModelType = "llama" | "mistral" | "qwen2";
+export type LlamaModelType = "llama" | "mistral" | "qwen2" | "qwen3";
+/** `model_type`s of the Gemma family. */
+export type GemmaModelType = "gemma2" | "gemma3_text";
 
-/** MLP activation: SiLU (SwiGLU gate in Llama) or the tanh approximation of GELU (GPT-2's `gelu_new`). */
+/**
+ * MLP activation: SiLU (the SwiGLU gate of Llama, Phi-3) or the tanh approximation of GELU (GPT-2's
+ * `gelu_new`, Gemma's `gelu_pytorch_tanh`: the same function).
+ */
 export type Activation = "silu" | "gelu_new";
 
 /** Whether each attention projection has a bias (Qwen2 has them on q/k/v but not o). */
@@ -36,11 +65,6 @@ export interface AttentionBias {
   v: boolean;
   o: boolean;
 }
-
-/** Rope scaling types that `ropeInverseFrequencies` implements (all are pure inverse-frequency rescalings). */
-export const SUPPORTED_ROPE_TYPES = ["default", "linear", "llama3"] as const;
-/** A supported rope scaling type. */
-export type RopeType = typeof SUPPORTED_ROPE_TYPES[number];
 
 /** Fields every family has. */
 export interface BaseModelConfig {
@@ -68,19 +92,48 @@ export interface BaseModelConfig {
   torchDtype: string | null;
 }
 
-/** A Llama-family config (llama, mistral, qwen2). */
-export interface LlamaModelConfig extends BaseModelConfig {
-  family: "llama";
-  modelType: LlamaModelType;
+/** Rotary and sliding-window fields of the rotary families (Llama, Gemma, Phi-3). */
+export interface RotaryModelConfig extends BaseModelConfig {
   rmsNormEps: number;
   ropeTheta: number;
   /** The raw rope scaling object from the file (null for none); its type is one of SUPPORTED_ROPE_TYPES. */
   ropeScaling: Record<string, unknown> | null;
-  /**
-   * Sliding attention window when some layer uses one, else null. The toolkit computes full causal
-   * attention, which matches the model only for sequences up to this length (see `maxSupportedLength`).
-   */
+  /** The attention window of sliding layers (keys more than this many positions back are not seen), or null. */
   slidingWindow: number | null;
+  /** Which layers slide (length numLayers); null: every layer when `slidingWindow` is set. */
+  slidingLayers: boolean[] | null;
+}
+
+/** A Llama-family config (llama, mistral, qwen2, qwen3). */
+export interface LlamaModelConfig extends RotaryModelConfig {
+  family: "llama";
+  modelType: LlamaModelType;
+  /** RMSNorm of each head's queries and keys before rotary (Qwen3's q_norm/k_norm). */
+  qkNorm: boolean;
+}
+
+/** A Gemma 2 / Gemma 3 text config. */
+export interface GemmaModelConfig extends RotaryModelConfig {
+  family: "gemma";
+  modelType: GemmaModelType;
+  /** Rope base of the sliding layers (Gemma 3's `rope_local_base_freq`, unscaled); Gemma 2: `ropeTheta`. */
+  ropeLocalTheta: number;
+  /** Attention scores are scaled by `queryPreAttnScalar^-½` (not headDim^-½). */
+  queryPreAttnScalar: number;
+  /** `cap·tanh(x / cap)` on the attention scores (Gemma 2: 50), or null. */
+  attnLogitSoftcap: number | null;
+  /** `cap·tanh(x / cap)` on the logits (Gemma 2: 30), or null. */
+  finalLogitSoftcap: number | null;
+  /** Gemma 3's q_norm/k_norm. */
+  qkNorm: boolean;
+}
+
+/** A Phi-3 config (Phi-3, Phi-3.5, Phi-4-mini): fused qkv and gate/up projections, partial rotary. */
+export interface Phi3ModelConfig extends RotaryModelConfig {
+  family: "phi3";
+  modelType: "phi3";
+  /** Rotated dimensions of each head: headDim × partial_rotary_factor. */
+  rotaryDim: number;
 }
 
 /** A GPT-2 config. */
@@ -91,7 +144,13 @@ export interface Gpt2ModelConfig extends BaseModelConfig {
 }
 
 /** A normalized config; narrow on `family`. */
-export type ModelConfig = LlamaModelConfig | Gpt2ModelConfig;
+export type ModelConfig = LlamaModelConfig | GemmaModelConfig | Phi3ModelConfig | Gpt2ModelConfig;
+
+/** The attention window of layer `i` (null: full causal attention). */
+export function layerWindow(cfg: ModelConfig, i: number): number | null {
+  if (cfg.family === "gpt2" || cfg.slidingWindow === null) return null;
+  return cfg.slidingLayers === null || cfg.slidingLayers[i] ? cfg.slidingWindow : null;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Field readers
@@ -178,60 +237,39 @@ class FieldReader {
     }
     return found.value;
   }
+
+  /** A positive number, or null when absent or null (softcaps). */
+  optionalPositive(name: string): number | null {
+    return this.raw([name]) ? this.positiveNumber([name], 1) : null;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Rope scaling
+// Rope and sliding windows
 // ---------------------------------------------------------------------------------------------------------
 
-/** The type of a rope scaling object (`rope_type`, or the legacy `type`); null means none. */
-export function ropeScalingType(scaling: Record<string, unknown> | null): string {
-  if (scaling === null) return "default";
-  const t = scaling.rope_type ?? scaling.type ?? "default";
-  return typeof t === "string" ? t : String(t);
-}
-
-function checkRopeScaling(r: FieldReader, key: string, scaling: Record<string, unknown>): void {
-  const type = ropeScalingType(scaling);
-  if (!(SUPPORTED_ROPE_TYPES as readonly string[]).includes(type)) {
-    r.fail(
-      `${key} type "${type}" is not supported (supported: null, ${
-        SUPPORTED_ROPE_TYPES.map((t) => `"${t}"`).join(", ")
-      })`,
-    );
-  }
-  const num = (k: string) => {
-    const v = scaling[k];
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      r.fail(`${key}.${k} must be a positive number for rope type "${type}", got ${JSON.stringify(v)}`);
-    }
-    return v as number;
-  };
-  if (type === "linear") num("factor");
-  if (type === "llama3") {
-    num("factor");
-    num("original_max_position_embeddings");
-    const low = num("low_freq_factor");
-    const high = num("high_freq_factor");
-    if (high <= low) r.fail(`${key}.high_freq_factor (${high}) must exceed low_freq_factor (${low})`);
-  }
+function asObject(r: FieldReader, json: Json, key: string): Json | null {
+  const v = json[key];
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "object" || Array.isArray(v)) return r.fail(`field "${key}" must be an object or null`);
+  return { ...(v as Json) };
 }
 
 /**
  * Rope scaling and theta from either transformers v4 (`rope_scaling` + `rope_theta`) or v5
- * (`rope_parameters`, which carries `rope_theta` inside).
+ * (`rope_parameters`, which carries `rope_theta` inside; Gemma 3's is keyed by layer type, whose
+ * `full_attention` entry is read here). `rotaryDim` checks longrope's lists.
  */
-function readRope(r: FieldReader): { ropeTheta: number; ropeScaling: Record<string, unknown> | null } {
-  const asObject = (key: string): Record<string, unknown> | null => {
-    const v = r.json[key];
-    if (v === undefined || v === null) return null;
-    if (typeof v !== "object" || Array.isArray(v)) return r.fail(`field "${key}" must be an object or null`);
-    return { ...(v as Json) };
-  };
-  const params = asObject("rope_parameters");
-  let scaling = asObject("rope_scaling");
+function readRope(
+  r: FieldReader,
+  rotaryDim: number,
+  defaultTheta = 10000,
+): { ropeTheta: number; ropeScaling: Record<string, unknown> | null } {
+  let params = asObject(r, r.json, "rope_parameters");
+  if (params && typeof params.full_attention === "object") params = asObject(r, params, "full_attention");
+  let scaling = asObject(r, r.json, "rope_scaling");
   let scalingKey = "rope_scaling";
-  let ropeTheta = r.positiveNumber(["rope_theta"], 10000);
+  let ropeTheta = r.positiveNumber(["rope_theta"], defaultTheta);
   if (params) {
     if (params.rope_theta !== undefined) {
       ropeTheta = new FieldReader(params, r.file, r.modelType).positiveNumber(["rope_theta"], ropeTheta);
@@ -242,67 +280,58 @@ function readRope(r: FieldReader): { ropeTheta: number; ropeScaling: Record<stri
       scalingKey = "rope_parameters";
     }
   }
-  if (scaling) checkRopeScaling(r, scalingKey, scaling);
+  if (
+    scaling && ropeScalingType(scaling) === "longrope" && scaling.original_max_position_embeddings == null
+  ) {
+    // Phi-3 keeps the pretraining length at the top level
+    const original = r.positiveInt(["original_max_position_embeddings"]);
+    scaling = { ...scaling, original_max_position_embeddings: original };
+  }
+  if (scaling) checkRopeScaling(scaling, scalingKey, (m) => r.fail(m), rotaryDim);
   return { ropeTheta, ropeScaling: scaling };
 }
 
-/**
- * Llama 3 frequency remapping (transformers' `_compute_llama3_parameters`): wavelengths shorter than
- * `original / high_freq_factor` keep their frequency, those longer than `original / low_freq_factor` are
- * slowed by `factor`, and the band between is interpolated smoothly.
- */
-export function llama3ScaleInverseFrequencies(
-  invFreq: Float64Array,
-  params: {
-    factor: number;
-    low_freq_factor: number;
-    high_freq_factor: number;
-    original_max_position_embeddings: number;
-  },
-): Float64Array {
-  const { factor, low_freq_factor: low, high_freq_factor: high } = params;
-  const oldContext = params.original_max_position_embeddings;
-  const lowFreqWavelen = oldContext / low;
-  const highFreqWavelen = oldContext / high;
-  const out = new Float64Array(invFreq.length);
-  for (let i = 0; i < invFreq.length; i++) {
-    const f = invFreq[i];
-    const wavelen = (2 * Math.PI) / f;
-    if (wavelen < highFreqWavelen) out[i] = f;
-    else if (wavelen > lowFreqWavelen) out[i] = f / factor;
-    else {
-      const smooth = (oldContext / wavelen - low) / (high - low);
-      out[i] = (1 - smooth) * (f / factor) + smooth * f;
-    }
+/** Gemma 3's local rope base: `rope_local_base_freq`, or v5's `rope_parameters.sliding_attention`. */
+function readLocalTheta(r: FieldReader, fallback: number): number {
+  const params = asObject(r, r.json, "rope_parameters");
+  const local = params && typeof params.sliding_attention === "object"
+    ? asObject(r, params, "sliding_attention")
+    : null;
+  if (local?.rope_theta !== undefined) {
+    return new FieldReader(local, r.file, r.modelType).positiveNumber(["rope_theta"], fallback);
   }
-  return out;
+  return r.positiveNumber(["rope_local_base_freq"], fallback);
 }
 
 /**
- * Rotary inverse frequencies `1 / theta^(2i/headDim)` for i < headDim/2, with the config's rope scaling
- * applied. Computed in float64 (transformers uses fp32), so the graph builder decides the final precision.
+ * Which layers slide: `layer_types` when the file lists them (transformers ≥ 4.53 writes it), else the
+ * family's rule (`slides(i)`). Returns the window and the per-layer flags, the window null when no
+ * layer slides.
  */
-export function ropeInverseFrequencies(
-  cfg: Pick<LlamaModelConfig, "headDim" | "ropeTheta" | "ropeScaling">,
-): Float64Array {
-  const dim = cfg.headDim;
-  if (dim % 2 !== 0) throw new Error(`rotary embeddings need an even head dimension, got ${dim}`);
-  const inv = new Float64Array(dim / 2);
-  for (let i = 0; i < dim / 2; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / dim);
-  const type = ropeScalingType(cfg.ropeScaling);
-  const s = cfg.ropeScaling ?? {};
-  switch (type) {
-    case "default":
-      return inv;
-    case "linear":
-      return inv.map((f) => f / (s.factor as number));
-    case "llama3":
-      return llama3ScaleInverseFrequencies(inv, s as Parameters<typeof llama3ScaleInverseFrequencies>[1]);
-    default:
-      throw new Error(
-        `rope scaling type "${type}" is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(", ")})`,
-      );
-  }
+function readWindows(
+  r: FieldReader,
+  numLayers: number,
+  window: number | null,
+  slides: (i: number) => boolean,
+): { slidingWindow: number | null; slidingLayers: boolean[] | null } {
+  if (window === null) return { slidingWindow: null, slidingLayers: null };
+  const types = r.json.layer_types;
+  let layers: boolean[];
+  if (Array.isArray(types)) {
+    if (types.length !== numLayers) {
+      r.fail(`layer_types has ${types.length} entries for ${numLayers} layers`);
+    }
+    layers = types.map((t, i) => {
+      if (t !== "sliding_attention" && t !== "full_attention") {
+        r.fail(
+          `layer_types[${i}] "${t}" is not supported (supported: "full_attention", "sliding_attention")`,
+        );
+      }
+      return t === "sliding_attention";
+    });
+  } else layers = Array.from({ length: numLayers }, (_, i) => slides(i));
+  if (!layers.some(Boolean)) return { slidingWindow: null, slidingLayers: null };
+  return { slidingWindow: window, slidingLayers: layers.every(Boolean) ? null : layers };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -322,7 +351,8 @@ function readCommon(r: FieldReader) {
   };
 }
 
-function parseLlama(r: FieldReader, modelType: LlamaModelType): LlamaModelConfig {
+/** Sizes every rotary family reads the same way. */
+function readSizes(r: FieldReader) {
   const hiddenSize = r.positiveInt(["hidden_size"]);
   const numHeads = r.positiveInt(["num_attention_heads"]);
   if (r.raw(["head_dim"]) === undefined && hiddenSize % numHeads !== 0) {
@@ -330,9 +360,29 @@ function parseLlama(r: FieldReader, modelType: LlamaModelType): LlamaModelConfig
       `hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads} and no head_dim is given`,
     );
   }
-  const numLayers = r.positiveInt(["num_hidden_layers"]);
-  const act = r.string(["hidden_act"]) ?? "silu";
-  if (act !== "silu" && act !== "swish") r.fail(`hidden_act "${act}" is not supported (supported: "silu")`);
+  return {
+    vocabSize: r.positiveInt(["vocab_size"]),
+    hiddenSize,
+    numLayers: r.positiveInt(["num_hidden_layers"]),
+    numHeads,
+    numKvHeads: r.positiveInt(["num_key_value_heads"], numHeads),
+    headDim: r.positiveInt(["head_dim"], hiddenSize / numHeads),
+    intermediateSize: r.positiveInt(["intermediate_size"]),
+    maxPositions: r.positiveInt(["max_position_embeddings"]),
+    rmsNormEps: r.positiveNumber(["rms_norm_eps"], 1e-6),
+  };
+}
+
+function requireActivation(r: FieldReader, keys: string[], allowed: string[], fallback: string): void {
+  const act = r.string(keys) ?? fallback;
+  if (!allowed.includes(act)) {
+    r.fail(`${keys[0]} "${act}" is not supported (supported: ${allowed.map((a) => `"${a}"`).join(", ")})`);
+  }
+}
+
+function parseLlama(r: FieldReader, modelType: LlamaModelType): LlamaModelConfig {
+  const sizes = readSizes(r);
+  requireActivation(r, ["hidden_act"], ["silu", "swish"], "silu");
   if (r.raw(["partial_rotary_factor"]) && r.json.partial_rotary_factor !== 1) {
     r.fail(`partial_rotary_factor ${JSON.stringify(r.json.partial_rotary_factor)} is not supported (only 1)`);
   }
@@ -344,41 +394,93 @@ function parseLlama(r: FieldReader, modelType: LlamaModelType): LlamaModelConfig
     mlpBias = r.bool("mlp_bias", false);
   } else if (modelType === "qwen2") {
     attentionBias = { q: true, k: true, v: true, o: false };
+  } else if (modelType === "qwen3") {
+    const b = r.bool("attention_bias", false);
+    attentionBias = { q: b, k: b, v: b, o: b };
   } else {
     attentionBias = { q: false, k: false, v: false, o: false };
   }
-  let slidingWindow: number | null = null;
-  if (modelType === "mistral") {
-    slidingWindow = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : null;
-  } else if (modelType === "qwen2" && r.bool("use_sliding_window", false) && r.raw(["sliding_window"])) {
-    const window = r.positiveInt(["sliding_window"]);
-    const layerTypes = r.json.layer_types;
-    const anySliding = Array.isArray(layerTypes)
-      ? layerTypes.includes("sliding_attention")
-      : r.positiveInt(["max_window_layers"], 28, 0) < numLayers;
-    slidingWindow = anySliding ? window : null;
-  }
-  const cfg: LlamaModelConfig = {
+  const window = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : null;
+  let windows;
+  if (modelType === "mistral") windows = readWindows(r, sizes.numLayers, window, () => true);
+  else if (modelType === "qwen2" || modelType === "qwen3") {
+    // transformers' Qwen2/Qwen3: layers from max_window_layers on slide, when use_sliding_window is set
+    const on = r.bool("use_sliding_window", false);
+    const from = r.positiveInt(["max_window_layers"], 28, 0);
+    windows = readWindows(r, sizes.numLayers, on ? window : null, (i) => i >= from);
+  } else windows = readWindows(r, sizes.numLayers, null, () => false);
+  return {
     family: "llama",
     modelType,
-    vocabSize: r.positiveInt(["vocab_size"]),
-    hiddenSize,
-    numLayers,
-    numHeads,
-    numKvHeads: r.positiveInt(["num_key_value_heads"], numHeads),
-    headDim: r.positiveInt(["head_dim"], hiddenSize / numHeads),
-    intermediateSize: r.positiveInt(["intermediate_size"]),
-    maxPositions: r.positiveInt(["max_position_embeddings"]),
+    ...sizes,
     attentionBias,
     mlpBias,
     tieWordEmbeddings: r.bool("tie_word_embeddings", false),
     activation: "silu",
     ...readCommon(r),
-    rmsNormEps: r.positiveNumber(["rms_norm_eps"], 1e-6),
-    ...readRope(r),
-    slidingWindow,
+    ...readRope(r, sizes.headDim),
+    ...windows,
+    qkNorm: modelType === "qwen3",
   };
-  return cfg;
+}
+
+function parseGemma(r: FieldReader, modelType: GemmaModelType): GemmaModelConfig {
+  const sizes = readSizes(r);
+  requireActivation(
+    r,
+    ["hidden_activation", "hidden_act"],
+    ["gelu_pytorch_tanh", "gelu_new", "gelu_fast"],
+    "gelu_pytorch_tanh",
+  );
+  const b = r.bool("attention_bias", false);
+  const gemma3 = modelType === "gemma3_text";
+  const rope = readRope(r, sizes.headDim, gemma3 ? 1e6 : 10000);
+  // Gemma 2: every other layer slides, starting with the first; Gemma 3: five of every six
+  const pattern = gemma3 ? r.positiveInt(["sliding_window_pattern"], 6) : 2;
+  const window = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : 4096;
+  return {
+    family: "gemma",
+    modelType,
+    ...sizes,
+    attentionBias: { q: b, k: b, v: b, o: b },
+    mlpBias: false,
+    tieWordEmbeddings: r.bool("tie_word_embeddings", true),
+    activation: "gelu_new",
+    ...readCommon(r),
+    ...rope,
+    ...readWindows(r, sizes.numLayers, window, (i) => (i + 1) % pattern !== 0),
+    ropeLocalTheta: gemma3 ? readLocalTheta(r, 10000) : rope.ropeTheta,
+    queryPreAttnScalar: r.positiveNumber(["query_pre_attn_scalar"], 256),
+    attnLogitSoftcap: r.optionalPositive("attn_logit_softcapping"),
+    finalLogitSoftcap: r.optionalPositive("final_logit_softcapping"),
+    qkNorm: gemma3,
+  };
+}
+
+function parsePhi3(r: FieldReader): Phi3ModelConfig {
+  const sizes = readSizes(r);
+  requireActivation(r, ["hidden_act"], ["silu", "swish"], "silu");
+  const factor = r.positiveNumber(["partial_rotary_factor"], 1);
+  if (factor > 1) r.fail(`partial_rotary_factor must be at most 1, got ${factor}`);
+  const rotaryDim = Math.floor(sizes.headDim * factor);
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    r.fail(`partial_rotary_factor ${factor} gives ${rotaryDim} rotary dimensions; an even number is needed`);
+  }
+  const b = r.bool("attention_bias", false);
+  const window = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : null;
+  return {
+    family: "phi3",
+    modelType: "phi3",
+    ...sizes,
+    attentionBias: { q: b, k: b, v: b, o: b },
+    mlpBias: false,
+    tieWordEmbeddings: r.bool("tie_word_embeddings", false),
+    activation: "silu",
+    ...readCommon(r),
+    ...readRope(r, rotaryDim),
+    ...readWindows(r, sizes.numLayers, window, () => true),
+    rotaryDim,
+  };
 }
 
 function parseGpt2(r: FieldReader): Gpt2ModelConfig {
@@ -414,6 +516,9 @@ function parseGpt2(r: FieldReader): Gpt2ModelConfig {
   };
 }
 
+/** Multimodal wrappers whose text model the toolkit reads, with the `model_type` to use instead. */
+const TEXT_PART: Record<string, string> = { gemma3: "gemma3_text" };
+
 /**
  * Parse a `config.json` object. `file` is only used in error messages, which name the file, the field and
  * the model type.
@@ -427,10 +532,22 @@ export function parseConfig(json: unknown, file = "config.json"): ModelConfig {
     throw new Error(`${file}: missing required field "model_type" (supported: ${supportedList()})`);
   }
   if (!Object.hasOwn(SUPPORTED_MODEL_TYPES, modelType)) {
-    throw new Error(`${file}: unsupported model_type "${modelType}" (supported: ${supportedList()})`);
+    const hint = TEXT_PART[modelType]
+      ? `; "${modelType}" is the multimodal model: extract its text model (model_type "${
+        TEXT_PART[modelType]
+      }")`
+      : "";
+    throw new Error(`${file}: unsupported model_type "${modelType}" (supported: ${supportedList()})${hint}`);
   }
   const r = new FieldReader(json as Json, file, modelType);
-  const cfg = modelType === "gpt2" ? parseGpt2(r) : parseLlama(r, modelType as LlamaModelType);
+  const family = SUPPORTED_MODEL_TYPES[modelType as ModelType];
+  const cfg = family === "gpt2"
+    ? parseGpt2(r)
+    : family === "gemma"
+    ? parseGemma(r, modelType as GemmaModelType)
+    : family === "phi3"
+    ? parsePhi3(r)
+    : parseLlama(r, modelType as LlamaModelType);
   validateModelConfig(cfg, file);
   return cfg;
 }
@@ -447,6 +564,17 @@ export async function loadConfig(path: string): Promise<ModelConfig> {
   }
   return parseConfig(json, file);
 }
+
+const EXPECTED_BIAS: Record<ModelType, (b: AttentionBias) => boolean> = {
+  llama: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  mistral: (b) => !b.q && !b.k && !b.v && !b.o,
+  qwen2: (b) => b.q && b.k && b.v && !b.o,
+  qwen3: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  gemma2: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  gemma3_text: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  phi3: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  gpt2: (b) => b.q && b.k && b.v && b.o,
+};
 
 /**
  * Check the invariants every consumer relies on (positive sizes, heads divisible by kv heads, family
@@ -475,134 +603,75 @@ export function validateModelConfig(cfg: ModelConfig, file = "<config>"): void {
   if (cfg.numHeads % cfg.numKvHeads !== 0) {
     fail(`num_attention_heads ${cfg.numHeads} is not a multiple of num_key_value_heads ${cfg.numKvHeads}`);
   }
-  if (cfg.family === "llama") {
-    if (cfg.headDim % 2 !== 0) fail(`head_dim ${cfg.headDim} must be even for rotary embeddings`);
-    if (!(cfg.rmsNormEps > 0)) fail(`rms_norm_eps must be positive`);
-    if (!(cfg.ropeTheta > 0)) fail(`rope_theta must be positive`);
-    if (cfg.activation !== "silu") fail(`activation must be "silu"`);
-    if (cfg.slidingWindow !== null && !(Number.isSafeInteger(cfg.slidingWindow) && cfg.slidingWindow > 0)) {
-      fail(`sliding_window must be a positive integer or null`);
-    }
-    const r = new FieldReader({ rope_scaling: cfg.ropeScaling }, file, cfg.modelType);
-    if (cfg.ropeScaling) checkRopeScaling(r, "rope_scaling", cfg.ropeScaling);
-  } else {
+  if (cfg.family === "gpt2") {
     if (cfg.numKvHeads !== cfg.numHeads) {
       fail(`GPT-2 has no grouped-query attention (numKvHeads must equal numHeads)`);
     }
     if (cfg.headDim * cfg.numHeads !== cfg.hiddenSize) fail(`GPT-2 headDim must be hiddenSize / numHeads`);
     if (!(cfg.layerNormEps > 0)) fail(`layer_norm_epsilon must be positive`);
     if (cfg.activation !== "gelu_new") fail(`activation must be "gelu_new"`);
+  } else {
+    const rotary = cfg.family === "phi3" ? cfg.rotaryDim : cfg.headDim;
+    if (cfg.headDim % 2 !== 0) fail(`head_dim ${cfg.headDim} must be even for rotary embeddings`);
+    if (rotary % 2 !== 0 || rotary > cfg.headDim) {
+      fail(`rotary dimension ${rotary} must be even and ≤ head_dim`);
+    }
+    if (!(cfg.rmsNormEps > 0)) fail(`rms_norm_eps must be positive`);
+    if (!(cfg.ropeTheta > 0)) fail(`rope_theta must be positive`);
+    const act = cfg.family === "gemma" ? "gelu_new" : "silu";
+    if (cfg.activation !== act) fail(`activation must be "${act}"`);
+    if (cfg.slidingWindow !== null && !(Number.isSafeInteger(cfg.slidingWindow) && cfg.slidingWindow > 0)) {
+      fail(`sliding_window must be a positive integer or null`);
+    }
+    if (cfg.slidingLayers !== null && cfg.slidingLayers.length !== cfg.numLayers) {
+      fail(`slidingLayers must have one entry per layer`);
+    }
+    if (cfg.ropeScaling) checkRopeScaling(cfg.ropeScaling, "rope_scaling", fail, rotary);
   }
-  const b = cfg.attentionBias;
-  const expectedBias: Record<ModelType, (b: AttentionBias) => boolean> = {
-    llama: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
-    mistral: (b) => !b.q && !b.k && !b.v && !b.o,
-    qwen2: (b) => b.q && b.k && b.v && !b.o,
-    gpt2: (b) => b.q && b.k && b.v && b.o,
-  };
-  if (!expectedBias[cfg.modelType](b)) {
-    fail(`attentionBias ${JSON.stringify(b)} is not expressible for this model type`);
+  if (!EXPECTED_BIAS[cfg.modelType](cfg.attentionBias)) {
+    fail(`attentionBias ${JSON.stringify(cfg.attentionBias)} is not expressible for this model type`);
   }
-  if (cfg.modelType !== "llama" && cfg.mlpBias !== (cfg.family === "gpt2")) {
-    fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
-  }
+  const mlpBias = cfg.family === "gpt2" ? true : cfg.modelType === "llama" ? cfg.mlpBias : false;
+  if (cfg.mlpBias !== mlpBias) fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
 }
 
 /**
- * The longest sequence the toolkit models exactly: `maxPositions`, capped by a sliding window since full
- * causal attention equals windowed attention only while the sequence fits in the window.
+ * The longest sequence the toolkit models exactly: `maxPositions`, capped by longrope's original length
+ * (past it transformers switches to the long factors for the whole sequence).
  */
 export function maxSupportedLength(cfg: ModelConfig): number {
-  return cfg.family === "llama" && cfg.slidingWindow !== null
-    ? Math.min(cfg.maxPositions, cfg.slidingWindow)
-    : cfg.maxPositions;
+  if (cfg.family === "gpt2") return cfg.maxPositions;
+  const rotaryDim = cfg.family === "phi3" ? cfg.rotaryDim : cfg.headDim;
+  return Math.min(cfg.maxPositions, ropeSupportedLength({ ...cfg, rotaryDim }));
+}
+
+/** The rope settings of a rotary family's layer `i` (Gemma 3's sliding layers use their own base, unscaled). */
+export function layerRope(
+  cfg: LlamaModelConfig | GemmaModelConfig | Phi3ModelConfig,
+  i: number,
+): { invFreq: Float64Array; scale: number } {
+  const local = cfg.family === "gemma" && cfg.modelType === "gemma3_text" && layerWindow(cfg, i) !== null;
+  const settings = {
+    headDim: cfg.headDim,
+    rotaryDim: cfg.family === "phi3" ? cfg.rotaryDim : cfg.headDim,
+    ropeTheta: local ? (cfg as GemmaModelConfig).ropeLocalTheta : cfg.ropeTheta,
+    ropeScaling: local ? null : cfg.ropeScaling,
+    maxPositions: cfg.maxPositions,
+  };
+  return { invFreq: ropeInverseFrequencies(settings), scale: ropeAttentionFactor(settings) };
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Export and test configs
+// Test configs
 // ---------------------------------------------------------------------------------------------------------
-
-const ARCHITECTURES: Record<ModelType, string> = {
-  llama: "LlamaForCausalLM",
-  mistral: "MistralForCausalLM",
-  qwen2: "Qwen2ForCausalLM",
-  gpt2: "GPT2LMHeadModel",
-};
-
-/**
- * A `config.json` object that `transformers` (and `parseConfig`) loads back into the same model, for
- * exporting trained weights. Only fields the architecture needs are written; the rest take HF defaults.
- */
-export function configToJson(cfg: ModelConfig): Record<string, unknown> {
-  validateModelConfig(cfg);
-  const tokens = {
-    bos_token_id: cfg.bosTokenId,
-    eos_token_id: cfg.eosTokenId,
-    pad_token_id: cfg.padTokenId,
-  };
-  const dtype = cfg.torchDtype === null ? {} : { torch_dtype: cfg.torchDtype };
-  if (cfg.family === "gpt2") {
-    return {
-      architectures: [ARCHITECTURES.gpt2],
-      model_type: "gpt2",
-      activation_function: "gelu_new",
-      vocab_size: cfg.vocabSize,
-      n_embd: cfg.hiddenSize,
-      n_layer: cfg.numLayers,
-      n_head: cfg.numHeads,
-      n_inner: cfg.intermediateSize,
-      n_positions: cfg.maxPositions,
-      n_ctx: cfg.maxPositions,
-      layer_norm_epsilon: cfg.layerNormEps,
-      tie_word_embeddings: cfg.tieWordEmbeddings,
-      ...tokens,
-      ...dtype,
-    };
-  }
-  const defaultHeadDim = cfg.hiddenSize / cfg.numHeads === cfg.headDim;
-  const out: Record<string, unknown> = {
-    architectures: [ARCHITECTURES[cfg.modelType]],
-    model_type: cfg.modelType,
-    hidden_act: "silu",
-    vocab_size: cfg.vocabSize,
-    hidden_size: cfg.hiddenSize,
-    intermediate_size: cfg.intermediateSize,
-    num_hidden_layers: cfg.numLayers,
-    num_attention_heads: cfg.numHeads,
-    num_key_value_heads: cfg.numKvHeads,
-    ...(cfg.modelType !== "qwen2" || !defaultHeadDim ? { head_dim: cfg.headDim } : {}),
-    max_position_embeddings: cfg.maxPositions,
-    rms_norm_eps: cfg.rmsNormEps,
-    rope_theta: cfg.ropeTheta,
-    rope_scaling: cfg.ropeScaling === null ? null : { ...cfg.ropeScaling },
-    tie_word_embeddings: cfg.tieWordEmbeddings,
-    ...tokens,
-    ...dtype,
-  };
-  if (cfg.modelType === "llama") {
-    out.attention_bias = cfg.attentionBias.q;
-    out.mlp_bias = cfg.mlpBias;
-  } else if (cfg.modelType === "mistral") {
-    out.sliding_window = cfg.slidingWindow;
-  } else {
-    out.use_sliding_window = cfg.slidingWindow !== null;
-    out.sliding_window = cfg.slidingWindow;
-    // With a window, mark every layer as windowed: for sequences within the window (all the toolkit
-    // supports) that is the same model whichever layers the original windowed.
-    out.max_window_layers = cfg.slidingWindow !== null ? 0 : cfg.numLayers;
-  }
-  return out;
-}
 
 type Overrides<T> = { [K in keyof T]?: T[K] };
 
-function tinyLlama(o: Overrides<LlamaModelConfig>): LlamaModelConfig {
-  const modelType = o.modelType ?? "llama";
+/** Sizes shared by the tiny rotary configs: hidden 32, 2 layers, 4 heads (2 kv heads), vocab 64. */
+function tinySizes(o: Overrides<RotaryModelConfig>) {
   const hiddenSize = o.hiddenSize ?? 32;
   const numHeads = o.numHeads ?? 4;
-  const bias = modelType === "qwen2";
   return {
-    modelType,
     vocabSize: 64,
     hiddenSize,
     numLayers: 2,
@@ -611,10 +680,7 @@ function tinyLlama(o: Overrides<LlamaModelConfig>): LlamaModelConfig {
     headDim: hiddenSize / numHeads,
     intermediateSize: 2 * hiddenSize,
     maxPositions: 64,
-    attentionBias: { q: bias, k: bias, v: bias, o: false },
     mlpBias: false,
-    tieWordEmbeddings: false,
-    activation: "silu",
     bosTokenId: 1,
     eosTokenId: 2,
     padTokenId: null,
@@ -623,8 +689,55 @@ function tinyLlama(o: Overrides<LlamaModelConfig>): LlamaModelConfig {
     ropeTheta: 10000,
     ropeScaling: null,
     slidingWindow: null,
+    slidingLayers: null,
+  };
+}
+
+function tinyLlama(o: Overrides<LlamaModelConfig>): LlamaModelConfig {
+  const modelType = o.modelType ?? "llama";
+  const bias = modelType === "qwen2";
+  return {
+    modelType,
+    ...tinySizes(o),
+    attentionBias: { q: bias, k: bias, v: bias, o: false },
+    tieWordEmbeddings: false,
+    activation: "silu",
+    qkNorm: modelType === "qwen3",
     ...o,
     family: "llama",
+  };
+}
+
+function tinyGemma(o: Overrides<GemmaModelConfig>): GemmaModelConfig {
+  const modelType = o.modelType ?? "gemma2";
+  const sizes = tinySizes(o);
+  return {
+    modelType,
+    ...sizes,
+    attentionBias: { q: false, k: false, v: false, o: false },
+    tieWordEmbeddings: true,
+    activation: "gelu_new",
+    ropeLocalTheta: sizes.ropeTheta,
+    queryPreAttnScalar: o.headDim ?? sizes.headDim,
+    attnLogitSoftcap: null,
+    finalLogitSoftcap: null,
+    qkNorm: modelType === "gemma3_text",
+    ...o,
+    family: "gemma",
+  };
+}
+
+function tinyPhi3(o: Overrides<Phi3ModelConfig>): Phi3ModelConfig {
+  const sizes = tinySizes(o);
+  return {
+    modelType: "phi3",
+    ...sizes,
+    attentionBias: { q: false, k: false, v: false, o: false },
+    tieWordEmbeddings: false,
+    activation: "silu",
+    rotaryDim: o.headDim ?? sizes.headDim,
+    ...o,
+    family: "phi3",
   };
 }
 
@@ -657,23 +770,24 @@ function tinyGpt2(o: Overrides<Gpt2ModelConfig>): Gpt2ModelConfig {
 }
 
 /**
- * A small config for random-init tests (hidden 32, 2 layers, 4 heads, 2 kv heads for Llama, vocab 64,
- * 64 positions). Dependent sizes (head dim, intermediate size) follow overridden ones unless overridden
- * themselves; `modelType: "qwen2"` gets Qwen2's biases. The result is validated.
+ * A small config for random-init tests (hidden 32, 2 layers, 4 heads, 2 kv heads for the rotary
+ * families, vocab 64, 64 positions). Dependent sizes (head dim, intermediate size) follow overridden ones
+ * unless overridden themselves; `modelType: "qwen2"` gets Qwen2's biases, `"qwen3"`/`"gemma3_text"`
+ * their q/k norms. The result is validated.
  */
 export function tinyConfig(family: "llama", overrides?: Overrides<LlamaModelConfig>): LlamaModelConfig;
+export function tinyConfig(family: "gemma", overrides?: Overrides<GemmaModelConfig>): GemmaModelConfig;
+export function tinyConfig(family: "phi3", overrides?: Overrides<Phi3ModelConfig>): Phi3ModelConfig;
 export function tinyConfig(family: "gpt2", overrides?: Overrides<Gpt2ModelConfig>): Gpt2ModelConfig;
-export function tinyConfig(
-  family: Family,
-  overrides?: Overrides<LlamaModelConfig> | Overrides<Gpt2ModelConfig>,
-): ModelConfig;
-export function tinyConfig(
-  family: Family,
-  overrides: Overrides<LlamaModelConfig> | Overrides<Gpt2ModelConfig> = {},
-): ModelConfig {
-  const cfg = family === "llama"
-    ? tinyLlama(overrides as Overrides<LlamaModelConfig>)
-    : tinyGpt2(overrides as Overrides<Gpt2ModelConfig>);
+export function tinyConfig(family: Family, overrides?: Overrides<ModelConfig>): ModelConfig;
+export function tinyConfig(family: Family, overrides: Overrides<ModelConfig> = {}): ModelConfig {
+  const make = {
+    llama: tinyLlama,
+    gemma: tinyGemma,
+    phi3: tinyPhi3,
+    gpt2: tinyGpt2,
+  }[family] as (o: Overrides<ModelConfig>) => ModelConfig;
+  const cfg = make(overrides);
   validateModelConfig(cfg, `tinyConfig("${family}")`);
   return cfg;
 }

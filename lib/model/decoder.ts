@@ -1,5 +1,5 @@
 /**
- * The public entry of lib/model: build a decoder-only transformer (Llama family or GPT-2) as a graph of
+ * The public entry of lib/model: build a decoder-only transformer (any family of families/) as a graph of
  * the toolkit's engine, for training (full sequences, log-probs, gradients) and for serving (a KV cache in
  * the layout transformers.js feeds), from the SAME code.
  *
@@ -24,8 +24,8 @@
  *   tokens' keys (after rotary) and values. Unused outputs cost nothing (ONNX Runtime prunes them).
  *
  * Attention is causal over absolute indices (query t sees keys ≤ P + t) and masked where the mask is 0,
- * with an additive −1e9 bias (finite: a fully masked row gives a uniform softmax, never NaN). Sliding
- * windows (Mistral, some Qwen2) are not applied: the model is exact up to `maxSupportedLength(cfg)`.
+ * with an additive −1e9 bias (finite: a fully masked row gives a uniform softmax, never NaN). Layers with a
+ * sliding window (Mistral, Gemma, Phi-3, some Qwen) also mask keys that many positions back or more.
  *
  * ## Compute dtypes
  * float32 (the default), float64 (finite-difference checks) and float16, mixed precision for CUDA:
@@ -49,7 +49,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import type { TrainableParam } from "../graph/training.ts";
 import * as op from "../graph/ops.ts";
-import type { ModelConfig } from "./config.ts";
+import { layerWindow, type ModelConfig } from "./config.ts";
 import { type FloatDType, overlayWeights, type WeightMap, type WeightSource } from "./weights.ts";
 import {
   initLoraTensors,
@@ -59,10 +59,17 @@ import {
   loraRuntime,
   normalizeLoraConfig,
 } from "./lora.ts";
-import { llamaForward } from "./llama.ts";
+import { familyOf } from "./families/registry.ts";
 import { expectedTensors } from "./weights_names.ts";
-import { gpt2Forward } from "./gpt2.ts";
-import { attentionBias, type Ctx, lmHead, positionsFromMask, sensitiveDtype, weight } from "./layers.ts";
+import {
+  attentionBias,
+  type Ctx,
+  dropoutRowIds,
+  lmHead,
+  positionsFromMask,
+  sensitiveDtype,
+  weight,
+} from "./layers.ts";
 import { headLogProbs, type SequenceLogProbs } from "./logprobs.ts";
 import type { FamilyOutputs, KvPair } from "./types.ts";
 
@@ -104,11 +111,17 @@ export function buildDecoder(
   opts: DecoderOptions,
 ): DecoderOutputs {
   const { ctx, ids, out } = decoderBody(g, cfg, inputs, opts);
-  return { logits: lmHead(ctx, out.hidden, out.head, ids, inputs.logitsToKeep), present: out.present };
+  return {
+    logits: lmHead(ctx, out.hidden, out.head, ids, inputs.logitsToKeep, out.logitSoftcap ?? null),
+    present: out.present,
+  };
 }
 
-/** Embeddings and layers of `cfg` (everything but the LM head), with the context the head needs. */
-function decoderBody(
+/**
+ * Embeddings and layers of `cfg` (everything but the LM head), with the context the head needs; exported
+ * for other heads on the same body (reward_head.ts' score head).
+ */
+export function decoderBody(
   g: GraphBuilder,
   cfg: ModelConfig,
   inputs: DecoderInputs,
@@ -126,10 +139,22 @@ function decoderBody(
   const positions = inputs.positionIds
     ? op.cast(inputs.positionIds, "int64")
     : positionsFromMask(ids, inputs.attentionMask);
-  const ctx: Ctx = { g, dtype, weights: opts.weights, lora: opts.lora ?? null };
-  const bias = attentionBias(ids, inputs.attentionMask, sensitiveDtype(dtype));
-  const common = { ids, positions, bias, past: inputs.past };
-  const out = cfg.family === "llama" ? llamaForward(ctx, cfg, common) : gpt2Forward(ctx, cfg, common);
+  let lora = opts.lora ?? null;
+  // keyed dropout masks per token, not per padded position: the chunking cannot change them
+  if (lora?.dropoutKey && lora.train && lora.dropout > 0) lora = { ...lora, dropoutRows: dropoutRowIds(ids) };
+  const ctx: Ctx = { g, dtype, weights: opts.weights, lora };
+  // one bias per attention window, built before the layers so that no layer's segment owns it
+  const biases = new Map<number | null, Value>();
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const w = layerWindow(cfg, i);
+    if (!biases.has(w)) biases.set(w, attentionBias(ids, inputs.attentionMask, sensitiveDtype(dtype), w));
+  }
+  const bias = (w: number | null) => {
+    const b = biases.get(w);
+    if (!b) throw new Error(`no attention bias for window ${w}`);
+    return b;
+  };
+  const out = familyOf(cfg).forward(ctx, cfg, { ids, positions, bias, past: inputs.past });
   return { ctx, ids, out };
 }
 
@@ -147,7 +172,7 @@ export function decoderLogProbs(
   const { ctx, out } = decoderBody(g, cfg, batch, opts);
   return g.segment(
     "head",
-    () => headLogProbs(out.hidden, weight(ctx, out.head), batch.labels, opts.chunk ?? 0),
+    () => headLogProbs(out.hidden, weight(ctx, out.head), batch.labels, opts.chunk ?? 0, out.logitSoftcap),
   );
 }
 
@@ -212,7 +237,7 @@ export function trainableParamsFor(cfg: ModelConfig, spec: TrainableSpec): Train
 
 /** Hugging Face Trainer's rule: no weight decay on biases and normalization weights. */
 function noDecay(name: string): boolean {
-  return name.endsWith(".bias") || /(^|\.)(ln_\w+|ln_f|norm|\w+_layernorm)\.weight$/.test(name);
+  return name.endsWith(".bias") || /(^|\.)(ln_\w+|ln_f|\w*norm|\w+_layernorm)\.weight$/.test(name);
 }
 
 /** A labelled batch inside a graph: ids and mask `[N, T]`, labels `[N, T]` (−100 = not scored, unshifted). */

@@ -5,7 +5,7 @@
  * ```
  * folder/
  *   config.json              HF config (+ "transformers.js_config": dtype, external data)
- *   generation_config.json   bos / eos / pad ids and sampling defaults
+ *   generation_config.json   the source's (sampling defaults, …), every stop id (+ the chat end-of-turn)
  *   model.safetensors        HF-named weights (or shards + index), for PyTorch, in the chosen dtype
  *   tokenizer.json …         the tokenizer files, copied
  *   (these four are model_folder.ts' `saveModelFolder`: the same folder a training run saves)
@@ -37,12 +37,12 @@ import type { ModelConfig } from "./config.ts";
 import { buildDecoder } from "./decoder.ts";
 import type { KvPair } from "./types.ts";
 import { SERVING_DIMS, SERVING_NAMES } from "./generate.ts";
-import { loadModelFolder, saveModelFolder } from "./model_folder.ts";
+import { loadModelFolder, readGenerationConfig, saveModelFolder } from "./model_folder.ts";
 import type { OutputDtype, TensorReader } from "./safetensors.ts";
 import { storedWeights } from "./stored_weights.ts";
 import type { WeightMap, WeightSource } from "./weights.ts";
 import { canonicalizeCheckpoint, validateCheckpoint } from "./weights_names.ts";
-import { exists, linkOrCopy } from "../files.ts";
+import { exists, linkOrCopy, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 
 /** The ONNX file transformers.js loads for `dtype: "fp32"` (suffix "" in its DEFAULT_DTYPE_SUFFIX_MAPPING). */
 export const SERVING_ONNX_FILE = "onnx/model.onnx";
@@ -58,6 +58,7 @@ export type GenerationDefaults = {
   temperature?: number;
   topP?: number;
   topK?: number;
+  repetitionPenalty?: number;
   maxNewTokens?: number;
 };
 
@@ -71,8 +72,18 @@ export type ExportOptions = {
   weights: WeightMap | TensorReader;
   /** The weights' dtype in the folder (model.safetensors and the decoder). Default float32. */
   dtype?: OutputDtype;
-  /** A folder with the tokenizer files (tokenizer.json, tokenizer_config.json, …); none copied if absent. */
+  /**
+   * A folder with the tokenizer files (tokenizer.json, tokenizer_config.json, chat_template.jinja, …); none
+   * copied if absent. Its chat template's end-of-turn token and its EOS join generation_config.json's
+   * `eos_token_id`.
+   */
   tokenizerDir?: string;
+  /**
+   * The model folder the weights came from: its `generation_config.json` (sampling defaults, every stop id)
+   * is carried into the export, ids merged. Default: `tokenizerDir` (a model folder holds its tokenizer).
+   */
+  sourceDir?: string;
+  /** generation_config.json values that win over the source's. */
   generation?: GenerationDefaults;
   /** Largest safetensors shard (default "5GB", as transformers). */
   maxShardSize?: number | string;
@@ -130,15 +141,28 @@ function samplingDefaults(gen: GenerationDefaults): Record<string, unknown> {
   if (gen.temperature !== undefined) out.temperature = gen.temperature;
   if (gen.topP !== undefined) out.top_p = gen.topP;
   if (gen.topK !== undefined) out.top_k = gen.topK;
+  if (gen.repetitionPenalty !== undefined) out.repetition_penalty = gen.repetitionPenalty;
   if (gen.maxNewTokens !== undefined) out.max_new_tokens = gen.maxNewTokens;
   return out;
+}
+
+/**
+ * The ids a tokenizer folder says end a response: its chat template's end-of-turn token (Llama 3's
+ * `<|eot_id|>`, which training appends and scores) and its EOS.
+ */
+async function tokenizerStopIds(dir: string): Promise<number[]> {
+  // lazily: transformers.js loads sharp through FFI when imported
+  const { loadTokenizer, endOfTurnToken } = await import("../data/tokenize.ts");
+  const tokenizer = await loadTokenizer(dir, { log: () => {} });
+  const ids = [endOfTurnToken(tokenizer)?.id, tokenizer.eos_token_id];
+  return ids.filter((id): id is number => typeof id === "number");
 }
 
 /** Adds fields to a JSON object file. */
 async function updateJson(path: string, fields: Record<string, unknown>): Promise<void> {
   if (Object.keys(fields).length === 0) return;
   const json = { ...JSON.parse(await Deno.readTextFile(path)), ...fields };
-  await Deno.writeTextFile(path, JSON.stringify(json, null, 2) + "\n");
+  await writeJsonAtomic(path, json);
 }
 
 /**
@@ -173,11 +197,15 @@ export async function exportForServing(folderOut: string, opts: ExportOptions): 
   }
   const folder = resolve(folderOut);
 
-  // The Hugging Face part: config, generation config, model.safetensors, tokenizer files.
+  // The Hugging Face part: config, generation config (the source's, carried), model.safetensors, tokenizer
+  // files.
+  const sourceDir = opts.sourceDir ?? opts.tokenizerDir;
   await saveModelFolder(folder, cfg, weights, {
     dtype: opts.dtype,
     tokenizerFrom: opts.tokenizerDir,
     maxShardSize: opts.maxShardSize,
+    generationConfig: sourceDir ? await readGenerationConfig(sourceDir) : null,
+    extraEosTokenIds: opts.tokenizerDir ? await tokenizerStopIds(opts.tokenizerDir) : [],
   });
 
   // The ONNX decoder, reading its weights from the safetensors files through links in onnx/.
@@ -198,7 +226,10 @@ export async function exportForServing(folderOut: string, opts: ExportOptions): 
   const model = serializeModel(buildServingGraph(cfg, storedWeights(saved.stored, { prefix: "" })), {
     locate: (file) => locations.get(file)!,
   });
-  await Deno.writeFile(join(folder, SERVING_ONNX_FILE), model.model);
+  await writeFileAtomic(join(folder, SERVING_ONNX_FILE), async (f) => {
+    let off = 0;
+    while (off < model.model.length) off += await f.write(model.model.subarray(off));
+  });
 
   // What transformers.js reads beyond the HF config: the dtype to pick and where the weights are.
   const tfjs = { dtype: "fp32", use_external_data_format: { [basename(SERVING_ONNX_FILE)]: shards.length } };

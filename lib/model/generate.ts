@@ -19,6 +19,7 @@ import type { HostTensor, ModelSession } from "../runtime/session.ts";
 import { OrtValue } from "../runtime/ort/value.ts";
 import { logSumExp } from "../losses/stable.ts";
 import {
+  applyRepetitionPenalty,
   mulberry32,
   type Rng,
   sampleToken,
@@ -152,6 +153,11 @@ export type GenerateOptions = SamplingParams & {
   topLogprobs?: number;
   /** The id used for left padding (masked out, so any valid id). Default 0. */
   padTokenId?: number;
+  /**
+   * transformers' repetition penalty over each row's prompt and generated tokens before a token is chosen
+   * (greedy included; log-probs stay the model's own). Default 1: none.
+   */
+  repetitionPenalty?: number;
   /** Cache geometry, when the session's metadata does not tell it. */
   layout?: KvLayout;
 };
@@ -212,6 +218,12 @@ export async function generate(
   const rng: Rng = mulberry32(opts.seed ?? randomSeed());
   const rngs = opts.seeds?.map((s) => mulberry32(s ?? randomSeed()));
   const sampling: SamplingParams = { temperature: opts.temperature, topP: opts.topP, topK: opts.topK };
+  const penalty = opts.repetitionPenalty ?? 1;
+  if (!(penalty > 0 && Number.isFinite(penalty))) {
+    throw new RangeError(`repetitionPenalty must be > 0, got ${penalty}`);
+  }
+  /** Each row's prompt and generated tokens, when a penalty needs them. */
+  const seen = penalty === 1 ? undefined : promptIds.map((p) => new Set(p));
 
   // The batch: `active[j]` is the original row at batch position j.
   let active = promptIds.map((_, i) => i);
@@ -249,7 +261,9 @@ export async function generate(
         const r = active[j];
         const at = (j * s + s - 1) * V;
         const row = (logits.data as Float32Array).subarray(at, at + V);
-        const token = sampleToken(row, sampling, rngs ? rngs[r] : rng);
+        const scores = seen ? applyRepetitionPenalty(row, seen[r], penalty) : row;
+        const token = sampleToken(scores, sampling, rngs ? rngs[r] : rng);
+        seen?.[r].add(token);
         const lse = logSumExp(row);
         const choice: TokenChoice = { token, logprob: row[token] - lse };
         if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));

@@ -2,7 +2,7 @@
  * Random weights for a config: tiny models for tests and the demo, seeded and deterministic.
  *
  * Follows transformers' `_init_weights`: linear and embedding weights ~ N(0, std²) (initializer_range,
- * 0.02), biases 0, norm weights 1 (LayerNorm biases 0). Tests that must see every parameter at work can
+ * 0.02), biases 0, norms the identity (weights 1, Gemma's 0; LayerNorm biases 0). Tests that must see every parameter at work can
  * perturb norms and biases too.
  * @module
  */
@@ -40,7 +40,7 @@ export function gaussian(rng: Rng): () => number {
 }
 
 function isNorm(name: string): boolean {
-  return /(^|\.)(ln_\d|ln_f|norm|input_layernorm|post_attention_layernorm)\.(weight|bias)$/.test(name);
+  return /(^|\.)(ln_\d|ln_f|\w*norm|\w+_layernorm)\.(weight|bias)$/.test(name);
 }
 
 /** Every tensor of `cfg` (canonical HF names and shapes), randomly initialized. */
@@ -48,11 +48,13 @@ export function initWeights(cfg: ModelConfig, opts: InitOptions = {}): WeightMap
   const normal = gaussian(mulberry32(opts.seed ?? 0));
   const std = opts.std ?? 0.02, biasStd = opts.biasStd ?? 0, normStd = opts.normStd ?? 0;
   const out: WeightMap = new Map();
+  // Gemma stores norm weights as w − 1 (its norms scale by 1 + w), so "exactly 1" is 0 there
+  const one = cfg.family === "gemma" ? 0 : 1;
   for (const { name, shape } of expectedTensors(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (isNorm(name)) {
-      const base = name.endsWith(".weight") ? 1 : 0;
+      const base = name.endsWith(".weight") ? one : 0;
       for (let i = 0; i < n; i++) data[i] = base + normStd * normal();
     } else {
       const s = name.endsWith(".bias") ? biasStd : std;

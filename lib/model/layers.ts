@@ -76,52 +76,85 @@ export function keyedDropout(x: Value, p: number, key: Value, seed: number): Val
 
 /**
  * The keep-mask of {@link keyedDropout} (true where x survives): u = frac(43758.5453 · sin(12.9898 · i +
- * 78.233 · key + seed')) in float64 for element index i, kept where u ≥ p. The ramp 12.9898 · i + 78.233 ·
- * key depends only on the shape, so every module whose input has the same (symbolic) shape shares one ramp
- * per graph: on a GPU each node costs a launch, and 4 adapted modules per layer would otherwise build 4
- * ramps of ~9 nodes each. The module's own mask then takes 6 nodes.
+ * 78.233 · key + seed')) in float64 for element index i, kept where u ≥ p. With `rows` (`[rows, 1]`
+ * float64 ids of x's rows, see {@link dropoutRowIds}), i = row id · F + column for x `[rows, F]`, so the
+ * mask of a token does not depend on how wide its batch was padded (chunking steps differently pads
+ * differently); without, i is the element's flat index. The ramp 12.9898 · i + 78.233 · key depends only
+ * on the shape, so every module whose input has the same (symbolic) shape shares one ramp per graph: on a
+ * GPU each node costs a launch, and 4 adapted modules per layer would otherwise build 4 ramps of ~9 nodes
+ * each. The module's own mask then takes 6 nodes.
  *
  * With `recompute`, ramps are shared within a graph segment (a layer) only, and the ramp, the mask and
  * what uses it are marked for rematerialization (see autodiff.ts): a backward pass built per segment
  * draws them again instead of keeping a float64 ramp alive for the whole step and a masked copy of each
  * adapted module's input (for a 7B model at 16k tokens, 1.9 GB and 0.3–0.9 GB per module).
  */
-export function keyedKeep(x: Value, p: number, key: Value, seed: number, recompute = false): Value {
+export function keyedKeep(
+  x: Value,
+  p: number,
+  key: Value,
+  seed: number,
+  recompute = false,
+  rows?: Value,
+): Value {
   const g = x.g;
   const cache = keyedRamps.get(g) ?? new Map<string, Value>();
   keyedRamps.set(g, cache);
-  const id = `${key.name}|${x.shape.join(",")}${recompute ? `|${g.segmentId}` : ""}`;
+  const id = `${key.name}|${x.shape.join(",")}${rows ? `|${rows.name}` : ""}${
+    recompute ? `|${g.segmentId}` : ""
+  }`;
   let base = cache.get(id);
   if (!base) {
-    const shape = op.shapeOf(x);
-    const count =
-      g.node("ReduceProd", [shape], [{ dtype: "int64", shape: [] }], { keepdims: op.attr.int(0) })[0];
-    const index = op.range(g.scalar(0, "float64"), op.cast(count, "float64"), g.scalar(1, "float64"));
-    base = op.reshape(
-      op.add(op.mul(index, 12.9898), op.mul(op.cast(key, "float64"), 78.233)),
-      shape,
-      x.shape,
-    );
-    if (recompute) rematChain(base, x);
+    const keyed = op.mul(op.cast(key, "float64"), 78.233);
+    if (rows && x.rank === 2 && typeof x.shape[1] === "number") {
+      const width = x.shape[1];
+      const cols = op.range(
+        g.scalar(0, "float64"),
+        g.scalar(width, "float64"),
+        g.scalar(1, "float64"),
+        width,
+      );
+      base = op.add(op.add(op.mul(cols, 12.9898), op.mul(rows, 12.9898 * width)), keyed);
+    } else {
+      const shape = op.shapeOf(x);
+      const count =
+        g.node("ReduceProd", [shape], [{ dtype: "int64", shape: [] }], { keepdims: op.attr.int(0) })[0];
+      const index = op.range(g.scalar(0, "float64"), op.cast(count, "float64"), g.scalar(1, "float64"));
+      base = op.reshape(op.add(op.mul(index, 12.9898), keyed), shape, x.shape);
+    }
+    if (recompute) rematChain(base, new Set([x, key, ...(rows ? [rows] : [])]));
     cache.set(id, base);
   }
   const s = op.mul(op.sin(op.add(base, (seed % 100_003) * 0.0371)), 43758.5453);
   const u = op.sub(s, g.node("Floor", [s], [{ dtype: "float64", shape: s.shape }])[0]);
   const keep = op.greaterOrEqual(u, p);
-  if (recompute) rematChain(keep, base);
+  if (recompute) rematChain(keep, new Set([base]));
   return keep;
 }
 
-/** Marks `v` and the nodes it comes from, back to (not including) `stop` or the graph's inputs, rematerializable. */
-function rematChain(v: Value, stop: Value): void {
+/**
+ * Row ids for keyed dropout, `[B·T, 1]` float64: b · 65536 + t for token t of row b of `ids` `[B, T]`, the
+ * same whatever T the batch was padded to.
+ */
+export function dropoutRowIds(ids: Value): Value {
+  const g = ids.g;
+  const one = g.scalar(1, "float64"), zero = g.scalar(0, "float64");
+  const b = op.range(zero, op.cast(dim(ids, 0), "float64"), one, ids.shape[0]);
+  const t = op.range(zero, op.cast(dim(ids, 1), "float64"), one, ids.shape[1]);
+  const grid = op.add(op.unsqueeze(op.mul(b, 65536), [1]), op.unsqueeze(t, [0])); // [B, T]
+  return op.reshape(grid, [-1, 1]);
+}
+
+/** Marks `v` and the nodes it comes from, back to (not including) `stops` or the graph's inputs, rematerializable. */
+function rematChain(v: Value, stops: Set<Value>): void {
   const g = v.g;
   const todo = [v];
   while (todo.length) {
     const x = todo.pop()!;
     const n = g.producer.get(x);
-    if (!n || n.remat || x === stop) continue;
+    if (!n || n.remat || stops.has(x)) continue;
     n.remat = true;
-    for (const i of n.inputs) if (i && i !== stop) todo.push(i);
+    for (const i of n.inputs) if (i && !stops.has(i)) todo.push(i);
   }
 }
 
@@ -158,21 +191,33 @@ export function linear(
 
 /** `x` where the keyed mask keeps it, else 0 (the adapter's scaling carries 1/(1 − p)). */
 function keyedDrop(g: GraphBuilder, x: Value, lora: LoraRuntime, seed: number): Value {
-  const y = op.where(keyedKeep(x, lora.dropout, lora.dropoutKey!, seed, lora.recompute), x, 0);
+  const y = op.where(
+    keyedKeep(x, lora.dropout, lora.dropoutKey!, seed, lora.recompute, lora.dropoutRows),
+    x,
+    0,
+  );
   return lora.recompute ? g.remat(y) : y;
 }
 
 /**
- * Llama's RMSNorm: `w · x / √(mean(x²) + eps)` over the last axis. In fp16: computed in float32 (input
- * cast up, float32 weight) and cast back.
+ * Llama's RMSNorm: `w · x / √(mean(x²) + eps)` over the last axis; Gemma's scales by `(offset + w)` with
+ * offset 1 (its weights are stored as w − 1). In fp16: computed in float32 (input cast up, float32 weight)
+ * and cast back.
  */
-export function rmsNorm(ctx: Ctx, x: Value, weightName: string, eps: number): Value {
+export function rmsNorm(ctx: Ctx, x: Value, weightName: string, eps: number, offset = 0): Value {
   if (ctx.dtype === "float16") {
-    return op.cast(rmsNorm({ ...ctx, dtype: "float32" }, op.cast(x, "float32"), weightName, eps), ctx.dtype);
+    const up = { ...ctx, dtype: "float32" as const };
+    return op.cast(rmsNorm(up, op.cast(x, "float32"), weightName, eps, offset), ctx.dtype);
   }
   const ms = op.reduceMean(op.mul(x, x), [-1], true);
   const normed = op.mul(x, op.reciprocal(op.sqrt(op.add(ms, eps))));
-  return op.mul(normed, weight(ctx, weightName));
+  const w = weight(ctx, weightName);
+  return op.mul(normed, offset === 0 ? w : op.add(w, offset));
+}
+
+/** Gemma's soft-capping, `cap · tanh(x / cap)`: a smooth clamp of scores or logits to (−cap, cap). */
+export function softcap(x: Value, cap: number | null): Value {
+  return cap === null ? x : op.mul(op.tanh(op.mul(x, 1 / cap)), cap);
 }
 
 /**
@@ -245,16 +290,23 @@ export function positionsFromMask(ids: Value, mask: Value): Value {
 /**
  * The additive attention bias `[B, 1, 1, T, S]` (broadcast over kv heads and the heads sharing them):
  * 0 where query t (absolute index S − T + t) may attend key j — j ≤ S − T + t and mask[j] ≠ 0 — else
- * {@link MASK_VALUE}. `dtype` is the dtype scores are masked in: float32 for an fp16 model
- * ({@link sensitiveDtype}), as −1e9 does not fit fp16.
+ * {@link MASK_VALUE}. With a sliding `window` w, keys must also be less than w positions back
+ * (j > S − T + t − w, transformers' `sliding_window_overlay`). `dtype` is the dtype scores are masked in:
+ * float32 for an fp16 model ({@link sensitiveDtype}), as −1e9 does not fit fp16.
  */
-export function attentionBias(ids: Value, mask: Value, dtype: FloatDType): Value {
+export function attentionBias(
+  ids: Value,
+  mask: Value,
+  dtype: FloatDType,
+  window: number | null = null,
+): Value {
   const g = ids.g;
   const s = dim(mask, 1), t = dim(ids, 1);
   const one = g.scalar(1, "int64");
-  const keys = op.range(g.scalar(0, "int64"), s, one, mask.shape[1]);
-  const queries = op.range(op.sub(s, t), s, one, ids.shape[1]);
-  const causal = op.lessOrEqual(op.unsqueeze(keys, [0]), op.unsqueeze(queries, [1])); // [T, S]
+  const keys = op.unsqueeze(op.range(g.scalar(0, "int64"), s, one, mask.shape[1]), [0]);
+  const queries = op.unsqueeze(op.range(op.sub(s, t), s, one, ids.shape[1]), [1]);
+  let causal = op.lessOrEqual(keys, queries); // [T, S]
+  if (window !== null) causal = op.and(causal, op.greater(keys, op.sub(queries, window)));
   const keyOk = op.unsqueeze(op.cast(mask, "bool"), [1, 2, 3]); // [B, 1, 1, 1, S]
   const allowed = op.and(keyOk, causal); // [B, 1, 1, T, S]
   return op.where(allowed, g.scalar(0, dtype), g.scalar(MASK_VALUE, dtype));
@@ -264,7 +316,14 @@ export function attentionBias(ids: Value, mask: Value, dtype: FloatDType): Value
  * The LM head: final rows `[B·T, D]` → logits `[B, T, V]` (`x W^T` with W `[V, D]`, HF layout: the
  * embedding when tied). With `keep` (k), only the last k positions are projected (k = 0: all).
  */
-export function lmHead(ctx: Ctx, rows: Value, weightName: string, ids: Value, keep?: Value): Value {
+export function lmHead(
+  ctx: Ctx,
+  rows: Value,
+  weightName: string,
+  ids: Value,
+  keep?: Value,
+  cap: number | null = null,
+): Value {
   const w = weight(ctx, weightName);
   const v = w.shape[0] as number, d = rows.shape[1] as number;
   const bt = op.shapeOf(ids);
@@ -275,7 +334,7 @@ export function lmHead(ctx: Ctx, rows: Value, weightName: string, ids: Value, ke
     seq = `${ids.shape[1]}.kept`;
     x = op.reshape(lastColumns(x3, keep, 1, seq), [-1, d]);
   }
-  const logits = op.gemm(x, w, null, { transB: true });
+  const logits = softcap(op.gemm(x, w, null, { transB: true }), cap);
   const out = op.concat([op.slice(bt, [0], [1]), ctx.g.ints([-1, v])], 0);
   return op.reshape(logits, out, [ids.shape[0], seq, v]);
 }
@@ -288,17 +347,19 @@ export function lmHead(ctx: Ctx, rows: Value, weightName: string, ids: Value, ke
 export type Rotary = { cos: Value; sin: Value };
 
 /**
- * Rotary tables for positions `[B, T]` (int64): angles `pos · invFreq` (`[B, T, hd/2]`), repeated over
- * both halves as HF's `cat((freqs, freqs), -1)`. The sin table carries rotate_half's sign (−sin on the
- * first half), so applying is `x·cos + swapHalves(x)·sin`.
+ * Rotary tables for positions `[B, T]` (int64): angles `pos · invFreq` (`[B, T, d/2]`, d the rotary
+ * dimension), repeated over both halves as HF's `cat((freqs, freqs), -1)`, times `scale` (longrope's
+ * attention factor). The sin table carries rotate_half's sign (−sin on the first half), so applying is
+ * `x·cos + swapHalves(x)·sin`.
  */
-export function rotaryTables(ctx: Ctx, positions: Value, invFreq: Float64Array): Rotary {
+export function rotaryTables(ctx: Ctx, positions: Value, invFreq: Float64Array, scale = 1): Rotary {
   const g = ctx.g;
   const half = invFreq.length;
   const dt = sensitiveDtype(ctx.dtype); // fp16: angles and cos/sin in float32, the tables cast once built
   const inv = g.constant(Array.from(invFreq), [half], dt);
-  const angles = op.mul(op.unsqueeze(op.cast(positions, dt), [-1]), inv); // [B, T, hd/2]
-  const c = op.cos(angles), s = op.sin(angles);
+  const angles = op.mul(op.unsqueeze(op.cast(positions, dt), [-1]), inv); // [B, T, d/2]
+  let c = op.cos(angles), s = op.sin(angles);
+  if (scale !== 1) [c, s] = [op.mul(c, scale), op.mul(s, scale)];
   return {
     cos: op.cast(op.unsqueeze(op.concat([c, c], -1), [2]), ctx.dtype),
     sin: op.cast(op.unsqueeze(op.concat([op.neg(s), s], -1), [2]), ctx.dtype),
@@ -307,10 +368,15 @@ export function rotaryTables(ctx: Ctx, positions: Value, invFreq: Float64Array):
 
 /**
  * Applies rotary embeddings to `[B, T, heads, hd]`: HF's `x·cos + rotate_half(x)·sin`, where
- * rotate_half(x) = cat(−x2, x1) over the two halves (not interleaved pairs).
+ * rotate_half(x) = cat(−x2, x1) over the two halves (not interleaved pairs). When the tables are narrower
+ * than the head (Phi-3's partial rotary), only the first dimensions rotate and the rest pass through.
  */
 export function applyRotary(x: Value, r: Rotary): Value {
-  const hd = x.shape[3] as number;
+  const hd = x.shape[3] as number, d = r.cos.shape[3] as number;
+  if (d < hd) {
+    const [rot, pass] = op.split(x, [d, hd - d], -1);
+    return op.concat([applyRotary(rot, r), pass], -1);
+  }
   const [x1, x2] = op.split(x, [hd / 2, hd / 2], -1);
   return op.add(op.mul(x, r.cos), op.mul(op.concat([x2, x1], -1), r.sin));
 }
@@ -331,14 +397,24 @@ export function toHeads(rows: Value, bt: Value, heads: number, hd: number, hint:
  * broadcasting a `[B, kvH, H/kvH, T, hd]` view of q against `[B, kvH, 1, S, hd]` keys rather than copying
  * the keys. Returns rows `[B·T, H·hd]`. With fp16 q/k/v and a float32 `bias`, the scores are masked and
  * softmaxed in float32 (HF's `softmax(..., dtype=float32)`) and the probabilities cast back to fp16; the
- * backward pass keeps only those (see {@link softmaxGradFrom}).
+ * backward pass keeps only those (see {@link softmaxGradFrom}). `scale` replaces 1/√hd (Gemma's
+ * query_pre_attn_scalar^-½); `softcap` caps the scores before the mask (Gemma 2).
  */
-export function attention(q: Value, k: Value, v: Value, bias: Value, heads: number, kvHeads: number): Value {
+export function attention(
+  q: Value,
+  k: Value,
+  v: Value,
+  bias: Value,
+  heads: number,
+  kvHeads: number,
+  o: { scale?: number; softcap?: number | null } = {},
+): Value {
   const hd = q.shape[3] as number;
   const rep = heads / kvHeads;
-  const q5 = op.reshape(op.mul(q, 1 / Math.sqrt(hd)), [0, kvHeads, rep, -1, hd]);
+  const q5 = op.reshape(op.mul(q, o.scale ?? 1 / Math.sqrt(hd)), [0, kvHeads, rep, -1, hd]);
   const kT = op.unsqueeze(op.transpose(k, [0, 1, 3, 2]), [2]); // [B, kvH, 1, hd, S]
-  const scores = op.add(op.cast(op.matmul(q5, kT), bias.dtype), bias); // [B, kvH, rep, T, S]
+  const raw = softcap(op.cast(op.matmul(q5, kT), bias.dtype), o.softcap ?? null);
+  const scores = op.add(raw, bias); // [B, kvH, rep, T, S]
   const exact = op.softmax(scores, -1);
   const probs = op.cast(exact, q.dtype);
   if (probs !== exact) softmaxGradFrom(exact, probs);

@@ -6,6 +6,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { chunkedRows } from "../graph/chunked.ts";
 import * as op from "../graph/ops.ts";
+import { softcap } from "./layers.ts";
 
 /** The label value that is not scored (PyTorch's ignore_index). */
 export const IGNORE_LABEL = -100;
@@ -45,8 +46,15 @@ export function sequenceLogProbs(logits: Value, labels: Value): SequenceLogProbs
  * layout, in the compute dtype), the head applied in blocks of `chunk` rows (0: all at once). In blocks,
  * a block's logits, log-softmax and their gradients exist only while that block is computed, forward and
  * backward (lib/graph/chunked.ts), so a batch never holds `[N·T, V]` of them; the values are the same.
+ * `cap` soft-caps the logits first (Gemma 2's final_logit_softcapping).
  */
-export function headLogProbs(hidden: Value, w: Value, labels: Value, chunk: number): SequenceLogProbs {
+export function headLogProbs(
+  hidden: Value,
+  w: Value,
+  labels: Value,
+  chunk: number,
+  cap: number | null = null,
+): SequenceLogProbs {
   if (hidden.rank !== 2 || w.rank !== 2 || labels.rank !== 2) {
     throw new RangeError(
       `headLogProbs: hidden [N·T, D], weight [V, D] and labels [N, T], got [${hidden.shape}], [${w.shape}], [${labels.shape}]`,
@@ -54,16 +62,19 @@ export function headLogProbs(hidden: Value, w: Value, labels: Value, chunk: numb
   }
   const t = shiftedTargets(labels);
   const rows = op.reshape(t.safe, [-1]);
+  const pick = (_g: GraphBuilder, x: Value, [targets]: Value[], [weight]: Value[]) =>
+    pickTargets(x, targets, weight, cap);
   const picked = chunk > 0
-    ? chunkedRows(hidden, [rows], [w], chunk, pickTargets, "lm_head")
-    : pickTargets(hidden.g, hidden, [rows], [w]);
+    ? chunkedRows(hidden, [rows], [w], chunk, pick, "lm_head")
+    : pick(hidden.g, hidden, [rows], [w]);
   return summed(op.reshape(picked, op.shapeOf(labels), labels.shape), t.scored);
 }
 
-/** log softmax(rows · Wᵀ)[target] per row, in float32 (float64 in float64 graphs). */
-function pickTargets(_g: GraphBuilder, rows: Value, [targets]: Value[], [w]: Value[]): Value {
+/** log softmax(cap(rows · Wᵀ))[target] per row, in float32 (float64 in float64 graphs). */
+function pickTargets(rows: Value, targets: Value, w: Value, cap: number | null): Value {
   let logits = op.gemm(rows, w, null, { transB: true });
   if (logits.dtype === "float16") logits = op.cast(logits, "float32");
+  logits = softcap(logits, cap);
   const logp = op.logSoftmax(logits, 1);
   return op.squeeze(op.gatherElements(logp, op.unsqueeze(targets, [1]), 1), [1]);
 }

@@ -12,6 +12,7 @@
 import type { Value } from "../graph/builder.ts";
 import { mulberry32 } from "../data/random.ts";
 import type { ModelConfig } from "./config.ts";
+import { familyOf } from "./families/registry.ts";
 import type { HostWeight } from "./weights.ts";
 
 /** A LoRA configuration (PEFT's `LoraConfig` fields that change the model). */
@@ -44,42 +45,27 @@ export type LinearModule = {
 /** An adapted module with its adapter tensor names. */
 export type LoraModule = LinearModule & { names: { a: string; b: string } };
 
-/** Every linear layer of the decoder layers, in module order (the LM head is never adapted). */
+/**
+ * Every linear layer of the decoder layers, in module order (the LM head is never adapted): the 2-D
+ * weights of the family's tensor list inside the layers (norms are 1-D, embeddings sit outside).
+ */
 export function linearModules(cfg: ModelConfig): LinearModule[] {
+  const fam = familyOf(cfg);
+  const tensors = fam.tensors(cfg);
+  const names = new Set(tensors.map((t) => t.name));
   const out: LinearModule[] = [];
-  const h = cfg.hiddenSize, ff = cfg.intermediateSize;
-  if (cfg.family === "llama") {
-    const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
-    const b = cfg.attentionBias, mb = cfg.mlpBias;
-    for (let i = 0; i < cfg.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      const lin = (path: string, inF: number, outF: number, bias: boolean) =>
-        out.push({ path, peftPath: path, inFeatures: inF, outFeatures: outF, layout: "linear", bias });
-      lin(`${p}.self_attn.q_proj`, h, q, b.q);
-      lin(`${p}.self_attn.k_proj`, h, kv, b.k);
-      lin(`${p}.self_attn.v_proj`, h, kv, b.v);
-      lin(`${p}.self_attn.o_proj`, q, h, b.o);
-      lin(`${p}.mlp.gate_proj`, h, ff, mb);
-      lin(`${p}.mlp.up_proj`, h, ff, mb);
-      lin(`${p}.mlp.down_proj`, ff, h, mb);
-    }
-  } else {
-    for (let i = 0; i < cfg.numLayers; i++) {
-      const p = `h.${i}`;
-      const conv = (path: string, inF: number, outF: number) =>
-        out.push({
-          path,
-          peftPath: `transformer.${path}`,
-          inFeatures: inF,
-          outFeatures: outF,
-          layout: "conv1d",
-          bias: true,
-        });
-      conv(`${p}.attn.c_attn`, h, 3 * h);
-      conv(`${p}.attn.c_proj`, h, h);
-      conv(`${p}.mlp.c_fc`, h, ff);
-      conv(`${p}.mlp.c_proj`, ff, h);
-    }
+  for (const { name, shape } of tensors) {
+    if (shape.length !== 2 || !/^(model\.layers|h)\.\d+\./.test(name) || !name.endsWith(".weight")) continue;
+    const path = name.slice(0, -".weight".length);
+    const [inFeatures, outFeatures] = fam.layout === "conv1d" ? shape : [shape[1], shape[0]];
+    out.push({
+      path,
+      peftPath: fam.peftPrefix + path,
+      inFeatures,
+      outFeatures,
+      layout: fam.layout,
+      bias: names.has(`${path}.bias`),
+    });
   }
   return out;
 }
@@ -173,6 +159,8 @@ export type LoraRuntime = {
    * would; without it the masks come from ONNX Runtime's random generator, seeded per session.
    */
   dropoutKey?: Value;
+  /** Per-row ids of the keyed masks (layers.ts' `dropoutRowIds`), set by the decoder from the batch. */
+  dropoutRows?: Value;
   /**
    * Keyed dropout masks are drawn again in a backward pass built per segment rather than kept (see
    * layers.ts' `keyedKeep`): for graphs whose layers' backward passes are segments (save, recompute).

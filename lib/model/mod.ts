@@ -1,10 +1,11 @@
 /**
- * Decoder-only language models: Hugging Face configs and checkpoints, the Llama family and GPT-2 as
+ * Decoder-only language models: Hugging Face configs and checkpoints, the families of families/ as
  * graphs of the engine (with a KV cache for serving), log-probs for training, LoRA and PEFT adapters,
  * random initialization, model folders in and out, and the serving export with generation over it.
  * @module
  */
 export * from "./config.ts";
+export * from "./config_json.ts";
 export * from "./safetensors.ts";
 export * from "./checkpoint.ts";
 export * from "./weights_names.ts";
@@ -33,5 +34,9 @@ export {
   rotaryTables,
   silu,
 } from "./layers.ts";
-export { llamaForward } from "./llama.ts";
-export { gpt2Forward } from "./gpt2.ts";
+export { llamaForward } from "./families/llama.ts";
+export { gemmaForward } from "./families/gemma.ts";
+export { phi3Forward } from "./families/phi3.ts";
+export { gpt2Forward } from "./families/gpt2.ts";
+export { type FamilyModule, familyOf } from "./families/registry.ts";
+export * from "./rope.ts";

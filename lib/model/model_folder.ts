@@ -9,12 +9,14 @@
  * to fp32 where JavaScript needs the values (full fine-tuning's initial state, merging adapters).
  *
  * Saving writes what `save_pretrained` writes, so `AutoModelForCausalLM.from_pretrained(folder)` loads it:
- * `config.json`, `generation_config.json`, `model.safetensors` (sharded past `maxShardSize`) with the
- * names of the `…ForCausalLM` model (GPT-2: `transformer.h.0…`; no `lm_head.weight` when tied).
+ * `config.json`, `generation_config.json` (a source folder's carried along, ids merged), `model.safetensors`
+ * (sharded past `maxShardSize`) with the names of the `…ForCausalLM` model (GPT-2: `transformer.h.0…`; no
+ * `lm_head.weight` when tied), and the tokenizer files (chat template files included).
  * @module
  */
-import { join } from "node:path";
-import { configToJson, loadConfig, type ModelConfig } from "./config.ts";
+import { join, resolve } from "node:path";
+import { loadConfig, type ModelConfig } from "./config.ts";
+import { configToJson } from "./config_json.ts";
 import { checkpointEntries, readStoredTensors, saveCheckpointStream } from "./checkpoint.ts";
 import type { OutputDtype, TensorReader } from "./safetensors.ts";
 import { storedGraphDtype, type StoredWeights } from "./stored_weights.ts";
@@ -24,9 +26,10 @@ import {
   type CheckpointReport,
   expectedTensors,
   GPT2_PREFIX,
+  type TensorSpec,
   validateCheckpoint,
 } from "./weights_names.ts";
-import { exists, writeJsonAtomic } from "../files.ts";
+import { exists, readJsonObject, writeJsonAtomic } from "../files.ts";
 
 /** A loaded model folder. */
 export type ModelFolder = {
@@ -40,13 +43,23 @@ export type ModelFolder = {
   unexpected: CheckpointReport["unexpected"];
 };
 
+/** Options of {@link loadModelFolder}. */
+export type LoadModelFolderOptions = {
+  /**
+   * The tensors the folder must hold (default: the causal LM's, `expectedTensors`); a reward model's are
+   * `sequenceClassificationTensors` (lib/model/reward_head.ts).
+   */
+  tensors?: (cfg: ModelConfig) => TensorSpec[];
+};
+
 /** Loads a Hugging Face model folder (config, weights, tokenizer location). */
-export async function loadModelFolder(dir: string): Promise<ModelFolder> {
+export async function loadModelFolder(dir: string, opts: LoadModelFolderOptions = {}): Promise<ModelFolder> {
   const config = await loadConfig(dir);
+  const expected = opts.tensors?.(config) ?? expectedTensors(config);
   const entries = canonicalizeCheckpoint(config, await checkpointEntries(dir));
-  const report = validateCheckpoint(config, entries, dir);
+  const report = validateCheckpoint(config, entries, dir, expected);
   const stored: StoredWeights = new Map();
-  for (const { name } of expectedTensors(config)) {
+  for (const { name } of expected) {
     const t = entries.get(name)!;
     storedGraphDtype(name, t);
     stored.set(name, t);
@@ -77,7 +90,10 @@ export function hfStateDictName(cfg: ModelConfig, canonical: string): string {
   return cfg.family === "gpt2" && canonical !== "lm_head.weight" ? GPT2_PREFIX + canonical : canonical;
 }
 
-/** Tokenizer files copied by {@link saveModelFolder}'s `tokenizerFrom`, when present. */
+/**
+ * Tokenizer files copied by {@link saveModelFolder}'s `tokenizerFrom`, when present (the chat template files
+ * as they are: where the source had its template, the copy has it).
+ */
 export const TOKENIZER_FILES = [
   "tokenizer.json",
   "tokenizer_config.json",
@@ -87,6 +103,7 @@ export const TOKENIZER_FILES = [
   "vocab.json",
   "merges.txt",
   "chat_template.jinja",
+  "chat_template.json",
 ];
 
 /** Options for {@link saveModelFolder}. */
@@ -96,7 +113,46 @@ export type SaveModelOptions = {
   maxShardSize?: number | string;
   /** A folder whose tokenizer files are copied along. */
   tokenizerFrom?: string;
+  /**
+   * A source folder's `generation_config.json` (see {@link readGenerationConfig}): carried whole, with the
+   * ids merged ({@link generationConfigJson}).
+   */
+  generationConfig?: Record<string, unknown> | null;
+  /** More ids that end generation (a chat template's end-of-turn token), added to `eos_token_id`. */
+  extraEosTokenIds?: readonly number[];
 };
+
+/** A folder's `generation_config.json`, or null when it has none. */
+export async function readGenerationConfig(dir: string): Promise<Record<string, unknown> | null> {
+  return await readJsonObject(join(dir, "generation_config.json"));
+}
+
+/** A token id field (a number or a list of them) as a list. */
+export function tokenIdList(v: unknown): number[] {
+  if (typeof v === "number" && Number.isInteger(v)) return [v];
+  return Array.isArray(v) ? v.filter((x): x is number => typeof x === "number" && Number.isInteger(x)) : [];
+}
+
+/**
+ * The `generation_config.json` written for `cfg`: the source's (every field: sampling defaults, …) when
+ * there is one, else `{_from_model_config: true}`; `bos_token_id` and `pad_token_id` the config's where it
+ * has them (else the source's); `eos_token_id` every id that ends generation, in order and once each: the
+ * config's, the source's (Llama 3's `[128001, 128009]`), then `extraEos`. One id is written as a number.
+ */
+export function generationConfigJson(
+  cfg: ModelConfig,
+  source?: Record<string, unknown> | null,
+  extraEos: readonly number[] = [],
+): Record<string, unknown> {
+  const gen: Record<string, unknown> = source ? { ...source } : { _from_model_config: true };
+  if (cfg.bosTokenId !== null) gen.bos_token_id = cfg.bosTokenId;
+  if (cfg.padTokenId !== null) gen.pad_token_id = cfg.padTokenId;
+  const eos = [
+    ...new Set([...tokenIdList(cfg.eosTokenId), ...tokenIdList(source?.eos_token_id), ...extraEos]),
+  ];
+  if (eos.length) gen.eos_token_id = eos.length === 1 ? eos[0] : eos;
+  return gen;
+}
 
 /**
  * Writes a model folder that transformers (and {@link loadModelFolder}) loads back unchanged. The weights
@@ -132,15 +188,16 @@ export async function saveModelFolder(
     { dtype, maxShardSize: opts.maxShardSize },
   );
   await writeJsonAtomic(join(dir, "config.json"), configToJson({ ...cfg, torchDtype: dtype }));
-  const gen: Record<string, unknown> = { _from_model_config: true };
-  if (cfg.bosTokenId !== null) gen.bos_token_id = cfg.bosTokenId;
-  if (cfg.eosTokenId !== null) gen.eos_token_id = cfg.eosTokenId;
-  if (cfg.padTokenId !== null) gen.pad_token_id = cfg.padTokenId;
-  await writeJsonAtomic(join(dir, "generation_config.json"), gen);
-  if (opts.tokenizerFrom) {
+  await writeJsonAtomic(
+    join(dir, "generation_config.json"),
+    generationConfigJson(cfg, opts.generationConfig, opts.extraEosTokenIds),
+  );
+  if (opts.tokenizerFrom && resolve(opts.tokenizerFrom) !== resolve(dir)) {
     for (const f of TOKENIZER_FILES) {
       const src = join(opts.tokenizerFrom, f);
       if (await exists(src)) await Deno.copyFile(src, join(dir, f));
+      // an earlier save's file the source does not have (its chat_template.jinja) would be read instead
+      else await Deno.remove(join(dir, f)).catch(() => {});
     }
   }
 }

@@ -4,7 +4,8 @@
  * `logprobs`) can be tested without a model.
  *
  * Filters apply in the order `transformers` applies its logits warpers: temperature, then top-k, then
- * top-p on what is left. The log-probabilities reported for chosen tokens and alternatives always come
+ * top-p on what is left; a repetition penalty ({@link applyRepetitionPenalty}) comes before them, as its
+ * logits processor does. The log-probabilities reported for chosen tokens and alternatives always come
  * from the model's own distribution (temperature 1, nothing filtered), as OpenAI's `logprobs` are.
  *
  * @module
@@ -166,6 +167,29 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, r
     if (u < 0) return tokens[i];
   }
   return tokens[tokens.length - 1]; // u landed on the rounding error at the top
+}
+
+/**
+ * transformers' `RepetitionPenaltyLogitsProcessor`: the logit of every token in `seen` (the prompt and the
+ * output so far) is divided by `penalty` when positive and multiplied by it when negative, so `penalty > 1`
+ * makes a repeat less likely. Returns a new row (or `logits` itself when the penalty is 1).
+ */
+export function applyRepetitionPenalty(
+  logits: Float32Array,
+  seen: Iterable<number>,
+  penalty: number,
+): Float32Array {
+  if (!(penalty > 0 && Number.isFinite(penalty))) {
+    throw new RangeError(`repetition_penalty must be > 0, got ${penalty}`);
+  }
+  if (penalty === 1) return logits;
+  const out = logits.slice();
+  for (const t of seen) {
+    if (t < 0 || t >= out.length) continue;
+    const v = logits[t];
+    out[t] = v < 0 ? v * penalty : v / penalty;
+  }
+  return out;
 }
 
 /** A token's log-probability under the model's own distribution (temperature 1, no filtering). */

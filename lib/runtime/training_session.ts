@@ -41,6 +41,14 @@ function empty(dtype: BatchInput["dtype"], shape: readonly (number | string)[], 
   }
 }
 
+/** PyTorch's names of the optimizer slots (`train.m` is AdamW's first moment, …). */
+const SLOT_NAMES: Record<string, string> = { m: "exp_avg", v: "exp_avg_sq", buf: "momentum_buffer" };
+
+function slotName(stateName: string): string {
+  const slot = stateName.replace(/^train\./, "");
+  return SLOT_NAMES[slot] ?? slot;
+}
+
 /** A state this large is given back to the system as soon as a run replaces it. */
 const LARGE_STATE_BYTES = 64 * 2 ** 20;
 
@@ -312,6 +320,63 @@ export class TrainingSession {
    */
   current(): Record<string, Float32Array> {
     return Object.fromEntries(this.state);
+  }
+
+  /**
+   * The state under the parameters' own names, as a checkpoint stores it: each parameter with its shape,
+   * its optimizer slots beside it (`<name>.exp_avg`, `<name>.exp_avg_sq` for AdamW, `<name>.momentum_buffer`
+   * for SGD, PyTorch's names: views of the packed buffers, no copies), and the scalar state (`step`,
+   * `loss_scale`, `good_steps`). {@link restoreNamed} takes it back.
+   */
+  namedState(): {
+    tensors: Record<string, { shape: number[]; data: Float32Array }>;
+    scalars: Record<string, number>;
+  } {
+    const state = this.state;
+    const shapes = new Map(this.io.state.map((s) => [s.name, s.shape]));
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    const scalars: Record<string, number> = {};
+    const slots = this.io.state.filter((s) => !this.#members.has(s.name) && s.shape.length === 2);
+    for (const m of this.io.packed.members) {
+      const shape = shapes.get(m.name)!;
+      tensors[m.name] = { shape, data: state.get(m.name)! };
+      for (const slot of slots) {
+        const data = state.get(slot.name)!.subarray(m.offset, m.offset + m.length);
+        tensors[`${m.name}.${slotName(slot.name)}`] = { shape, data };
+      }
+    }
+    for (const s of this.io.state) {
+      if (s.shape.length === 0) scalars[s.name.replace(/^train\./, "")] = state.get(s.name)![0];
+    }
+    return { tensors, scalars };
+  }
+
+  /** Restores what {@link namedState} gave (from a checkpoint), naming what is missing or misshapen. */
+  restoreNamed(tensors: Record<string, Float32Array>, scalars: Record<string, number>): void {
+    const snap: Record<string, Float32Array> = {};
+    const slots = this.io.state.filter((s) => !this.#members.has(s.name) && s.shape.length === 2);
+    const need = (name: string, length: number) => {
+      const v = tensors[name];
+      if (!v) throw new TypeError(`checkpoint lacks "${name}"`);
+      if (v.length !== length) {
+        throw new RangeError(`checkpoint "${name}" has ${v.length} values, not ${length}`);
+      }
+      return v;
+    };
+    for (const slot of slots) snap[slot.name] = new Float32Array(this.packed.length);
+    for (const m of this.io.packed.members) {
+      snap[m.name] = need(m.name, m.length);
+      for (const slot of slots) {
+        snap[slot.name].set(need(`${m.name}.${slotName(slot.name)}`, m.length), m.offset);
+      }
+    }
+    for (const s of this.io.state) {
+      if (s.shape.length !== 0) continue;
+      const key = s.name.replace(/^train\./, "");
+      if (typeof scalars[key] !== "number") throw new TypeError(`checkpoint lacks the scalar "${key}"`);
+      snap[s.name] = Float32Array.of(scalars[key]);
+    }
+    this.restore(snap);
   }
 
   /** Restores a snapshot. */

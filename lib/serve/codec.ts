@@ -1,16 +1,26 @@
 /**
  * Text ↔ token ids for the server, with the training code's own functions (lib/data/tokenize.ts), so a
  * prompt is tokenized exactly as the trainer tokenized it: the chat template through `renderChat`, BOS
- * first, responses as `text + EOS`. Lives on the HTTP thread: transformers.js does not load in a Worker.
+ * first, responses as `text + end` (the template's end-of-turn token, else EOS). Lives on the HTTP thread:
+ * transformers.js does not load in a Worker.
  * @module
  */
-import { loadTokenizer, tokenizePrompt, type Tokenizer, tokenizeResponse } from "../data/tokenize.ts";
+import {
+  endOfTurnToken,
+  loadTokenizer,
+  tokenizePrompt,
+  type Tokenizer,
+  tokenizeResponse,
+} from "../data/tokenize.ts";
 import type { Message } from "../data/types.ts";
 import { IncrementalDecoder } from "./decoder.ts";
 
 /** Token ids the model treats specially. */
 export type SpecialIds = {
-  /** Ids that end generation: generation_config.json's `eos_token_id` and the tokenizer's EOS. */
+  /**
+   * Ids that end generation: config.json's and generation_config.json's `eos_token_id`, the tokenizer's EOS
+   * and the chat template's end-of-turn token (what training appends to a response).
+   */
   eos: number[];
   /** The id used for padding (masked out): the tokenizer's pad, else its EOS, else 0. */
   pad: number;
@@ -23,13 +33,20 @@ export class TextCodec {
 
   /**
    * Loads the tokenizer of a model folder. `generationEos`: the EOS id(s) from generation_config.json or
-   * config.json, which may list more than the tokenizer's one (Llama 3's `<|eot_id|>`).
+   * config.json, which may list more than the tokenizer's one (Llama 3's `<|eot_id|>`). `log` gets the
+   * notice of a model without a chat template (default: `console.warn`).
    */
-  static async load(folder: string, generationEos: number[] = []): Promise<TextCodec> {
-    const tokenizer = await loadTokenizer(folder);
+  static async load(
+    folder: string,
+    generationEos: number[] = [],
+    opts: { log?: (line: string) => void } = {},
+  ): Promise<TextCodec> {
+    const tokenizer = await loadTokenizer(folder, { log: opts.log });
     const eos = new Set(generationEos);
     const tokEos = tokenizer.eos_token_id;
     if (typeof tokEos === "number") eos.add(tokEos);
+    const eot = endOfTurnToken(tokenizer);
+    if (eot) eos.add(eot.id);
     const pad = tokenizer.pad_token_id ?? tokEos ?? 0;
     const bos = tokenizer.bos_token_id;
     return new TextCodec(tokenizer, {
@@ -39,9 +56,12 @@ export class TextCodec {
     });
   }
 
-  /** A chat prompt through the model's chat template, ending with the assistant header (as in training). */
-  chatPromptIds(messages: Message[]): number[] {
-    return tokenizePrompt(this.tokenizer, messages);
+  /**
+   * A chat prompt through the model's chat template, ending with the assistant header (as in training);
+   * `templateKwargs`: extra template variables (`chat_template_kwargs`).
+   */
+  chatPromptIds(messages: Message[], templateKwargs?: Record<string, unknown>): number[] {
+    return tokenizePrompt(this.tokenizer, messages, { templateKwargs });
   }
 
   /** A plain-text prompt: its tokens, BOS first when the tokenizer has one (as for a chat prompt). */
@@ -52,7 +72,7 @@ export class TextCodec {
     return ids;
   }
 
-  /** A candidate response as the trainer scores it: its tokens, then EOS. */
+  /** A candidate response as the trainer scores it: its tokens, then its end (end-of-turn, else EOS). */
   responseIds(text: string): number[] {
     return tokenizeResponse(this.tokenizer, text);
   }

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Device } from "../runtime/session.ts";
-import { serverError } from "./errors.ts";
+import { type ApiError, serverError, shuttingDown } from "./errors.ts";
 import type { FromWorker, GenerateRequest, RowDone, ScoreRequest, TokenEvent, ToWorker } from "./protocol.ts";
 
 /** What a generation job asks for (the protocol's request without its routing fields). */
@@ -23,7 +23,10 @@ export type GenerationHandle = {
   stopRow(row: number): void;
   /** Ends every row at its next step (their finish reason is "abort"). */
   abort(): void;
-  /** Settles when the worker has finished every row (rejects when the job failed). */
+  /**
+   * Settles when the worker has finished every row — after an abort, once the worker has seen it and
+   * stopped (rejects when the job failed).
+   */
   done: Promise<void>;
 };
 
@@ -41,7 +44,7 @@ export interface Engine {
   failure(): string | null;
   /** Jobs the worker has not finished (a disconnected client's job leaves within one step). */
   activeJobs(): number;
-  /** Stops every job and the worker. */
+  /** Stops every job (they fail with 503) and the worker. */
   close(): Promise<void>;
 }
 
@@ -62,6 +65,8 @@ export class WorkerEngine implements Engine {
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   #dead: Error | undefined;
+  /** What jobs sent after the engine died fail with. */
+  #deadReason: ApiError | undefined;
 
   private constructor(private readonly worker: Worker, private readonly graphDir: string) {}
 
@@ -81,7 +86,7 @@ export class WorkerEngine implements Engine {
       e.preventDefault();
       const err = new Error(`the model worker crashed: ${e.message}`);
       ready.reject(err);
-      engine.#fail(err);
+      engine.#fail(err, serverError(err.message, "model_unavailable"));
     };
     const load: ToWorker = { type: "load", ...opts, graphDir };
     worker.postMessage(load);
@@ -98,7 +103,7 @@ export class WorkerEngine implements Engine {
   generate(params: GenerationParams, listener: GenerationListener): GenerationHandle {
     const id = this.#nextId++;
     const done = new Promise<void>((resolve, reject) => {
-      if (this.#dead) return reject(serverError(this.#dead.message));
+      if (this.#deadReason) return reject(this.#deadReason);
       this.#pending.set(id, { kind: "generate", listener, resolve, reject });
       this.#send({ type: "generate", id, ...params });
     });
@@ -112,7 +117,7 @@ export class WorkerEngine implements Engine {
   score(params: ScoreParams): Promise<ScoreResult> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      if (this.#dead) return reject(serverError(this.#dead.message));
+      if (this.#deadReason) return reject(this.#deadReason);
       this.#pending.set(id, { kind: "score", resolve, reject });
       this.#send({ type: "score", id, ...params });
     });
@@ -127,7 +132,7 @@ export class WorkerEngine implements Engine {
   }
 
   async close(): Promise<void> {
-    this.#fail(new Error("the server is shutting down"));
+    this.#fail(new Error("the server is shutting down"), shuttingDown());
     this.worker.terminate();
     await Deno.remove(this.graphDir, { recursive: true }).catch(() => {});
   }
@@ -162,11 +167,13 @@ export class WorkerEngine implements Engine {
     }
   }
 
-  #fail(err: Error): void {
+  /** Marks the engine dead and fails every pending job with `reason`. */
+  #fail(err: Error, reason: ApiError): void {
     this.#dead ??= err;
+    this.#deadReason ??= reason;
     for (const [id, p] of this.#pending) {
       this.#pending.delete(id);
-      p.reject(serverError(err.message, "model_unavailable"));
+      p.reject(reason);
     }
   }
 }

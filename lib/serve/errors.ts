@@ -8,6 +8,7 @@
 /** OpenAI's error categories (`error.type`). */
 export type ApiErrorType =
   | "invalid_request_error"
+  | "authentication_error"
   | "not_found_error"
   | "rate_limit_error"
   | "server_error";
@@ -28,6 +29,8 @@ export class ApiError extends Error {
     readonly type: ApiErrorType = "invalid_request_error",
     readonly param: string | null = null,
     readonly code: string | null = null,
+    /** Extra response headers (`Connection: close` when the request body was left unread). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = "ApiError";
@@ -56,6 +59,37 @@ export function notFound(message: string, code = "not_found"): ApiError {
 /** An error for a failure inside the server (the model worker died, ONNX Runtime failed). */
 export function serverError(message: string, code = "internal_error"): ApiError {
   return new ApiError(500, message, "server_error", null, code);
+}
+
+/**
+ * 499 (nginx's "client closed request"): the client left while its request waited. Nobody receives it; it
+ * keeps the access log honest.
+ */
+export function clientClosed(): ApiError {
+  return new ApiError(
+    499,
+    "the client closed the request while it waited",
+    "invalid_request_error",
+    null,
+    "client_closed",
+  );
+}
+
+/**
+ * 503 for work the server drops because it is shutting down (queued requests, running generations): the
+ * client may retry elsewhere. Expected, so it is logged without a stack.
+ */
+export function shuttingDown(): ApiError {
+  return new ApiError(
+    503,
+    "the server is shutting down; retry later",
+    "server_error",
+    null,
+    "server_shutting_down",
+    {
+      connection: "close",
+    },
+  );
 }
 
 /** Renders any thrown value as an {@link ApiError} (unknown errors become 500s that keep their message). */

@@ -43,6 +43,10 @@ export type GenerationRequest = {
   maxTokens: number;
   temperature: number;
   topP: number;
+  /** Keep the k most likely tokens (0 or absent: all). */
+  topK?: number;
+  /** transformers' repetition penalty over the prompt and the output (1 or absent: none). */
+  repetitionPenalty?: number;
   seed?: number;
   stop: string[];
   /** Whether to record log-probs, and how many alternatives per token. */
@@ -130,6 +134,8 @@ export async function runGeneration(
     eosTokenIds: [...eos],
     temperature: req.temperature,
     topP: req.topP,
+    topK: req.topK ?? 0,
+    repetitionPenalty: req.repetitionPenalty ?? 1,
     seeds: req.prompts.map((_, i) => req.seed === undefined ? undefined : (req.seed + i) >>> 0),
     topLogprobs: req.logprobs ? req.topLogprobs : 0,
     padTokenId: codec.special.pad,

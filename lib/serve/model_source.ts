@@ -8,7 +8,7 @@
 import { basename, join, resolve } from "node:path";
 import { findLatestRun, runPaths } from "../train/run_folder.ts";
 import { SERVING_ONNX_FILE } from "../model/export.ts";
-import { isFile } from "../files.ts";
+import { isFile, readJsonObject } from "../files.ts";
 
 /** β and α when the model was not trained here (TRL's DPO default β; α = 1, plain softmax labels). */
 export const FALLBACK_BETA = 0.1;
@@ -46,22 +46,6 @@ export type ModelSourceOptions = {
   /** Where runs are (default "runs"). */
   runsDir?: string;
 };
-
-async function readJson(path: string): Promise<Record<string, unknown> | null> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
-  try {
-    const v = JSON.parse(text);
-    return typeof v === "object" && v !== null && !Array.isArray(v) ? v : null;
-  } catch (e) {
-    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
-  }
-}
 
 function positive(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
@@ -103,8 +87,8 @@ export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<Mo
     );
   }
 
-  const trainConfig = runDir ? await readJson(run.config) : null;
-  const referenceJson = runDir ? await readJson(run.reference) : null;
+  const trainConfig = runDir ? await readJsonObject(run.config) : null;
+  const referenceJson = runDir ? await readJsonObject(run.reference) : null;
   let referenceDir: string | null = null;
   let referenceFrom: ModelSource["referenceFrom"] = null;
   if (o.reference !== undefined) {

@@ -37,6 +37,10 @@ export type GenerateRequest = {
   eosTokenIds: number[];
   temperature: number;
   topP: number;
+  /** Keep the k most likely tokens (0: all). */
+  topK: number;
+  /** Repetition penalty over each row's prompt and output (1: none). */
+  repetitionPenalty: number;
   /** One seed per row (each row samples from its own generator, so rows never perturb each other). */
   seeds: (number | undefined)[];
   /** Alternatives to report per token (0: none). */
@@ -47,7 +51,10 @@ export type GenerateRequest = {
 /** Ends one row at its next step (a stop string was found on the HTTP thread). */
 export type StopRowRequest = { type: "stop-row"; id: number; row: number };
 
-/** Ends every row of a job at its next step (the client went away, or the server is shutting down). */
+/**
+ * Ends every row of a job at its next step (the client went away); the worker answers with the rows'
+ * "row-done" (finish "abort") and the job's "done", after which the job holds no slot.
+ */
 export type AbortRequest = { type: "abort"; id: number };
 
 /** Per-token log-probs of candidate responses after one prompt. */

@@ -3,7 +3,9 @@
  * most `maxConcurrent` requests run at once (their generation steps interleave in the worker), at most
  * `maxQueue` more wait their turn in arrival order, and anything beyond is refused at once with 429 so that
  * clients back off instead of piling up connections. A waiting request whose client goes away leaves the
- * queue; a running one frees its slot the moment it is released, so the next waiter starts.
+ * queue; a running one holds its slot until the model worker has finished its job (respond.ts releases it
+ * then, not when the client leaves), so the slots count jobs in the worker, and the next waiter starts
+ * the moment one ends.
  * @module
  */
 import { ApiError } from "./errors.ts";

@@ -1,14 +1,45 @@
 /**
  * Checks every generation request passes before it may queue for the model: the model name, parameters this
- * server cannot honour, and the token limits (prompt length, `max_tokens`, and both together against the
- * model's context length). Each failure is a 400/404 that names the parameter, as OpenAI's do. Also what
- * both generation routes read alike from a request: the sampling settings and how to answer.
+ * server cannot honour, the prompt's characters (before tokenizing: the cheap bound) and the token limits
+ * (prompt length, `max_tokens`, and both together against the model's context length). Each failure is a
+ * 400/404 that names the parameter, as OpenAI's do. Also what both generation routes read alike from a
+ * request: the sampling settings and how to answer.
  * @module
  */
 import { invalidRequest, notFound } from "./errors.ts";
 import type { ServeContext } from "./context.ts";
 import type { GenerationRequest } from "./generation.ts";
+import type { BodyLimits } from "./middleware/read_body.ts";
 import type { SamplingRequest } from "./schemas.ts";
+import { TokenizeError } from "./tokens.ts";
+
+/** What a POST body is held to: size, deadline, shutdown. */
+export function bodyLimitsOf(ctx: ServeContext): BodyLimits {
+  return { maxBytes: ctx.limits.maxBodyBytes, timeoutMs: ctx.limits.bodyTimeoutMs, shutdown: ctx.shutdown };
+}
+
+/**
+ * 400 for a prompt (or candidate) of more characters than `--max-prompt-chars`, before any tokenizing: a
+ * megabyte of text costs the tokenizer half a second, and no tokenizer makes that few tokens of it.
+ */
+export function checkPromptChars(ctx: ServeContext, chars: number, param: string): void {
+  const limit = ctx.limits.maxPromptChars;
+  if (chars > limit) {
+    throw invalidRequest(
+      `${param} is ${chars} characters long; this server accepts at most ${limit} (--max-prompt-chars)`,
+      param,
+      "context_length_exceeded",
+    );
+  }
+}
+
+/** A chat template that could not render the messages is the request's fault: 400; other failures pass. */
+export function templateFailure(e: unknown, param: string): unknown {
+  if (e instanceof TokenizeError && e.template) {
+    return invalidRequest(`the chat template could not render the ${param}: ${e.message}`, param);
+  }
+  return e;
+}
 
 /** 404 unless `model` is absent or the served model's id. */
 export function checkModel(ctx: ServeContext, model: string | undefined): void {
@@ -108,16 +139,61 @@ export function stopList(stop: string | string[] | null | undefined): string[] {
   return typeof stop === "string" ? [stop] : stop;
 }
 
-/** The sampling settings of a chat or completions request (OpenAI's defaults where absent), and how to answer. */
-export function sharedSettings(body: SamplingRequest): {
-  sampling: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "stop" | "ignoreEos">;
+/**
+ * Sampling defaults of a model (its generation_config.json's, as vLLM takes them): used where a request does
+ * not set the parameter.
+ */
+export type SamplingDefaults = {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+};
+
+/**
+ * The sampling defaults in a generation_config.json (`temperature`, `top_p`, `top_k`,
+ * `repetition_penalty`); values out of range are left out and said through `warn`. `do_sample` is not
+ * read (as vLLM: a request's temperature decides).
+ */
+export function samplingDefaultsOf(
+  gen: Record<string, unknown> | null,
+  warn: (line: string) => void = () => {},
+): SamplingDefaults {
+  const out: SamplingDefaults = {};
+  if (!gen) return out;
+  const take = (field: string, ok: (v: number) => boolean, key: keyof SamplingDefaults) => {
+    const v = gen[field];
+    if (v === undefined || v === null) return;
+    if (typeof v === "number" && Number.isFinite(v) && ok(v)) out[key] = v;
+    else warn(`generation_config.json: ${field} = ${JSON.stringify(v)} is not a valid value; not used`);
+  };
+  take("temperature", (v) => v >= 0, "temperature");
+  take("top_p", (v) => v > 0 && v <= 1, "topP");
+  take("top_k", (v) => Number.isInteger(v) && v >= -1, "topK");
+  take("repetition_penalty", (v) => v > 0, "repetitionPenalty");
+  if (out.topK !== undefined && out.topK < 0) out.topK = 0;
+  return out;
+}
+
+/**
+ * The sampling settings of a chat or completions request (the model's `defaults` where absent, then
+ * OpenAI's), and how to answer.
+ */
+export function sharedSettings(body: SamplingRequest, defaults: SamplingDefaults = {}): {
+  sampling: Pick<
+    GenerationRequest,
+    "temperature" | "topP" | "topK" | "repetitionPenalty" | "seed" | "stop" | "ignoreEos"
+  >;
   stream: boolean;
   includeUsage: boolean;
 } {
+  const topK = body.top_k ?? defaults.topK ?? 0;
   return {
     sampling: {
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
+      temperature: body.temperature ?? defaults.temperature ?? 1,
+      topP: body.top_p ?? defaults.topP ?? 1,
+      topK: topK < 0 ? 0 : topK,
+      repetitionPenalty: body.repetition_penalty ?? defaults.repetitionPenalty ?? 1,
       seed: body.seed ?? undefined,
       stop: stopList(body.stop),
       ignoreEos: body.ignore_eos ?? false,

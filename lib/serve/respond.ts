@@ -1,13 +1,15 @@
 /**
  * The part of a generation request that both OpenAI routes share once the request is valid: wait for a slot
  * in the admission queue (429 when full), run the generation, and answer either with one JSON object or as
- * a stream of chunks; the slot is released when the generation ends or the client disconnects, whichever is
- * first. The routes only say how their chunks and responses look ({@link CompletionFormat}).
+ * a stream of chunks. The slot is released only when the model worker has finished the job — a client that
+ * disconnects stops its generation at the next decode step, and the slot waits for the worker to say so —
+ * so the queue counts jobs in the worker, and disconnecting clients cannot pile work up behind
+ * `--max-concurrent`. The routes only say how their chunks and responses look ({@link CompletionFormat}).
  * @module
  */
 import type { Context } from "hono";
 import type { ServeContext } from "./context.ts";
-import { ApiError } from "./errors.ts";
+import { clientClosed, shuttingDown } from "./errors.ts";
 import {
   type ChoiceEvent,
   type FinishReason,
@@ -50,21 +52,14 @@ export function responseId(prefix: string): string {
 
 /**
  * Waits for a slot in the admission queue: 429 when it is full; 499 (nginx's "client closed request", never
- * seen by anyone) when the client leaves while waiting.
+ * seen by anyone) when the client leaves while waiting; 503 once the server is shutting down.
  */
 export async function acquireSlot(ctx: ServeContext, signal: AbortSignal): Promise<Release> {
+  if (ctx.shutdown.aborted) throw shuttingDown(); // tokenized while the server began to stop
   try {
     return await ctx.queue.acquire(signal);
   } catch (e) {
-    if (signal.aborted) {
-      throw new ApiError(
-        499,
-        "the client closed the request while it waited",
-        "invalid_request_error",
-        null,
-        "client_closed",
-      );
-    }
+    if (signal.aborted) throw clientClosed();
     throw e;
   }
 }
@@ -92,10 +87,10 @@ export async function respondWithGeneration(
   }
 
   return sseResponse(requestSignal, async (send, signal) => {
-    const onAbort = () => release(); // a disconnect frees the slot at once; the worker stops at its next step
-    signal.addEventListener("abort", onAbort, { once: true });
     try {
       for (const chunk of o.format.start()) send(chunk);
+      // a disconnect aborts `signal`: the worker ends the job at its next step, and only then does
+      // runGeneration return and the slot go to the next request
       const result = await runGeneration(ctx.engine, ctx.codec, {
         ...o.request,
         signal,
@@ -103,8 +98,7 @@ export async function respondWithGeneration(
       });
       if (o.includeUsage) send(o.format.usage(result.usage));
     } finally {
-      signal.removeEventListener("abort", onAbort);
       release();
     }
-  });
+  }, ctx.paths.scrub);
 }

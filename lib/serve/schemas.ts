@@ -15,6 +15,13 @@ export const MAX_TOP_LOGPROBS = 20;
 export const MAX_STOP = 16;
 /** Most candidates the inspection endpoint scores at once. */
 export const MAX_CANDIDATES = 16;
+/**
+ * Largest β the inspection endpoint takes: implicit rewards β·(log π − log μ) overflow past any sensible
+ * value (papers use 0.01–1), and a request for more is a mistake, not an experiment.
+ */
+export const MAX_BETA = 1000;
+/** Largest α (soft-label temperature): beyond it every soft label is uniform to double precision. */
+export const MAX_ALPHA = 1e6;
 
 const textPart = z.object({ type: z.literal("text"), text: z.string() });
 
@@ -31,6 +38,10 @@ const sampling = {
   max_tokens: z.number().int().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
+  /** vLLM's extension: keep the k most likely tokens (0 or -1: all). */
+  top_k: z.number().int().min(-1).nullish(),
+  /** vLLM's extension (transformers' repetition_penalty): > 1 discourages tokens already in the sequence. */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
   seed: z.number().int().nullish(),
   stop: z.union([z.string(), z.array(z.string()).max(MAX_STOP)]).nullish(),
   n: z.number().int().min(1).max(MAX_N).nullish(),
@@ -55,6 +66,8 @@ export const chatRequestSchema = z.object({
   top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   tools: z.array(z.unknown()).nullish(),
   response_format: z.object({ type: z.string() }).loose().nullish(),
+  /** vLLM's extension: extra variables for the chat template, e.g. `{"enable_thinking": false}` for Qwen3. */
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
 });
 
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
@@ -78,8 +91,8 @@ export const logprobsRequestSchema = z.object({
   messages: z.array(messageSchema).min(1).optional(),
   candidates: z.array(z.string()).min(1).max(MAX_CANDIDATES),
   rewards: z.array(z.number()).nullish(),
-  beta: z.number().gt(0).nullish(),
-  alpha: z.number().min(0).nullish(),
+  beta: z.number().gt(0).max(MAX_BETA).nullish(),
+  alpha: z.number().min(0).max(MAX_ALPHA).nullish(),
 });
 
 export type LogprobsRequest = z.infer<typeof logprobsRequestSchema>;

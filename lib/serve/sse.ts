@@ -11,11 +11,12 @@ export type SendEvent = (data: unknown) => void;
 
 /**
  * A streaming response fed by `produce`. When `produce` throws, the error is sent as an event in OpenAI's
- * error shape (the SDKs raise it) before `[DONE]`.
+ * error shape (the SDKs raise it) before `[DONE]`; `scrub` cleans a server error's message first.
  */
 export function sseResponse(
   requestSignal: AbortSignal,
   produce: (send: SendEvent, signal: AbortSignal) => Promise<void>,
+  scrub: (text: string) => string = (t) => t,
 ): Response {
   const abort = new AbortController();
   const onRequestAbort = () => abort.abort(new DOMException("the client disconnected", "AbortError"));
@@ -34,7 +35,9 @@ export function sseResponse(
         try {
           await produce(send, abort.signal);
         } catch (e) {
-          send(toApiError(e).toJSON());
+          const body = toApiError(e).toJSON();
+          if (body.error.type === "server_error") body.error.message = scrub(body.error.message);
+          send(body);
         } finally {
           requestSignal.removeEventListener("abort", onRequestAbort);
           write("data: [DONE]\n\n");

@@ -4,7 +4,9 @@
  * (health checks, new connections, streaming writes) by running every session here.
  *
  * Jobs interleave: each generation step is one awaited `run`, so the messages that arrive between steps
- * (a new job, a stop, an abort) are handled at the next step boundary. The generation session is loaded at
+ * (a new job, a stop, an abort) are handled at the next step boundary: an abort sets the job's cancel flag,
+ * the generation loop sees it before its next decode step, and the job's "done" is the acknowledgement the
+ * HTTP thread waits for before it gives the request's slot to the next one. The generation session is loaded at
  * start; the scoring graphs (policy and reference, see lib/train/train_graph.ts) are built on first use, so
  * a server that only chats never holds a second copy of the weights.
  *
@@ -112,6 +114,8 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
       eosTokenIds: m.eosTokenIds,
       temperature: m.temperature,
       topP: m.topP,
+      topK: m.topK,
+      repetitionPenalty: m.repetitionPenalty,
       seeds: m.seeds,
       topLogprobs: m.topLogprobs,
       padTokenId: m.padTokenId,

@@ -8,10 +8,17 @@
  * checkpoints/
  *   latest                      "checkpoint-1200\n" (for people and other tools)
  *   checkpoint-1000/
- *     tensors.safetensors       trainable weights and optimizer state, fp32
- *     state.json                {format, version, savedAt, meta: {step, epoch, dataPosition, rngState, …}}
+ *     tensors.safetensors       trainable weights and optimizer state, fp32, under the parameters' own
+ *                               names and shapes: `<param>`, `<param>.exp_avg`, `<param>.exp_avg_sq`
+ *     state.json                {format, version, savedAt, files: {name: {bytes, sha256}}, scalars:
+ *                               {step, loss_scale, …}, meta: {step, epoch, dataPosition, schedule, …}}
  *   checkpoint-1200/
  * ```
+ *
+ * Every file's SHA-256 is recorded and verified on load, so damage that keeps the size (a bad sector, a
+ * stray write) is caught: the loader falls back to the newest intact checkpoint and says so, and when
+ * checkpoints exist but none is intact it stops with an error instead of starting over (and deletes
+ * nothing).
  *
  * A checkpoint is written into a hidden temporary folder, every file fsynced, then renamed into place in
  * one step, so `checkpoint-<step>/` either is complete or does not exist; `latest` is replaced the same way
@@ -22,15 +29,16 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { ScheduleConfig } from "./schedule.ts";
-import { writeTextAtomic } from "../files.ts";
+import { withPath, writeTextAtomic } from "../files.ts";
 
 /** The `format` field of `state.json`. */
 export const CHECKPOINT_FORMAT = "alignment-checkpoint";
-/** The version of the layout; bumped when it changes incompatibly. */
-export const CHECKPOINT_VERSION = 1;
+/** The version of the layout; bumped when it changes incompatibly (version 1, without checksums, still loads). */
+export const CHECKPOINT_VERSION = 2;
 /** Name of the pointer file naming the newest checkpoint folder. */
 export const LATEST_FILE = "latest";
 /** File names inside a checkpoint folder. */
@@ -60,8 +68,15 @@ export type CheckpointMeta = {
   [key: string]: unknown;
 };
 
-/** What {@link saveCheckpoint} stores. */
-export type CheckpointData = { tensors: Record<string, CheckpointTensor>; meta: CheckpointMeta };
+/**
+ * What {@link saveCheckpoint} stores: named tensors, scalar state (the optimizer's step, the loss scale)
+ * and where training stood.
+ */
+export type CheckpointData = {
+  tensors: Record<string, CheckpointTensor>;
+  scalars?: Record<string, number>;
+  meta: CheckpointMeta;
+};
 
 /** A checkpoint read back. */
 export type LoadedCheckpoint = {
@@ -71,6 +86,10 @@ export type LoadedCheckpoint = {
   meta: CheckpointMeta;
   tensors: Record<string, Float32Array>;
   shapes: Record<string, number[]>;
+  /** Scalar state saved beside the tensors (empty for version-1 checkpoints). */
+  scalars: Record<string, number>;
+  /** The layout version the checkpoint was written with. */
+  version: number;
 };
 
 /** Options for {@link saveCheckpoint}. */
@@ -87,6 +106,9 @@ export type LoadCheckpointOptions = {
   configHash?: string;
 };
 
+/** A file of a checkpoint as `state.json` records it. */
+type FileRecord = { bytes: number; sha256: string };
+
 /** The shape of `state.json`. */
 type StateFile = {
   format: string;
@@ -95,8 +117,24 @@ type StateFile = {
   tensorsFile: string;
   tensorsBytes: number;
   tensorCount: number;
+  /** Version 2: every data file's size and SHA-256. */
+  files?: Record<string, FileRecord>;
+  scalars?: Record<string, number>;
   meta: CheckpointMeta;
 };
+
+/** SHA-256 of a file, read in 8 MiB pieces (checkpoints of full fine-tuning run to gigabytes). */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using f = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(8 << 20);
+  for (;;) {
+    const n = await f.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
 
 /** A checkpoint folder found on disk (not yet validated). */
 export type CheckpointEntry = { step: number; name: string; path: string };
@@ -196,6 +234,8 @@ export async function saveCheckpoint(
       tensorsFile: TENSORS_FILE,
       tensorsBytes: bytes,
       tensorCount: tensors.length,
+      files: { [TENSORS_FILE]: { bytes, sha256: await sha256File(join(tmp, TENSORS_FILE)) } },
+      scalars: data.scalars ?? {},
       meta: data.meta,
     };
     await writeTextAtomic(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
@@ -215,7 +255,7 @@ export async function saveCheckpoint(
     if (old) await removeQuietly(old);
   } catch (e) {
     await removeQuietly(tmp);
-    throw e;
+    throw withPath(e, final); // a full disk says which checkpoint it could not write
   }
 
   await writeTextAtomic(join(dir, LATEST_FILE), `${name}\n`);
@@ -240,7 +280,7 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
     throw new Error(`${STATE_FILE} is missing or not JSON (${(e as Error).message})`);
   }
   if (state?.format !== CHECKPOINT_FORMAT) throw new Error(`${STATE_FILE} is not a checkpoint state file`);
-  if (state.version !== CHECKPOINT_VERSION) {
+  if (state.version !== CHECKPOINT_VERSION && state.version !== 1) {
     throw new Error(`checkpoint version ${state.version} is not supported (expected ${CHECKPOINT_VERSION})`);
   }
   checkMeta(state.meta);
@@ -252,6 +292,18 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
   const size = (await Deno.stat(file)).size;
   if (size !== state.tensorsBytes) {
     throw new Error(`${state.tensorsFile} has ${size} bytes, ${STATE_FILE} recorded ${state.tensorsBytes}`);
+  }
+  if (state.version >= 2) {
+    for (const [name, rec] of Object.entries(state.files ?? {})) {
+      const sum = await sha256File(join(path, name));
+      if (sum !== rec.sha256) {
+        throw new Error(
+          `${name} does not match its checksum (sha256 ${sum.slice(0, 12)}…, recorded ${
+            rec.sha256.slice(0, 12)
+          }…)`,
+        );
+      }
+    }
   }
   const read = await readSafetensors(file);
   if (read.size !== state.tensorCount) {
@@ -265,7 +317,15 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
     tensors[name] = t.data;
     shapes[name] = t.shape;
   }
-  return { path, step: state.meta.step, meta: state.meta, tensors, shapes };
+  return {
+    path,
+    step: state.meta.step,
+    meta: state.meta,
+    tensors,
+    shapes,
+    scalars: state.scalars ?? {},
+    version: state.version,
+  };
 }
 
 /**
@@ -274,7 +334,9 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  * that disagrees with the result (a crash between the folder rename and the pointer update, or a damaged
  * checkpoint) is reported too.
  *
- * @throws when `options.configHash` is given and the checkpoint was saved under a different config.
+ * @throws when `options.configHash` is given and the checkpoint was saved under a different config; and
+ * when checkpoints exist but none is usable: starting over would throw their training away (and the next
+ * save would prune them), so the run stops and leaves them for a person to look at.
  */
 export async function loadLatestCheckpoint(
   dir: string,
@@ -311,6 +373,12 @@ export async function loadLatestCheckpoint(
       );
     }
     return loaded;
+  }
+  if (candidates.length > 0) {
+    throw new Error(
+      `${dir}: none of the ${candidates.length} checkpoint(s) is intact (see the warnings above); ` +
+        `nothing was deleted. Move the checkpoints folder aside to start over from step 0`,
+    );
   }
   return undefined;
 }

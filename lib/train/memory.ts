@@ -63,7 +63,7 @@ const RUNTIME_BYTES = 0.6 * 2 ** 30;
 function savedPerToken(cfg: ModelConfig, seq: number, lora: MemoryInputs["lora"]): number {
   const d = cfg.hiddenSize, ff = cfg.intermediateSize;
   const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
-  const gated = cfg.family === "llama";
+  const gated = cfg.family !== "gpt2";
   let n = 4 * d + 2 * q + 2 * kv + (gated ? 5 : 3) * ff + 2 * cfg.numHeads * seq;
   if (lora) n += lora.modules / cfg.numLayers * lora.r * 2 + (lora.dropout ? 4 * d + q + ff : 0);
   return n;
@@ -104,7 +104,7 @@ export function storedSizes(
 }
 
 function headEmbeddingName(cfg: ModelConfig): string {
-  return cfg.family === "llama" ? "model.embed_tokens.weight" : "wte.weight";
+  return cfg.family === "gpt2" ? "wte.weight" : "model.embed_tokens.weight";
 }
 
 /** The LM head's rows per block: enough that one block's fp32 logits stay near 128 MiB (0: all at once). */

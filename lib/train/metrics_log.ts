@@ -6,12 +6,14 @@
  * Every line goes to the file in one unbuffered write as soon as it is logged (optionally fsynced), so a
  * crash loses at most the line being written, and the reader tolerates exactly that: a truncated last line.
  * JSON has no NaN or Infinity, so non-finite values are written as `null` (pandas reads them as NaN) and
- * read back as NaN.
+ * read back as NaN. The same lines can go to a TensorBoard event file too (tensorboard.ts), and
+ * `--logging-steps` writes one line per window of steps, as TRL's `logging_steps` does.
  *
  * @module
  */
 
-import { writeTextAtomic } from "../files.ts";
+import { withPath, writeTextAtomic } from "../files.ts";
+import { TensorBoardWriter } from "./tensorboard.ts";
 
 /**
  * One logged step. `step` counts optimizer steps (1 after the first update, as TRL logs it); `epoch` is
@@ -45,7 +47,41 @@ export type MetricsWriterOptions = {
   truncateAfterStep?: number;
   /** fsync after every line so even a power cut keeps it. Default true (cheap next to a training step). */
   fsync?: boolean;
+  /** Also write each line as TensorBoard scalars to an event file in this folder (`--report-to tensorboard`). */
+  tensorboard?: string;
+  /**
+   * Write training metrics every this many steps (TRL's `logging_steps`), each line the mean of the steps
+   * since the last one (`lr`, `grad_norm`, `loss_scale`, `epoch`: the last step's; `skipped`: the sum).
+   * Evaluations are written when they come. Default 1: every step as it is.
+   */
+  every?: number;
 };
+
+/** Metrics a logging window reports at its last step rather than averaged, and the ones it adds up. */
+const LAST_OF_WINDOW = new Set(["epoch", "lr", "grad_norm", "loss_scale"]);
+const SUM_OF_WINDOW = new Set(["skipped"]);
+
+/** One line for the records of a logging window (see {@link MetricsWriterOptions.every}). */
+export function aggregateRecords(records: readonly MetricsRecord[]): MetricsRecord {
+  const last = records[records.length - 1];
+  const sums = new Map<string, { sum: number; n: number }>();
+  for (const r of records) {
+    for (const [k, v] of Object.entries(r)) {
+      if (k === "step" || v === undefined) continue;
+      const s = sums.get(k) ?? { sum: 0, n: 0 };
+      s.sum += v;
+      s.n++;
+      sums.set(k, s);
+    }
+  }
+  const out: MetricsRecord = { step: last.step, epoch: last.epoch };
+  for (const [k, { sum, n }] of sums) {
+    out[k] = LAST_OF_WINDOW.has(k) ? (last[k] ?? NaN) : SUM_OF_WINDOW.has(k) ? sum : sum / n;
+  }
+  return out;
+}
+
+const isEval = (k: string) => k.startsWith("eval/");
 
 /** The line a record becomes: compact JSON, non-finite numbers as `null`, `step` and `epoch` first. */
 export function formatMetricsLine(record: MetricsRecord): string {
@@ -64,18 +100,31 @@ function finiteOrNull(v: number): number | null {
 }
 
 /**
- * Appends records to `metrics.jsonl`. Writes go straight to the file descriptor (no buffering in this
- * process), one `write` per line.
+ * Appends records to `metrics.jsonl` (and a TensorBoard event file when asked). Writes go straight to the
+ * file descriptor (no buffering in this process), one `write` per line; with `every` > 1 the steps of a
+ * logging window wait in memory until its last step, {@link MetricsWriter.flush} or close.
  */
 export class MetricsWriter {
   #file: Deno.FsFile | undefined;
   readonly #fsync: boolean;
+  readonly #tensorboard: TensorBoardWriter | undefined;
+  readonly #every: number;
+  /** Training records of the current logging window (every > 1). */
+  #window: MetricsRecord[] = [];
   readonly path: string;
 
-  private constructor(path: string, file: Deno.FsFile, fsync: boolean) {
+  private constructor(
+    path: string,
+    file: Deno.FsFile,
+    fsync: boolean,
+    tensorboard: TensorBoardWriter | undefined,
+    every: number,
+  ) {
     this.path = path;
     this.#file = file;
     this.#fsync = fsync;
+    this.#tensorboard = tensorboard;
+    this.#every = every;
   }
 
   /**
@@ -84,6 +133,10 @@ export class MetricsWriter {
    * are dropped; both rewrites are atomic.
    */
   static async open(path: string, options: MetricsWriterOptions = {}): Promise<MetricsWriter> {
+    const every = options.every ?? 1;
+    if (!Number.isSafeInteger(every) || every < 1) {
+      throw new RangeError(`every must be an integer ≥ 1, got ${every}`);
+    }
     if (options.append) {
       await repairForAppend(path, options.truncateAfterStep);
     }
@@ -93,24 +146,73 @@ export class MetricsWriter {
       append: options.append ?? false,
       truncate: !options.append,
     });
-    return new MetricsWriter(path, file, options.fsync ?? true);
+    const tb = options.tensorboard === undefined
+      ? undefined
+      : await TensorBoardWriter.open(options.tensorboard);
+    return new MetricsWriter(path, file, options.fsync ?? true, tb, every);
   }
 
-  /** Log one record; resolves once the line is in the file. */
+  /** Log one record; resolves once its line (or its window's) is in the file. */
   async write(record: MetricsRecord): Promise<void> {
-    const file = this.#file;
-    if (!file) throw new Error(`metrics log ${this.path} is closed`);
+    if (!this.#file) throw new Error(`metrics log ${this.path} is closed`);
     if (!Number.isFinite(record.step)) throw new TypeError(`metrics record needs a numeric step`);
-    const bytes = new TextEncoder().encode(formatMetricsLine(record));
-    let off = 0;
-    while (off < bytes.length) off += await file.write(bytes.subarray(off));
-    if (this.#fsync) await file.syncData();
+    if (this.#every === 1) return await this.#emit(record);
+    const train: MetricsRecord = { step: record.step, epoch: record.epoch };
+    const evals: MetricsRecord = { step: record.step, epoch: record.epoch };
+    for (const [k, v] of Object.entries(record)) {
+      if (k !== "step" && k !== "epoch") (isEval(k) ? evals : train)[k] = v;
+    }
+    const hasTrain = Object.keys(train).length > 2, hasEval = Object.keys(evals).length > 2;
+    // an evaluation on its own line ends the run (the final one): the last window first
+    if (!hasTrain && hasEval) await this.flush();
+    if (hasTrain) this.#window.push(train);
+    if (hasEval) await this.#emit(evals);
+    if (hasTrain && record.step % this.#every === 0) await this.flush();
   }
 
-  /** Close the file; further writes throw. Safe to call twice. */
+  /** Write the pending logging window, if any (before a checkpoint, so a resumed log has every step). */
+  async flush(): Promise<void> {
+    if (this.#window.length === 0) return;
+    const line = aggregateRecords(this.#window);
+    this.#window = [];
+    await this.#emit(line);
+  }
+
+  async #emit(record: MetricsRecord): Promise<void> {
+    const file = this.#file!;
+    const bytes = new TextEncoder().encode(formatMetricsLine(record));
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await file.write(bytes.subarray(off));
+      if (this.#fsync) await file.syncData();
+    } catch (e) {
+      throw withPath(e, this.path);
+    }
+    this.#scalars(record);
+  }
+
+  #scalars(record: MetricsRecord): void {
+    if (!this.#tensorboard) return;
+    const { step, ...rest } = record;
+    const values: Record<string, number> = {};
+    for (const [k, v] of Object.entries(rest)) if (v !== undefined) values[k] = v;
+    this.#tensorboard.scalars(step, values);
+  }
+
+  /** Close the files (a pending logging window is written first); further writes throw. Safe to call twice. */
   close(): void {
-    this.#file?.close();
+    const file = this.#file;
+    if (file && this.#window.length) {
+      const line = aggregateRecords(this.#window);
+      this.#window = [];
+      const bytes = new TextEncoder().encode(formatMetricsLine(line));
+      let off = 0;
+      while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+      this.#scalars(line);
+    }
+    file?.close();
     this.#file = undefined;
+    this.#tensorboard?.close();
   }
 
   [Symbol.dispose](): void {

@@ -24,6 +24,8 @@ export type TrainOptions = {
   data?: string;
   /** Evaluation data file; when absent, `evalFraction` of the training data is held out. */
   evalData?: string;
+  /** Skip malformed data rows (reported) instead of stopping at the first. */
+  skipBadRows: boolean;
   evalFraction: number;
   /** The run folder to write; default: a fresh `runs/<name>-<YYYYmmdd-HHMMSS>/` (see `run_folder.ts`). */
   out?: string;
@@ -73,6 +75,18 @@ export type TrainOptions = {
   /** Gradient clipping by global norm; 0 disables. */
   maxGradNorm: number;
   weightDecay: number;
+  /** AdamW's β1, β2 and ε (PyTorch's defaults). */
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEpsilon: number;
+  /** A separate reference model folder; undefined: the model itself (LoRA: with the adapters off). */
+  reference?: string;
+  /** Dtype of the exported policy's weights; undefined: the model folder's. */
+  saveDtype?: "float32" | "float16" | "bfloat16";
+  /** Metrics are written every this many steps (each line the window's mean). */
+  loggingSteps: number;
+  /** Where metrics go besides `metrics.jsonl`, which is always written. */
+  reportTo: "jsonl" | "tensorboard" | "none";
   demo: boolean;
   compare: boolean;
   quiet: boolean;
@@ -100,6 +114,8 @@ export type OptionSpec = {
   check?: (v: number) => string | undefined;
   /** Placeholder in `--help`. */
   arg?: string;
+  /** Other flags for the option: TRL's spellings (`--learning-rate` for `--lr`). */
+  aliases?: readonly string[];
 };
 
 const positive = (v: number) => (v > 0 ? undefined : "must be > 0");
@@ -107,6 +123,7 @@ const nonNegative = (v: number) => (v >= 0 ? undefined : "must be ≥ 0");
 const atLeast = (n: number) => (v: number) => (v >= n ? undefined : `must be ≥ ${n}`);
 const fraction = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
 const fractionClosed = (v: number) => (v >= 0 && v <= 1 ? undefined : "must be in [0, 1]");
+const belowOne = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
 const uint32 = (v: number) => (v >= 0 && v <= 0xffffffff ? undefined : "must be in [0, 4294967295]");
 
 /** Every option, in `--help` order. */
@@ -138,6 +155,14 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     arg: "file",
     help: "evaluation data",
     defaultText: "held out from --data",
+  },
+  {
+    key: "skipBadRows",
+    flag: "skip-bad-rows",
+    kind: "boolean",
+    group: "Data",
+    default: false,
+    help: "skip malformed data rows (each reported with file:line) instead of stopping at the first",
   },
   {
     key: "evalFraction",
@@ -218,8 +243,19 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "number",
     group: "Loss",
     default: 1e-2,
-    check: positive,
-    help: "α, reward temperature: soft labels softmax(r / α)",
+    check: nonNegative,
+    help:
+      "α, reward temperature: soft labels softmax(r / α); 0: all weight on the best response, ties shared",
+  },
+  {
+    key: "reference",
+    flag: "reference",
+    kind: "string",
+    group: "Loss",
+    arg: "dir",
+    defaultText: "--model, adapters off",
+    help: "a separate reference model folder with the same tokenizer (iterative rounds: --model the last " +
+      "policy, --reference the SFT model); its log-probs are computed once and cached",
   },
   // Optimization
   {
@@ -229,6 +265,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 5e-6,
     check: positive,
+    aliases: ["learning-rate"],
     help: "peak learning rate",
   },
   {
@@ -265,6 +302,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 1,
     check: positive,
+    aliases: ["num-train-epochs"],
     help: "passes over the training data (may be fractional)",
   },
   {
@@ -283,6 +321,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 8,
     check: atLeast(1),
+    aliases: ["per-device-train-batch-size"],
     help: "prompts per micro-batch",
   },
   {
@@ -292,6 +331,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 1,
     check: atLeast(1),
+    aliases: ["gradient-accumulation-steps"],
     help: "micro-batches accumulated per optimizer step",
   },
   {
@@ -310,7 +350,34 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 0,
     check: nonNegative,
-    help: "AdamW weight decay",
+    help: "AdamW's decoupled weight decay (not on norms and biases)",
+  },
+  {
+    key: "adamBeta1",
+    flag: "adam-beta1",
+    kind: "number",
+    group: "Optimization",
+    default: 0.9,
+    check: belowOne,
+    help: "AdamW's β1, the first moment's decay",
+  },
+  {
+    key: "adamBeta2",
+    flag: "adam-beta2",
+    kind: "number",
+    group: "Optimization",
+    default: 0.999,
+    check: belowOne,
+    help: "AdamW's β2, the second moment's decay",
+  },
+  {
+    key: "adamEpsilon",
+    flag: "adam-epsilon",
+    kind: "number",
+    group: "Optimization",
+    default: 1e-8,
+    check: positive,
+    help: "AdamW's ε, added to the denominator",
   },
   {
     key: "seed",
@@ -404,6 +471,16 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     defaultText: "8; 64 for --full on CUDA",
     help: "optimizer steps per ONNX Runtime call",
   },
+  {
+    key: "saveDtype",
+    flag: "save-dtype",
+    kind: "enum",
+    group: "Model",
+    choices: ["float32", "float16", "bfloat16"],
+    hints: { fp32: "float32", fp16: "float16", bf16: "bfloat16", half: "float16" },
+    defaultText: "the model's",
+    help: "dtype of the exported policy's weights",
+  },
   // Run
   {
     key: "out",
@@ -412,6 +489,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     arg: "dir",
     defaultText: "runs/<name>-<YYYYmmdd-HHMMSS>",
+    aliases: ["output-dir"],
     help: "the run folder to write",
   },
   {
@@ -420,6 +498,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "string",
     group: "Run",
     defaultText: "the loss name",
+    aliases: ["run-name"],
     help: "run name, the start of the run folder's name",
   },
   {
@@ -430,6 +509,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     check: atLeast(1),
     defaultText: "at the end only",
     arg: "steps",
+    aliases: ["eval-steps"],
     help: "evaluate every this many steps",
   },
   {
@@ -440,6 +520,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     check: atLeast(1),
     defaultText: "at the end only",
     arg: "steps",
+    aliases: ["save-steps"],
     help: "save a resumable checkpoint every this many steps",
   },
   {
@@ -449,7 +530,28 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     default: 2,
     check: atLeast(1),
+    aliases: ["save-total-limit"],
     help: "checkpoints kept (older ones are deleted)",
+  },
+  {
+    key: "loggingSteps",
+    flag: "logging-steps",
+    kind: "int",
+    group: "Run",
+    default: 1,
+    check: atLeast(1),
+    arg: "steps",
+    help: "write metrics every this many steps, each line the mean over them (TRL's logging_steps)",
+  },
+  {
+    key: "reportTo",
+    flag: "report-to",
+    kind: "enum",
+    group: "Run",
+    choices: ["jsonl", "tensorboard", "none"],
+    default: "jsonl",
+    help: "where metrics go besides metrics.jsonl (always written): tensorboard writes event files to " +
+      "<run>/tensorboard/; jsonl and none add nothing",
   },
   {
     key: "resume",
@@ -467,7 +569,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     arg: "file",
     defaultText: "none",
-    help: "JSON file of options (camelCase or kebab-case keys); flags win",
+    help: "JSON file of options (camelCase, kebab-case or TRL's snake_case names); flags win",
   },
   {
     key: "demo",

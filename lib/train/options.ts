@@ -5,15 +5,19 @@
  *
  * Flags are kebab-case (`--max-prompt-length`), fields camelCase (`maxPromptLength`); a config file may use
  * either spelling, so a run's saved `config.json` (the resolved {@link TrainOptions}) can be passed back as
- * `--config`. Everything is synchronous and pure apart from reading the config file.
+ * `--config`, or TRL's snake_case names (trl_names.ts), so a TRL run's settings can. A few TRL spellings are
+ * flags too (`--learning-rate`, the spec's `aliases`). Everything is synchronous and pure apart from reading
+ * the config file.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { OPTION_SPECS, type OptionSpec, type TrainOptions } from "./option_specs.ts";
+import { TRL_NAMES } from "./trl_names.ts";
 
-const BY_FLAG = new Map(OPTION_SPECS.map((s) => [s.flag, s]));
+/** Every flag, aliases included, to its option. */
+const BY_FLAG = new Map(OPTION_SPECS.flatMap((s) => [s.flag, ...(s.aliases ?? [])].map((f) => [f, s])));
 const BY_KEY = new Map(OPTION_SPECS.map((s) => [s.key as string, s]));
 
 /** Invalid options; `errors` has one line per problem (the message joins them). */
@@ -28,6 +32,17 @@ export class OptionsError extends Error {
 
 /** Options as given by one source, with that source's name for error messages. */
 export type OptionLayer = { values: Partial<TrainOptions>; source: string };
+
+/** Where {@link resolveTrainOptions} records which options a layer set (not serialized with the config). */
+const GIVEN = Symbol("given options");
+
+/**
+ * The options a person set (flags and `--config`), as opposed to defaults: what `--resume` compares with
+ * the run's saved settings. Undefined for a config built by hand.
+ */
+export function givenOptions(opts: TrainOptions): ReadonlySet<string> | undefined {
+  return (opts as { [GIVEN]?: Set<string> })[GIVEN];
+}
 
 /** Edit distance, for "did you mean". */
 export function editDistance(a: string, b: string): number {
@@ -61,8 +76,12 @@ const describe = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : St
  * Convert one raw value (a flag's string, or a config file's JSON value) to the option's type. Returns the
  * value or an error message naming the flag.
  */
-function convert(spec: OptionSpec, raw: unknown, where: string): { value: unknown } | { error: string } {
-  const flag = `--${spec.flag}`;
+function convert(
+  spec: OptionSpec,
+  raw: unknown,
+  where: string,
+  flag = `--${spec.flag}`,
+): { value: unknown } | { error: string } {
   const bad = (what: string) => ({ error: `${flag} ${what}, got ${describe(raw)}${where}` });
   if (raw === null) return { value: undefined };
   switch (spec.kind) {
@@ -124,7 +143,7 @@ export function parseTrainArgs(argv: readonly string[]): { layer: OptionLayer; h
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
   };
-  for (const s of OPTION_SPECS) options[s.flag] = { type: s.kind === "boolean" ? "boolean" : "string" };
+  for (const [flag, s] of BY_FLAG) options[flag] = { type: s.kind === "boolean" ? "boolean" : "string" };
   const { tokens } = parseArgs({
     args: [...argv],
     options,
@@ -158,7 +177,7 @@ export function parseTrainArgs(argv: readonly string[]): { layer: OptionLayer; h
       continue;
     }
     if (!spec) {
-      const guess = closest(t.name, [...BY_FLAG.keys(), "help"]);
+      const guess = closest(t.name.replaceAll("_", "-"), [...BY_FLAG.keys(), "help"]);
       errors.push(`unknown option ${t.rawName}${guess ? ` (did you mean --${guess}?)` : "; see --help"}`);
       if (t.value === undefined) unknownAt = t.index;
       continue;
@@ -187,9 +206,13 @@ export function parseTrainArgs(argv: readonly string[]): { layer: OptionLayer; h
   return { layer: { values: values as Partial<TrainOptions>, source: "command line" }, help };
 }
 
+/** The names a config file may use for options, for "did you mean": ours (camelCase) and TRL's. */
+const CONFIG_NAMES = [...[...BY_KEY.keys()].filter((k) => k !== "config"), ...Object.keys(TRL_NAMES)];
+
 /**
- * Options from a parsed config object (camelCase or kebab-case keys; `null` means "unset"). Throws
- * {@link OptionsError} for unknown keys (with the closest known one) and bad values.
+ * Options from a parsed config object (camelCase, kebab-case or TRL's snake_case keys; `null` means
+ * "unset"). Throws {@link OptionsError} for unknown keys (with the closest known one), bad values and two
+ * keys that set one option differently (`lr` and `learning_rate`).
  */
 export function parseConfigObject(obj: unknown, source: string): OptionLayer {
   if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
@@ -197,20 +220,45 @@ export function parseConfigObject(obj: unknown, source: string): OptionLayer {
   }
   const errors: string[] = [];
   const values: Partial<Record<keyof TrainOptions, unknown>> = {};
-  for (const [key, raw] of Object.entries(obj)) {
-    const spec = BY_KEY.get(key) ?? BY_FLAG.get(key);
+  const setBy = new Map<string, string>();
+  for (const [key, given] of Object.entries(obj)) {
+    const trl = Object.hasOwn(TRL_NAMES, key) ? TRL_NAMES[key] : undefined;
+    const spec = trl ? BY_KEY.get(trl.key) : BY_KEY.get(key) ?? BY_FLAG.get(key);
     if (spec?.key === "config") {
       errors.push(`${source}: a config file cannot name another config file ("${key}")`);
       continue;
     }
     if (!spec) {
-      const guess = closest(key, [...BY_KEY.keys()].filter((k) => k !== "config"));
+      const guess = closest(key, CONFIG_NAMES);
       errors.push(`${source}: unknown option "${key}"${guess ? ` (did you mean "${guess}"?)` : ""}`);
       continue;
     }
-    const r = convert(spec, raw, ` (in ${source})`);
-    if ("error" in r) errors.push(r.error);
-    else values[spec.key] = r.value;
+    let raw = given;
+    if (trl?.translate) {
+      const t = trl.translate(given);
+      if ("error" in t) {
+        errors.push(`${key} ${t.error} (in ${source})`);
+        continue;
+      }
+      raw = t.value;
+    }
+    // a TRL name's errors name it and the flag it stands for
+    const r = convert(spec, raw, ` (in ${source})`, trl ? `${key} (--${spec.flag})` : undefined);
+    if ("error" in r) {
+      errors.push(r.error);
+      continue;
+    }
+    if (r.value === undefined) {
+      if (!setBy.has(spec.key)) values[spec.key] = undefined; // null: unset
+      continue;
+    }
+    const before = setBy.get(spec.key);
+    if (before !== undefined && JSON.stringify(values[spec.key]) !== JSON.stringify(r.value)) {
+      errors.push(`${source}: "${before}" and "${key}" both set --${spec.flag}, to different values`);
+      continue;
+    }
+    setBy.set(spec.key, key);
+    values[spec.key] = r.value;
   }
   if (errors.length) throw new OptionsError(errors);
   return { values: values as Partial<TrainOptions>, source };
@@ -286,7 +334,13 @@ export function resolveTrainOptions(...layers: OptionLayer[]): TrainOptions {
       }`,
     );
   }
+  if (opts.reference !== undefined && opts.loss === "sft") {
+    errors.push(
+      `--reference is for the alignment losses; --loss sft has no reference model${where("reference")}`,
+    );
+  }
   if (errors.length) throw new OptionsError(errors);
+  Object.defineProperty(opts, GIVEN, { value: new Set(origin.keys()), enumerable: false });
   return opts;
 }
 
@@ -354,7 +408,11 @@ export function trainHelp(): string {
     return {
       group: s.group,
       left: `  --${s.flag}${arg}`,
-      right: [...s.help.split(" "), `(default: ${formatDefault(s)})`],
+      right: [
+        ...s.help.split(" "),
+        ...(s.aliases?.length ? [`(alias ${s.aliases.map((a) => `--${a}`).join(", ")})`] : []),
+        `(default: ${formatDefault(s)})`,
+      ],
     };
   });
   rows.push({ group: "Run", left: "  -h, --help", right: ["show", "this", "help"] });
@@ -370,6 +428,11 @@ export function trainHelp(): string {
     if (r.left.length + 1 > width) lines.push(r.left, ...text);
     else lines.push(r.left.padEnd(width) + text[0].trimStart(), ...text.slice(1));
   }
-  lines.push("", "Boolean flags take --no-<flag> to turn them off (e.g. over a config file).");
+  lines.push(
+    "",
+    "Boolean flags take --no-<flag> to turn them off (e.g. over a config file).",
+    "A --config file may use TRL's names (learning_rate, per_device_train_batch_size, num_train_epochs,",
+    'loss_type "sigmoid"|"ipo"|"nca_pair", bf16, fp16, report_to, lora_r, model_name_or_path, …).',
+  );
   return lines.join("\n") + "\n";
 }

@@ -7,7 +7,9 @@
  */
 import type { LoadedDataset } from "../data/load.ts";
 import type { PairStrategy } from "../data/convert.ts";
-import { preferenceToReward, rewardToPreference, selectResponses } from "../data/convert.ts";
+import { binarize, preferenceToReward, selectResponses } from "../data/convert.ts";
+import { DataError } from "../data/errors.ts";
+import { count, describeCounts, type ShapeDrops } from "../data/report.ts";
 import {
   type EncodingTokenizer,
   type TokenizedExample,
@@ -46,8 +48,28 @@ export function shapeExamples(
   ds: LoadedDataset,
   o: ShapeOptions,
 ): (RewardExample | PreferenceExample | SftExample)[] {
+  return shapeDataset(ds, o).examples;
+}
+
+/** Shaped examples and what shaping dropped. */
+export type ShapedData = {
+  examples: (RewardExample | PreferenceExample | SftExample)[];
+  drops: ShapeDrops;
+  /** `pairs` when a pairwise loss binarized reward data. */
+  unit: "prompts" | "pairs";
+};
+
+/**
+ * {@link shapeExamples}, counting what is dropped: prompts with fewer than `--k` responses (by how many
+ * they had) and prompts whose responses all tie when reward data is binarized into pairs. Data that cannot
+ * train the loss at all says why: a mixed K names the first row that differs, a `--k` above every prompt's
+ * count says how many responses the prompts have.
+ */
+export function shapeDataset(ds: LoadedDataset, o: ShapeOptions): ShapedData {
   const want = lossDataKind(o.loss);
   const seed = o.seed ?? 0;
+  const drops: ShapeDrops = { allTies: 0 };
+  const src = ds.input.source;
   if (want === "reward") {
     let ex: RewardExample[];
     if (ds.kind === "reward") ex = ds.examples;
@@ -55,30 +77,64 @@ export function shapeExamples(
     else {throw new TypeError(
         `the ${o.loss} loss needs reward or preference data; ${ds.format} data has neither`,
       );}
-    if (o.k !== undefined) ex = selectResponses(ex, o.k, { mode: o.kMode ?? "first", seed }).examples;
-    const ks = new Set(ex.map((e) => e.responses.length));
-    if (ks.size > 1) {
-      throw new RangeError(
-        `prompts have different numbers of responses (${
-          [...ks].sort().join(", ")
-        }): pass --k to use the same K for all`,
-      );
+    const byK: Record<number, number> = {};
+    for (const e of ex) byK[e.responses.length] = (byK[e.responses.length] ?? 0) + 1;
+    const counts = `${count(ex.length)} prompts: ${describeCounts(byK)}`;
+    if (o.k !== undefined) {
+      const sel = selectResponses(ex, o.k, { mode: o.kMode ?? "first", seed });
+      drops.tooFewResponses = { k: o.k, count: sel.dropped, byK: sel.droppedByK };
+      if (sel.examples.length === 0 && ex.length > 0) {
+        const most = Math.max(...Object.keys(byK).map(Number));
+        const pairs = ds.kind === "preference" ? "; preference pairs are K = 2" : "";
+        throw new RangeError(
+          `${src}: every prompt has at most ${most} responses; --k ${o.k} needs ${o.k} (${counts}${pairs})`,
+        );
+      }
+      ex = sel.examples;
+    } else {
+      const first = ex[0]?.responses.length;
+      const odd = ex.findIndex((e) => e.responses.length !== first);
+      if (odd !== -1) {
+        const fewest = Math.min(...Object.keys(byK).map(Number));
+        throw new DataError(
+          ds.origins[odd].file,
+          ds.origins[odd].line,
+          `has ${ex[odd].responses.length} responses, earlier rows have ${first} (${counts}); ` +
+            `pass --k ${fewest} to train on ${fewest} responses of every prompt`,
+          undefined,
+          ds.origins[odd].unit,
+        );
+      }
     }
-    return ex;
+    return { examples: ex, drops, unit: "prompts" };
   }
   if (want === "preference") {
-    if (ds.kind === "preference") return ds.examples;
+    if (ds.kind === "preference") return { examples: ds.examples, drops, unit: "prompts" };
     if (ds.kind === "reward") {
-      return rewardToPreference(ds.examples, { strategy: o.pairStrategy ?? "best-vs-random", seed });
+      const { pairs, allTies } = binarize(ds.examples, {
+        strategy: o.pairStrategy ?? "best-vs-random",
+        seed,
+      });
+      drops.allTies = allTies;
+      if (pairs.length === 0 && ds.examples.length > 0) {
+        throw new RangeError(
+          `${src}: no preference pairs: the responses of all ${count(ds.examples.length)} prompts ` +
+            `have equal rewards, and ties make no pair`,
+        );
+      }
+      return { examples: pairs, drops, unit: "pairs" };
     }
     throw new TypeError(`the ${o.loss} loss needs preference or reward data; ${ds.format} data has neither`);
   }
-  if (ds.kind === "sft") return ds.examples;
-  if (ds.kind === "preference") return ds.examples.map((e) => ({ prompt: e.prompt, completion: e.chosen }));
-  return ds.examples.map((e) => ({
-    prompt: e.prompt,
-    completion: e.responses[rankByReward(e.responses.map((r) => r.reward))[0]].content,
-  }));
+  const examples = ds.kind === "sft"
+    ? ds.examples
+    : ds.kind === "preference"
+    ? ds.examples.map((e) => ({ prompt: e.prompt, completion: e.chosen }))
+    : ds.examples.map((e) => ({
+      prompt: e.prompt,
+      completion: e.responses[rankByReward(e.responses.map((r) => r.reward))[0]].content,
+    }));
+  return { examples, drops, unit: "prompts" };
 }
 
 /** Sorts each example's responses by reward (best first, stable) and attaches soft labels. */

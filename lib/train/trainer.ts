@@ -25,9 +25,11 @@ import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
 import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
-import type { TrainConfig } from "./option_specs.ts";
+import { writeFolderAtomic, writeTextAtomic } from "../files.ts";
+import { OPTION_SPECS, type TrainConfig } from "./option_specs.ts";
+import { defaultTrainOptions, givenOptions } from "./options.ts";
 import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
-import { referenceScores } from "./reference.ts";
+import { loadReferenceModel, referenceModelScorer, referenceScores } from "./reference.ts";
 import { evaluatePolicy, finalEvalOf, prefixed } from "./evaluate.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
@@ -92,6 +94,10 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const phases = new PhasePeaks();
   phases.enter("load");
   const p = await loadRunInputs(cfg, log);
+  // --reference: a model folder of its own, checked against the policy's vocabulary before any work
+  const refModel = cfg.reference !== undefined && cfg.loss !== "sft"
+    ? await loadReferenceModel(cfg.reference, p.model, log)
+    : undefined;
   const fp16 = cfg.precision === "fp16";
   log(
     `model ${p.model.config.modelType} (${p.model.config.numLayers} layers, hidden ${p.model.config.hiddenSize}) · ` +
@@ -147,6 +153,19 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   // graph folder), for training, the reference log-probs and evaluation (its scoring mode)
   phases.enter("session");
   const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
+  // a --reference model is scored (or read from the cache) before the training session exists, so the two
+  // models are never loaded together
+  let reference: { train: Float32Array[]; eval: Float32Array[] } | undefined;
+  if (refModel) {
+    phases.enter("reference");
+    const open = () =>
+      referenceModelScorer(refModel, { device, graphs, precision: cfg.precision, chunk: plan.chunk });
+    reference = await referenceScores(cfg, run, p, open, log).catch(async (e) => {
+      await graphs.remove();
+      throw e;
+    });
+    phases.enter("session");
+  }
   const built = buildAlignmentGraph({
     cfg: p.model.config,
     frozen,
@@ -155,7 +174,13 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     beta: cfg.beta,
     k: p.k,
     ranked: p.ranked,
-    optimizer: { kind: "adamw", weightDecay: cfg.weightDecay },
+    optimizer: {
+      kind: "adamw",
+      weightDecay: cfg.weightDecay,
+      beta1: cfg.adamBeta1,
+      beta2: cfg.adamBeta2,
+      eps: cfg.adamEpsilon,
+    },
     maxGradNorm: cfg.maxGradNorm > 0 ? cfg.maxGradNorm : undefined,
     accumulation: cfg.gradAccum,
     precision: cfg.precision,
@@ -177,18 +202,26 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
 
   // reference log-probs: once, cached in the run folder; scored before a checkpoint is restored, on the
   // initial parameters (LoRA's B = 0: the base model itself)
-  phases.enter("reference");
-  const reference = cfg.loss === "sft" ? undefined : await referenceScores(cfg, run, p, scorer, log);
+  if (!refModel && cfg.loss !== "sft") {
+    phases.enter("reference");
+    reference = await referenceScores(cfg, run, p, scorer, log);
+  }
 
   phases.enter("train");
   let step = 0;
   const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
   if (ckpt) {
-    session.restore(ckpt.tensors);
+    if (ckpt.version >= 2) session.restoreNamed(ckpt.tensors, ckpt.scalars);
+    else session.restore(ckpt.tensors); // version 1: the graph's own state names
     step = ckpt.step;
     log(`resumed from ${ckpt.path} at step ${step}`);
   } else if (cfg.resume) log(`no checkpoint in ${run.checkpoints}: starting from step 0`);
-  const metrics = await MetricsWriter.open(run.metrics, { append: step > 0, truncateAfterStep: step });
+  const metrics = await MetricsWriter.open(run.metrics, {
+    append: step > 0,
+    truncateAfterStep: step,
+    every: cfg.loggingSteps ?? 1,
+    tensorboard: cfg.reportTo === "tensorboard" ? join(run.dir, "tensorboard") : undefined,
+  });
 
   const evaluate = async (): Promise<Record<string, number> | undefined> => {
     if (!p.eval.length) return undefined;
@@ -196,8 +229,11 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   };
 
   const save = async () => {
+    await metrics.flush(); // a resumed log then has every step up to the checkpoint
+    const { tensors, scalars } = session.namedState();
     await saveCheckpoint(run.checkpoints, {
-      tensors: session.current(),
+      tensors,
+      scalars,
       meta: {
         step,
         epoch: step > 0 ? epochAt[step - 1] : 0,
@@ -308,7 +344,12 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       log(`stopped at step ${step} of ${steps.length}; checkpoint saved. Continue with --resume ${run.dir}`);
       return { run, config: cfg, steps: step, totalSteps: steps.length, interrupted: true };
     }
-    const finalEval = await evaluate();
+    // a run resumed after its last checkpoint (killed during the export) has its final evaluation logged
+    const logged = step === started &&
+      (await readMetrics(run.metrics)).some((r) =>
+        r.step === step && Object.keys(r).some((k) => k.startsWith("eval/"))
+      );
+    const finalEval = logged ? undefined : await evaluate();
     if (finalEval) {
       await metrics.write({ step, epoch: epochAt[step - 1], ...prefixed(finalEval) });
     }
@@ -320,7 +361,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   }
 
   // the trained policy: adapters saved as PEFT does; sessions released before the export streams the
-  // merged weights tensor by tensor, in the model's own dtype
+  // merged weights tensor by tensor, in the model's own dtype (or --save-dtype)
   const state = session.current();
   await release();
   if (trainable.mode === "lora") {
@@ -329,25 +370,28 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     });
   }
   phases.enter("export");
-  await exportForServing(run.policy, {
-    cfg: p.model.config,
-    weights: policyReader(p.model, trainable, state),
-    dtype: storedDtype(p.model),
-    tokenizerDir: p.model.tokenizerDir ?? undefined,
-    log,
-  });
+  // into a temporary folder that then replaces policy/: a full disk or a kill leaves no broken model
+  await writeFolderAtomic(run.policy, (dir) =>
+    exportForServing(dir, {
+      cfg: p.model.config,
+      weights: policyReader(p.model, trainable, state),
+      dtype: cfg.saveDtype ?? storedDtype(p.model),
+      tokenizerDir: p.model.tokenizerDir ?? undefined,
+      log,
+    }).then(() => {}));
 
   phases.enter();
   const records = await readMetrics(run.metrics);
   const charts = trainingCharts(records);
   await Deno.mkdir(run.charts, { recursive: true });
-  for (const [file, svg] of Object.entries(charts)) await Deno.writeTextFile(join(run.charts, file), svg);
+  for (const [file, svg] of Object.entries(charts)) await writeTextAtomic(join(run.charts, file), svg);
   const summary = {
     ...summarize(records),
     steps: step,
     loss: cfg.loss,
     device,
     finalEval: finalEvalOf(records),
+    data: p.data,
     gradient_checkpointing: plan.checkpointing,
     memory_estimate_gib: Object.fromEntries(Object.entries(plan.estimate).map(([k, v]) => [k, gib(v)])),
     peak_memory_gib: Object.fromEntries(Object.entries(phases.peaks).map(([k, v]) => [k, gib(v)])),
@@ -370,6 +414,33 @@ async function ensureRun(dir: string): Promise<RunPaths> {
 }
 
 /** The saved config of a run being resumed; flags given now may only change how it runs, not what. */
+/**
+ * Settings a resumed run may change: where and how it runs, not what it computes (LoRA dropout masks and
+ * the results do not depend on the chunking or on recomputation).
+ */
+const RESUME_MAY_CHANGE = new Set([
+  "resume",
+  "device",
+  "quiet",
+  "stepsPerRun",
+  "gradientCheckpointing",
+  "evalEvery",
+  "saveEvery",
+  "keepCheckpoints",
+  "loggingSteps",
+  "reportTo",
+  "saveDtype",
+  "out",
+  "name",
+  "config",
+]);
+
+/**
+ * The configuration of a resumed run: the saved one whole, with the settings given now that may change
+ * (see {@link RESUME_MAY_CHANGE}). A setting that changes the math and differs from the saved value is
+ * refused, naming both. "Given now": the flags and `--config` keys (parseTrainOptions records them); for a
+ * config built in code, every value that is not the default.
+ */
 async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConfig> {
   let saved: TrainConfig;
   try {
@@ -377,33 +448,42 @@ async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConf
   } catch {
     throw new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
   }
-  return {
-    ...saved,
-    resume: now.resume,
-    device: now.device,
-    quiet: now.quiet,
-    stepsPerRun: now.stepsPerRun,
-    gradientCheckpointing: now.gradientCheckpointing,
-  };
+  const defaults = defaultTrainOptions() as Record<string, unknown>;
+  const nowAll = now as unknown as Record<string, unknown>;
+  const given = givenOptions(now) ??
+    new Set(Object.keys(now).filter((k) => !sameValue(nowAll[k], defaults[k])));
+  const out: Record<string, unknown> = { ...saved };
+  const refused: string[] = [];
+  for (const key of given) {
+    const v = nowAll[key], old = (saved as unknown as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    if (RESUME_MAY_CHANGE.has(key)) out[key] = v;
+    else if (!sameValue(v, old)) {
+      refused.push(`${flagOf(key)} ${JSON.stringify(v)} (the run has ${JSON.stringify(old ?? null)})`);
+    }
+  }
+  if (refused.length) {
+    throw new Error(
+      `--resume ${run.dir}: a resumed run keeps the settings it started with; these differ: ${
+        refused.join(", ")
+      }. ` +
+        `Leave them out, or start a new run to change them`,
+    );
+  }
+  return out as TrainConfig;
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function flagOf(key: string): string {
+  return `--${OPTION_SPECS.find((s) => s.key === key)?.flag ?? key}`;
 }
 
 /** The settings that define a run's results (checkpoints from another identity are refused). */
 function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
-  const skip = new Set([
-    "device",
-    "quiet",
-    "resume",
-    "stepsPerRun",
-    "gradientCheckpointing",
-    "out",
-    "name",
-    "demo",
-    "compare",
-    "config",
-    "evalEvery",
-    "saveEvery",
-    "keepCheckpoints",
-  ]);
+  const skip = new Set([...RESUME_MAY_CHANGE, "demo", "compare"]);
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
 }
 

@@ -95,7 +95,9 @@ Deno.test("loadDataset: Parquet errors name the row", async () => {
   const ds = await loadDataset(path, { skipBad: true });
   assert.equal(ds.examples.length, 2);
   assert.deepEqual(ds.skipped, [{
+    file: path,
     line: 3,
+    unit: "row",
     field: "responses[1].reward",
     message: "expected a finite number, got null",
   }]);

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { buildTrainingGraph, type TrainingSpec } from "../../lib/graph/training.ts";
+import { adamwSchedule, adamwUpdate } from "../../lib/graph/optim.ts";
+import { ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import type { HostTensor } from "../../lib/runtime/session.ts";
 import { rng } from "./_gradcheck.ts";
@@ -172,6 +174,61 @@ Deno.test("training: the in-graph AdamW equals a TypeScript AdamW on the same gr
   });
   assertClose(ts.state.get("w")!, Float32Array.from(want), 1e-5, "w");
   await ts.release();
+});
+
+Deno.test("training: AdamW with β1 = 0.5, β2 = 0.75, ε = 0.1 takes the hand-computed step (float64)", async () => {
+  // the update fragment on float64 values: state after step 1 (m, v), the update of step 2
+  const o = { beta1: 0.5, beta2: 0.75, eps: 0.1, weightDecay: 0.1 };
+  const g = new GraphBuilder("adamw64");
+  const x = (name: string) => g.input(name, "float64", [2]);
+  const [p, grad, m, v] = ["p", "g", "m", "v"].map(x);
+  const lr = g.input("lr", "float64", []), step = g.input("step", "float64", []);
+  const up = adamwUpdate(p, grad, m, v, lr, adamwSchedule(lr, step, o), o);
+  g.output(up.param, "param");
+  g.output(up.slots[0], "m2");
+  g.output(up.slots[1], "v2");
+  const session = await ModelSession.create(g.build(), { intraOpThreads: 1 });
+  const f64 = (...xs: number[]) => ({
+    dtype: "float64" as const,
+    dims: [xs.length],
+    data: Float64Array.from(xs),
+  });
+  const out = await session.run({
+    p: f64(1, 0.5),
+    g: f64(2, -1),
+    m: f64(0.4, 0.2),
+    v: f64(1, 0.25),
+    lr: { dtype: "float64", dims: [], data: Float64Array.of(0.1) },
+    step: { dtype: "float64", dims: [], data: Float64Array.of(2) },
+  });
+  // by hand, t = 2: bias corrections 1 − 0.5² = 0.75 and 1 − 0.75² = 0.4375; decay: p·(1 − 0.1·0.1) = 0.99p
+  // [0]: m' = 0.5·0.4 + 0.5·2 = 1.2, v' = 0.75·1 + 0.25·4 = 1.75, √(v'/0.4375) = 2, denominator 2 + ε = 2.1,
+  //      p' = 0.99 − (0.1 / 0.75)·1.2 / 2.1 = 0.99 − 8/105
+  // [1]: m' = 0.1 − 0.5 = −0.4, v' = 0.1875 + 0.25 = 0.4375, √(v'/0.4375) = 1, denominator 1.1,
+  //      p' = 0.495 + (0.1 / 0.75)·0.4 / 1.1 = 0.495 + 0.16/3.3
+  const want = { param: [0.99 - 8 / 105, 0.495 + 0.16 / 3.3], m2: [1.2, -0.4], v2: [1.75, 0.4375] };
+  for (const [name, values] of Object.entries(want)) {
+    const got = out[name].data as Float64Array;
+    values.forEach((w, i) => assert.ok(Math.abs(got[i] - w) < 1e-14, `${name}[${i}]: ${got[i]} vs ${w}`));
+  }
+  // PyTorch's defaults (β1 0.9, β2 0.999, ε 1e-8) take another step: the options reach the math
+  const d = { weightDecay: 0.1 };
+  const g2 = new GraphBuilder("adamw64-defaults");
+  const [p2, grad2, m2, v2] = ["p", "g", "m", "v"].map((n) => g2.input(n, "float64", [2]));
+  const lr2 = g2.input("lr", "float64", []), step2 = g2.input("step", "float64", []);
+  g2.output(adamwUpdate(p2, grad2, m2, v2, lr2, adamwSchedule(lr2, step2, d), d).param, "param");
+  const s2 = await ModelSession.create(g2.build(), { intraOpThreads: 1 });
+  const other = (await s2.run({
+    p: f64(1, 0.5),
+    g: f64(2, -1),
+    m: f64(0.4, 0.2),
+    v: f64(1, 0.25),
+    lr: { dtype: "float64", dims: [], data: Float64Array.of(0.1) },
+    step: { dtype: "float64", dims: [], data: Float64Array.of(2) },
+  })).param.data as Float64Array;
+  assert.ok(Math.abs(other[0] - want.param[0]) > 1e-3);
+  await session.release();
+  await s2.release();
 });
 
 Deno.test("training: SGD with momentum equals PyTorch's formulation", async () => {

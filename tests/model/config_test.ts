@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
+import { configToJson } from "../../lib/model/config_json.ts";
 import {
-  configToJson,
+  type GemmaModelConfig,
   type Gpt2ModelConfig,
+  layerWindow,
   type LlamaModelConfig,
   loadConfig,
   maxSupportedLength,
   parseConfig,
+  type Phi3ModelConfig,
+  ropeAttentionFactor,
   ropeInverseFrequencies,
   tinyConfig,
   validateModelConfig,
@@ -201,6 +205,8 @@ Deno.test("TinyLlama-1.1B config.json", () => {
     ropeTheta: 10000,
     ropeScaling: null,
     slidingWindow: null,
+    slidingLayers: null,
+    qkNorm: false,
   });
   assert.equal(maxSupportedLength(cfg), 2048);
 });
@@ -234,14 +240,16 @@ Deno.test("Qwen2.5-0.5B config.json: q/k/v biases without o, tied, window unused
   assert.equal((allFull as LlamaModelConfig).slidingWindow, null);
 });
 
-Deno.test("Mistral-7B-v0.1 config.json: sliding window caps the supported length", () => {
+Deno.test("Mistral-7B-v0.1 config.json: a sliding window on every layer, applied (not a length cap)", () => {
   const cfg = parse(MISTRAL_7B_V0_1) as LlamaModelConfig;
   assert.equal(cfg.modelType, "mistral");
   assert.equal(cfg.numKvHeads, 8);
   assert.equal(cfg.headDim, 128);
   assert.equal(cfg.intermediateSize, 14336);
   assert.equal(cfg.slidingWindow, 4096);
-  assert.equal(maxSupportedLength(cfg), 4096);
+  assert.equal(cfg.slidingLayers, null);
+  assert.equal(layerWindow(cfg, 31), 4096);
+  assert.equal(maxSupportedLength(cfg), 32768);
   assert.deepEqual(cfg.attentionBias, { q: false, k: false, v: false, o: false });
   // Mistral-Nemo style: explicit head_dim differing from hidden / heads; v0.2+ has no window.
   const nemo = parseConfig({
@@ -312,7 +320,7 @@ Deno.test("unsupported model_type lists the supported ones; missing fields name 
     (e: Error) => {
       assert.equal(
         e.message,
-        'models/g/config.json: unsupported model_type "gemma" (supported: "llama", "mistral", "qwen2", "gpt2")',
+        'models/g/config.json: unsupported model_type "gemma" (supported: "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2")',
       );
       return true;
     },
@@ -368,11 +376,11 @@ Deno.test("unsupported model_type lists the supported ones; missing fields name 
 
 Deno.test("rope scaling: unsupported types rejected, llama3 and v5 rope_parameters accepted", () => {
   const base = JSON.parse(TINYLLAMA_1_1B);
-  for (const type of ["yarn", "dynamic", "longrope"]) {
+  for (const type of ["yarn", "dynamic"]) {
     assert.throws(
       () => parseConfig({ ...base, rope_scaling: { rope_type: type, factor: 2 } }, "r/config.json"),
       new RegExp(
-        `r/config\\.json: rope_scaling type "${type}" is not supported \\(supported: null, "default", "linear", "llama3"\\)`,
+        `r/config\\.json: rope_scaling type "${type}" is not supported \\(supported: null, "default", "linear", "llama3", "longrope"\\)`,
       ),
     );
   }
@@ -506,4 +514,293 @@ Deno.test("tinyConfig: small valid configs, dependent sizes follow overrides, in
     /attentionBias .* is not expressible/,
   );
   assert.throws(() => validateModelConfig({ ...llama, headDim: 7 }), /head_dim 7 must be even/);
+});
+
+// The newer families, field sets as published on the Hub (Phi-4-mini's 48 longrope factors shortened to a
+// pattern of the same length).
+
+const QWEN3_0_6B = {
+  architectures: ["Qwen3ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  hidden_act: "silu",
+  hidden_size: 1024,
+  initializer_range: 0.02,
+  intermediate_size: 3072,
+  max_position_embeddings: 40960,
+  max_window_layers: 28,
+  model_type: "qwen3",
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-06,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  tie_word_embeddings: true,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.51.0",
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
+};
+
+const GEMMA_2_2B = {
+  architectures: ["Gemma2ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  attn_logit_softcapping: 50.0,
+  bos_token_id: 2,
+  cache_implementation: "hybrid",
+  eos_token_id: [1, 107],
+  final_logit_softcapping: 30.0,
+  head_dim: 256,
+  hidden_act: "gelu_pytorch_tanh",
+  hidden_activation: "gelu_pytorch_tanh",
+  hidden_size: 2304,
+  initializer_range: 0.02,
+  intermediate_size: 9216,
+  max_position_embeddings: 8192,
+  model_type: "gemma2",
+  num_attention_heads: 8,
+  num_hidden_layers: 26,
+  num_key_value_heads: 4,
+  pad_token_id: 0,
+  query_pre_attn_scalar: 256,
+  rms_norm_eps: 1e-06,
+  rope_theta: 10000.0,
+  sliding_window: 4096,
+  torch_dtype: "float32",
+  transformers_version: "4.42.4",
+  use_cache: true,
+  vocab_size: 256000,
+};
+
+const GEMMA_3_1B = {
+  architectures: ["Gemma3ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  attn_logit_softcapping: null,
+  bos_token_id: 2,
+  cache_implementation: "hybrid",
+  eos_token_id: [1, 106],
+  final_logit_softcapping: null,
+  head_dim: 256,
+  hidden_activation: "gelu_pytorch_tanh",
+  hidden_size: 1152,
+  initializer_range: 0.02,
+  intermediate_size: 6912,
+  max_position_embeddings: 32768,
+  model_type: "gemma3_text",
+  num_attention_heads: 4,
+  num_hidden_layers: 26,
+  num_key_value_heads: 1,
+  pad_token_id: 0,
+  query_pre_attn_scalar: 256,
+  rms_norm_eps: 1e-06,
+  rope_local_base_freq: 10000,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: 512,
+  sliding_window_pattern: 6,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.50.0.dev0",
+  use_cache: true,
+  vocab_size: 262144,
+};
+
+const PHI_3_MINI_4K = {
+  architectures: ["Phi3ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 1,
+  embd_pdrop: 0.0,
+  eos_token_id: 32000,
+  hidden_act: "silu",
+  hidden_size: 3072,
+  initializer_range: 0.02,
+  intermediate_size: 8192,
+  max_position_embeddings: 4096,
+  model_type: "phi3",
+  num_attention_heads: 32,
+  num_hidden_layers: 32,
+  num_key_value_heads: 32,
+  original_max_position_embeddings: 4096,
+  pad_token_id: 32000,
+  resid_pdrop: 0.0,
+  rms_norm_eps: 1e-05,
+  rope_scaling: null,
+  rope_theta: 10000.0,
+  sliding_window: 2047,
+  tie_word_embeddings: false,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.40.2",
+  use_cache: true,
+  vocab_size: 32064,
+};
+
+const PHI_4_MINI = {
+  architectures: ["Phi3ForCausalLM"],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 199999,
+  embd_pdrop: 0.0,
+  eos_token_id: 199999,
+  full_attn_mod: 1,
+  hidden_act: "silu",
+  hidden_size: 3072,
+  initializer_range: 0.02,
+  intermediate_size: 8192,
+  interpolate_factor: 1,
+  lm_head_bias: false,
+  max_position_embeddings: 131072,
+  mlp_bias: false,
+  model_type: "phi3",
+  num_attention_heads: 24,
+  num_hidden_layers: 32,
+  num_key_value_heads: 8,
+  original_max_position_embeddings: 4096,
+  pad_token_id: 199999,
+  partial_rotary_factor: 0.75,
+  resid_pdrop: 0.0,
+  rms_norm_eps: 1e-05,
+  rope_scaling: {
+    long_factor: Array.from({ length: 48 }, (_, i) => 1 + i),
+    short_factor: Array.from({ length: 48 }, (_, i) => 1 + i / 47),
+    type: "longrope",
+  },
+  rope_theta: 10000.0,
+  sliding_window: 262144,
+  tie_word_embeddings: true,
+  torch_dtype: "bfloat16",
+  transformers_version: "4.45.0",
+  use_cache: true,
+  vocab_size: 200064,
+};
+
+Deno.test("Qwen3-0.6B config.json: llama family with q/k norms, head_dim 128 ≠ hidden/heads, tied", () => {
+  const cfg = parseConfig(QWEN3_0_6B) as LlamaModelConfig;
+  assert.equal(cfg.family, "llama");
+  assert.equal(cfg.qkNorm, true);
+  assert.equal(cfg.headDim, 128);
+  assert.deepEqual(cfg.attentionBias, { q: false, k: false, v: false, o: false });
+  assert.equal(cfg.slidingWindow, null);
+  assert.equal(cfg.tieWordEmbeddings, true);
+  const windowed = parseConfig({
+    ...QWEN3_0_6B,
+    use_sliding_window: true,
+    sliding_window: 4096,
+    max_window_layers: 20,
+  });
+  assert.equal(layerWindow(windowed, 19), null);
+  assert.equal(layerWindow(windowed, 20), 4096);
+  assert.deepEqual(parseConfig(configToJson(windowed)), windowed);
+});
+
+Deno.test("Gemma-2-2b config.json: soft caps, every other layer sliding from the first, tied", () => {
+  const cfg = parseConfig(GEMMA_2_2B) as GemmaModelConfig;
+  assert.equal(cfg.family, "gemma");
+  assert.equal(cfg.attnLogitSoftcap, 50);
+  assert.equal(cfg.finalLogitSoftcap, 30);
+  assert.equal(cfg.queryPreAttnScalar, 256);
+  assert.equal(cfg.headDim, 256);
+  assert.equal(cfg.tieWordEmbeddings, true);
+  assert.equal(cfg.activation, "gelu_new");
+  assert.deepEqual([0, 1, 2, 25].map((i) => layerWindow(cfg, i)), [4096, null, 4096, null]);
+  assert.equal(cfg.ropeLocalTheta, cfg.ropeTheta);
+  assert.deepEqual(cfg.eosTokenId, [1, 107]);
+  // transformers ≥ 4.53 writes layer_types, which win over the rule
+  const types = Array.from({ length: 26 }, (_, i) => (i < 2 ? "full_attention" : "sliding_attention"));
+  assert.deepEqual(
+    (parseConfig({ ...GEMMA_2_2B, layer_types: types }) as GemmaModelConfig).slidingLayers,
+    types.map((t) => t !== "full_attention"),
+  );
+  assert.throws(
+    () => parseConfig({ ...GEMMA_2_2B, layer_types: ["full_attention"] }),
+    /layer_types has 1 entries for 26 layers/,
+  );
+  assert.throws(
+    () => parseConfig({ ...GEMMA_2_2B, hidden_activation: "relu" }),
+    /hidden_activation "relu" is not supported/,
+  );
+});
+
+Deno.test("Gemma-3-1b config.json: five sliding layers of six with the local rope base, no caps, q/k norms", () => {
+  const cfg = parseConfig(GEMMA_3_1B) as GemmaModelConfig;
+  assert.equal(cfg.modelType, "gemma3_text");
+  assert.equal(cfg.qkNorm, true);
+  assert.equal(cfg.attnLogitSoftcap, null);
+  assert.equal(cfg.finalLogitSoftcap, null);
+  assert.equal(cfg.ropeTheta, 1e6);
+  assert.equal(cfg.ropeLocalTheta, 10000);
+  assert.deepEqual([0, 4, 5, 11, 25].map((i) => layerWindow(cfg, i)), [512, 512, null, null, 512]);
+  // transformers v5: rope_parameters keyed by layer type
+  const v5 = parseConfig({
+    ...GEMMA_3_1B,
+    rope_theta: undefined,
+    rope_local_base_freq: undefined,
+    rope_parameters: {
+      full_attention: { rope_type: "linear", factor: 8, rope_theta: 1e6 },
+      sliding_attention: { rope_type: "default", rope_theta: 10000 },
+    },
+  }) as GemmaModelConfig;
+  assert.equal(v5.ropeTheta, 1e6);
+  assert.equal(v5.ropeLocalTheta, 10000);
+  assert.deepEqual(v5.ropeScaling, { rope_type: "linear", factor: 8 });
+  assert.throws(
+    () => parseConfig({ ...GEMMA_3_1B, model_type: "gemma3" }),
+    /"gemma3" is the multimodal model: extract its text model \(model_type "gemma3_text"\)/,
+  );
+});
+
+Deno.test("Phi-3-mini-4k and Phi-4-mini config.json: windows, partial rotary, longrope's attention factor", () => {
+  const mini = parseConfig(PHI_3_MINI_4K) as Phi3ModelConfig;
+  assert.equal(mini.family, "phi3");
+  assert.equal(mini.rotaryDim, 96);
+  assert.equal(layerWindow(mini, 0), 2047);
+  assert.equal(ropeAttentionFactor(mini), 1);
+  const phi4 = parseConfig(PHI_4_MINI) as Phi3ModelConfig;
+  assert.equal(phi4.headDim, 128);
+  assert.equal(phi4.rotaryDim, 96);
+  assert.equal(phi4.tieWordEmbeddings, true);
+  assert.equal(phi4.ropeScaling!.original_max_position_embeddings, 4096);
+  // √(1 + ln(131072 / 4096) / ln 4096), by hand: √(1 + 3.4657359 / 8.3177662) = 1.1902380714
+  assert.ok(Math.abs(ropeAttentionFactor(phi4) - 1.1902380714238083) < 1e-12);
+  const inv = ropeInverseFrequencies(phi4);
+  assert.equal(inv.length, 48);
+  assert.ok(Math.abs(inv[47] - 1 / 10000 ** (94 / 96) / 2) < 1e-18); // short_factor[47] = 2
+  assert.equal(maxSupportedLength(phi4), 4096); // past it transformers switches to the long factors
+  assert.throws(
+    () => parseConfig({ ...PHI_4_MINI, rope_scaling: { ...PHI_4_MINI.rope_scaling, short_factor: [1, 2] } }),
+    /rope_scaling.short_factor has 2 entries, the rotary dimension 96 needs 48/,
+  );
+  assert.throws(
+    () => parseConfig({ ...PHI_3_MINI_4K, partial_rotary_factor: 0.1 }),
+    /an even number is needed/,
+  );
+});
+
+Deno.test("configToJson round-trips the new families (transformers' field names)", () => {
+  for (const json of [QWEN3_0_6B, GEMMA_2_2B, GEMMA_3_1B, PHI_3_MINI_4K, PHI_4_MINI]) {
+    const cfg = parseConfig(json);
+    const out = configToJson(cfg);
+    assert.deepEqual(parseConfig(JSON.parse(JSON.stringify(out))), cfg, cfg.modelType);
+    assert.deepEqual(out.architectures, json.architectures);
+  }
+  const phi4 = configToJson(parseConfig(PHI_4_MINI));
+  assert.equal(phi4.partial_rotary_factor, 0.75);
+  assert.equal(phi4.original_max_position_embeddings, 4096);
+  assert.deepEqual(Object.keys(phi4.rope_scaling as object).sort(), ["long_factor", "short_factor", "type"]);
+  const gemma3 = configToJson(parseConfig(GEMMA_3_1B));
+  assert.equal((gemma3.layer_types as string[])[5], "full_attention");
+  assert.equal(gemma3.rope_local_base_freq, 10000);
+  for (const family of ["gemma", "phi3"] as const) {
+    const tiny = tinyConfig(family);
+    assert.deepEqual(parseConfig(configToJson(tiny)), tiny, family);
+  }
+  const qwen3 = tinyConfig("llama", { modelType: "qwen3" });
+  assert.deepEqual(parseConfig(configToJson(qwen3)), qwen3);
 });

@@ -29,7 +29,40 @@ const llama = tinyConfig("llama", {
 });
 const gpt2 = tinyConfig("gpt2", { hiddenSize: 16, numHeads: 2, vocabSize: 24, numLayers: 2 });
 
+const gemma = tinyConfig("gemma", {
+  modelType: "gemma3_text",
+  hiddenSize: 16,
+  numHeads: 4,
+  numKvHeads: 2,
+  vocabSize: 24,
+  attnLogitSoftcap: 1.5,
+  finalLogitSoftcap: 2,
+  slidingWindow: 2,
+  slidingLayers: [true, false],
+});
+const phi3 = tinyConfig("phi3", { hiddenSize: 16, numHeads: 2, numKvHeads: 1, vocabSize: 24, rotaryDim: 4 });
+
 const CASES: Case[] = [
+  {
+    name: "gemma3_text (q/k norms, soft caps, window)",
+    cfg: gemma,
+    params: [
+      "model.layers.0.self_attn.q_norm.weight",
+      "model.layers.1.post_feedforward_layernorm.weight",
+      "model.embed_tokens.weight",
+      "model.layers.0.mlp.gate_proj.weight",
+    ],
+  },
+  {
+    name: "phi3 + LoRA on qkv_proj, gate_up_proj",
+    cfg: phi3,
+    lora: { r: 2, alpha: 4, targetModules: ["qkv_proj", "gate_up_proj"] },
+    params: [
+      "model.layers.0.self_attn.qkv_proj.weight",
+      "base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight",
+      "base_model.model.model.layers.1.mlp.gate_up_proj.lora_B.weight",
+    ],
+  },
   {
     name: "qwen2 (GQA, bias, tied)",
     cfg: llama,

@@ -23,6 +23,33 @@ const ARCHS: [string, ModelConfig][] = [
   ["llama (GQA 4/2)", tinyConfig("llama")],
   ["qwen2 (bias, tied)", tinyConfig("llama", { modelType: "qwen2", tieWordEmbeddings: true })],
   ["gpt2", tinyConfig("gpt2")],
+  [
+    "qwen3 (q/k norms, window 3 on layer 1)",
+    tinyConfig("llama", {
+      modelType: "qwen3",
+      slidingWindow: 3,
+      slidingLayers: [false, true],
+    }),
+  ],
+  [
+    "gemma2 (soft caps, window 3 on layer 0)",
+    tinyConfig("gemma", {
+      attnLogitSoftcap: 2,
+      finalLogitSoftcap: 3,
+      slidingWindow: 3,
+      slidingLayers: [true, false],
+    }),
+  ],
+  [
+    "gemma3_text (local rope)",
+    tinyConfig("gemma", {
+      modelType: "gemma3_text",
+      ropeLocalTheta: 50,
+      slidingWindow: 4,
+      slidingLayers: [true, false],
+    }),
+  ],
+  ["phi3 (partial rotary, window 4)", tinyConfig("phi3", { rotaryDim: 4, slidingWindow: 4 })],
 ];
 
 /** Columns [from, to) of a row-major [B, T] list. */

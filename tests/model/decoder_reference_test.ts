@@ -13,9 +13,12 @@
  */
 import assert from "node:assert/strict";
 import {
+  type GemmaModelConfig,
   type Gpt2ModelConfig,
+  layerWindow,
   type LlamaModelConfig,
   type ModelConfig,
+  type Phi3ModelConfig,
   ropeInverseFrequencies,
   tinyConfig,
 } from "../../lib/model/config.ts";
@@ -40,7 +43,7 @@ function lin(W: WeightMap, name: string, x: Vec, conv1d = false, bias = false): 
   return y;
 }
 
-function rms(x: Vec, w: Float32Array, eps: number): Vec {
+function rms(x: Vec, w: ArrayLike<number>, eps: number): Vec {
   const ms = x.reduce((a, v) => a + v * v, 0) / x.length;
   return x.map((v, i) => (v / Math.sqrt(ms + eps)) * w[i]);
 }
@@ -51,27 +54,47 @@ function lnorm(x: Vec, w: Float32Array, b: Float32Array, eps: number): Vec {
   return x.map((u, i) => ((u - m) / Math.sqrt(v + eps)) * w[i] + b[i]);
 }
 
-/** HF apply_rotary_pos_emb on one head vector: x·cos + rotate_half(x)·sin, rotate_half = cat(−x2, x1). */
-function rope(x: Vec, pos: number, inv: Float64Array): Vec {
-  const half = x.length / 2;
-  const out = new Array(x.length);
+/**
+ * HF apply_rotary_pos_emb on one head vector: x·cos + rotate_half(x)·sin, rotate_half = cat(−x2, x1), on
+ * the first 2·inv.length dimensions (Phi-3's partial rotary: the rest pass), cos and sin times `scale`.
+ */
+function rope(x: Vec, pos: number, inv: Float64Array, scale = 1): Vec {
+  const half = inv.length;
+  const out = [...x];
   for (let i = 0; i < half; i++) {
-    const c = Math.cos(pos * inv[i]), s = Math.sin(pos * inv[i]);
+    const c = scale * Math.cos(pos * inv[i]), s = scale * Math.sin(pos * inv[i]);
     out[i] = x[i] * c - x[i + half] * s;
     out[i + half] = x[i + half] * c + x[i] * s;
   }
   return out;
 }
 
-/** Causal masked attention for one sequence; q[t][h], k[t][kvh], v[t][kvh] head vectors. */
-function attend(q: Vec[][], k: Vec[][], v: Vec[][], mask: number[], H: number, kvH: number): Vec[] {
+type AttendOptions = { window?: number | null; scale?: number; softcap?: number | null };
+
+/**
+ * Causal masked attention for one sequence; q[t][h], k[t][kvh], v[t][kvh] head vectors. A window w
+ * keeps keys j > t − w; scores are scaled by `scale` (default 1/√hd) and soft-capped before the mask.
+ */
+function attend(
+  q: Vec[][],
+  k: Vec[][],
+  v: Vec[][],
+  mask: number[],
+  H: number,
+  kvH: number,
+  o: AttendOptions = {},
+): Vec[] {
   const T = q.length, hd = q[0][0].length, rep = H / kvH;
+  const scale = o.scale ?? 1 / Math.sqrt(hd), cap = o.softcap ?? null, w = o.window ?? Infinity;
   return q.map((qt, t) => {
     const out: number[] = [];
     for (let h = 0; h < H; h++) {
       const kvh = Math.floor(h / rep); // repeat_kv
-      const allowed = [...Array(T).keys()].filter((j) => j <= t && mask[j] === 1);
-      const sc = allowed.map((j) => qt[h].reduce((a, x, i) => a + x * k[j][kvh][i], 0) / Math.sqrt(hd));
+      const allowed = [...Array(T).keys()].filter((j) => j <= t && j > t - w && mask[j] === 1);
+      const sc = allowed.map((j) => {
+        const s = qt[h].reduce((a, x, i) => a + x * k[j][kvh][i], 0) * scale;
+        return cap === null ? s : cap * Math.tanh(s / cap);
+      });
       const mx = Math.max(...sc);
       const e = sc.map((s) => Math.exp(s - mx));
       const z = e.reduce((a, b) => a + b, 0);
@@ -100,14 +123,20 @@ function refLlama(cfg: LlamaModelConfig, W: WeightMap, ids: number[], mask: numb
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
     const a = h.map((x) => rms(x, W.get(`${p}.input_layernorm.weight`)!.data, cfg.rmsNormEps));
+    const qk = (u: Vec, name: string) =>
+      cfg.qkNorm ? rms(u, W.get(`${p}.self_attn.${name}.weight`)!.data, cfg.rmsNormEps) : u;
     const q = a.map((x, t) =>
-      heads(lin(W, `${p}.self_attn.q_proj`, x, false, b.q), cfg.numHeads).map((u) => rope(u, pos[t], inv))
+      heads(lin(W, `${p}.self_attn.q_proj`, x, false, b.q), cfg.numHeads).map((u) =>
+        rope(qk(u, "q_norm"), pos[t], inv)
+      )
     );
     const k = a.map((x, t) =>
-      heads(lin(W, `${p}.self_attn.k_proj`, x, false, b.k), cfg.numKvHeads).map((u) => rope(u, pos[t], inv))
+      heads(lin(W, `${p}.self_attn.k_proj`, x, false, b.k), cfg.numKvHeads).map((u) =>
+        rope(qk(u, "k_norm"), pos[t], inv)
+      )
     );
     const v = a.map((x) => heads(lin(W, `${p}.self_attn.v_proj`, x, false, b.v), cfg.numKvHeads));
-    const att = attend(q, k, v, mask, cfg.numHeads, cfg.numKvHeads);
+    const att = attend(q, k, v, mask, cfg.numHeads, cfg.numKvHeads, { window: layerWindow(cfg, l) });
     h = h.map((x, t) => addv(x, lin(W, `${p}.self_attn.o_proj`, att[t], false, b.o)));
     h = h.map((x) => {
       const m = rms(x, W.get(`${p}.post_attention_layernorm.weight`)!.data, cfg.rmsNormEps);
@@ -141,8 +170,118 @@ function refGpt2(cfg: Gpt2ModelConfig, W: WeightMap, ids: number[], mask: number
   return h.map((x) => lin(W, head, ln(x, "ln_f")));
 }
 
+/** Gemma's RMSNorm: x / rms(x) · (1 + w). */
+const gnorm = (x: Vec, W: WeightMap, name: string, eps: number) =>
+  rms(x, Array.from(W.get(`${name}.weight`)!.data, (w) => 1 + w), eps); // in float64, not Float32Array.map
+
+/**
+ * Gemma 2/3 from transformers' modeling_gemma2/3: embeddings × √hidden, four (1 + w) norms per layer,
+ * q/k norms (Gemma 3), scores × query_pre_attn_scalar^-½ soft-capped, GeGLU (tanh GELU), a window on
+ * sliding layers, Gemma 3's local rope base on them, soft-capped logits.
+ */
+function refGemma(cfg: GemmaModelConfig, W: WeightMap, ids: number[], mask: number[]): Vec[] {
+  const pos = positions(mask), eps = cfg.rmsNormEps;
+  const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  let h = ids.map((id) => row(W, "model.embed_tokens.weight", id).map((x) => x * Math.sqrt(cfg.hiddenSize)));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`, window = layerWindow(cfg, l);
+    const local = cfg.modelType === "gemma3_text" && window !== null;
+    const inv = ropeInverseFrequencies({
+      headDim: cfg.headDim,
+      ropeTheta: local ? cfg.ropeLocalTheta : cfg.ropeTheta,
+      ropeScaling: local ? null : cfg.ropeScaling,
+    });
+    const a = h.map((x) => gnorm(x, W, `${p}.input_layernorm`, eps));
+    const qk = (u: Vec, name: string) => cfg.qkNorm ? gnorm(u, W, `${p}.self_attn.${name}`, eps) : u;
+    const q = a.map((x, t) =>
+      heads(lin(W, `${p}.self_attn.q_proj`, x), cfg.numHeads).map((u) => rope(qk(u, "q_norm"), pos[t], inv))
+    );
+    const k = a.map((x, t) =>
+      heads(lin(W, `${p}.self_attn.k_proj`, x), cfg.numKvHeads).map((u) => rope(qk(u, "k_norm"), pos[t], inv))
+    );
+    const v = a.map((x) => heads(lin(W, `${p}.self_attn.v_proj`, x), cfg.numKvHeads));
+    const att = attend(q, k, v, mask, cfg.numHeads, cfg.numKvHeads, {
+      window,
+      scale: 1 / Math.sqrt(cfg.queryPreAttnScalar),
+      softcap: cfg.attnLogitSoftcap,
+    });
+    h = h.map((x, t) =>
+      addv(x, gnorm(lin(W, `${p}.self_attn.o_proj`, att[t]), W, `${p}.post_attention_layernorm`, eps))
+    );
+    h = h.map((x) => {
+      const m = gnorm(x, W, `${p}.pre_feedforward_layernorm`, eps);
+      const gate = lin(W, `${p}.mlp.gate_proj`, m), up = lin(W, `${p}.mlp.up_proj`, m);
+      const f = lin(W, `${p}.mlp.down_proj`, gate.map((g, i) => gelu(g) * up[i]));
+      return addv(x, gnorm(f, W, `${p}.post_feedforward_layernorm`, eps));
+    });
+  }
+  const head = cfg.tieWordEmbeddings ? "model.embed_tokens" : "lm_head";
+  const cap = cfg.finalLogitSoftcap;
+  return h.map((x) =>
+    lin(W, head, gnorm(x, W, "model.norm", eps)).map((z) => cap === null ? z : cap * Math.tanh(z / cap))
+  );
+}
+
+/**
+ * Phi-3 from transformers' modeling_phi3: fused qkv split [H·hd | kv·hd | kv·hd], rotary on the first
+ * rotaryDim dims (longrope: short factors, cos/sin × attention factor), fused gate_up chunked
+ * [gate | up], up · silu(gate).
+ */
+function refPhi3(cfg: Phi3ModelConfig, W: WeightMap, ids: number[], mask: number[]): Vec[] {
+  const pos = positions(mask), eps = cfg.rmsNormEps, hd = cfg.headDim, ff = cfg.intermediateSize;
+  const inv = ropeInverseFrequencies({ ...cfg, rotaryDim: cfg.rotaryDim });
+  const s = cfg.ropeScaling;
+  let scale = 1;
+  if (s) {
+    const factor = cfg.maxPositions / (s.original_max_position_embeddings as number);
+    scale = typeof s.attention_factor === "number"
+      ? s.attention_factor
+      : factor <= 1
+      ? 1
+      : Math.sqrt(1 + Math.log(factor) / Math.log(s.original_max_position_embeddings as number));
+  }
+  let h = ids.map((id) => row(W, "model.embed_tokens.weight", id));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    const qkv = h.map((x) =>
+      lin(W, `${p}.self_attn.qkv_proj`, rms(x, W.get(`${p}.input_layernorm.weight`)!.data, eps))
+    );
+    const qn = cfg.numHeads * hd, kn = cfg.numKvHeads * hd;
+    const q = qkv.map((u, t) => heads(u.slice(0, qn), cfg.numHeads).map((x) => rope(x, pos[t], inv, scale)));
+    const k = qkv.map((u, t) =>
+      heads(u.slice(qn, qn + kn), cfg.numKvHeads).map((x) => rope(x, pos[t], inv, scale))
+    );
+    const v = qkv.map((u) => heads(u.slice(qn + kn), cfg.numKvHeads));
+    const att = attend(q, k, v, mask, cfg.numHeads, cfg.numKvHeads, { window: layerWindow(cfg, l) });
+    h = h.map((x, t) => addv(x, lin(W, `${p}.self_attn.o_proj`, att[t])));
+    h = h.map((x) => {
+      const gu = lin(
+        W,
+        `${p}.mlp.gate_up_proj`,
+        rms(x, W.get(`${p}.post_attention_layernorm.weight`)!.data, eps),
+      );
+      const gate = gu.slice(0, ff), up = gu.slice(ff);
+      return addv(
+        x,
+        lin(W, `${p}.mlp.down_proj`, up.map((u, i) => u * (gate[i] / (1 + Math.exp(-gate[i]))))),
+      );
+    });
+  }
+  const head = cfg.tieWordEmbeddings ? "model.embed_tokens" : "lm_head";
+  return h.map((x) => lin(W, head, rms(x, W.get("model.norm.weight")!.data, eps)));
+}
+
 function reference(cfg: ModelConfig, W: WeightMap, ids: number[], mask: number[]): Vec[] {
-  return cfg.family === "llama" ? refLlama(cfg, W, ids, mask) : refGpt2(cfg, W, ids, mask);
+  switch (cfg.family) {
+    case "llama":
+      return refLlama(cfg, W, ids, mask);
+    case "gemma":
+      return refGemma(cfg, W, ids, mask);
+    case "phi3":
+      return refPhi3(cfg, W, ids, mask);
+    case "gpt2":
+      return refGpt2(cfg, W, ids, mask);
+  }
 }
 
 const CASES: [string, ModelConfig][] = [
@@ -178,6 +317,80 @@ const CASES: [string, ModelConfig][] = [
     }),
   ],
   ["gpt2 (tied)", tinyConfig("gpt2", { hiddenSize: 16, numHeads: 2, vocabSize: 40 })],
+  [
+    "mistral (sliding window 3 on every layer)",
+    tinyConfig("llama", {
+      modelType: "mistral",
+      hiddenSize: 16,
+      numHeads: 4,
+      vocabSize: 40,
+      slidingWindow: 3,
+    }),
+  ],
+  [
+    "qwen3 (q/k norms, tied, window on the second layer)",
+    tinyConfig("llama", {
+      modelType: "qwen3",
+      hiddenSize: 16,
+      numHeads: 4,
+      headDim: 8, // head_dim × heads ≠ hidden, as Qwen3 has
+      vocabSize: 40,
+      tieWordEmbeddings: true,
+      slidingWindow: 2,
+      slidingLayers: [false, true],
+    }),
+  ],
+  [
+    "gemma2 (soft caps, sliding/full layers, query_pre_attn_scalar)",
+    tinyConfig("gemma", {
+      hiddenSize: 16,
+      numHeads: 4,
+      vocabSize: 40,
+      headDim: 8,
+      queryPreAttnScalar: 6,
+      attnLogitSoftcap: 0.5,
+      finalLogitSoftcap: 1.5,
+      slidingWindow: 2,
+      slidingLayers: [true, false],
+    }),
+  ],
+  [
+    "gemma3_text (q/k norms, local rope base, linear scaling on global layers)",
+    tinyConfig("gemma", {
+      modelType: "gemma3_text",
+      hiddenSize: 16,
+      numHeads: 4,
+      vocabSize: 40,
+      ropeTheta: 1e6,
+      ropeLocalTheta: 100,
+      ropeScaling: { rope_type: "linear", factor: 8 },
+      slidingWindow: 3,
+      slidingLayers: [true, false],
+      tieWordEmbeddings: false,
+    }),
+  ],
+  [
+    "phi3 (fused projections, partial rotary, longrope, window)",
+    tinyConfig("phi3", {
+      hiddenSize: 32,
+      numHeads: 4,
+      numKvHeads: 2,
+      vocabSize: 40,
+      rotaryDim: 6,
+      maxPositions: 64,
+      ropeScaling: {
+        type: "longrope",
+        short_factor: [1, 1.5, 2],
+        long_factor: [2, 3, 4],
+        original_max_position_embeddings: 16,
+      },
+      slidingWindow: 4,
+    }),
+  ],
+  [
+    "phi3 (tied, full rotary, no scaling)",
+    tinyConfig("phi3", { hiddenSize: 16, vocabSize: 40, tieWordEmbeddings: true }),
+  ],
 ];
 
 for (const [name, cfg] of CASES) {

@@ -17,10 +17,10 @@ import { buildDecoder } from "../../lib/model/decoder.ts";
 import { exportForServing, type ExportResult } from "../../lib/model/export.ts";
 import { generate, SERVING_NAMES } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";
-import { loadModelFolder, readModelWeights } from "../../lib/model/model_folder.ts";
+import { generationConfigJson, loadModelFolder, readModelWeights } from "../../lib/model/model_folder.ts";
 import { frozenWeights, type WeightMap } from "../../lib/model/weights.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/model/safetensors.ts";
-import { writeTinyTokenizer } from "../fixtures/tokenizer.ts";
+import { TINY_CHAT_TEMPLATE, writeTinyTokenizer } from "../fixtures/tokenizer.ts";
 
 const VOCAB = 128; // the tiny tokenizer's vocabulary
 const EOS = 1, PAD = 0;
@@ -337,3 +337,107 @@ Deno.test("serving export: sharded bf16 weights, read by ORT and transformers.js
 function bf16Round(x: number): number {
   return bf16BitsToF32(f32ToBf16Bits(x));
 }
+
+for (
+  const [name, cfg] of [
+    [
+      "qwen3 (q/k norms)",
+      tinyConfig("llama", { vocabSize: VOCAB, modelType: "qwen3", tieWordEmbeddings: true }),
+    ],
+    [
+      "gemma2 (soft caps, sliding layers)",
+      tinyConfig("gemma", {
+        vocabSize: VOCAB,
+        tieWordEmbeddings: false, // tied, √hidden-scaled random embeddings make a model that repeats its input
+        attnLogitSoftcap: 3,
+        finalLogitSoftcap: 4,
+        slidingWindow: 4,
+        slidingLayers: [true, false],
+      }),
+    ],
+    [
+      "gemma3_text (local rope, q/k norms)",
+      tinyConfig("gemma", {
+        vocabSize: VOCAB,
+        tieWordEmbeddings: false,
+        modelType: "gemma3_text",
+        ropeLocalTheta: 100,
+        slidingWindow: 4,
+        slidingLayers: [true, false],
+      }),
+    ],
+    ["phi3 (fused projections, partial rotary)", tinyConfig("phi3", { vocabSize: VOCAB, rotaryDim: 4 })],
+  ] as [string, ModelConfig][]
+) {
+  Deno.test(`serving export: ${name}`, async (t) => {
+    await checkArchitecture(t, cfg);
+  });
+}
+
+Deno.test("generation_config.json: the source's carried, every stop id kept (Llama 3, Qwen2.5)", () => {
+  const llama3 = tinyConfig("llama", { vocabSize: VOCAB, bosTokenId: 128000, eosTokenId: 128001 });
+  const llama3Gen = {
+    bos_token_id: 128000,
+    do_sample: true,
+    eos_token_id: [128001, 128009],
+    max_length: 4096,
+    temperature: 0.6,
+    top_p: 0.9,
+    transformers_version: "4.40.0.dev0",
+  };
+  assert.deepEqual(generationConfigJson(llama3, llama3Gen), llama3Gen);
+  const qwen = tinyConfig("llama", { vocabSize: VOCAB, bosTokenId: 151643, eosTokenId: 151645 });
+  const qwenGen = {
+    bos_token_id: 151643,
+    pad_token_id: 151643,
+    do_sample: true,
+    eos_token_id: [151645, 151643],
+    repetition_penalty: 1.05,
+    temperature: 0.7,
+    top_p: 0.8,
+    top_k: 20,
+    transformers_version: "4.37.0",
+  };
+  assert.deepEqual(generationConfigJson(qwen, qwenGen), qwenGen);
+  // no source: the config's ids; a chat template's end of turn joins the list
+  assert.deepEqual(generationConfigJson(llama3, null, [128009, 128001]), {
+    _from_model_config: true,
+    bos_token_id: 128000,
+    eos_token_id: [128001, 128009],
+  });
+});
+
+Deno.test("serving export: the source's generation_config.json and chat_template.jinja are carried", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "export_carry_" });
+  try {
+    const cfg = tinyConfig("llama", { vocabSize: VOCAB, bosTokenId: null, eosTokenId: EOS });
+    const weights = initWeights(cfg, { seed: 1 });
+    const src = join(dir, "src");
+    await writeTinyTokenizer(src);
+    await Deno.writeTextFile(join(src, "chat_template.jinja"), TINY_CHAT_TEMPLATE);
+    await Deno.writeTextFile(
+      join(src, "generation_config.json"),
+      JSON.stringify({ eos_token_id: [EOS, 5], temperature: 0.6, top_k: 20, transformers_version: "4.46.0" }),
+    );
+    const out = join(dir, "out");
+    await exportForServing(out, { cfg, weights, tokenizerDir: src, generation: { topK: 7 } });
+    assert.equal(await Deno.readTextFile(join(out, "chat_template.jinja")), TINY_CHAT_TEMPLATE);
+    const gen = JSON.parse(await Deno.readTextFile(join(out, "generation_config.json")));
+    assert.deepEqual(gen, {
+      eos_token_id: [EOS, 5],
+      temperature: 0.6,
+      top_k: 7,
+      transformers_version: "4.46.0",
+    });
+
+    // exported again from a source without a template file: the earlier chat_template.jinja goes
+    const plain = join(dir, "plain");
+    await writeTinyTokenizer(plain);
+    await exportForServing(out, { cfg, weights, tokenizerDir: plain });
+    await assert.rejects(Deno.stat(join(out, "chat_template.jinja")), Deno.errors.NotFound);
+    const again = JSON.parse(await Deno.readTextFile(join(out, "generation_config.json")));
+    assert.deepEqual(again, { _from_model_config: true, eos_token_id: EOS });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { GraphBuilder } from "../../lib/graph/builder.ts";
+import * as op from "../../lib/graph/ops.ts";
 import { serializeModel } from "../../lib/graph/serialize.ts";
-import { keyedDropout } from "../../lib/model/layers.ts";
+import { dropoutRowIds, keyedDropout, keyedKeep } from "../../lib/model/layers.ts";
 import { f32, ModelSession } from "../../lib/runtime/session.ts";
 import { dropoutKey } from "../../lib/train/chunks.ts";
 
@@ -43,4 +44,35 @@ Deno.test("keyed dropout: dropoutKey is deterministic and spreads steps apart", 
   assert.equal(dropoutKey(1, 5, 0), dropoutKey(1, 5, 0));
   const keys = new Set(Array.from({ length: 1000 }, (_, s) => dropoutKey(1, s, 0)));
   assert.ok(keys.size > 990);
+});
+
+Deno.test("keyed dropout: with row ids a token's mask is the same however wide its batch is padded", async () => {
+  const F = 24, B = 2;
+  const maskAt = async (T: number) => {
+    const g = new GraphBuilder("rows");
+    const x = g.input("x", "float32", ["rows", F]);
+    const ids = g.input("ids", "int64", [B, "T"]);
+    const key = g.input("key", "float32", []);
+    g.output(op.cast(keyedKeep(x, 0.3, key, 11, false, dropoutRowIds(ids)), "float32"), "keep");
+    const s = await ModelSession.create(serializeModel(g.build()));
+    const out = await s.run({
+      x: f32(new Float32Array(B * T * F), [B * T, F]),
+      ids: { dtype: "int64", dims: [B, T], data: new BigInt64Array(B * T) },
+      key: f32([dropoutKey(5, 3, 0)], []),
+    });
+    await s.release();
+    return out.keep.data as Float32Array;
+  };
+  const narrow = await maskAt(5), wide = await maskAt(9);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < 5; t++) {
+      assert.deepEqual(
+        narrow.subarray((b * 5 + t) * F, (b * 5 + t + 1) * F),
+        wide.subarray((b * 9 + t) * F, (b * 9 + t + 1) * F),
+        `row ${b}, token ${t}`,
+      );
+    }
+  }
+  const kept = narrow.reduce((a, v) => a + v, 0) / narrow.length;
+  assert.ok(Math.abs(kept - 0.7) < 0.1, `kept ${kept}`);
 });

@@ -21,6 +21,18 @@ const CASES: [string, ModelConfig, LoraConfig][] = [
     dropout: 0.1,
     targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
   }],
+  ["phi3 (fused qkv_proj, gate_up_proj)", tinyConfig("phi3", { rotaryDim: 4 }), {
+    r: 2,
+    alpha: 4,
+    dropout: 0.1,
+    targetModules: ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+  }],
+  ["gemma2", tinyConfig("gemma", { attnLogitSoftcap: 5, finalLogitSoftcap: 8 }), {
+    r: 2,
+    alpha: 4,
+    dropout: 0.1,
+    targetModules: "all-linear",
+  }],
   ["gpt2 (Conv1D, fan_in_fan_out)", tinyConfig("gpt2"), {
     r: 2,
     alpha: 16,

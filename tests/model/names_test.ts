@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint, saveCheckpoint } from "../../lib/model/checkpoint.ts";
 import { parseConfig, tinyConfig } from "../../lib/model/config.ts";
+import { linearModules } from "../../lib/model/lora.ts";
 import {
   canonicalizeCheckpoint,
   checkCheckpoint,
@@ -123,6 +124,81 @@ Deno.test("parameter totals match the published model sizes", () => {
     n_positions: 1024,
   });
   assert.equal(paramCount(expectedTensors(gpt2)), 124_439_808);
+});
+
+Deno.test("parameter totals of the newer families match their published sizes", () => {
+  const sizes = (o: Record<string, unknown>) => ({
+    max_position_embeddings: 8192,
+    ...o,
+  });
+  // Gemma-2-2b: 2,614,341,888 (four norms per layer, tied)
+  const gemma2 = parseConfig(sizes({
+    model_type: "gemma2",
+    vocab_size: 256000,
+    hidden_size: 2304,
+    intermediate_size: 9216,
+    num_hidden_layers: 26,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    head_dim: 256,
+  }));
+  assert.equal(paramCount(expectedTensors(gemma2)), 2_614_341_888);
+  // Gemma-3-1b: 999,885,952 (q/k norms too)
+  const gemma3 = parseConfig(sizes({
+    model_type: "gemma3_text",
+    vocab_size: 262144,
+    hidden_size: 1152,
+    intermediate_size: 6912,
+    num_hidden_layers: 26,
+    num_attention_heads: 4,
+    num_key_value_heads: 1,
+    head_dim: 256,
+  }));
+  assert.equal(paramCount(expectedTensors(gemma3)), 999_885_952);
+  // Phi-3-mini: 3,821,079,552 (fused qkv and gate/up, untied)
+  const phi3 = parseConfig(sizes({
+    model_type: "phi3",
+    vocab_size: 32064,
+    hidden_size: 3072,
+    intermediate_size: 8192,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+  }));
+  assert.equal(paramCount(expectedTensors(phi3)), 3_821_079_552);
+});
+
+Deno.test("LoRA's linear modules carry each family's PEFT names", () => {
+  const leaf = (
+    cfg: Parameters<typeof linearModules>[0],
+  ) => [...new Set(linearModules(cfg).map((m) => m.path.split(".").at(-1)))];
+  assert.deepEqual(leaf(tinyConfig("phi3")), ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]);
+  assert.deepEqual(leaf(tinyConfig("gemma")), [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+  ]);
+  assert.deepEqual(leaf(tinyConfig("gpt2")), ["c_attn", "c_proj", "c_fc"]);
+  const phi = linearModules(tinyConfig("phi3", { hiddenSize: 32, numHeads: 4, numKvHeads: 2 }))[0];
+  assert.deepEqual(
+    { path: phi.path, in: phi.inFeatures, out: phi.outFeatures, bias: phi.bias },
+    { path: "model.layers.0.self_attn.qkv_proj", in: 32, out: (4 + 2 * 2) * 8, bias: false },
+  );
+  const qwen2 = linearModules(tinyConfig("llama", { modelType: "qwen2" }));
+  assert.deepEqual(qwen2.filter((m) => m.bias).map((m) => m.path.split(".").at(-1)).slice(0, 3), [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+  ]);
+  assert.equal(linearModules(tinyConfig("gpt2"))[0].peftPath, "transformer.h.0.attn.c_attn");
+  // norms are never adapted nor decayed: q_norm / k_norm / pre_feedforward_layernorm are 1-D
+  assert.ok(
+    !linearModules(tinyConfig("gemma", { modelType: "gemma3_text" })).some((m) => /norm/.test(m.path)),
+  );
 });
 
 Deno.test("validateCheckpoint names missing tensors and shape mismatches", () => {

@@ -28,6 +28,19 @@ const llama = tinyConfig("llama", {
   numLayers: 3,
 });
 const gpt2 = tinyConfig("gpt2", { hiddenSize: 16, numHeads: 2, vocabSize: 40, numLayers: 3 });
+// soft caps, a sliding layer between full ones, the LM head's cap inside the chunked head
+const gemma = tinyConfig("gemma", {
+  modelType: "gemma3_text",
+  hiddenSize: 16,
+  numHeads: 4,
+  numKvHeads: 2,
+  vocabSize: 40,
+  numLayers: 3,
+  attnLogitSoftcap: 2,
+  finalLogitSoftcap: 3,
+  slidingWindow: 3,
+  slidingLayers: [false, true, false],
+});
 
 type Variant = { segments: SegmentMode; chunk: number; recomputeDropout: boolean };
 
@@ -97,7 +110,7 @@ async function grads(cfg: ModelConfig, dir: string, mode: "lora" | "full", v: Va
   return { result, loops: g.nodes.filter((n) => n.op === "Loop").length };
 }
 
-for (const cfg of [llama, gpt2]) {
+for (const cfg of [llama, gpt2, gemma]) {
   for (const mode of ["lora", "full"] as const) {
     Deno.test(`recompute (float64, ${cfg.modelType}, ${mode}, 3 layers, bf16 folder): the gradients of every path agree`, async () => {
       const dir = await Deno.makeTempDir();

@@ -2,8 +2,9 @@
 /**
  * The dashboard in a real browser (playwright-core driving Debian's chromium): the page loads its assets
  * from the server itself, draws the run's three uPlot charts (canvases with a size), and the inspector form
- * scores the candidates and shows their tokens coloured by log-ratio. Skipped, saying so, when
- * /usr/bin/chromium is missing (`apt-get install -y chromium`; the CI script installs it).
+ * scores the candidates and shows their tokens coloured by log-ratio. With --api-key the page works too:
+ * the key comes from `?key=` (then leaves the address bar) or from a prompt after a 401, once. Skipped,
+ * saying so, when /usr/bin/chromium is missing (`apt-get install -y chromium`; the CI script installs it).
  *
  * Set SERVE_SCREENSHOT=/path/to/file.png to keep a full-page screenshot of the dashboard.
  */
@@ -125,6 +126,62 @@ Deno.test({
       const shot = Deno.env.get("SERVE_SCREENSHOT");
       if (shot) await page.screenshot({ path: shot, fullPage: true });
       assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await server.close();
+      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+      await fx.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: HAVE_CHROMIUM
+    ? "dashboard in chromium with --api-key: the key from ?key= or from a prompt"
+    : `dashboard with --api-key — SKIPPED: ${CHROMIUM} is not installed (apt-get install -y chromium)`,
+  ignore: !HAVE_CHROMIUM,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const KEY = "sk-dashboard-7";
+    const fx = await buildFixture();
+    const server = await serve({ model: fx.runDir, apiKey: KEY });
+    const userDataDir = await Deno.makeTempDir({ prefix: "serve_chromium_" });
+    const { chromium } = await loadPlaywright();
+    const browser = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+    });
+    const charts = { timeout: 10_000 };
+    try {
+      // the key in the address: used, kept for the tab, removed from the address bar
+      const page = await browser.newPage();
+      const auth: (string | null)[] = [];
+      page.on("request", (r) => r.url().includes("/v1/") && auth.push(r.headers()["authorization"] ?? null));
+      await page.goto(`${server.url}/?key=${KEY}`);
+      await page.waitForFunction(() => document.querySelectorAll(".uplot canvas").length === 3, null, charts);
+      assert.equal(new URL(page.url()).search, "", "the key left the address bar");
+      assert.equal(await page.textContent("#model-id"), RUN_NAME);
+      await page.click("#score");
+      await page.waitForSelector(".tok", charts);
+      assert.ok(auth.length >= 3 && auth.every((a) => a === `Bearer ${KEY}`), JSON.stringify(auth));
+
+      // a fresh tab without it: one prompt, then everything loads
+      const second = await browser.newPage();
+      const asked: string[] = [];
+      second.on("dialog", (d) => {
+        asked.push(d.type());
+        d.accept(KEY);
+      });
+      await second.goto(`${server.url}/`);
+      await second.waitForFunction(
+        () => document.querySelectorAll(".uplot canvas").length === 3,
+        null,
+        charts,
+      );
+      assert.deepEqual(asked, ["prompt"], "asked once for both requests");
+      assert.equal(await second.evaluate(() => sessionStorage.getItem("nca-align-api-key")), KEY);
     } finally {
       await browser.close();
       await server.close();

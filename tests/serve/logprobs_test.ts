@@ -61,7 +61,11 @@ Deno.test({
     const fx = await buildFixture();
     const server = await serve({ model: fx.runDir });
     const inspect = async (url: string, body: unknown) => {
-      const res = await fetch(`${url}/v1/logprobs`, { method: "POST", body: JSON.stringify(body) });
+      const res = await fetch(`${url}/v1/logprobs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
       return { status: res.status, body: await res.json() };
     };
     const tok = await loadTokenizer(fx.policyDir);
@@ -77,7 +81,7 @@ Deno.test({
         assert.equal(status, 200, JSON.stringify(body));
         const res = body as LogprobsResponse;
         assert.equal(res.model, RUN_NAME);
-        assert.equal(res.reference_model, fx.baseDir);
+        assert.equal(res.reference_model, "base", "the folder's name, not the machine's path");
         assert.equal(res.beta, RUN_BETA);
         assert.equal(res.alpha, RUN_ALPHA);
         const promptIds = tokenizePrompt(tok, [{ role: "user", content: PROMPT }]);
@@ -193,7 +197,7 @@ Deno.test({
             rewards: REWARDS,
           });
           const res = body as LogprobsResponse;
-          assert.equal(res.reference_model, fx.policyDir);
+          assert.equal(res.reference_model, "policy");
           for (const c of res.candidates) {
             assert.equal(c.implicit_reward, 0);
             assert.equal(c.log_ratio, 0);

@@ -6,12 +6,16 @@ import { FALLBACK_ALPHA, FALLBACK_BETA, resolveModelSource } from "../../lib/ser
 import { buildFixture, RUN_ALPHA, RUN_BETA, RUN_NAME } from "./_fixture.ts";
 
 Deno.test("parseServeArgs: defaults, every flag, and errors that name the flag", () => {
-  const d = parseServeArgs([])!;
+  const noEnv = () => undefined;
+  const d = parseServeArgs([], noEnv)!;
   assert.equal(d.port, 8000);
   assert.equal(d.host, "127.0.0.1");
   assert.equal(d.device, "cpu");
   assert.equal(d.model, undefined);
-  assert.deepEqual(d.limits, { ...DEFAULT_LIMITS, maxPromptTokens: undefined });
+  assert.deepEqual(d.limits, { ...DEFAULT_LIMITS, maxPromptTokens: undefined, maxPromptChars: undefined });
+  assert.equal(d.apiKey, undefined);
+  assert.deepEqual(d.allowedHosts, []);
+  assert.equal(d.exposePaths, false);
   const o = parseServeArgs([
     "--model=runs/x",
     "--reference",
@@ -32,8 +36,17 @@ Deno.test("parseServeArgs: defaults, every flag, and errors that name the flag",
     "64",
     "--max-tokens-limit",
     "32",
+    "--max-prompt-chars",
+    "5000",
+    "--body-timeout",
+    "2.5",
+    "--api-key",
+    "sk-test",
+    "--allowed-hosts",
+    "Example.org, box:8080,*",
+    "--expose-paths",
     "--quiet",
-  ])!;
+  ], noEnv)!;
   assert.equal(o.model, "runs/x");
   assert.equal(o.reference, "base");
   assert.equal(o.port, 0);
@@ -42,10 +55,21 @@ Deno.test("parseServeArgs: defaults, every flag, and errors that name the flag",
     maxConcurrent: 1,
     maxQueue: 0,
     maxBodyBytes: 1000,
+    bodyTimeoutMs: 2500,
     maxPromptTokens: 64,
+    maxPromptChars: 5000,
     maxTokensLimit: 32,
   });
   assert.equal(o.quiet, true);
+  assert.equal(o.apiKey, "sk-test");
+  assert.deepEqual(o.allowedHosts, ["example.org", "box:8080", "*"]);
+  assert.equal(o.exposePaths, true);
+  // the key from the environment, unless the flag gives one
+  const env = (name: string) => name === "NCA_API_KEY" ? "from-env" : undefined;
+  assert.equal(parseServeArgs([], env)!.apiKey, "from-env");
+  assert.equal(parseServeArgs(["--api-key=flag"], env)!.apiKey, "flag");
+  assert.throws(() => parseServeArgs(["--api-key", " "], noEnv), /--api-key must not be empty/);
+  assert.throws(() => parseServeArgs(["--body-timeout", "0"], noEnv), /--body-timeout must be a number/);
   assert.equal(parseServeArgs(["--help"]), null);
   assert.throws(() => parseServeArgs(["--port", "eighty"]), /--port must be a whole number/);
   assert.throws(() => parseServeArgs(["--port", "70000"]), /--port must be at most 65535/);

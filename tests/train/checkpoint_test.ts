@@ -146,7 +146,7 @@ Deno.test("a damaged safetensors header or a mismatched step is detected", async
     const bytes = await Deno.readFile(file);
     bytes[9] = 0x00; // inside the JSON header, same size
     await Deno.writeFile(file, bytes);
-    await assert.rejects(() => loadCheckpoint(path), /header/);
+    await assert.rejects(() => loadCheckpoint(path), /tensors\.safetensors does not match its checksum/);
     const other = await saveCheckpoint(dir, { tensors: tensors(8), meta: meta(8) });
     await Deno.rename(other, join(dir, "checkpoint-9"));
     await assert.rejects(() => loadCheckpoint(join(dir, "checkpoint-9")), /folder says step 9/);
@@ -206,4 +206,66 @@ Deno.test("hashConfig is stable under key order and sensitive to values", async 
   assert.equal(a, b);
   assert.notEqual(a, c);
   assert.match(a, /^[0-9a-f]{16}$/);
+});
+
+Deno.test("same-size damage to the tensor data is caught by the checksum; the previous checkpoint is used", async () => {
+  await withDir(async (dir) => {
+    await saveCheckpoint(dir, { tensors: tensors(1), meta: meta(1), scalars: { step: 1 } }, { keep: 3 });
+    const path = await saveCheckpoint(dir, { tensors: tensors(2), meta: meta(2), scalars: { step: 2 } }, {
+      keep: 3,
+    });
+    const file = join(path, TENSORS_FILE);
+    const bytes = await Deno.readFile(file);
+    bytes[bytes.length - 3] ^= 0xff; // a float's bytes, after the header: still a valid safetensors file
+    await Deno.writeFile(file, bytes);
+    const { warn, messages } = collect();
+    const got = await loadLatestCheckpoint(dir, { warn });
+    assert.equal(got?.step, 1);
+    assert.deepEqual(got?.scalars, { step: 1 });
+    assert.match(messages[0], /checkpoint-2: tensors\.safetensors does not match its checksum/);
+  });
+});
+
+Deno.test("when every checkpoint is damaged the load stops with an error and deletes nothing", async () => {
+  await withDir(async (dir) => {
+    for (const step of [1, 2]) {
+      const path = await saveCheckpoint(dir, { tensors: tensors(step), meta: meta(step) }, { keep: 3 });
+      const file = join(path, TENSORS_FILE);
+      const bytes = await Deno.readFile(file);
+      bytes[bytes.length - 1] ^= 0x01;
+      await Deno.writeFile(file, bytes);
+    }
+    const { warn, messages } = collect();
+    await assert.rejects(
+      () => loadLatestCheckpoint(dir, { warn }),
+      /none of the 2 checkpoint\(s\) is intact .*nothing was deleted/,
+    );
+    assert.equal(messages.length, 2);
+    assert.deepEqual((await listCheckpoints(dir)).map((c) => c.step), [1, 2]);
+  });
+});
+
+Deno.test("state.json records every file's size and SHA-256 and the scalar state", async () => {
+  await withDir(async (dir) => {
+    const path = await saveCheckpoint(dir, {
+      tensors: tensors(3),
+      meta: meta(3),
+      scalars: { step: 3, loss_scale: 512 },
+    });
+    const state = JSON.parse(await Deno.readTextFile(join(path, STATE_FILE)));
+    assert.equal(state.version, 2);
+    const bytes = await Deno.readFile(join(path, TENSORS_FILE));
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    assert.deepEqual(state.files, { [TENSORS_FILE]: { bytes: bytes.length, sha256: hex } });
+    assert.deepEqual(state.scalars, { step: 3, loss_scale: 512 });
+    // a version-1 checkpoint (no checksums, no scalars) still loads
+    delete state.files;
+    delete state.scalars;
+    state.version = 1;
+    await Deno.writeTextFile(join(path, STATE_FILE), JSON.stringify(state));
+    const v1 = await loadCheckpoint(path);
+    assert.equal(v1.version, 1);
+    assert.deepEqual(v1.scalars, {});
+  });
 });

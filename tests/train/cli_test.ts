@@ -54,61 +54,63 @@ Deno.test("train CLI: a missing data file exits 1 and names it", async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("train CLI: Ctrl-C saves a checkpoint and exits; --resume finishes the run", async () => {
-  const { tinySetup } = await import("./_fixtures.ts");
-  const s = await tinySetup();
-  const args = [
-    "run",
-    "-A",
-    new URL("../../train/main.ts", import.meta.url).pathname,
-    "--model",
-    s.model,
-    "--data",
-    `${s.dir}/reward.jsonl`,
-    "--out",
-    `${s.dir}/run`,
-    "--device",
-    "cpu",
-    "--epochs",
-    "400",
-    "--batch-size",
-    "4",
-    "--steps-per-run",
-    "1",
-    "--lora-r",
-    "2",
-    "--max-length",
-    "48",
-    "--max-prompt-length",
-    "24",
-    "--eval-fraction",
-    "0",
-  ];
-  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" }).spawn();
-  const dec = new TextDecoder();
-  let out = "";
-  const reader = child.stdout.getReader();
-  // wait until training has started, then interrupt
-  while (!/step\s+\d+\/\d+/.test(out)) {
-    const r = await reader.read();
-    if (r.done) break;
-    out += dec.decode(r.value);
-  }
-  child.kill("SIGINT");
-  const rest = (async () => {
-    for (;;) {
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.test(`train CLI: ${signal} saves a checkpoint and exits`, async () => {
+    const { tinySetup } = await import("./_fixtures.ts");
+    const s = await tinySetup();
+    const args = [
+      "run",
+      "-A",
+      new URL("../../train/main.ts", import.meta.url).pathname,
+      "--model",
+      s.model,
+      "--data",
+      `${s.dir}/reward.jsonl`,
+      "--out",
+      `${s.dir}/run`,
+      "--device",
+      "cpu",
+      "--epochs",
+      "400",
+      "--batch-size",
+      "4",
+      "--steps-per-run",
+      "1",
+      "--lora-r",
+      "2",
+      "--max-length",
+      "48",
+      "--max-prompt-length",
+      "24",
+      "--eval-fraction",
+      "0",
+    ];
+    const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" }).spawn();
+    const dec = new TextDecoder();
+    let out = "";
+    const reader = child.stdout.getReader();
+    // wait until training has started, then interrupt
+    while (!/step\s+\d+\/\d+/.test(out)) {
       const r = await reader.read();
-      if (r.done) return;
+      if (r.done) break;
       out += dec.decode(r.value);
     }
-  })();
-  const err = dec.decode(await new Response(child.stderr).arrayBuffer());
-  const status = await child.status;
-  await rest;
-  assert.equal(status.code, 130, `exit code (stderr: ${err})`);
-  assert.match(err, /interrupted: saving a checkpoint/);
-  assert.match(out, /stopped at step \d+ of \d+; checkpoint saved\. Continue with --resume/);
-  const latest = (await Deno.readTextFile(`${s.dir}/run/checkpoints/latest`)).trim();
-  assert.match(latest, /^checkpoint-\d+$/);
-  await Deno.remove(s.dir, { recursive: true });
-});
+    child.kill(signal);
+    const rest = (async () => {
+      for (;;) {
+        const r = await reader.read();
+        if (r.done) return;
+        out += dec.decode(r.value);
+      }
+    })();
+    const err = dec.decode(await new Response(child.stderr).arrayBuffer());
+    const status = await child.status;
+    await rest;
+    assert.equal(status.code, 130, `exit code (stderr: ${err})`);
+    assert.match(err, /interrupted: saving a checkpoint/);
+    assert.match(out, /stopped at step \d+ of \d+; checkpoint saved\. Continue with --resume/);
+    const latest = (await Deno.readTextFile(`${s.dir}/run/checkpoints/latest`)).trim();
+    assert.match(latest, /^checkpoint-\d+$/);
+    await Deno.remove(s.dir, { recursive: true });
+  });
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  aggregateRecords,
   formatMetricsLine,
   type MetricsRecord,
   MetricsWriter,
@@ -99,6 +100,46 @@ Deno.test("resuming drops records logged after the checkpoint step", async () =>
     assert.deepEqual(got.map((r) => r.step), [1, 2, 3, 4]);
     assert.equal(got[3].loss, 42);
   });
+});
+
+Deno.test("logging every N steps: each line the window's mean (lr, grad_norm last), evaluations as they come", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "metrics.jsonl");
+    const w = await MetricsWriter.open(path, { fsync: false, every: 3 });
+    const step = (s: number, extra: Partial<MetricsRecord> = {}): MetricsRecord => ({
+      step: s,
+      epoch: s / 8,
+      loss: s,
+      lr: 10 * s,
+      grad_norm: 100 * s,
+      skipped: s === 2 ? 1 : 0,
+      ...extra,
+    });
+    await w.write(step(1));
+    await w.write(step(2, { "eval/loss": 7 })); // an evaluation mid-window: written at once, alone
+    assert.deepEqual(await readMetrics(path), [{ step: 2, epoch: 0.25, "eval/loss": 7 }]);
+    await w.write(step(3));
+    for (const s of [4, 5, 6, 7]) await w.write(step(s));
+    await w.flush(); // before a checkpoint: the partial window [7]
+    await w.write(step(8));
+    await w.write({ step: 8, epoch: 1, "eval/loss": 5 }); // the final evaluation: the window first
+    await w.write(step(9));
+    w.close(); // the last partial window is written on close
+    assert.deepEqual(await readMetrics(path), [
+      { step: 2, epoch: 0.25, "eval/loss": 7 },
+      { step: 3, epoch: 3 / 8, loss: 2, lr: 30, grad_norm: 300, skipped: 1 },
+      { step: 6, epoch: 6 / 8, loss: 5, lr: 60, grad_norm: 600, skipped: 0 },
+      { step: 7, epoch: 7 / 8, loss: 7, lr: 70, grad_norm: 700, skipped: 0 },
+      { step: 8, epoch: 1, loss: 8, lr: 80, grad_norm: 800, skipped: 0 },
+      { step: 8, epoch: 1, "eval/loss": 5 },
+      { step: 9, epoch: 9 / 8, loss: 9, lr: 90, grad_norm: 900, skipped: 0 },
+    ]);
+    assert.deepEqual(
+      aggregateRecords([{ step: 1, epoch: 0, loss: 1 }, { step: 2, epoch: 0, loss: NaN }]).loss,
+      NaN,
+    );
+  });
+  await assert.rejects(() => MetricsWriter.open("/nonexistent/m.jsonl", { every: 0 }), /every must be/);
 });
 
 Deno.test("summarize: final values, best eval loss, means over the last N steps", () => {

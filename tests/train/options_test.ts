@@ -13,6 +13,7 @@ import {
   trainHelp,
 } from "../../lib/train/options.ts";
 import { OPTION_SPECS, type TrainOptions } from "../../lib/train/option_specs.ts";
+import { lossByName, softLabels } from "../../lib/losses/mod.ts";
 
 const base = ["--model", "models/sft", "--data", "data/uf.jsonl"];
 
@@ -80,6 +81,12 @@ Deno.test("defaults follow the brief and the paper's recipe", () => {
     keepCheckpoints: 2,
     maxGradNorm: 1,
     weightDecay: 0,
+    adamBeta1: 0.9,
+    adamBeta2: 0.999,
+    adamEpsilon: 1e-8,
+    loggingSteps: 1,
+    reportTo: "jsonl",
+    skipBadRows: false,
     demo: false,
     compare: false,
     quiet: false,
@@ -96,6 +103,8 @@ Deno.test("defaults follow the brief and the paper's recipe", () => {
       "evalData",
       "out",
       "stepsPerRun",
+      "reference",
+      "saveDtype",
     ]
   ) {
     assert.equal((o as Record<string, unknown>)[key], undefined, key);
@@ -174,6 +183,21 @@ Deno.test("every flag parses to its camelCase field", () => {
     "0",
     "--weight-decay",
     "0.01",
+    "--adam-beta1",
+    "0.8",
+    "--adam-beta2",
+    "0.95",
+    "--adam-epsilon",
+    "1e-6",
+    "--reference",
+    "models/sft",
+    "--save-dtype",
+    "bfloat16",
+    "--logging-steps",
+    "10",
+    "--report-to",
+    "tensorboard",
+    "--skip-bad-rows",
     "--demo",
     "--compare",
     "--quiet",
@@ -217,6 +241,14 @@ Deno.test("every flag parses to its camelCase field", () => {
     resume: "runs/x",
     maxGradNorm: 0,
     weightDecay: 0.01,
+    adamBeta1: 0.8,
+    adamBeta2: 0.95,
+    adamEpsilon: 1e-6,
+    reference: "models/sft",
+    saveDtype: "bfloat16",
+    loggingSteps: 10,
+    reportTo: "tensorboard",
+    skipBadRows: true,
     demo: true,
     compare: true,
     quiet: true,
@@ -328,7 +360,8 @@ Deno.test("config errors name the key, the value and the file", async () => {
 
 Deno.test("unknown flags are errors that suggest the closest known flag", () => {
   failsWith(["--bta", "1"], "unknown option --bta (did you mean --beta?)");
-  failsWith(["--learning-rate", "1"], /unknown option --learning-rate; see --help/);
+  failsWith(["--learning-rat", "1"], "unknown option --learning-rat (did you mean --learning-rate?)");
+  failsWith(["--save_step", "1"], "unknown option --save_step (did you mean --save-steps?)");
   failsWith(["--max-step", "10"], "unknown option --max-step (did you mean --max-steps?)");
   failsWith(["--lora_r", "8"], "unknown option --lora_r (did you mean --lora-r?)");
   failsWith(["--no-beta"], "unknown option --no-beta: --beta is not an on/off flag");
@@ -342,7 +375,20 @@ Deno.test("every validation error names the flag and the bad value", () => {
     [["--beta", "-1"], "--beta must be > 0, got -1"],
     [["--beta", "0"], "--beta must be > 0, got 0"],
     [["--beta", "abc"], '--beta must be a number, got "abc"'],
-    [["--alpha", "0"], "--alpha must be > 0, got 0"],
+    [["--alpha", "-0.5"], "--alpha must be ≥ 0, got -0.5"],
+    [["--adam-beta1", "1"], "--adam-beta1 must be in [0, 1), got 1"],
+    [["--adam-beta2", "-0.1"], "--adam-beta2 must be in [0, 1), got -0.1"],
+    [["--adam-epsilon", "0"], "--adam-epsilon must be > 0, got 0"],
+    [
+      ["--save-dtype", "bf16"],
+      '--save-dtype must be one of float32, float16, bfloat16, got "bf16" (did you mean bfloat16?)',
+    ],
+    [["--report-to", "wandb"], '--report-to must be one of jsonl, tensorboard, none, got "wandb"'],
+    [["--logging-steps", "0"], "--logging-steps must be ≥ 1, got 0"],
+    [
+      ["--loss", "sft", "--reference", "m"],
+      "--reference is for the alignment losses; --loss sft has no reference model",
+    ],
     [["--lr", "-5e-6"], "--lr must be > 0, got -5e-6"],
     [["--eval-fraction", "1"], "--eval-fraction must be in [0, 1), got 1"],
     [["--eval-fraction", "-0.1"], "--eval-fraction must be in [0, 1), got -0.1"],
@@ -457,4 +503,211 @@ Deno.test("defaults read naturally in --help", () => {
   assert.equal(formatDefault(spec("max-grad-norm")), "1");
   assert.equal(formatDefault(spec("k")), "all");
   assert.equal(formatDefault(spec("full")), "false");
+});
+
+Deno.test("TRL's argument names in a config file map to our options", () => {
+  const trl = {
+    model_name_or_path: "models/zephyr-sft",
+    dataset_name: "data/uf.parquet",
+    output_dir: "runs/dpo-trl",
+    run_name: "dpo-trl",
+    learning_rate: 5e-7,
+    per_device_train_batch_size: 2,
+    gradient_accumulation_steps: 16,
+    num_train_epochs: 3,
+    max_steps: -1,
+    max_length: 1024,
+    max_prompt_length: 512,
+    lr_scheduler_type: "linear",
+    logging_steps: 10,
+    save_steps: 100,
+    eval_steps: 50,
+    save_total_limit: 3,
+    warmup_ratio: 0.05,
+    warmup_steps: 0,
+    adam_beta1: 0.85,
+    adam_beta2: 0.98,
+    adam_epsilon: 1e-6,
+    weight_decay: 0.01,
+    max_grad_norm: 10,
+    seed: 7,
+    beta: 0.1,
+    loss_type: "sigmoid",
+    bf16: true,
+    report_to: ["tensorboard"],
+    gradient_checkpointing: true,
+    use_peft: true,
+    lora_r: 64,
+    lora_alpha: 128,
+    lora_dropout: 0.1,
+    lora_target_modules: ["q_proj", "v_proj"],
+  };
+  assert.deepEqual(parseConfigObject(trl, "trl.json").values, {
+    model: "models/zephyr-sft",
+    data: "data/uf.parquet",
+    out: "runs/dpo-trl",
+    name: "dpo-trl",
+    lr: 5e-7,
+    batchSize: 2,
+    gradAccum: 16,
+    epochs: 3,
+    maxSteps: undefined, // TRL's -1: from the epochs
+    maxLength: 1024,
+    maxPromptLength: 512,
+    schedule: "linear",
+    loggingSteps: 10,
+    saveEvery: 100,
+    evalEvery: 50,
+    keepCheckpoints: 3,
+    warmupRatio: 0.05,
+    warmupSteps: undefined, // TRL's 0: from the ratio
+    adamBeta1: 0.85,
+    adamBeta2: 0.98,
+    adamEpsilon: 1e-6,
+    weightDecay: 0.01,
+    maxGradNorm: 10,
+    seed: 7,
+    beta: 0.1,
+    loss: "dpo",
+    precision: "fp32", // bf16: computed in fp32, the weights stay bf16 in the files
+    reportTo: "tensorboard",
+    gradientCheckpointing: true,
+    full: false,
+    loraR: 64,
+    loraAlpha: 128,
+    loraDropout: 0.1,
+    loraTargets: ["q_proj", "v_proj"],
+  });
+  // the same keys a run's config.json would hold work too, and mix with TRL's
+  const mixed = parseConfigObject({ lr: 1e-6, per_device_train_batch_size: 4, "grad-accum": 2 }, "m.json");
+  assert.deepEqual(mixed.values, { lr: 1e-6, batchSize: 4, gradAccum: 2 });
+});
+
+Deno.test("TRL values translate where TRL's convention differs, and the rest is refused with what to use", () => {
+  const v = (o: Record<string, unknown>) => parseConfigObject(o, "c.json").values;
+  assert.equal(v({ loss_type: "ipo" }).loss, "ipo");
+  assert.equal(v({ loss_type: ["sigmoid"] }).loss, "dpo");
+  assert.equal(v({ loss_type: "nca_pair" }).loss, "nca_pair");
+  assert.equal(v({ fp16: true }).precision, "fp16");
+  assert.equal(v({ fp16: false, bf16: false }).precision, undefined);
+  assert.equal(v({ report_to: "none" }).reportTo, "none");
+  assert.equal(v({ report_to: [] }).reportTo, "none");
+  assert.equal(v({ report_to: "all" }).reportTo, "tensorboard");
+  assert.equal(v({ use_peft: false }).full, true);
+  assert.equal(v({ lora_target_modules: "all-linear" }).loraTargets, undefined);
+  assert.deepEqual(v({ lora_target_modules: "q_proj,k_proj" }).loraTargets, ["q_proj", "k_proj"]);
+  assert.equal(v({ lr_scheduler_type: "constant_with_warmup" }).schedule, "constant");
+  assert.equal(v({ max_steps: 200, warmup_steps: 10 }).maxSteps, 200);
+  assert.equal(v({ warmup_steps: 10 }).warmupSteps, 10);
+  assert.deepEqual(errorsOf(() => v({ loss_type: "hinge" })), [
+    'loss_type "hinge" has no counterpart here: TRL\'s "sigmoid" is --loss dpo, "ipo" is --loss ipo, ' +
+    '"nca_pair" is --loss nca_pair; InfoNCA and NCA on reward data are --loss infonca|nca (in c.json)',
+  ]);
+  assert.match(errorsOf(() => v({ report_to: ["wandb"] }))[0], /^report_to \["wandb"\]: only "tensorboard"/);
+  assert.match(errorsOf(() => v({ lr_scheduler_type: "cosine_with_restarts" }))[0], /not supported/);
+  // bad values name TRL's key and the flag it stands for
+  assert.deepEqual(errorsOf(() => v({ learning_rate: -1 })), [
+    "learning_rate (--lr) must be > 0, got -1 (in c.json)",
+  ]);
+  assert.deepEqual(errorsOf(() => v({ bf16: true, fp16: true })), [
+    'c.json: "bf16" and "fp16" both set --precision, to different values',
+  ]);
+  assert.deepEqual(errorsOf(() => v({ lr: 1e-6, learning_rate: 2e-6 })), [
+    'c.json: "lr" and "learning_rate" both set --lr, to different values',
+  ]);
+  assert.equal(v({ lr: 1e-6, learning_rate: 1e-6 }).lr, 1e-6); // the same value twice is fine
+  // unknown keys: the closest name, ours or TRL's, and the file
+  assert.deepEqual(errorsOf(() => v({ learning_rat: 1, per_device_batch_size: 2, optim: "adamw" })), [
+    'c.json: unknown option "learning_rat" (did you mean "learning_rate"?)',
+    'c.json: unknown option "per_device_batch_size" (did you mean "per_device_train_batch_size"?)',
+    'c.json: unknown option "optim"',
+  ]);
+});
+
+Deno.test("a TRL config file runs through parseTrainOptions, flags over it", async () => {
+  await withConfig(
+    {
+      model_name_or_path: "m",
+      dataset_name: "d.jsonl",
+      loss_type: "sigmoid",
+      learning_rate: 1e-6,
+      bf16: true,
+    },
+    (path) => {
+      const o = parseTrainOptions(["--config", path, "--learning-rate", "2e-6"]) as TrainOptions;
+      assert.equal(o.model, "m");
+      assert.equal(o.data, "d.jsonl");
+      assert.equal(o.loss, "dpo");
+      assert.equal(o.name, "dpo");
+      assert.equal(o.lr, 2e-6);
+      assert.equal(o.precision, "fp32");
+    },
+  );
+});
+
+Deno.test("TRL's spellings work as flags, and --help names them", () => {
+  const o = parse(
+    "--learning-rate",
+    "1e-6",
+    "--per-device-train-batch-size",
+    "2",
+    "--gradient-accumulation-steps",
+    "4",
+    "--num-train-epochs",
+    "3",
+    "--save-steps",
+    "100",
+    "--eval-steps",
+    "50",
+    "--logging-steps",
+    "10",
+    "--output-dir",
+    "runs/x",
+    "--save-total-limit",
+    "5",
+    "--run-name",
+    "r",
+  );
+  assert.deepEqual(
+    [o.lr, o.batchSize, o.gradAccum, o.epochs, o.saveEvery, o.evalEvery, o.loggingSteps, o.out],
+    [1e-6, 2, 4, 3, 100, 50, 10, "runs/x"],
+  );
+  assert.equal(o.keepCheckpoints, 5);
+  assert.equal(o.name, "r");
+  const help = trainHelp();
+  for (
+    const alias of [
+      "--learning-rate",
+      "--per-device-train-batch-size",
+      "--gradient-accumulation-steps",
+      "--num-train-epochs",
+      "--save-steps",
+      "--eval-steps",
+      "--output-dir",
+    ]
+  ) {
+    assert.ok(help.includes(`(alias ${alias})`), alias);
+  }
+  for (
+    const flag of ["--weight-decay", "--adam-beta1", "--adam-beta2", "--adam-epsilon", "--logging-steps"]
+  ) {
+    assert.ok(help.includes(`\n  ${flag} `), flag);
+  }
+  assert.ok(help.includes("TRL's names"));
+});
+
+Deno.test("--alpha 0 is accepted: the soft labels put all weight on the best responses, ties shared", () => {
+  const o = parse("--alpha", "0", "--beta", "1");
+  assert.equal(o.alpha, 0);
+  assert.deepEqual(softLabels([[3, 1, 3, 0]], o.alpha), [[0.5, 0, 0.5, 0]]);
+  // NCA per prompt: −Σ p_i log σ(z_i) − (1/K) Σ log σ(−z_i), z = β·(log π − log μ) = [1, 0, −1, 2]
+  const x = { policy: [[-1, -2, -4, -1]], reference: [[-2, -2, -3, -3]], rewards: [[3, 1, 3, 0]] };
+  const logSig = (t: number) => -Math.log1p(Math.exp(-t));
+  const z = [1, 0, -1, 2];
+  const want = -0.5 * logSig(1) - 0.5 * logSig(-1) - z.reduce((a, t) => a + logSig(-t), 0) / 4;
+  const got = lossByName.nca(x, { beta: o.beta, alpha: o.alpha }).loss;
+  assert.ok(Math.abs(got - want) < 1e-12, `${got} vs ${want}`);
+  // and it is the limit α → 0
+  const near = lossByName.nca(x, { beta: o.beta, alpha: 1e-9 }).loss;
+  assert.ok(Math.abs(near - want) < 1e-12, `${near} vs ${want}`);
 });

@@ -1,13 +1,14 @@
 /**
- * Parses and validates a JSON request body against a zod schema, before the route runs: malformed JSON and
+ * Parses and validates a JSON request body against a zod schema, before the route runs: the body is read
+ * under the server's limits (read_body.ts: JSON Content-Type only, size, deadline), then malformed JSON and
  * schema violations become 400s whose `param` names the offending field (`messages[0].content`), so a
- * client sees what to fix. Any Content-Type is accepted (curl users forget the header). The route reads the
- * typed body with `c.get("body")`.
+ * client sees what to fix. The route reads the typed body with `c.get("body")`.
  * @module
  */
 import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
 import { invalidRequest } from "../errors.ts";
+import { type BodyLimits, readJsonText } from "./read_body.ts";
 
 /** The Hono environment a route behind {@link jsonBody} sees. */
 export type JsonBodyEnv<T> = { Variables: { body: T } };
@@ -19,10 +20,13 @@ export function paramPath(path: readonly PropertyKey[]): string | null {
   return out || null;
 }
 
-/** Validates the body with `schema` and stores it as `body`. */
-export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<JsonBodyEnv<z.output<S>>> {
+/** Reads the body under `limits`, validates it with `schema` and stores it as `body`. */
+export function jsonBody<S extends z.ZodType>(
+  schema: S,
+  limits: BodyLimits,
+): MiddlewareHandler<JsonBodyEnv<z.output<S>>> {
   return async (c, next) => {
-    const text = await c.req.text();
+    const text = await readJsonText(c, limits);
     if (text.trim() === "") {
       throw invalidRequest("the request body is empty; send a JSON object", null, "invalid_json");
     }

@@ -2,7 +2,9 @@
  * POST /v1/chat/completions — OpenAI's chat API over the served model: the messages go through the model's
  * own chat template (the one training used), and the answer comes back whole or, with `stream: true`, as
  * `chat.completion.chunk` events. Supports n, max_tokens / max_completion_tokens, temperature, top_p,
- * seed, stop, logprobs / top_logprobs, stream_options.include_usage, and vLLM's ignore_eos.
+ * seed, stop, logprobs / top_logprobs, stream_options.include_usage, and vLLM's ignore_eos, top_k,
+ * repetition_penalty and chat_template_kwargs (variables for the template, e.g. `enable_thinking`). Sampling
+ * parameters a request leaves out take the model's generation_config.json defaults.
  * @module
  */
 import { Hono } from "hono";
@@ -12,14 +14,18 @@ import { invalidRequest } from "../errors.ts";
 import type { LogprobEntry } from "../generation.ts";
 import { jsonBody } from "../middleware/json_body.ts";
 import {
+  bodyLimitsOf,
   checkModel,
+  checkPromptChars,
   checkPromptLength,
   checkUnsupported,
   resolveMaxTokens,
   sharedSettings,
+  templateFailure,
 } from "../request_checks.ts";
 import { type CompletionFormat, openAiFinish, respondWithGeneration, responseId } from "../respond.ts";
 import { type ChatMessage, chatRequestSchema } from "../schemas.ts";
+import { RESERVED_TEMPLATE_KWARGS } from "../../data/chat.ts";
 
 /** OpenAI's per-token log-prob object. */
 export type ChatTokenLogprob = {
@@ -55,21 +61,29 @@ export function toTemplateMessage(m: ChatMessage): Message {
 /** The chat completions route. */
 export function chatCompletionsRoute(ctx: ServeContext): Hono {
   const app = new Hono();
-  app.post("/v1/chat/completions", jsonBody(chatRequestSchema), (c) => {
+  app.post("/v1/chat/completions", jsonBody(chatRequestSchema, bodyLimitsOf(ctx)), async (c) => {
     const body = c.get("body");
     checkModel(ctx, body.model);
     checkUnsupported(body);
     if (body.top_logprobs && !body.logprobs) {
       throw invalidRequest("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
     }
+    const templateKwargs = body.chat_template_kwargs ?? undefined;
+    const reserved = Object.keys(templateKwargs ?? {}).filter((k) => RESERVED_TEMPLATE_KWARGS.includes(k));
+    if (reserved.length) {
+      throw invalidRequest(
+        `chat_template_kwargs may not set ${reserved.join(", ")} (the server sets them)`,
+        "chat_template_kwargs",
+        "invalid_value",
+      );
+    }
+    const messages = body.messages.map(toTemplateMessage);
+    checkPromptChars(ctx, messages.reduce((a, m) => a + m.content.length, 0), "messages");
     let promptIds: number[];
     try {
-      promptIds = ctx.codec.chatPromptIds(body.messages.map(toTemplateMessage));
+      promptIds = (await ctx.tokens.chat({ messages, templateKwargs }, c.req.raw.signal)).prompt;
     } catch (e) {
-      throw invalidRequest(
-        `the chat template could not render the messages: ${(e as Error).message}`,
-        "messages",
-      );
+      throw templateFailure(e, "messages");
     }
     checkPromptLength(ctx, promptIds.length, "messages");
     const param = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
@@ -129,7 +143,7 @@ export function chatCompletionsRoute(ctx: ServeContext): Hono {
       }),
     };
 
-    const { sampling, ...answer } = sharedSettings(body);
+    const { sampling, ...answer } = sharedSettings(body, ctx.defaults);
     return respondWithGeneration(c, ctx, {
       request: {
         prompts: Array.from({ length: n }, () => promptIds),

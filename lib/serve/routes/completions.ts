@@ -9,7 +9,9 @@ import type { ServeContext } from "../context.ts";
 import type { LogprobEntry } from "../generation.ts";
 import { jsonBody } from "../middleware/json_body.ts";
 import {
+  bodyLimitsOf,
   checkModel,
+  checkPromptChars,
   checkPromptLength,
   checkUnsupported,
   resolveMaxTokens,
@@ -51,16 +53,13 @@ export function legacyLogprobs(entries: LogprobEntry[], withTop: boolean, offset
 /** The completions route. */
 export function completionsRoute(ctx: ServeContext): Hono {
   const app = new Hono();
-  app.post("/v1/completions", jsonBody(completionRequestSchema), (c) => {
+  app.post("/v1/completions", jsonBody(completionRequestSchema, bodyLimitsOf(ctx)), async (c) => {
     const body = c.get("body");
     checkModel(ctx, body.model);
     checkUnsupported(body);
     const texts = typeof body.prompt === "string" ? [body.prompt] : body.prompt;
-    const prompts = texts.map((t) => ctx.codec.textPromptIds(t));
-    prompts.forEach((p, i) => checkPromptLength(ctx, p.length, texts.length > 1 ? `prompt[${i}]` : "prompt"));
-    const longest = Math.max(...prompts.map((p) => p.length));
-    const maxTokens = resolveMaxTokens(ctx, longest, body.max_tokens, "max_tokens");
     const n = body.n ?? 1;
+    // the counts and sizes first: tokenizing is the expensive part
     if (texts.length * n > MAX_CHOICES) {
       throw invalidRequest(
         `${texts.length} prompts × n = ${n} asks for ${
@@ -69,6 +68,12 @@ export function completionsRoute(ctx: ServeContext): Hono {
         "prompt",
       );
     }
+    const param = (i: number) => texts.length > 1 ? `prompt[${i}]` : "prompt";
+    texts.forEach((t, i) => checkPromptChars(ctx, t.length, param(i)));
+    const prompts = await ctx.tokens.texts(texts, c.req.raw.signal);
+    prompts.forEach((p, i) => checkPromptLength(ctx, p.length, param(i)));
+    const longest = Math.max(...prompts.map((p) => p.length));
+    const maxTokens = resolveMaxTokens(ctx, longest, body.max_tokens, "max_tokens");
     const logprobs = body.logprobs !== undefined && body.logprobs !== null;
     const k = body.logprobs ?? 0;
     const id = responseId("cmpl");
@@ -111,7 +116,7 @@ export function completionsRoute(ctx: ServeContext): Hono {
       }),
     };
 
-    const { sampling, ...answer } = sharedSettings(body);
+    const { sampling, ...answer } = sharedSettings(body, ctx.defaults);
     return respondWithGeneration(c, ctx, {
       request: {
         // choice i·n + j is prompt i's j-th sample, as OpenAI orders them

@@ -10,7 +10,13 @@ import type { ServeContext } from "../context.ts";
 import { invalidRequest } from "../errors.ts";
 import { type ObjectivesView, objectivesView } from "../inspect.ts";
 import { jsonBody } from "../middleware/json_body.ts";
-import { checkModel, checkPromptLength } from "../request_checks.ts";
+import {
+  bodyLimitsOf,
+  checkModel,
+  checkPromptChars,
+  checkPromptLength,
+  templateFailure,
+} from "../request_checks.ts";
 import { acquireSlot } from "../respond.ts";
 import { logprobsRequestSchema } from "../schemas.ts";
 import { toTemplateMessage } from "./chat_completions.ts";
@@ -44,7 +50,10 @@ export type InspectedCandidate = {
 export type LogprobsResponse = {
   object: "logprobs";
   model: string;
-  /** The reference model's folder, or null when the server has none (reference fields are then null). */
+  /**
+   * The reference model's folder (relative to the server's cwd, else its name; absolute with
+   * `--expose-paths`), or null when the server has none (reference fields are then null).
+   */
   reference_model: string | null;
   beta: number;
   alpha: number;
@@ -56,7 +65,7 @@ export type LogprobsResponse = {
 /** The inspection route. */
 export function logprobsRoute(ctx: ServeContext): Hono {
   const app = new Hono();
-  app.post("/v1/logprobs", jsonBody(logprobsRequestSchema), async (c) => {
+  app.post("/v1/logprobs", jsonBody(logprobsRequestSchema, bodyLimitsOf(ctx)), async (c) => {
     const body = c.get("body");
     checkModel(ctx, body.model);
     if ((body.prompt === undefined) === (body.messages === undefined)) {
@@ -76,18 +85,21 @@ export function logprobsRoute(ctx: ServeContext): Hono {
     const alpha = body.alpha ?? ctx.source.alpha;
     const messages = body.messages
       ? body.messages.map(toTemplateMessage)
-      : [{ role: "user", content: body.prompt! }];
-    let promptIds: number[];
+      : [{ role: "user" as const, content: body.prompt! }];
+    const promptParam = body.messages ? "messages" : "prompt";
+    // sizes first, in characters: tokenizing is the expensive part
+    checkPromptChars(ctx, messages.reduce((a, m) => a + m.content.length, 0), promptParam);
+    body.candidates.forEach((t, i) => checkPromptChars(ctx, t.length, `candidates[${i}]`));
+    let promptIds: number[], responses: number[][];
     try {
-      promptIds = ctx.codec.chatPromptIds(messages);
+      ({ prompt: promptIds, responses } = await ctx.tokens.chat(
+        { messages, candidates: body.candidates },
+        c.req.raw.signal,
+      ));
     } catch (e) {
-      throw invalidRequest(
-        `the chat template could not render the prompt: ${(e as Error).message}`,
-        "messages",
-      );
+      throw templateFailure(e, promptParam);
     }
-    checkPromptLength(ctx, promptIds.length, body.messages ? "messages" : "prompt");
-    const responses = body.candidates.map((t) => ctx.codec.responseIds(t));
+    checkPromptLength(ctx, promptIds.length, promptParam);
     responses.forEach((r, i) => {
       if (promptIds.length + r.length > ctx.contextLength) {
         throw invalidRequest(
@@ -139,7 +151,7 @@ export function logprobsRoute(ctx: ServeContext): Hono {
     const response: LogprobsResponse = {
       object: "logprobs",
       model: ctx.source.id,
-      reference_model: ctx.source.referenceDir,
+      reference_model: ctx.paths.showOrNull(ctx.source.referenceDir),
       beta,
       alpha,
       prompt_tokens: promptIds.length,

@@ -2,7 +2,8 @@
  * GET /v1/runs/current/metrics — the loaded run's training log (metrics.jsonl, TRL's names, one record per
  * step; non-finite values as null) with its summary and configuration: what the dashboard plots. Read on
  * each request, so a run that is still training shows its latest steps. Serving a bare model folder gives
- * `run: null` and no records.
+ * `run: null` and no records. Folders (the run's, and absolute paths in its config and summary) appear as
+ * paths.ts shows them.
  * @module
  */
 import { Hono } from "hono";
@@ -42,13 +43,13 @@ export function metricsRoute(ctx: ServeContext): Hono {
       object: "run.metrics",
       run: {
         id: ctx.source.id,
-        dir: runDir,
+        dir: ctx.paths.show(runDir),
         loss: ctx.source.loss,
         beta: ctx.source.beta,
         alpha: ctx.source.alpha,
       },
-      config: ctx.source.trainConfig,
-      summary: await readJsonOrNull(paths.summary),
+      config: ctx.paths.redact(ctx.source.trainConfig),
+      summary: ctx.paths.redact(await readJsonOrNull(paths.summary)),
       metrics: [...names].sort(),
       records,
     });

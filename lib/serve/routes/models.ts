@@ -1,6 +1,7 @@
 /**
  * GET /v1/models and /v1/models/{id} — the one served model, in OpenAI's list shape, plus what a client
- * may want to know about it: its context length, its run and reference, and the run's β and α.
+ * may want to know about it: its context length, its run and reference (folder names, see paths.ts), and
+ * the run's β and α.
  * @module
  */
 import { Hono } from "hono";
@@ -14,10 +15,10 @@ export function modelObject(ctx: ServeContext) {
     object: "model" as const,
     created: ctx.createdAt,
     owned_by: "nca-align",
-    root: ctx.source.modelDir,
+    root: ctx.paths.show(ctx.source.modelDir),
     max_model_len: ctx.contextLength,
-    run: ctx.source.runDir,
-    reference: ctx.source.referenceDir,
+    run: ctx.paths.showOrNull(ctx.source.runDir),
+    reference: ctx.paths.showOrNull(ctx.source.referenceDir),
     loss: ctx.source.loss,
     beta: ctx.source.beta,
     alpha: ctx.source.alpha,

@@ -1,7 +1,51 @@
 // The dashboard's script (plain browser JavaScript, no build step): draws the run's training curves with
 // uPlot from /v1/runs/current/metrics, and drives the log-prob inspector, which posts to /v1/logprobs and
 // colours every token of every candidate by its log-ratio against the reference model.
+//
+// A server started with --api-key answers /v1/* only with "Authorization: Bearer <key>": the page takes
+// the key from `?key=…` in its address (then removes it from the address bar) or asks for it when the
+// server answers 401, and keeps it in sessionStorage (this tab only, gone when the tab closes).
 "use strict";
+
+const KEY_ITEM = "nca-align-api-key";
+
+(function takeKeyFromAddress() {
+  const url = new URL(location.href);
+  const key = url.searchParams.get("key");
+  if (key === null) return;
+  if (key.trim()) sessionStorage.setItem(KEY_ITEM, key.trim());
+  url.searchParams.delete("key");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+})();
+
+/** The one prompt for a key while several requests wait for it. */
+let asking = null;
+
+function askForKey(rejected) {
+  const stored = sessionStorage.getItem(KEY_ITEM);
+  if (stored && stored !== rejected) return Promise.resolve(stored); // another request got a new one
+  asking ??= new Promise((resolve) => {
+    setTimeout(() => {
+      const key = (prompt("This server needs its API key (--api-key):") ?? "").trim();
+      if (key) sessionStorage.setItem(KEY_ITEM, key);
+      asking = null;
+      resolve(key || null);
+    }, 0);
+  });
+  return asking;
+}
+
+/** fetch() for the API, with the key when there is one; asks for the key once on a 401. */
+async function api(path, init = {}) {
+  for (let attempt = 0;; attempt++) {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    const headers = new Headers(init.headers);
+    if (key) headers.set("authorization", `Bearer ${key}`);
+    const res = await fetch(path, { ...init, headers });
+    if (res.status !== 401 || attempt >= 2) return res;
+    if (!(await askForKey(key))) return res;
+  }
+}
 
 const CHARTS = [
   {
@@ -115,11 +159,18 @@ addEventListener("resize", () => {
   }
 });
 
+/** A response's JSON; an API error (401 without a key) as an Error with its message. */
+async function json(res) {
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error ? body.error.message : `HTTP ${res.status}`);
+  return body;
+}
+
 async function loadRun() {
   try {
     const [models, run] = await Promise.all([
-      fetch("/v1/models").then((r) => r.json()),
-      fetch("/v1/runs/current/metrics").then((r) => r.json()),
+      api("/v1/models").then(json),
+      api("/v1/runs/current/metrics").then(json),
     ]);
     fillFacts(models.data[0], run);
     const note = $("training-note");
@@ -287,7 +338,7 @@ async function inspect(event) {
   status.textContent = "Scoring…";
   $("score").disabled = true;
   try {
-    const res = await fetch("/v1/logprobs", {
+    const res = await api("/v1/logprobs", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),

@@ -20,6 +20,7 @@ import { type DeviceRequest, resolveDevice } from "../../runtime/device.ts";
 import { lineChart } from "../charts.ts";
 import { readMetrics } from "../metrics_log.ts";
 import { createRunFolder, writeJsonAtomic } from "../run_folder.ts";
+import { writeTextAtomic } from "../../files.ts";
 import { defaultTrainOptions } from "../options.ts";
 import { train, type TrainConfig, type TrainHooks } from "../trainer.ts";
 import { type PolicyScore, scorePolicy } from "./evaluate.ts";
@@ -231,7 +232,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   await writeJsonAtomic(join(run.dir, "demo.json"), result);
   if (o.compare) {
     await Deno.mkdir(run.charts, { recursive: true });
-    await Deno.writeTextFile(
+    await writeTextAtomic(
       join(run.charts, "compare_logps_chosen.svg"),
       lineChart({
         title: "Held-out chosen responses: change of log π(chosen) from the reference",
