@@ -26,3 +26,4 @@ export * from "./lib/runtime/mod.ts";
 export * from "./lib/serve/mod.ts";
 export * from "./lib/model/mod.ts";
 export * from "./lib/train/mod.ts";
+export * from "./lib/loop/mod.ts";

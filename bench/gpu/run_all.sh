@@ -13,11 +13,13 @@
 #   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
 #   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
 #   e2e      bench/gpu/e2e_cuda.sh: the demo trains on CUDA, the server answers on CUDA
-#   parity   PyTorch reference (bench/parity/parity.py) vs our graphs on cuda and on cpu
+#   parity   PyTorch reference (bench/parity/parity.py, reward_head.py) vs our graphs on cuda and on cpu
 #   profile  profiled runs of $PROFILE_CASE (default lora) and of full, summarized by profile_summary
 #   blocking the $PROFILE_CASE profile again with CUDA_LAUNCH_BLOCKING=1 (GPU time per node)
 #   fp16     bench/gpu/fp16_check.ts and fp16 throughput
 #   block    block_step: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
+#   loop     bench/sample.ts (SmolLM-135M shape, K = 4, batch 8/32/128) beside transformers' generate on the
+#            same folder and prompt ids (bench/gpu/sample_torch.py), and bench/score.ts (reward-model scoring)
 #   big      the shapes people align (issue 11): NCA K=4, LoRA r=16 on every linear layer, random bf16 folders
 #            made first; ours (bench/big_throughput.ts) then PyTorch + PEFT (bench/torch_big_baseline.py,
 #            bf16 autocast, gradient checkpointing) on the same shape and batch, tokens/s and peak memory:
@@ -97,6 +99,9 @@ if [ "$SMOKE" = 1 ]; then
   BIG=(--prompts 1 --k 4 --seq 32 --steps 1 --warmup 1)
   FFI_TP=("${TINY[@]}" --cases full,lora --batch 4 --seq 16 --steps 2 --steps-per-run 2 --overhead-runs 0)
   DECODE=(--shape tiny --batch 1,2 --tokens 4 --prompt 4)
+  SAMPLE_SHAPE=tiny
+  SAMPLE=(--shape tiny --batch 8 --prompts 2 --k 4 --tokens 4)
+  SAMPLE_TORCH=(--k 4 --tokens 4 --batch 8)
 else
   BLOCK=(--runs 5 --steps-per-run 10)
   BLOCK_SMALL=(--batch 1 --seq 64 --runs 5 --steps-per-run 10)
@@ -107,12 +112,15 @@ else
   BIG=(--prompts 4 --k 4 --seq 1024 --steps 2 --warmup 1)
   FFI_TP=(--cases full,lora --steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 0)
   DECODE=(--shape smollm-135m,qwen2.5-0.5b --batch 1,16 --tokens 64 --prompt 128)
+  SAMPLE_SHAPE=smollm-135m
+  SAMPLE=(--shape smollm-135m --batch 8,32,128 --prompts 32 --k 4 --tokens 64 --ignore-eos)
+  SAMPLE_TORCH=(--k 4 --tokens 64 --batch 8,32,128 --ignore-eos)
 fi
 MODELS=${MODELS:-$TMP/models}
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 # ONLY=group,group,...: run these groups alone (default all, in this order of priority)
-ONLY=${ONLY:-tp,ffi,tp64,torch,dropout,e2e,parity,profile,blocking,fp16,block}
+ONLY=${ONLY:-tp,ffi,tp64,torch,dropout,e2e,parity,loop,profile,blocking,fp16,block}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 # 1. GPT-2 124M training throughput, every case (8 steps per session run)
@@ -145,6 +153,10 @@ if want parity && [ "$HAVE_TORCH" = 1 ]; then
     step parity_"$DEVICE" 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device "$DEVICE"
     [ "$DEVICE" = cpu ] || step parity_cpu 120 "${DENO[@]}" bench/parity/ours.ts --dir "$TMP/parity" --device cpu
   fi
+  # the reward models' score head against AutoModelForSequenceClassification
+  step reward_reference 120 python3 bench/parity/reward_head.py --out "$TMP/reward"
+  [ -d "$TMP/reward" ] && step reward_"$DEVICE" 90 "${DENO[@]}" bench/parity/reward_ours.ts --dir "$TMP/reward" \
+    --device "$DEVICE"
 fi
 
 # 5. profiled runs (separate sessions: profiling slows them), summarized
@@ -201,6 +213,18 @@ fi
 if want ffi; then
   step ffi_train 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --backend node,ffi "${FFI_TP[@]}"
   step ffi_decode 300 "${DENO[@]}" bench/decode.ts --device "$DEVICE" --models "$MODELS" "${DECODE[@]}"
+fi
+
+# the loop's throughput: K sampled responses per prompt (ours, then transformers' generate on the same
+# folder and prompt ids) and reward-model scoring
+if want loop; then
+  step loop_sample 300 "${DENO[@]}" bench/sample.ts --device "$DEVICE" --models "$MODELS" "${SAMPLE[@]}" \
+    --dump-prompts "$TMP/sample_prompts.json"
+  if [ "$HAVE_TORCH" = 1 ] && [ -f "$TMP/sample_prompts.json" ]; then
+    step loop_sample_torch 300 python3 bench/gpu/sample_torch.py --model "$MODELS/$SAMPLE_SHAPE-bfloat16" \
+      --prompts-json "$TMP/sample_prompts.json" --device "$DEVICE" "${SAMPLE_TORCH[@]}"
+  fi
+  step loop_score 120 "${DENO[@]}" bench/score.ts --device "$DEVICE"
 fi
 
 # 8. the shapes people align: ours, then PyTorch + PEFT on the same shape and batch (folder made by ours)

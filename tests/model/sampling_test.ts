@@ -114,3 +114,30 @@ Deno.test("topLogprobs lists the most likely alternatives in order", () => {
   const ls = logSoftmax([1, 4, 2, 3]);
   assert.deepEqual(topLogprobs(ls, 2), [{ token: 1, logprob: ls[1] }, { token: 3, logprob: ls[3] }]);
 });
+
+Deno.test("unfiltered sampling draws exactly the token the general path draws, for the same rng", () => {
+  // the general path, as sampleToken computed it before its two-pass shortcut
+  const general = (logits: Float32Array, temperature: number, rng: () => number) => {
+    const { tokens, probs } = candidates(logits, { temperature });
+    let total = 0;
+    for (const q of probs) total += q;
+    let u = rng() * total;
+    for (let i = 0; i < tokens.length; i++) {
+      u -= probs[i];
+      if (u < 0) return tokens[i];
+    }
+    return tokens[tokens.length - 1];
+  };
+  const r = mulberry32(3);
+  const logits = Float32Array.from({ length: 5000 }, () => (r() - 0.5) * 12);
+  for (const temperature of [0.3, 1, 1.7]) {
+    const a = mulberry32(11), b = mulberry32(11);
+    for (let n = 0; n < 300; n++) {
+      assert.equal(
+        sampleToken(logits, { temperature }, a),
+        general(logits, temperature, b),
+        `draw ${n}, T ${temperature}`,
+      );
+    }
+  }
+});

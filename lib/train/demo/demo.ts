@@ -177,6 +177,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
   // 4. alignment on the scored samples
   const heldOut = samplePrompts(n(300), seed + 5);
+  // the prompts as files too, for running the loop with deno task sample / score / eval (see the README)
+  await writeJsonl(join(stages, "prompts.jsonl"), alignPrompts.map((p) => ({ prompt: promptText(p) })));
+  await writeJsonl(join(stages, "heldout.jsonl"), heldOut.map((p) => ({ prompt: promptText(p) })));
   const sftScore = await scorePolicy(sftPolicy, sftPolicy, tok, heldOut, { seed: seed + 6, device });
   const methods: { method: string; loss: TrainConfig["loss"]; k: number }[] = o.compare
     ? [

@@ -1,0 +1,214 @@
+/**
+ * `deno task eval`: an aligned policy against its reference on a user's prompts, scored by a reward model,
+ * a reward function or an LLM judge: mean rewards, win rate, KL(π‖μ), lengths, as a table, JSON and a chart.
+ * This file only parses, calls lib/loop/eval.ts and prints; `--help` lists every option.
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { evaluateAgainstReference, formatEvalTable, writeEval } from "../lib/loop/eval.ts";
+import { checkSettings, SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample.ts";
+import {
+  intFlag,
+  makeScorer,
+  SCORER_FLAGS,
+  SCORER_USAGE,
+  type ScorerSpec,
+  scorerSpecFrom,
+  UsageError,
+} from "../lib/loop/scorers/from_flags.ts";
+import type { Scorer } from "../lib/loop/scorers/types.ts";
+import { type DeviceRequest, parseDevice, resolveDevice } from "../lib/runtime/device.ts";
+import { createRunFolder } from "../lib/train/run_folder.ts";
+
+export const EVAL_USAGE = `Usage:
+  deno task eval --model POLICY --reference REF --prompts P (--reward-model R | --reward-fn F | --judge-url U)
+
+Samples K responses per prompt from the policy and from the reference (the same seeds), scores them all
+with one scorer, and reports each model's mean reward, the policy's win rate over the reference (sample j
+against sample j of the same prompt; ties apart), KL(π‖μ) on the policy's samples and the mean lengths: a
+table here, and eval.json, both models' scored samples and charts/eval.svg in the output folder.
+
+  --model DIR             the policy: a training run folder (its policy/), an exported or a Hugging Face folder
+  --reference DIR         the model it is compared with (the SFT model; the same tokenizer)
+  --prompts PATH          data file, folder or quoted glob, as deno task sample reads them
+  --out DIR               where the results go (default runs/eval-<time>/)
+  --k N                   responses per prompt and model (default 4)
+  --temperature T         default 1 (KL(π‖μ) is the policy's only at 1, without top-k/top-p)
+  --top-p P               default 1 (off)
+  --top-k N               default 0 (off)
+  --max-new-tokens N      default 256
+  --max-prompt-length N   cut longer prompts from their start, as training does
+  --seed S                default 0
+  --batch N               sequences per generation call; a reward model's per forward pass (default 32)
+  --limit N               only the first N prompts
+  --device D              cpu | cuda | auto, for both models and a reward model (default auto)
+  --threads N             a reward model's ONNX Runtime threads
+  --quiet                 no progress line
+  -h, --help              this text
+
+${SCORER_USAGE}`;
+
+/** The parsed command line. */
+export type EvalArgs = {
+  policy: string;
+  reference: string;
+  prompts: string;
+  out?: string;
+  sample: SampleSettingsInput;
+  batch: number;
+  limit?: number;
+  device: DeviceRequest;
+  quiet: boolean;
+  scorer: ScorerSpec;
+};
+
+function num(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
+  return n;
+}
+
+/** Parses the arguments; null when help was asked for. Throws {@link UsageError} for a wrong command line. */
+export function parseEvalArgs(
+  argv: string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  readText: (path: string) => string = (p) => Deno.readTextFileSync(p),
+): EvalArgs | null {
+  let v;
+  try {
+    v = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        ...SCORER_FLAGS,
+        model: { type: "string" },
+        reference: { type: "string" },
+        prompts: { type: "string" },
+        out: { type: "string" },
+        k: { type: "string" },
+        temperature: { type: "string" },
+        "top-p": { type: "string" },
+        "top-k": { type: "string" },
+        "max-new-tokens": { type: "string" },
+        "max-prompt-length": { type: "string" },
+        seed: { type: "string" },
+        batch: { type: "string" },
+        limit: { type: "string" },
+        quiet: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (v.help) return null;
+  for (const flag of ["model", "reference", "prompts"] as const) {
+    if (!v[flag]) throw new UsageError(`--${flag} is required`);
+  }
+  let device: DeviceRequest;
+  try {
+    device = parseDevice(v.device ?? "auto");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  // --device is the models' here: the scorer flags see it only for a reward model
+  const { device: _device, ...scorerFlags } = v;
+  const scorer = scorerSpecFrom(scorerFlags, env, readText);
+  if (scorer.kind === "reward-model") scorer.device = device;
+  const sample: SampleSettingsInput = {
+    k: intFlag("k", v.k, 1),
+    seed: intFlag("seed", v.seed, 0),
+    temperature: num("temperature", v.temperature),
+    topP: num("top-p", v["top-p"]),
+    topK: intFlag("top-k", v["top-k"], 0),
+    maxNewTokens: intFlag("max-new-tokens", v["max-new-tokens"], 1),
+    maxPromptLength: intFlag("max-prompt-length", v["max-prompt-length"], 1),
+  };
+  try {
+    checkSettings(sample);
+  } catch (e) {
+    if (e instanceof SampleOptionError) throw new UsageError(e.message);
+    throw e;
+  }
+  return {
+    policy: v.model!,
+    reference: v.reference!,
+    prompts: v.prompts!,
+    out: v.out,
+    sample,
+    batch: intFlag("batch", v.batch, 1) ?? 32,
+    limit: intFlag("limit", v.limit, 1),
+    device,
+    quiet: v.quiet ?? false,
+    scorer,
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseEvalArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`error: ${e.message}\n(see deno task eval --help)`);
+    return 2;
+  }
+  if (args === null) {
+    console.log(EVAL_USAGE);
+    return 0;
+  }
+  const log = (line: string) => console.error(line);
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) Deno.exit(130);
+    log("\ninterrupted: stopping (again to quit now)");
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  let scorer: Scorer | undefined;
+  let shown = "";
+  const progress = (p: { phase: string; done: number; total: number }) => {
+    if (args.quiet) return;
+    const line = `eval: ${p.phase} ${p.done}/${p.total}`;
+    if (line !== shown) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
+    shown = line;
+  };
+  try {
+    const { device, notice } = await resolveDevice(args.device, { log });
+    if (notice) log(notice);
+    scorer = await makeScorer(args.scorer, { batch: args.batch, skipErrors: false }, log);
+    const result = await evaluateAgainstReference({
+      policy: args.policy,
+      reference: args.reference,
+      prompts: args.prompts,
+      sample: args.sample,
+      scorer,
+      batch: args.batch,
+      device,
+      limit: args.limit,
+      log,
+      onProgress: progress,
+      signal: stop.signal,
+    });
+    if (shown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    const dir = args.out ? resolve(args.out) : (await createRunFolder("runs", "eval")).dir;
+    await writeEval(dir, result);
+    console.log(formatEvalTable(result.report));
+    console.log(
+      `\nwrote ${join(dir, "eval.json")}, the scored samples and ${join(dir, "charts", "eval.svg")}`,
+    );
+    return 0;
+  } catch (e) {
+    if (shown) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    console.error(`error: ${(e as Error).message}`);
+    return stop.signal.aborted ? 130 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    await scorer?.release();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,357 @@
+/**
+ * Evaluation of an aligned policy against its reference, the paper's last step: K responses per prompt
+ * sampled from each model with the same seeds, every response scored by the same scorer (a reward model, a
+ * reward function or an LLM judge), and
+ *
+ * - the mean reward of each model's samples (± its standard error over samples);
+ * - the win rate of the policy over the reference: sample j of a prompt against sample j of the same prompt
+ *   (the same seed), wins, ties and losses counted apart;
+ * - KL(π‖μ) on the policy's samples: the mean of log π(y|x) − log μ(y|x) over them, both log-probs summed
+ *   over the exact generated tokens (the stop token included) by the scoring graph training uses. It is
+ *   the KL of the distribution sampled only at temperature 1 without top-k/top-p (the result says so
+ *   otherwise);
+ * - the mean response length in tokens, and how many responses `--max-new-tokens` cut.
+ *
+ * {@link writeEval} puts `eval.json`, both models' scored samples (the reward format `deno task train`
+ * reads) and `charts/eval.svg` in a folder.
+ * @module
+ */
+import { join } from "node:path";
+import type { Message } from "../data/types.ts";
+import { loadModelFolder } from "../model/model_folder.ts";
+import type { Device } from "../runtime/session.ts";
+import { barChart } from "../train/charts.ts";
+import { loadReferenceModel, referenceModelScorer } from "../train/reference.ts";
+import { scoreExamples } from "../train/scoring.ts";
+import { writeJsonAtomic, writeTextAtomic } from "../files.ts";
+import { inspectDecoder, openDecoder } from "./decoder_session.ts";
+import { type PromptRow, readPrompts } from "./prompts.ts";
+import {
+  promptJobs,
+  resolveSettings,
+  type SampledResponse,
+  sampleRows,
+  type SampleSettings,
+  type SampleSettingsInput,
+} from "./sample.ts";
+import type { Scorer } from "./scorers/types.ts";
+
+/** What {@link evaluateAgainstReference} needs. */
+export type EvalOptions = {
+  /** The aligned model: a run folder, an exported `policy/` or a Hugging Face folder. */
+  policy: string;
+  /** The model it is compared with (the SFT model); the same tokenizer. */
+  reference: string;
+  /** Prompts: any data file, folder or glob `deno task sample` reads. */
+  prompts: string;
+  /**
+   * How to sample; what is not set is temperature 1, no top-k/top-p, no repetition penalty, K = 4, seed 0
+   * (not the models' generation_config.json: both models sample the same way).
+   */
+  sample?: SampleSettingsInput;
+  /** Score these responses. */
+  scorer: Scorer;
+  /** Sequences per generation call (default 32). */
+  batch?: number;
+  /** Prompts per log-prob batch (default 8). */
+  scoreBatch?: number;
+  device?: Device;
+  /** Only the first n prompts. */
+  limit?: number;
+  log?: (line: string) => void;
+  /** After each batch of a phase (`policy`, `reference`, `score`, `kl`): done of total. */
+  onProgress?: (p: { phase: string; done: number; total: number }) => void;
+  signal?: AbortSignal;
+};
+
+/** One model's side of an evaluation. */
+export type EvalSide = {
+  model: string;
+  samples: number;
+  mean_reward: number;
+  /** Standard error of the mean reward, over samples. */
+  reward_stderr: number;
+  mean_tokens: number;
+  /** Responses `max_new_tokens` cut (no stop token), as a fraction. */
+  cut_by_length: number;
+};
+
+/** What an evaluation found (`eval.json`). */
+export type EvalReport = {
+  prompts: number;
+  k: number;
+  settings: SampleSettings;
+  scorer: { kind: string; name: string };
+  policy: EvalSide;
+  reference: EvalSide;
+  /** Sample j of each prompt, policy against reference: fractions of the pairs. */
+  win_rate: { win: number; tie: number; loss: number; pairs: number; win_ties_half: number };
+  /** KL(π‖μ) in nats per response, on the policy's samples, with its standard error. */
+  kl: { mean: number; stderr: number; note?: string };
+};
+
+/** A scored response (`ids`, the generated tokens, are kept in memory only, not written). */
+export type EvalResponse = SampledResponse & {
+  reward: number;
+  /** log π and log μ of the response (policy's samples only). */
+  logp_policy?: number;
+  logp_reference?: number;
+};
+
+/** One prompt's scored samples of one model. */
+export type EvalRow = { id: unknown; prompt: string | Message[]; responses: EvalResponse[] };
+
+/** An evaluation: the report, and each model's scored samples. */
+export type Evaluation = { report: EvalReport; policyRows: EvalRow[]; referenceRows: EvalRow[] };
+
+/** Samples, scores and compares; see the module documentation. */
+export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluation> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const { prompts } = await readPrompts(o.prompts, { limit: o.limit });
+  const input: SampleSettingsInput = { temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, ...o.sample };
+  const pol = await sampleSide(o.policy, prompts, input, "policy", o, log);
+  const ref = await sampleSide(o.reference, prompts, input, "reference", o, log);
+  const s = pol.settings;
+  const k = s.k;
+
+  // every response scored by the one scorer, in prompt order
+  const rewards = async (side: SideSamples, phase: string) => {
+    const items = side.rows.flatMap((responses, i) =>
+      responses.map((r, j) => ({
+        prompt: prompts[i].messages,
+        response: r.content,
+        row: { id: prompts[i].id, prompt: prompts[i].given } as Record<string, unknown>,
+        at: `${prompts[i].file}:${prompts[i].line} ${phase} sample ${j}`,
+      }))
+    );
+    const out: number[] = [];
+    const step = Math.max(1, (o.scoreBatch ?? 8) * k);
+    for (let at = 0; at < items.length; at += step) {
+      out.push(...await o.scorer.score(items.slice(at, at + step)));
+      o.onProgress?.({ phase: "score", done: Math.min(at + step, items.length), total: items.length });
+    }
+    return out;
+  };
+  const polRewards = await rewards(pol, "policy");
+  const refRewards = await rewards(ref, "reference");
+
+  // log π and log μ of the policy's exact tokens
+  const { policyLogps, referenceLogps } = await klLogps(o, pol, log);
+
+  const n = prompts.length * k;
+  let win = 0, tie = 0, loss = 0;
+  for (let q = 0; q < n; q++) {
+    if (polRewards[q] > refRewards[q]) win++;
+    else if (polRewards[q] < refRewards[q]) loss++;
+    else tie++;
+  }
+  const diffs = policyLogps.map((p, q) => p - referenceLogps[q]);
+  const filtered = s.temperature !== 1 || s.topP < 1 || s.topK > 0 || s.repetitionPenalty !== 1;
+  const report: EvalReport = {
+    prompts: prompts.length,
+    k,
+    settings: s,
+    scorer: { kind: o.scorer.kind, name: o.scorer.name },
+    policy: sideStats(pol, polRewards),
+    reference: sideStats(ref, refRewards),
+    win_rate: { win: win / n, tie: tie / n, loss: loss / n, pairs: n, win_ties_half: (win + tie / 2) / n },
+    kl: {
+      mean: mean(diffs),
+      stderr: stderr(diffs),
+      ...(filtered
+        ? {
+          note: "sampled with temperature ≠ 1, top-k, top-p or a repetition penalty: the samples are not " +
+            "π's, so this is not KL(π‖μ) exactly",
+        }
+        : {}),
+    },
+  };
+  const rowsOf = (side: SideSamples, r: number[], withLogps: boolean): EvalRow[] =>
+    side.rows.map((responses, i) => ({
+      id: prompts[i].id,
+      prompt: prompts[i].given,
+      responses: responses.map((resp, j) => ({
+        ...resp,
+        reward: r[i * k + j],
+        ...(withLogps
+          ? { logp_policy: policyLogps[i * k + j], logp_reference: referenceLogps[i * k + j] }
+          : {}),
+      })),
+    }));
+  return {
+    report,
+    policyRows: rowsOf(pol, polRewards, true),
+    referenceRows: rowsOf(ref, refRewards, false),
+  };
+}
+
+/** One model's samples: its name, the settings, each prompt's token ids and its K responses. */
+type SideSamples = {
+  name: string;
+  settings: SampleSettings;
+  promptIds: number[][];
+  rows: SampledResponse[][];
+};
+
+async function sampleSide(
+  model: string,
+  prompts: PromptRow[],
+  input: SampleSettingsInput,
+  phase: string,
+  o: EvalOptions,
+  log: (l: string) => void,
+): Promise<SideSamples> {
+  const decoder = await openDecoder(model, { device: o.device, log });
+  try {
+    const settings = resolveSettings(input, decoder);
+    const jobs = promptJobs(decoder, prompts, settings);
+    const rows: SampledResponse[][] = [];
+    let sequences = 0;
+    for await (
+      const b of sampleRows(decoder, jobs, settings, { batch: o.batch, ids: true, signal: o.signal })
+    ) {
+      rows.push(...b.rows.map((r) => r.responses));
+      sequences += b.sequences;
+      o.onProgress?.({ phase, done: sequences, total: jobs.length * settings.k });
+    }
+    if (rows.length < prompts.length) throw new Error(`evaluation stopped while sampling from ${model}`);
+    return { name: decoder.name, settings, promptIds: jobs.map((j) => j.ids), rows };
+  } finally {
+    await decoder.release();
+  }
+}
+
+/** Summed log-probs of the policy's samples under the policy and under the reference (scoring graphs). */
+async function klLogps(
+  o: EvalOptions,
+  pol: SideSamples,
+  log: (l: string) => void,
+): Promise<{ policyLogps: number[]; referenceLogps: number[] }> {
+  const policyFolder = await loadModelFolder((await openInfoDir(o.policy)).dir);
+  const referenceFolder = await loadReferenceModel(
+    (await openInfoDir(o.reference)).dir,
+    policyFolder,
+    log,
+  );
+  const examples = pol.rows.map((responses, i) => ({
+    promptIds: pol.promptIds[i],
+    responseIds: responses.map((r) => r.ids!),
+  }));
+  const padId = policyFolder.config.padTokenId ?? 0;
+  const score = async (folder: typeof policyFolder, phase: string) => {
+    const session = await referenceModelScorer(folder, { device: o.device ?? "cpu" });
+    try {
+      const batch = o.scoreBatch ?? 8;
+      const { logps } = await scoreExamples(session, examples, {
+        padId,
+        batchSize: batch,
+        onBatch: (done) => o.onProgress?.({ phase, done, total: examples.length }),
+      });
+      return logps.flatMap((row) => Array.from(row));
+    } finally {
+      await session.release();
+    }
+  };
+  return { policyLogps: await score(policyFolder, "kl"), referenceLogps: await score(referenceFolder, "kl") };
+}
+
+/** The Hugging Face folder behind a model argument (a run's `policy/`), without opening a session. */
+async function openInfoDir(model: string): Promise<{ dir: string }> {
+  return await inspectDecoder(model, { log: () => {} });
+}
+
+function sideStats(side: SideSamples, rewards: number[]): EvalSide {
+  const all = side.rows.flat();
+  return {
+    model: side.name,
+    samples: all.length,
+    mean_reward: mean(rewards),
+    reward_stderr: stderr(rewards),
+    mean_tokens: mean(all.map((r) => r.tokens)),
+    cut_by_length: all.filter((r) => r.finish_reason === "length").length / Math.max(1, all.length),
+  };
+}
+
+function mean(xs: readonly number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
+}
+
+/** Standard error of the mean: the sample standard deviation over √n (0 for fewer than two values). */
+function stderr(xs: readonly number[]): number {
+  if (xs.length < 2) return 0;
+  const m = mean(xs);
+  const v = xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1);
+  return Math.sqrt(v / xs.length);
+}
+
+/** The report as a table for the terminal. */
+export function formatEvalTable(r: EvalReport): string {
+  const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "—");
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const rows = [
+    ["", "policy", "reference"],
+    [
+      "mean reward",
+      `${f(r.policy.mean_reward)} ± ${f(r.policy.reward_stderr)}`,
+      `${f(r.reference.mean_reward)} ± ${f(r.reference.reward_stderr)}`,
+    ],
+    ["mean length (tokens)", f(r.policy.mean_tokens, 1), f(r.reference.mean_tokens, 1)],
+    ["cut by --max-new-tokens", pct(r.policy.cut_by_length), pct(r.reference.cut_by_length)],
+  ];
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((row) => row[c].length)));
+  const lines = rows.map((row) => row.map((cell, c) => cell.padEnd(widths[c])).join("   ").trimEnd());
+  const w = r.win_rate;
+  lines.push(
+    "",
+    `win rate, policy over reference (${w.pairs} pairs): ${pct(w.win)} wins, ${pct(w.tie)} ties, ` +
+      `${pct(w.loss)} losses (${pct(w.win_ties_half)} counting a tie as half)`,
+    `KL(π‖μ) on the policy's samples: ${f(r.kl.mean, 4)} ± ${f(r.kl.stderr, 4)} nats`,
+  );
+  if (r.kl.note) lines.push(`  (${r.kl.note})`);
+  lines.push(`${r.prompts} prompts × K = ${r.k}; scored by ${r.scorer.kind} ${r.scorer.name}`);
+  return lines.join("\n");
+}
+
+/** The report as an SVG bar chart: mean rewards with their standard errors, and the win rate split. */
+export function evalChart(r: EvalReport): string {
+  return barChart({
+    title: `${r.policy.model} against ${r.reference.model} (${r.prompts} prompts × ${r.k})`,
+    yLabel: "reward / fraction of pairs",
+    groups: [
+      {
+        caption: "mean reward",
+        bars: [
+          { label: "policy", value: r.policy.mean_reward, err: r.policy.reward_stderr, color: "#1f77b4" },
+          {
+            label: "reference",
+            value: r.reference.mean_reward,
+            err: r.reference.reward_stderr,
+            color: "#7f7f7f",
+          },
+        ],
+      },
+      {
+        caption: "policy vs reference",
+        bars: [
+          { label: "win", value: r.win_rate.win, color: "#2ca02c" },
+          { label: "tie", value: r.win_rate.tie, color: "#bcbd22" },
+          { label: "loss", value: r.win_rate.loss, color: "#d62728" },
+        ],
+      },
+    ],
+  });
+}
+
+/** Writes `eval.json`, `samples_policy.jsonl`, `samples_reference.jsonl` and `charts/eval.svg` in `dir`. */
+export async function writeEval(dir: string, e: Evaluation): Promise<void> {
+  await Deno.mkdir(join(dir, "charts"), { recursive: true });
+  await writeJsonAtomic(join(dir, "eval.json"), e.report);
+  const scorer = e.report.scorer;
+  const jsonl = (rows: EvalRow[]) =>
+    rows.map((r) =>
+      JSON.stringify({ ...r, responses: r.responses.map(({ ids: _ids, ...resp }) => resp), scorer })
+    ).join("\n") + "\n";
+  await writeTextAtomic(join(dir, "samples_policy.jsonl"), jsonl(e.policyRows));
+  await writeTextAtomic(join(dir, "samples_reference.jsonl"), jsonl(e.referenceRows));
+  await writeTextAtomic(join(dir, "charts", "eval.svg"), evalChart(e.report));
+}

@@ -1,0 +1,195 @@
+/**
+ * The scorer flags shared by `deno task score` and `deno task eval`: one of `--reward-model`,
+ * `--reward-fn` or `--judge-url`, with their settings, parsed into a {@link ScorerSpec} and made into a
+ * {@link Scorer}, so both commands read the same flags the same way.
+ * @module
+ */
+import { type DeviceRequest, parseDevice } from "../../runtime/device.ts";
+import { judgeScorer } from "./judge.ts";
+import { rewardFnScorer } from "./reward_fn.ts";
+import { rewardModelScorer } from "./reward_model.ts";
+import type { Scorer } from "./types.ts";
+
+/** The scorer sections of a command's `--help`. */
+export const SCORER_USAGE =
+  `A reward model (LlamaForSequenceClassification, Qwen2…, Qwen3…, Mistral…, Gemma2…, Phi3…, GPT2…; one label):
+  --reward-model <folder>  a Hugging Face folder; (prompt, response) is rendered with its own chat template
+  --device cpu|cuda|auto   where it runs (default cpu)
+  --threads <n>            ONNX Runtime threads (default: all cores)
+  --max-length <n>         longest sequence in tokens; longer ones keep their END, where the head reads
+                           (default: the model's context length)
+
+A reward function (verifiable tasks):
+  --reward-fn <file.ts>    a module exporting reward(prompt, response, row) or a default function, returning
+                           a number (or true/false); prompt is the prompt's (last user message's) text
+
+An LLM judge (any OpenAI-compatible /v1/chat/completions, at temperature 0):
+  --judge-url <url>        e.g. http://127.0.0.1:8000 (or …/v1, or the full endpoint)
+  --judge-model <name>     default: the first model of GET /v1/models
+  --judge-api-key <key>    default: env JUDGE_API_KEY
+  --rubric <file>          the prompt, with {prompt} and {response} (default: an UltraFeedback-style rubric
+                           asking for an overall 1–10 score as "Rating: N")
+  --concurrency <n>        requests in flight (default 4)
+  --retries <n>            more tries for an answer without a rating or a failed request (default 2)
+  --judge-max-tokens <n>   max_tokens of an answer (default 1024)
+  --judge-timeout <s>      seconds to wait for an answer (default 300)
+
+The score is the last "Rating: N" / "Score: N" in the judge's answer, else its last line when that is a
+number ("7", "7/10").
+`;
+
+/** The scorer flags, for `node:util` parseArgs. */
+export const SCORER_FLAGS = {
+  "reward-model": { type: "string" },
+  device: { type: "string" },
+  threads: { type: "string" },
+  "max-length": { type: "string" },
+  "reward-fn": { type: "string" },
+  "judge-url": { type: "string" },
+  "judge-model": { type: "string" },
+  "judge-api-key": { type: "string" },
+  rubric: { type: "string" },
+  concurrency: { type: "string" },
+  retries: { type: "string" },
+  "judge-max-tokens": { type: "string" },
+  "judge-timeout": { type: "string" },
+} as const;
+
+/** Which scorer, with its settings. */
+export type ScorerSpec =
+  | { kind: "reward-model"; path: string; device: DeviceRequest; threads?: number; maxLength?: number }
+  | { kind: "reward-fn"; path: string }
+  | {
+    kind: "judge";
+    url: string;
+    model?: string;
+    apiKey?: string;
+    rubric?: string;
+    concurrency: number;
+    retries: number;
+    maxTokens: number;
+    timeoutS: number;
+  };
+
+/** A wrong command line (exit status 2). */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** A whole-number flag ≥ `min`, or undefined when not given. */
+export function intFlag(flag: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\s*\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`--${flag} must be a whole number ≥ ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+/**
+ * The scorer the parsed flags `v` choose (exactly one of `--reward-model`, `--reward-fn`, `--judge-url`),
+ * refusing settings of another scorer. `env` reads JUDGE_API_KEY; `readText` reads `--rubric`.
+ */
+export function scorerSpecFrom(
+  v: Partial<Record<keyof typeof SCORER_FLAGS, string>>,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  readText: (path: string) => string = (p) => Deno.readTextFileSync(p),
+): ScorerSpec {
+  const chosen = (["reward-model", "reward-fn", "judge-url"] as const).filter((k) => v[k] !== undefined);
+  if (chosen.length !== 1) {
+    throw new UsageError(
+      chosen.length === 0
+        ? "choose a scorer: --reward-model, --reward-fn or --judge-url"
+        : `choose one scorer, not ${chosen.map((k) => `--${k}`).join(" and ")}`,
+    );
+  }
+  const only = (kind: string, flags: string[]) => {
+    for (const f of flags) {
+      if (v[f as keyof typeof v] !== undefined) throw new UsageError(`--${f} applies to ${kind} only`);
+    }
+  };
+  const modelFlags = ["device", "threads", "max-length"];
+  const judgeFlags = [
+    "judge-model",
+    "judge-api-key",
+    "rubric",
+    "concurrency",
+    "retries",
+    "judge-max-tokens",
+    "judge-timeout",
+  ];
+  let scorer: ScorerSpec;
+  if (v["reward-model"] !== undefined) {
+    only("--judge-url", judgeFlags);
+    let device: DeviceRequest;
+    try {
+      device = parseDevice(v.device ?? "cpu");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    scorer = {
+      kind: "reward-model",
+      path: v["reward-model"],
+      device,
+      threads: intFlag("threads", v.threads, 1),
+      maxLength: intFlag("max-length", v["max-length"], 1),
+    };
+  } else if (v["reward-fn"] !== undefined) {
+    only("--reward-model", modelFlags);
+    only("--judge-url", judgeFlags);
+    scorer = { kind: "reward-fn", path: v["reward-fn"] };
+  } else {
+    only("--reward-model", modelFlags);
+    const timeout = v["judge-timeout"] === undefined ? 300 : Number(v["judge-timeout"]);
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      throw new UsageError(`--judge-timeout must be a number of seconds > 0, got "${v["judge-timeout"]}"`);
+    }
+    let rubric: string | undefined;
+    if (v.rubric !== undefined) {
+      try {
+        rubric = readText(v.rubric);
+      } catch (e) {
+        throw new UsageError(`--rubric ${v.rubric}: ${(e as Error).message}`);
+      }
+      for (const p of ["{prompt}", "{response}"]) {
+        if (!rubric.includes(p)) throw new UsageError(`--rubric ${v.rubric} has no ${p} placeholder`);
+      }
+    }
+    scorer = {
+      kind: "judge",
+      url: v["judge-url"]!,
+      model: v["judge-model"],
+      apiKey: v["judge-api-key"] ?? env("JUDGE_API_KEY"),
+      rubric,
+      concurrency: intFlag("concurrency", v.concurrency, 1) ?? 4,
+      retries: intFlag("retries", v.retries, 0) ?? 2,
+      maxTokens: intFlag("judge-max-tokens", v["judge-max-tokens"], 1) ?? 1024,
+      timeoutS: timeout,
+    };
+  }
+  return scorer;
+}
+
+/** Makes the scorer the arguments ask for. */
+export async function makeScorer(
+  s: ScorerSpec,
+  a: { batch: number; skipErrors: boolean },
+  log: (line: string) => void,
+): Promise<Scorer> {
+  const skip = {
+    skipErrors: a.skipErrors,
+    onSkip: (at: string, why: string) => log(`skipped ${at}: ${why}`),
+  };
+  if (s.kind === "reward-model") {
+    return await rewardModelScorer(s.path, {
+      device: s.device,
+      threads: s.threads,
+      batch: a.batch,
+      maxLength: s.maxLength,
+      log,
+      ...skip,
+    });
+  }
+  if (s.kind === "reward-fn") return await rewardFnScorer(s.path, skip);
+  return await judgeScorer({ ...s, ...skip });
+}

@@ -1,0 +1,157 @@
+/**
+ * `deno task score`: score sampled responses with a reward model, a reward function or an LLM judge, into
+ * the reward format `deno task train` reads. This file parses flags, makes the scorer and calls
+ * lib/loop/score.ts; `--help` lists every option.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
+import type { Scorer } from "../lib/loop/scorers/types.ts";
+import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
+import {
+  intFlag,
+  makeScorer,
+  SCORER_FLAGS,
+  SCORER_USAGE,
+  type ScorerSpec,
+  scorerSpecFrom,
+  UsageError,
+} from "../lib/loop/scorers/from_flags.ts";
+
+export { UsageError };
+
+export const SCORE_USAGE =
+  `Score every response of sampled data; write the reward format deno task train reads.
+
+Usage: deno task score --data <file> --out <file> (--reward-model <folder> | --reward-fn <file> | --judge-url <url>)
+
+  --data <file>            responses to score: deno task sample's output, or reward / preference data
+                           (JSONL, plain or gzip, or Parquet)
+  --out <file>             the scored JSONL: each row with "reward" on each response and "scorer"; a rerun
+                           continues an interrupted one (<out>.meta.json records where; another configuration
+                           is refused)
+  --batch <n>              rows scored and written together; a reward model's sequences per forward pass
+                           (default 8)
+  --limit <n>              score only the first n rows
+  --skip-errors            leave out (and count) rows that are malformed or fail to score, instead of stopping
+  --quiet                  no progress line
+  -h, --help               this text
+
+${SCORER_USAGE}`;
+
+/** The parsed command line. */
+export type ScoreArgs = {
+  data: string;
+  out: string;
+  batch: number;
+  limit?: number;
+  skipErrors: boolean;
+  quiet: boolean;
+  scorer: ScorerSpec;
+};
+
+/**
+ * Parses the arguments; null when help was asked for. `env` reads JUDGE_API_KEY; `readText` reads
+ * `--rubric` (the file's text).
+ */
+export function parseScoreArgs(
+  args: string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  readText: (path: string) => string = (p) => Deno.readTextFileSync(p),
+): ScoreArgs | null {
+  let v;
+  try {
+    v = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        data: { type: "string" },
+        out: { type: "string" },
+        batch: { type: "string" },
+        limit: { type: "string" },
+        "skip-errors": { type: "boolean" },
+        quiet: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        ...SCORER_FLAGS,
+      },
+    }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (v.help) return null;
+  if (!v.data) throw new UsageError("--data is required (the responses to score)");
+  if (!v.out) throw new UsageError("--out is required (the scored JSONL to write)");
+  const scorer = scorerSpecFrom(v, env, readText);
+  return {
+    data: v.data,
+    out: v.out,
+    batch: intFlag("batch", v.batch, 1) ?? 8,
+    limit: intFlag("limit", v.limit, 1),
+    skipErrors: v["skip-errors"] ?? false,
+    quiet: v.quiet ?? false,
+    scorer,
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseScoreArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`error: ${e.message}\n(see deno task score --help)`);
+    return 2;
+  }
+  if (args === null) {
+    console.log(SCORE_USAGE);
+    return 0;
+  }
+  const log = (line: string) => console.error(line);
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) Deno.exit(130);
+    log("\ninterrupted: stopping after the current batch (again to quit now; a rerun continues)");
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", onSignal);
+  let scorer: Scorer | undefined;
+  const progress = args.quiet ? undefined : scoreProgressPrinter();
+  try {
+    scorer = await makeScorer(args.scorer, args, log);
+    const r = await scoreFile({
+      data: args.data,
+      out: args.out,
+      scorer,
+      batch: args.batch,
+      limit: args.limit,
+      skipErrors: args.skipErrors,
+      signal: stop.signal,
+      onProgress: progress?.update,
+      log,
+    });
+    progress?.done();
+    const cut = scorer.kind === "reward-model" ? (scorer as RewardModelScorer) : undefined;
+    const notes = [
+      r.skipped.length ? `${r.skipped.length} rows skipped (listed in ${args.out}.meta.json)` : "",
+      cut?.truncated ? `${cut.truncated} sequences cut to their last ${cut.maxLength} tokens` : "",
+    ].filter(Boolean);
+    const state = r.complete ? "done" : "stopped";
+    const earlier = r.resumedFrom ? `, after ${r.resumedFrom} earlier` : "";
+    const took = `${r.seconds.toFixed(1)} s`, tail = notes.length ? `; ${notes.join("; ")}` : "";
+    log(
+      `${state}: ${r.rowsWritten} rows in ${args.out} (${r.rowsThisRun} scored now${earlier}, ${took})${tail}`,
+    );
+    if (!r.complete) log(`rerun the same command to continue`);
+    return r.complete ? 0 : 130;
+  } catch (e) {
+    progress?.done();
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    await scorer?.release();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
