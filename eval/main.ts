@@ -6,6 +6,7 @@
  */
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { numberFlag, stopOnSignals } from "../lib/cli.ts";
 import { evaluateAgainstReference, formatEvalTable, writeEval } from "../lib/loop/eval.ts";
 import { checkSettings, SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample.ts";
 import {
@@ -63,13 +64,6 @@ export type EvalArgs = {
   scorer: ScorerSpec;
 };
 
-function num(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
-  return n;
-}
-
 /** Parses the arguments; null when help was asked for. Throws {@link UsageError} for a wrong command line. */
 export function parseEvalArgs(
   argv: string[],
@@ -121,8 +115,8 @@ export function parseEvalArgs(
   const sample: SampleSettingsInput = {
     k: intFlag("k", v.k, 1),
     seed: intFlag("seed", v.seed, 0),
-    temperature: num("temperature", v.temperature),
-    topP: num("top-p", v["top-p"]),
+    temperature: numberFlag("temperature", v.temperature),
+    topP: numberFlag("top-p", v["top-p"]),
     topK: intFlag("top-k", v["top-k"], 0),
     maxNewTokens: intFlag("max-new-tokens", v["max-new-tokens"], 1),
     maxPromptLength: intFlag("max-prompt-length", v["max-prompt-length"], 1),
@@ -161,13 +155,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = (line: string) => console.error(line);
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) Deno.exit(130);
-    log("\ninterrupted: stopping (again to quit now)");
-    stop.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+  using stop = stopOnSignals("\ninterrupted: stopping (again to quit now)", log);
   let scorer: Scorer | undefined;
   let shown = "";
   const progress = (p: { phase: string; done: number; total: number }) => {
@@ -206,7 +194,6 @@ async function main(argv: string[]): Promise<number> {
     console.error(`error: ${(e as Error).message}`);
     return stop.signal.aborted ? 130 : 1;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
     await scorer?.release();
   }
 }

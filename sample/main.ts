@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { numberFlag, stopOnSignals, UsageError } from "../lib/cli.ts";
 import { type DeviceRequest, parseDevice } from "../lib/runtime/device.ts";
 import { formatCount, formatDuration, progressBar } from "../lib/train/progress.ts";
 import {
@@ -54,20 +55,10 @@ Stop ids: config.json's and generation_config.json's eos_token_id, the tokenizer
 template's end-of-turn token. Progress goes to stderr. Ctrl-C writes the finished rows and stops; rerun the
 command to continue.`;
 
-/** A wrong command line: printed with a pointer to --help, exit status 2. */
-class UsageError extends Error {}
-
 type Parsed =
   | { help: true }
   | { merge: string; inputs: string[] }
   | { sample: SampleOptions; quiet: boolean; device: DeviceRequest };
-
-function num(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
-  return n;
-}
 
 /** Parses the command line (exported for the tests). */
 export function parseSampleArgs(argv: string[]): Parsed {
@@ -122,16 +113,16 @@ export function parseSampleArgs(argv: string[]): Parsed {
     model: str("model")!,
     prompts: str("prompts")!,
     out: str("out")!,
-    k: num("k", str("k")),
-    temperature: num("temperature", str("temperature")),
-    topP: num("top-p", str("top-p")),
-    topK: num("top-k", str("top-k")),
-    repetitionPenalty: num("repetition-penalty", str("repetition-penalty")),
-    maxNewTokens: num("max-new-tokens", str("max-new-tokens")),
-    maxPromptLength: num("max-prompt-length", str("max-prompt-length")),
-    seed: num("seed", str("seed")),
-    batch: num("batch", str("batch")),
-    threads: num("threads", str("threads")),
+    k: numberFlag("k", str("k")),
+    temperature: numberFlag("temperature", str("temperature")),
+    topP: numberFlag("top-p", str("top-p")),
+    topK: numberFlag("top-k", str("top-k")),
+    repetitionPenalty: numberFlag("repetition-penalty", str("repetition-penalty")),
+    maxNewTokens: numberFlag("max-new-tokens", str("max-new-tokens")),
+    maxPromptLength: numberFlag("max-prompt-length", str("max-prompt-length")),
+    seed: numberFlag("seed", str("seed")),
+    batch: numberFlag("batch", str("batch")),
+    threads: numberFlag("threads", str("threads")),
     shard: values.shard === undefined ? undefined : parseShard(str("shard")!),
   };
   checkSettings(sample);
@@ -197,14 +188,10 @@ async function main(argv: string[]): Promise<number> {
     write(`${live ? "\r\x1b[K" : ""}${line}\n`);
     live = false;
   };
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) Deno.exit(130);
-    log("interrupted: writing the finished rows (Ctrl-C again to quit now); rerun the command to continue");
-    stop.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  using stop = stopOnSignals(
+    "interrupted: writing the finished rows (Ctrl-C again to quit now); rerun the command to continue",
+    log,
+  );
   try {
     const r = await sampleToFile({
       ...parsed.sample,
@@ -243,9 +230,6 @@ async function main(argv: string[]): Promise<number> {
     }
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
   }
 }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { stopOnSignals } from "../lib/cli.ts";
 import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
@@ -108,14 +109,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = (line: string) => console.error(line);
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) Deno.exit(130);
-    log("\ninterrupted: stopping after the current batch (again to quit now; a rerun continues)");
-    stop.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", onSignal);
+  using stop = stopOnSignals(
+    "\ninterrupted: stopping after the current batch (again to quit now; a rerun continues)",
+    log,
+  );
   let scorer: Scorer | undefined;
   const progress = args.quiet ? undefined : scoreProgressPrinter();
   try {

@@ -8,6 +8,7 @@ import { OptionsError, parseTrainOptions } from "../lib/train/options.ts";
 import { ProgressDisplay } from "../lib/train/progress.ts";
 import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.ts";
 import { runDemo } from "../lib/train/demo/demo.ts";
+import { stopOnSignals } from "../lib/cli.ts";
 
 async function main(argv: string[]): Promise<number> {
   let opts: TrainOptions;
@@ -26,16 +27,10 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
 
-  // Ctrl-C or SIGTERM (a scheduler's stop, `kill`): finish the current chunk, save a checkpoint, exit; a
-  // second signal exits at once
-  const stop = new AbortController();
-  const onSigint = () => {
-    if (stop.signal.aborted) Deno.exit(130);
-    console.error("\ninterrupted: saving a checkpoint after the current steps (Ctrl-C again to quit now)");
-    stop.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSigint);
-  Deno.addSignalListener("SIGTERM", onSigint);
+  // Ctrl-C or SIGTERM: finish the current chunk, save a checkpoint, exit; a second signal exits at once
+  using stop = stopOnSignals(
+    "\ninterrupted: saving a checkpoint after the current steps (Ctrl-C again to quit now)",
+  );
   let display: ProgressDisplay | undefined;
   const hooks: TrainHooks = {
     signal: stop.signal,
@@ -77,9 +72,6 @@ async function main(argv: string[]): Promise<number> {
     display?.finish();
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
-    Deno.removeSignalListener("SIGTERM", onSigint);
   }
 }
 

@@ -9,6 +9,9 @@ import { judgeScorer } from "./judge.ts";
 import { rewardFnScorer } from "./reward_fn.ts";
 import { rewardModelScorer } from "./reward_model.ts";
 import type { Scorer } from "./types.ts";
+import { intFlag, UsageError } from "../../cli.ts";
+
+export { intFlag, UsageError };
 
 /** The scorer sections of a command's `--help`. */
 export const SCORER_USAGE =
@@ -70,21 +73,6 @@ export type ScorerSpec =
     maxTokens: number;
     timeoutS: number;
   };
-
-/** A wrong command line (exit status 2). */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-/** A whole-number flag ≥ `min`, or undefined when not given. */
-export function intFlag(flag: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\s*\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`--${flag} must be a whole number ≥ ${min}, got "${v}"`);
-  }
-  return n;
-}
 
 /**
  * The scorer the parsed flags `v` choose (exactly one of `--reward-model`, `--reward-fn`, `--judge-url`),
