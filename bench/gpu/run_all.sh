@@ -8,7 +8,7 @@
 #   tp       train_throughput on cuda: full, lora, nca (GPT-2 124M, 8 × 512 tokens), 8 steps per run
 #   ffi      the C API backend (issue 12): train_throughput full and lora through node and ffi in one call,
 #            and bench/decode.ts (SmolLM-135M, Qwen2.5-0.5B shapes; batch 1 and 16; both backends, weights
-#            cast per use and once) on cuda
+#            cast per use and once; temperature 1, tokens sampled in JavaScript and in the graph) on cuda
 #   tp64     the same for full and lora at 64 steps per run (full fine-tuning's state transfer amortized)
 #   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
 #   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
@@ -98,7 +98,7 @@ if [ "$SMOKE" = 1 ]; then
   BIG_SHAPES=(tiny)
   BIG=(--prompts 1 --k 4 --seq 32 --steps 1 --warmup 1)
   FFI_TP=("${TINY[@]}" --cases full,lora --batch 4 --seq 16 --steps 2 --steps-per-run 2 --overhead-runs 0)
-  DECODE=(--shape tiny --batch 1,2 --tokens 4 --prompt 4)
+  DECODE=(--shape tiny --batch 1,2 --tokens 4 --prompt 4 --sampler host,graph --temperature 1)
   SAMPLE_SHAPE=tiny
   SAMPLE=(--shape tiny --batch 8 --prompts 2 --k 4 --tokens 4)
   SAMPLE_TORCH=(--k 4 --tokens 4 --batch 8)
@@ -111,7 +111,7 @@ else
   BIG_SHAPES=(${BIG_SHAPES:-mistral-7b llama-3.2-1b qwen2.5-1.5b})
   BIG=(--prompts 4 --k 4 --seq 1024 --steps 2 --warmup 1)
   FFI_TP=(--cases full,lora --steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 0)
-  DECODE=(--shape smollm-135m,qwen2.5-0.5b --batch 1,16 --tokens 64 --prompt 128)
+  DECODE=(--shape smollm-135m,qwen2.5-0.5b --batch 1,16 --tokens 64 --prompt 128 --sampler host,graph --temperature 1)
   SAMPLE_SHAPE=smollm-135m
   SAMPLE=(--shape smollm-135m --batch 8,32,128 --prompts 32 --k 4 --tokens 64 --ignore-eos)
   SAMPLE_TORCH=(--k 4 --tokens 64 --batch 8,32,128 --ignore-eos)

@@ -456,12 +456,15 @@ export function trilu(x: Value, upper: boolean, k = 0): Value {
   return one(x.g, "Trilu", [x, kk], x.dtype, x.shape, { upper: attr.int(upper ? 1 : 0) });
 }
 
-/** The k largest (or smallest) values along the last axis and their indices. */
-export function topK(x: Value, k: number, largest = true): [Value, Value] {
-  const shape = [...x.shape.slice(0, -1), k];
-  const [v, i] = x.g.node(
+/**
+ * The k largest (or smallest) values along the last axis and their indices, sorted (the lower index first
+ * on ties). `k` is a number or a runtime int64 `[1]` tensor.
+ */
+export function topK(x: Value, k: number | Value, largest = true): [Value, Value] {
+  const shape = [...x.shape.slice(0, -1), typeof k === "number" ? k : unknownDim()];
+  const [v, i] = builderOf(x, k).node(
     "TopK",
-    [x, x.g.ints([k])],
+    [x, typeof k === "number" ? x.g.ints([k]) : k],
     [{ dtype: x.dtype, shape }, { dtype: "int64", shape }],
     {
       axis: attr.int(-1),

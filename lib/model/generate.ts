@@ -11,13 +11,16 @@
  * no top-k/top-p), and optionally the most likely alternatives: what OpenAI's `logprobs` and
  * `top_logprobs` report.
  *
- * Each run copies the cache into and out of ONNX Runtime (onnxruntime-node has no device-resident
- * binding), and blocks the thread it runs on: a server runs this in a Worker.
+ * With onnxruntime-node each run copies the cache into and out of ONNX Runtime; with the C API backend
+ * (`ffi`) it stays there between steps. Tokens are chosen in JavaScript from the last position's logits, or,
+ * given a {@link GraphSampler} (`sampler`), inside ONNX Runtime: then only the tokens and their log-probs
+ * come back. A run blocks the thread it runs on: a server runs this in a Worker.
  * @module
  */
 import type { HostTensor, ModelSession } from "../runtime/session.ts";
 import { OrtValue } from "../runtime/ort/value.ts";
 import { logSumExp } from "../losses/stable.ts";
+import type { GraphSample, GraphSampler } from "./graph_sampler.ts";
 import {
   applyRepetitionPenalty,
   mulberry32,
@@ -160,6 +163,13 @@ export type GenerateOptions = SamplingParams & {
   repetitionPenalty?: number;
   /** Cache geometry, when the session's metadata does not tell it. */
   layout?: KvLayout;
+  /**
+   * Choose tokens in ONNX Runtime (graph_sampler.ts): only the tokens and their log-probs come back, not the
+   * logits; each row draws its uniform from its generator as the host sampler does, so seeds reproduce, and
+   * for the same draw the token is the host's but within float32 rounding of a boundary. The host samples
+   * instead (this call) when a repetition penalty or `topLogprobs` is asked for: both need the logits.
+   */
+  sampler?: GraphSampler;
 };
 
 /** One row's output. */
@@ -224,6 +234,8 @@ export async function generate(
   }
   /** Each row's prompt and generated tokens, when a penalty needs them. */
   const seen = penalty === 1 ? undefined : promptIds.map((p) => new Set(p));
+  const inGraph = penalty === 1 && k === 0 ? opts.sampler : undefined;
+  const draws = (opts.temperature ?? 1) > 0;
 
   // The batch: `active[j]` is the original row at batch position j.
   let active = promptIds.map((_, i) => i);
@@ -239,7 +251,7 @@ export async function generate(
     positions.push(...new Array(n).fill(1), ...p.map((_, t) => t));
     nextPos.push(p.length);
   }
-  const cache = cacheOf(session, layout);
+  const cache = cacheOf(session, layout, inGraph !== undefined);
   let feeds = stepFeeds(layout, ids, masks, positions, maxLen, emptyCache(layout, B));
   let steps = 0;
 
@@ -249,24 +261,38 @@ export async function generate(
         for (const r of active) rows[r].finishReason = "abort";
         break;
       }
-      const out = await cache.run(feeds);
+      const { out, logits } = await cache.run(feeds);
       steps++;
-      const logits = out[SERVING_NAMES.logits];
       const [b, s, V] = logits.dims;
-      if (b !== active.length) throw new Error(`logits batch ${b} for ${active.length} rows`);
+      let picked: GraphSample | undefined;
+      try {
+        if (b !== active.length) throw new Error(`logits batch ${b} for ${active.length} rows`);
+        if (inGraph) {
+          // one uniform per row, from the generator the host sampler would draw it from
+          const rowDraws = active.map((r) => ({ ...sampling, u: draws ? (rngs ? rngs[r] : rng)() : 0 }));
+          picked = await inGraph.sample(logits, rowDraws);
+        }
+      } finally {
+        if (logits instanceof OrtValue) logits.release();
+      }
       const newTokens: (number | null)[] = new Array(B).fill(null);
       const choices: (TokenChoice | null)[] = new Array(B).fill(null);
       const keep: number[] = [];
       for (let j = 0; j < active.length; j++) {
         const r = active[j];
-        const at = (j * s + s - 1) * V;
-        const row = (logits.data as Float32Array).subarray(at, at + V);
-        const scores = seen ? applyRepetitionPenalty(row, seen[r], penalty) : row;
-        const token = sampleToken(scores, sampling, rngs ? rngs[r] : rng);
-        seen?.[r].add(token);
-        const lse = logSumExp(row);
-        const choice: TokenChoice = { token, logprob: row[token] - lse };
-        if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));
+        let choice: TokenChoice;
+        if (picked) choice = { token: picked.tokens[j], logprob: picked.logprobs[j] };
+        else {
+          const at = (j * s + s - 1) * V;
+          const row = ((logits as HostTensor).data as Float32Array).subarray(at, at + V);
+          const scores = seen ? applyRepetitionPenalty(row, seen[r], penalty) : row;
+          const token = sampleToken(scores, sampling, rngs ? rngs[r] : rng);
+          seen?.[r].add(token);
+          const lse = logSumExp(row);
+          choice = { token, logprob: row[token] - lse };
+          if (k > 0) choice.top = topKIndices(row, k).map((t) => ({ token: t, logprob: row[t] - lse }));
+        }
+        const token = choice.token;
         const g = rows[r];
         g.tokens.push(token);
         g.logprobs.push(choice.logprob);
@@ -301,18 +327,28 @@ export async function generate(
 /**
  * How a decode step runs and where its KV cache lives. Through onnxruntime-node every step's presents come
  * back to JavaScript and go in again as the next pasts. With the `ffi` backend they stay ONNX Runtime
- * values (only the logits come back): the feeds carry placeholders for them, which {@link run} replaces.
+ * values (only the logits come back, or stay too for an in-graph sampler, which the caller then releases):
+ * the feeds carry placeholders for them, which {@link run} replaces.
  */
 type StepRunner = {
-  run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>>;
+  run(
+    feeds: Record<string, HostTensor>,
+  ): Promise<{ out: Record<string, HostTensor>; logits: HostTensor | OrtValue }>;
   /** The presents of the kept batch rows. */
   keep(out: Record<string, HostTensor>, keep: readonly number[], batch: number): Record<string, HostTensor>;
   release(): void;
 };
 
-function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
+function cacheOf(session: DecoderSession, layout: KvLayout, logitsStay: boolean): StepRunner {
   if (session.backend !== "ffi" || !session.runBound || !session.toHost) {
-    return { run: (f) => session.run(f), keep: (o, k, b) => dropRows(layout, o, k, b), release() {} };
+    return {
+      async run(feeds) {
+        const out = await session.run(feeds);
+        return { out, logits: out[SERVING_NAMES.logits] };
+      },
+      keep: (o, k, b) => dropRows(layout, o, k, b),
+      release() {},
+    };
   }
   const runBound = session.runBound.bind(session), toHost = session.toHost.bind(session);
   /** Each past's present, by past name. */
@@ -321,7 +357,7 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
     presentOf.set(SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i));
     presentOf.set(SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i));
   }
-  const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: "host" };
+  const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: logitsStay ? "device" : "host" };
   for (const present of presentOf.values()) where[present] = "device";
   /** The last step's presents, by present name. */
   let held: Record<string, OrtValue> | undefined;
@@ -346,8 +382,9 @@ function cacheOf(session: DecoderSession, layout: KvLayout): StepRunner {
       }
       const out = await runBound(host, values, where);
       drop();
-      held = out.device;
-      return { ...out.host, ...placeholders() };
+      const { [SERVING_NAMES.logits]: kept, ...presents } = out.device;
+      held = presents;
+      return { out: { ...out.host, ...placeholders() }, logits: kept ?? out.host[SERVING_NAMES.logits] };
     },
     keep(_out, keep, batch) {
       // rows leave the batch: the cache goes through the host once, the kept rows become values again

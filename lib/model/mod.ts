@@ -21,6 +21,7 @@ export * from "./model_folder.ts";
 export * from "./export.ts";
 export * from "./generate.ts";
 export * from "./sampling.ts";
+export * from "./graph_sampler.ts";
 export {
   applyRotary,
   attention,

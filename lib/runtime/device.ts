@@ -47,7 +47,7 @@ export async function resolveDevice(req: DeviceRequest, o: ResolveOptions = {}):
   } catch (e) {
     if (req === "cuda") throw e;
     const why = e instanceof CudaUnavailableError ? e.message.split("\n")[0] : String(e);
-    return { device: "cpu", notice: `CUDA is not available (${why}); training on the CPU` };
+    return { device: "cpu", notice: `CUDA is not available (${why}); running on the CPU` };
   }
 }
 

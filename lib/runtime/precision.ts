@@ -80,7 +80,7 @@ export function float16DeviceError(gaps: readonly string[], fallback?: string): 
     `--precision fp16 needs --device cuda: ONNX Runtime's CPU provider has no float16 kernel for ${ops}, ` +
       `which the fp16 training graph uses (it would run them in float32 behind casts it inserts: slower than ` +
       `--precision fp32, and not fp16's numerics). Train with --precision fp32 on the CPU.` +
-      (fallback ? `\n--device auto chose the CPU: ${fallback.replace(/; training on the CPU$/, "")}` : ""),
+      (fallback ? `\n--device auto chose the CPU: ${fallback.replace(/; running on the CPU$/, "")}` : ""),
   );
 }
 

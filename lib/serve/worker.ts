@@ -7,8 +7,11 @@
  * (a new job, a stop, an abort) are handled at the next step boundary: an abort sets the job's cancel flag,
  * the generation loop sees it before its next decode step, and the job's "done" is the acknowledgement the
  * HTTP thread waits for before it gives the request's slot to the next one. The generation session is loaded at
- * start; the scoring graphs (policy and reference, see lib/train/train_graph.ts) are built on first use, so
- * a server that only chats never holds a second copy of the weights.
+ * start, with the small graph that chooses tokens inside ONNX Runtime (lib/model/graph_sampler.ts: only
+ * token ids come back per step; a request with a repetition penalty or top_logprobs is sampled in
+ * JavaScript, which needs the logits); the scoring graphs (policy and reference, see
+ * lib/train/train_graph.ts) are built on first use, so a server that only chats never holds a second copy
+ * of the weights.
  *
  * Started by engine.ts as `new Worker(new URL("./worker.ts", import.meta.url), {type: "module"})`.
  * @module
@@ -16,6 +19,7 @@
 import { resolve } from "node:path";
 import { makeBatch } from "../data/batch.ts";
 import { generate } from "../model/generate.ts";
+import { GraphSampler } from "../model/graph_sampler.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
 import { narrowElements, storedWeights } from "../model/stored_weights.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
@@ -42,6 +46,7 @@ const post = (m: FromWorker) => scope.postMessage(m);
 
 let config: LoadRequest | undefined;
 let generator: ModelSession | undefined;
+let sampler: GraphSampler | undefined;
 let graphs: GraphFolder | undefined;
 const scorers = new Map<string, Promise<ModelSession>>();
 const jobs = new Map<number, { abort: AbortController; stopped: Set<number> }>();
@@ -76,6 +81,7 @@ async function load(m: LoadRequest): Promise<void> {
     intraOpThreads: m.threads,
     foldWeights: await foldsWeights(m.policyDir, m.device),
   });
+  sampler = await GraphSampler.beside(generator);
   post({ type: "loaded", generationMs: performance.now() - t0 });
 }
 
@@ -110,6 +116,7 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
       seeds: m.seeds,
       topLogprobs: m.topLogprobs,
       padTokenId: m.padTokenId,
+      sampler,
       signal: job.abort.signal,
       stop: (_tokens, row) => job.stopped.has(row),
       onToken: (_step, _tokens, choices, finished) => {

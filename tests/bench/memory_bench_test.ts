@@ -172,7 +172,7 @@ Deno.test("bench/torch_big_baseline.py: its flags are checked before PyTorch is 
   assert.match(new TextDecoder().decode(bad!.stderr), /--k must be at least 1/);
 });
 
-Deno.test("bench/decode: flags, and a tiny run through both backends with the same tokens", async () => {
+Deno.test("bench/decode: flags, and a tiny run through both backends and samplers, same tokens", async () => {
   const c = collector();
   assert.deepEqual(await decode(["--help"], c.print), []);
   assert.equal(c.lines[0], DECODE_USAGE);
@@ -188,13 +188,23 @@ Deno.test("bench/decode: flags, and a tiny run through both backends with the sa
     () => parseDecodeArgs(["--backend", "web"]),
     (e) => e instanceof UsageError && /"web"/.test(e.message),
   );
+  assert.throws(
+    () => parseDecodeArgs(["--sampler", "gpu"]),
+    (e) => e instanceof UsageError && /"gpu"/.test(e.message),
+  );
+  assert.throws(
+    () => parseDecodeArgs(["--temperature", "-1"]),
+    (e) => e instanceof UsageError && /--temperature/.test(e.message),
+  );
   const a = parseDecodeArgs([]);
-  assert.deepEqual([a.shapes, a.batches, a.tokens, a.backends, a.folds], [
+  assert.deepEqual([a.shapes, a.batches, a.tokens, a.backends, a.folds, a.samplers, a.temperature], [
     ["smollm-135m", "qwen2.5-0.5b"],
     [1, 4],
     32,
     ["node", "ffi"],
     ["off", "on"],
+    ["host"],
+    0,
   ]);
   const dir = await Deno.makeTempDir({ prefix: "bench_decode_" });
   try {
@@ -211,19 +221,31 @@ Deno.test("bench/decode: flags, and a tiny run through both backends with the sa
         "3",
         "--fold",
         "on",
+        "--sampler",
+        "host,graph",
+        "--temperature",
+        "1",
         "--models",
         dir,
       ],
       run.print,
     );
-    assert.deepEqual(recs.map((r) => [r.batch, r.backend]), [[1, "node"], [1, "ffi"], [2, "node"], [
-      2,
-      "ffi",
-    ]]);
+    assert.deepEqual(recs.map((r) => `${r.batch} ${r.backend} ${r.sampler}`), [
+      "1 node host",
+      "1 node graph",
+      "1 ffi host",
+      "1 ffi graph",
+      "2 node host",
+      "2 node graph",
+      "2 ffi host",
+      "2 ffi graph",
+    ]);
     for (const r of recs) {
       assert.ok((r.tokens_per_s as number) > 0 && r.steps === 4);
-      assert.equal(r.same_tokens_as_first_backend, true);
+      // seeded rows: every backend and sampler draws the same tokens
+      assert.equal(r.same_tokens_as_first_case, true);
       assert.equal(r.fold_weights, true);
+      assert.equal(r.temperature, 1);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -7,10 +7,14 @@ import { join } from "node:path";
 import {
   mergeSamples,
   metaPath,
+  promptJobs,
+  resolveSettings,
   type SampleOptions,
+  sampleRows,
   sampleSeed,
   sampleToFile,
 } from "../../lib/loop/sample.ts";
+import { readPrompts } from "../../lib/loop/prompts.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { loadModelFolder, readModelWeights, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { modelName, openDecoder } from "../../lib/loop/decoder_session.ts";
@@ -317,5 +321,33 @@ Deno.test("sample: generation_config.json's stop ids end rows; its sampling defa
     assert.deepEqual(row.responses, [want, want]);
     const meta = JSON.parse(await Deno.readTextFile(metaPath(join(s.dir, "stopped.jsonl"))));
     assert.ok(meta.stop_ids.includes(greedy[at]));
+  });
+});
+
+Deno.test("sample: tokens are drawn in ONNX Runtime, the host sampler's for the same seeds", async () => {
+  await withSetup(async (s) => {
+    const d = await openDecoder(s.model, { device: "cpu", threads: 1, log: quiet });
+    try {
+      const { prompts } = await readPrompts(s.prompts);
+      const settings = resolveSettings({ k: 2, maxNewTokens: 8, topP: 0.9, topK: 50 }, d);
+      const jobs = promptJobs(d, prompts.slice(0, 4), settings);
+      const got: number[][] = [];
+      for await (const b of sampleRows(d, jobs, settings, { batch: 8, ids: true })) {
+        for (const row of b.rows) got.push(...row.responses.map((r) => r.ids!));
+      }
+      // the host sampler (no graph sampler given) with each sample's seed
+      const { rows } = await generate(d.session, jobs.flatMap((j) => [j.ids, j.ids]), {
+        maxNewTokens: 8,
+        temperature: settings.temperature,
+        topP: 0.9,
+        topK: 50,
+        eosTokenIds: d.eosIds,
+        padTokenId: d.padId,
+        seeds: jobs.flatMap((j) => [0, 1].map((k) => sampleSeed(settings.seed, j.row.id, k))),
+      });
+      assert.deepEqual(got, rows.map((r) => r.tokens));
+    } finally {
+      await d.release();
+    }
   });
 });

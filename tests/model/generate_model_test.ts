@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { type HostTensor, i64, ModelSession } from "../../lib/runtime/session.ts";
 import { tinyConfig } from "../../lib/model/config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
-import { generate, kvLayoutOf, SERVING_NAMES } from "../../lib/model/generate.ts";
+import { generate, type GenerateOptions, kvLayoutOf, SERVING_NAMES } from "../../lib/model/generate.ts";
+import { GraphSampler } from "../../lib/model/graph_sampler.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { logSoftmax } from "../../lib/losses/stable.ts";
 
@@ -177,4 +178,60 @@ Deno.test("generate: with a seed per row each row samples what it samples alone;
     assert.notDeepEqual(batch.rows[0].tokens, batch.rows[1].tokens);
     await assert.rejects(generate(session, PROMPTS, { ...opts, seeds: [1] }), /1 seeds for 3 prompts/);
   });
+});
+
+Deno.test("generate: sampling in the graph gives the host's tokens and log-probs; seeds reproduce", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "generate_sampler_" });
+  const weights = initWeights(cfg, { seed: 11, std: 0.35, normStd: 0.1 });
+  const { onnxPath } = await exportForServing(join(dir, "m"), { cfg, weights });
+  const node = await ModelSession.create(onnxPath, { intraOpThreads: 1, backend: "node" });
+  const ffi = await ModelSession.create(onnxPath, { intraOpThreads: 1, backend: "ffi" });
+  const sampler = await GraphSampler.beside(ffi, { threads: 1 });
+  const close = (a: number[], b: number[]) =>
+    a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) < 1e-5, `${x} ${b[i]}`));
+  try {
+    const cases: GenerateOptions[] = [
+      { maxNewTokens: 10, temperature: 0 },
+      { maxNewTokens: 12, temperature: 1, seed: 42 },
+      // row 1 stops after 3 tokens: the batch (and the logits the sampler gets) shrinks mid-way
+      {
+        maxNewTokens: 12,
+        temperature: 0.7,
+        topK: 20,
+        topP: 0.9,
+        seeds: [11, 12, 13],
+        stop: (tokens, row) => row === 1 && tokens.length === 3,
+      },
+      { maxNewTokens: 8, temperature: 1.3, topP: 0.8, seeds: [1, 2, 3], eosTokenIds: [7] },
+    ];
+    for (const session of [ffi, node]) {
+      for (const opts of cases) {
+        const host = await generate(session, PROMPTS, opts);
+        const graph = await generate(session, PROMPTS, { ...opts, sampler });
+        // the same draws: the same tokens (a float32 boundary aside, which these draws do not meet)
+        assert.deepEqual(graph.rows.map((r) => r.tokens), host.rows.map((r) => r.tokens), session.backend);
+        assert.deepEqual(graph.rows.map((r) => r.finishReason), host.rows.map((r) => r.finishReason));
+        assert.equal(graph.steps, host.steps);
+        graph.rows.forEach((r, i) => close(r.logprobs, host.rows[i].logprobs));
+      }
+    }
+    // per-row seeds: a row samples alone what it samples in the batch, and again the same
+    const opts = { maxNewTokens: 8, temperature: 1, topK: 30, sampler };
+    const batch = await generate(ffi, PROMPTS, { ...opts, seeds: [5, 6, 7] });
+    for (const [i, p] of PROMPTS.entries()) {
+      const alone = await generate(ffi, [p], { ...opts, seeds: [5 + i] });
+      assert.deepEqual(alone.rows[0].tokens, batch.rows[i].tokens, `prompt ${i}`);
+    }
+    assert.notDeepEqual(batch.rows[0].tokens, batch.rows[1].tokens);
+    // a repetition penalty or top_logprobs need the logits: the host samples, exactly as without a sampler
+    for (const extra of [{ repetitionPenalty: 1.3 }, { topLogprobs: 2 }]) {
+      const o = { maxNewTokens: 6, temperature: 0.9, seed: 3, ...extra };
+      assert.deepEqual(await generate(ffi, PROMPTS, { ...o, sampler }), await generate(ffi, PROMPTS, o));
+    }
+  } finally {
+    await sampler.release();
+    await node.release();
+    await ffi.release();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -67,7 +67,7 @@ Deno.test("device: cuda without the NVIDIA libraries fails, naming each missing 
 
 Deno.test("device: cuda on this machine's real library paths fails clearly or works", async () => {
   const r = await resolveDevice("auto", { download: false });
-  if (r.device === "cpu") assert.match(r.notice!, /^CUDA is not available \(.+\); training on the CPU$/);
+  if (r.device === "cpu") assert.match(r.notice!, /^CUDA is not available \(.+\); running on the CPU$/);
 });
 
 Deno.test("device: auto falls back to the CPU with a one-line notice", async () => {

@@ -348,7 +348,7 @@ Deno.test("precision: every fp16 alignment graph needs the operators the trainer
 // ---------------------------------------------------------------------------------------------------------
 
 Deno.test("precision: the fp16 error names the operators and the auto fallback", () => {
-  const msg = float16DeviceError(["Add", "Mul"], "CUDA is not available (no libcudart); training on the CPU")
+  const msg = float16DeviceError(["Add", "Mul"], "CUDA is not available (no libcudart); running on the CPU")
     .message;
   assert.match(
     msg,
