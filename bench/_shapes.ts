@@ -41,6 +41,19 @@ const LLAMA3_ROPE = {
  * `tiny` one for the scripts' own tests.
  */
 export const SHAPES: Record<string, Record<string, unknown>> = {
+  "gpt2-124m": {
+    architectures: ["GPT2LMHeadModel"],
+    model_type: "gpt2",
+    activation_function: "gelu_new",
+    vocab_size: 50257,
+    n_embd: 768,
+    n_layer: 12,
+    n_head: 12,
+    n_positions: 1024,
+    bos_token_id: 1,
+    eos_token_id: 1,
+    tie_word_embeddings: true,
+  },
   tiny: llama({
     hidden_size: 64,
     intermediate_size: 128,
@@ -161,7 +174,7 @@ export async function randomModelFolder(root: string, shape: string): Promise<st
   await writeFileAtomic(join(dir, "model.safetensors"), async (f) => {
     await writeAll(f, layout.headerBytes);
     for (const [k, t] of layout.order.entries()) {
-      const src = /norm\.weight$|layernorm\.weight$/.test(t.name) ? ones : pool;
+      const src = /norm\.weight$|layernorm\.weight$|ln_\w+\.weight$/.test(t.name) ? ones : pool;
       const start = (k * 7919) % src.length;
       for (let done = 0; done < t.numel;) {
         const from = (start + done) % src.length;

@@ -7,12 +7,15 @@
 # failure or hang does not lose the rest, in groups by priority (ONLY=tp,torch,... runs some of them):
 #   tp       train_throughput on cuda: full, lora, nca (GPT-2 124M, 8 × 512 tokens), 8 steps per run
 #   ffi      the C API backend (issue 12): train_throughput full and lora through node and ffi in one call,
-#            and bench/decode.ts (SmolLM-135M, Qwen2.5-0.5B shapes; batch 1 and 16; both backends, weights
-#            cast per use and once; temperature 1, tokens sampled in JavaScript and in the graph) on cuda
+#            bench/decode.ts greedy (GPT-2-124M, Llama-3.2-1B and SmolLM-135M shapes; batch 1 and 16; both
+#            backends and samplers, weights cast per use and once) and sampled (SmolLM-135M, batch 16,
+#            temperature 1) on cuda, and transformers' generate on the same folders (bench/gpu/decode_torch.py,
+#            bf16, dynamic and static cache)
 #   tp64     the same for full and lora at 64 steps per run (full fine-tuning's state transfer amortized)
 #   torch    torch_baseline: PyTorch eager TF32 and bf16 autocast, full and LoRA
 #   dropout  LoRA with step-keyed dropout: throughput, and bench/gpu/dropout_check.ts (masks vs the CPU)
-#   e2e      bench/gpu/e2e_cuda.sh: the demo trains on CUDA, the server answers on CUDA
+#   e2e      bench/gpu/e2e_cuda.sh: the demo trains on CUDA, the server answers on CUDA (in the ffi group
+#            also with NCA_ORT_BACKEND=ffi: the same through the C API)
 #   parity   PyTorch reference (bench/parity/parity.py, reward_head.py) vs our graphs on cuda and on cpu
 #   profile  profiled runs of $PROFILE_CASE (default lora) and of full, summarized by profile_summary
 #   blocking the $PROFILE_CASE profile again with CUDA_LAUNCH_BLOCKING=1 (GPU time per node)
@@ -99,6 +102,8 @@ if [ "$SMOKE" = 1 ]; then
   BIG=(--prompts 1 --k 4 --seq 32 --steps 1 --warmup 1)
   FFI_TP=("${TINY[@]}" --cases full,lora --batch 4 --seq 16 --steps 2 --steps-per-run 2 --overhead-runs 0)
   DECODE=(--shape tiny --batch 1,2 --tokens 4 --prompt 4 --sampler host,graph --temperature 1)
+  DECODE_TORCH_SHAPES=(tiny)
+  DECODE_TORCH=(--batch 1,2 --tokens 4 --prompt 4)
   SAMPLE_SHAPE=tiny
   SAMPLE=(--shape tiny --batch 8 --prompts 2 --k 4 --tokens 4)
   SAMPLE_TORCH=(--k 4 --tokens 4 --batch 8)
@@ -111,7 +116,12 @@ else
   BIG_SHAPES=(${BIG_SHAPES:-mistral-7b llama-3.2-1b qwen2.5-1.5b})
   BIG=(--prompts 4 --k 4 --seq 1024 --steps 2 --warmup 1)
   FFI_TP=(--cases full,lora --steps 16 --steps-per-run 8 --warmup 1 --overhead-runs 0)
-  DECODE=(--shape smollm-135m,qwen2.5-0.5b --batch 1,16 --tokens 64 --prompt 128 --sampler host,graph --temperature 1)
+  # greedy: the tokens/s transformers' greedy generate is compared with; both samplers at temperature 1
+  DECODE=(--shape gpt2-124m,llama-3.2-1b,smollm-135m --batch 1,16 --tokens 64 --prompt 128 \
+    --sampler host,graph --temperature 0)
+  DECODE_SAMPLED=(--shape smollm-135m --batch 16 --tokens 64 --prompt 128 --sampler host,graph --temperature 1)
+  DECODE_TORCH_SHAPES=(gpt2-124m llama-3.2-1b smollm-135m)
+  DECODE_TORCH=(--batch 1,16 --tokens 64 --prompt 128 --cache dynamic,static)
   SAMPLE_SHAPE=smollm-135m
   SAMPLE=(--shape smollm-135m --batch 8,32,128 --prompts 32 --k 4 --tokens 64 --ignore-eos)
   SAMPLE_TORCH=(--k 4 --tokens 64 --batch 8,32,128 --ignore-eos)
@@ -144,6 +154,8 @@ fi
 
 # 4. the user's commands end to end: the demo trains on the device, the server answers on it
 want e2e && [ "$DEVICE" = cuda ] && step e2e_cuda 120 bash bench/gpu/e2e_cuda.sh
+# the same through ONNX Runtime's C API on CUDA (issue 12): what switching CUDA's default backend waits for
+want ffi && [ "$DEVICE" = cuda ] && step e2e_cuda_ffi 120 env NCA_ORT_BACKEND=ffi bash bench/gpu/e2e_cuda.sh
 
 # 4b. parity with PyTorch
 if want parity && [ "$HAVE_TORCH" = 1 ]; then
@@ -213,6 +225,15 @@ fi
 if want ffi; then
   step ffi_train 300 "${DENO[@]}" bench/train_throughput.ts --device "$DEVICE" --backend node,ffi "${FFI_TP[@]}"
   step ffi_decode 300 "${DENO[@]}" bench/decode.ts --device "$DEVICE" --models "$MODELS" "${DECODE[@]}"
+  [ -n "${DECODE_SAMPLED[*]:-}" ] && step ffi_decode_sampled 200 "${DENO[@]}" bench/decode.ts --device "$DEVICE" \
+    --models "$MODELS" "${DECODE_SAMPLED[@]}"
+  # transformers' generate on the same random folders (made by bench/decode.ts), dynamic and static cache
+  if [ "$HAVE_TORCH" = 1 ]; then
+    for shape in "${DECODE_TORCH_SHAPES[@]}"; do
+      [ -d "$MODELS/$shape-bfloat16" ] && step "ffi_decode_torch_$shape" 200 python3 bench/gpu/decode_torch.py \
+        --model "$MODELS/$shape-bfloat16" --device "$DEVICE" "${DECODE_TORCH[@]}"
+    done
+  fi
 fi
 
 # the loop's throughput: K sampled responses per prompt (ours, then transformers' generate on the same

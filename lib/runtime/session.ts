@@ -312,14 +312,29 @@ async function readsFiles(path: string): Promise<boolean> {
 }
 
 /**
- * The backend a session gets: as asked, else the C API on the CPU, and onnxruntime-node on CUDA (until the
- * GPU checks have run the C API there), for profiling, and for an in-memory external-data blob.
+ * The backend a session gets: as asked, else `NCA_ORT_BACKEND` (`ffi` or `node`: how a GPU machine tries the
+ * C API on CUDA with the unchanged trainer and server), else the C API on the CPU and onnxruntime-node on
+ * CUDA (until the GPU checks have run the C API there); onnxruntime-node for profiling and for an in-memory
+ * external-data blob, which only it takes.
  */
 function backendOf(model: SerializedModel | Uint8Array | string, opts: SessionOptions): "node" | "ffi" {
   if (opts.backend) return opts.backend;
   const blob = typeof model === "object" && !(model instanceof Uint8Array) &&
     model.externalData !== undefined;
-  return opts.device === "cuda" || opts.profilePrefix || blob ? "node" : "ffi";
+  if (opts.profilePrefix || blob) return "node";
+  const env = backendFromEnv();
+  if (env) return env;
+  return opts.device === "cuda" ? "node" : "ffi";
+}
+
+/** `NCA_ORT_BACKEND`, checked: undefined when unset, an error naming the variable for anything but ffi/node. */
+export function backendFromEnv(
+  get: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): "node" | "ffi" | undefined {
+  const v = get("NCA_ORT_BACKEND")?.trim();
+  if (!v) return undefined;
+  if (v === "ffi" || v === "node") return v;
+  throw new Error(`NCA_ORT_BACKEND must be "ffi" or "node", got "${v}"`);
 }
 
 /** The C API session of the same settings as onnxruntime-node's `so`. */

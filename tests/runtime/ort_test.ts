@@ -22,7 +22,7 @@ import {
   RunOptions,
 } from "../../lib/runtime/ort/mod.ts";
 import { copyByRun } from "../../lib/runtime/ort/transfer.ts";
-import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
+import { backendFromEnv, type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import { buildScoringGraph } from "../../lib/train/train_graph.ts";
 import { syntheticChunk } from "../../bench/_common.ts";
@@ -292,4 +292,12 @@ Deno.test("ort: a value's location, and the copy to the host by a run (the path 
   assert.deepEqual(copyToHost(w), ids);
   v.release();
   w.release();
+});
+
+Deno.test("NCA_ORT_BACKEND picks the backend where a session does not ask for one; other values are refused", () => {
+  const env = (v?: string) => (name: string) => (name === "NCA_ORT_BACKEND" ? v : undefined);
+  assert.equal(backendFromEnv(env()), undefined);
+  assert.equal(backendFromEnv(env("ffi")), "ffi");
+  assert.equal(backendFromEnv(env(" node ")), "node");
+  assert.throws(() => backendFromEnv(env("cuda")), /NCA_ORT_BACKEND must be "ffi" or "node", got "cuda"/);
 });
