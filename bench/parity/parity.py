@@ -24,7 +24,6 @@ embeddings, Conv1D layers) -- this script
 Run:  python3 bench/parity/parity.py --out /tmp/parity
 then: deno run -A bench/parity/ours.ts --dir /tmp/parity --device cuda
 """
-import argparse
 import json
 import math
 import os
@@ -33,6 +32,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
+from _harness import reference_main
 
 ROWS, WIDTH, VOCAB = 8, 16, 96
 BETA = 0.5
@@ -368,36 +369,7 @@ def run_model(kind, out_dir, seed, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write OUT/<model>/ into")
-    p.add_argument("--models", default=",".join(KINDS), help="comma-separated: " + ", ".join(KINDS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device for the reference (default cpu: exact fp32)")
-    a = p.parse_args(argv)
-    kinds = [m.strip() for m in a.models.split(",") if m.strip()]
-    for k in kinds:
-        if k not in KINDS:
-            p.error(f"--models: unknown {k!r} (choose from {', '.join(KINDS)})")
-    # an exact fp32 reference even on a GPU (PyTorch >= 2.9 spells it fp32_precision; mixing raises)
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-    os.makedirs(a.out, exist_ok=True)
-    done, failed = [], []
-    for k in kinds:  # one model failing (a transformers API change, say) does not lose the others
-        try:
-            d = run_model(k, a.out, a.seed, torch.device(a.device))
-            done.append(d)
-            print(json.dumps({"bench": "parity_reference", **d}), flush=True)
-        except (Exception, SystemExit) as e:
-            failed.append(k)
-            msg = f"{type(e).__name__}: {e}"[:800]
-            print(json.dumps({"bench": "parity_reference", "model": k, "error": msg}), flush=True)
-            print(f"parity.py: {k}: {msg}", file=sys.stderr)
-    with open(os.path.join(a.out, "manifest.json"), "w") as f:
-        json.dump({"models": [d["model"] for d in done], "failed": failed, "torch": torch.__version__}, f)
-    return 1 if failed or not done else 0
+    return reference_main(__doc__, KINDS, KINDS, run_model, "parity_reference", "manifest.json", argv)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ pad token, this script
 Run:  python3 bench/parity/reward_head.py --out /tmp/reward_parity
 then: deno run -A bench/parity/reward_ours.ts --dir /tmp/reward_parity [--device cuda]
 """
-import argparse
 import json
 import os
 import random
 import sys
 
 import torch
+
+from _harness import reference_main
 
 ROWS, WIDTH, VOCAB, PAD = 8, 16, 96, 0
 KINDS = ("llama", "qwen2", "gpt2", "mistral", "qwen3", "gemma2", "phi3")
@@ -206,35 +207,7 @@ def run_model(kind, out_dir, seed, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write OUT/<model>/ into")
-    p.add_argument("--models", default=",".join(DEFAULT_KINDS), help="comma-separated: " + ", ".join(KINDS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device for the reference (default cpu: exact fp32)")
-    a = p.parse_args(argv)
-    kinds = [m.strip() for m in a.models.split(",") if m.strip()]
-    for k in kinds:
-        if k not in KINDS:
-            p.error(f"--models: unknown {k!r} (choose from {', '.join(KINDS)})")
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-    os.makedirs(a.out, exist_ok=True)
-    done, failed = [], []
-    for k in kinds:
-        try:
-            d = run_model(k, a.out, a.seed, torch.device(a.device))
-            done.append(d)
-            print(json.dumps({"bench": "reward_parity_reference", **d}), flush=True)
-        except (Exception, SystemExit) as e:
-            failed.append(k)
-            msg = f"{type(e).__name__}: {e}"[:800]
-            print(json.dumps({"bench": "reward_parity_reference", "model": k, "error": msg}), flush=True)
-            print(f"reward_head.py: {k}: {msg}", file=sys.stderr)
-    with open(os.path.join(a.out, "reward_manifest.json"), "w") as f:
-        json.dump({"models": [d["model"] for d in done], "failed": failed, "torch": torch.__version__}, f)
-    return 1 if failed or not done else 0
+    return reference_main(__doc__, KINDS, DEFAULT_KINDS, run_model, "reward_parity_reference", "reward_manifest.json", argv)
 
 
 if __name__ == "__main__":
