@@ -12,6 +12,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { withPath, writeTextAtomic } from "../files.ts";
 import { TensorBoardWriter } from "./tensorboard.ts";
 
@@ -146,9 +147,16 @@ export class MetricsWriter {
       append: options.append ?? false,
       truncate: !options.append,
     });
-    const tb = options.tensorboard === undefined
-      ? undefined
-      : await TensorBoardWriter.open(options.tensorboard);
+    let tb: TensorBoardWriter | undefined;
+    if (options.tensorboard !== undefined) {
+      // a resumed run rewrites the event files from the repaired log: one file, no step past the checkpoint
+      // twice (the steps a killed run logged after its last checkpoint are trained, and logged, again)
+      if (options.append) await removeEventFiles(options.tensorboard);
+      tb = await TensorBoardWriter.open(options.tensorboard);
+      if (options.append) {
+        for (const { step, ...rest } of await readMetrics(path)) tb.scalars(step, definedValues(rest));
+      }
+    }
     return new MetricsWriter(path, file, options.fsync ?? true, tb, every);
   }
 
@@ -194,9 +202,7 @@ export class MetricsWriter {
   #scalars(record: MetricsRecord): void {
     if (!this.#tensorboard) return;
     const { step, ...rest } = record;
-    const values: Record<string, number> = {};
-    for (const [k, v] of Object.entries(rest)) if (v !== undefined) values[k] = v;
-    this.#tensorboard.scalars(step, values);
+    this.#tensorboard.scalars(step, definedValues(rest));
   }
 
   /** Close the files (a pending logging window is written first); further writes throw. Safe to call twice. */
@@ -358,4 +364,22 @@ export function summarize(records: readonly MetricsRecord[], lastN = 20): Metric
   };
   if (bestEval) summary.bestEval = bestEval;
   return summary;
+}
+
+/** A record's values without the undefined ones, as TensorBoard scalars. */
+function definedValues(record: Record<string, number | undefined>): Record<string, number> {
+  const values: Record<string, number> = {};
+  for (const [k, v] of Object.entries(record)) if (v !== undefined) values[k] = v;
+  return values;
+}
+
+/** Removes the TensorBoard event files of `dir` (a missing folder has none). */
+async function removeEventFiles(dir: string): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.startsWith("events.out.tfevents.")) await Deno.remove(join(dir, e.name));
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
 }

@@ -95,3 +95,26 @@ Deno.test("tensorboard: the metrics log's lines become scalars with the same nam
     assert.deepEqual(after.events.at(-1)!.scalars, { loss: 1 });
   });
 });
+
+Deno.test("tensorboard: a resumed log rewrites the events from the log it keeps: no step twice", async () => {
+  await withDir(async (dir) => {
+    const tb = join(dir, "tensorboard"), log = join(dir, "metrics.jsonl");
+    const first = await MetricsWriter.open(log, { fsync: false, tensorboard: tb });
+    for (let step = 1; step <= 5; step++) await first.write({ step, epoch: step / 6, loss: 2 - step / 10 });
+    first.close(); // killed after step 5; the checkpoint is at step 3
+    const resumed = await MetricsWriter.open(log, {
+      fsync: false,
+      tensorboard: tb,
+      append: true,
+      truncateAfterStep: 3,
+    });
+    for (let step = 4; step <= 6; step++) await resumed.write({ step, epoch: step / 6, loss: 1 - step / 10 });
+    resumed.close();
+    const { files, events } = await readEventDir(tb);
+    assert.equal(files.length, 1, "one event file");
+    const steps = events.slice(1).map((e) => e.step);
+    assert.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
+    assert.equal(events.at(-2)!.scalars.loss, Math.fround(1 - 5 / 10), "step 5 as trained again");
+    assert.deepEqual((await readMetrics(log)).map((r) => r.step), steps);
+  });
+});
