@@ -214,7 +214,7 @@ export async function openDecoder(
 async function graphFolderPath(folder: ModelFolder, parents: string[]): Promise<string> {
   const weightFile = folder.stored.values().next().value?.file;
   const weightDev = weightFile ? (await Deno.stat(await Deno.realPath(weightFile))).dev : undefined;
-  const name = `.nca-graphs-${crypto.randomUUID().slice(0, 8)}`;
+  const name = `${GRAPHS_PREFIX}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   const probe = await Deno.makeTempDir({ prefix: "nca-probe-" });
   await Deno.remove(probe);
   const system = dirname(probe);
@@ -222,6 +222,7 @@ async function graphFolderPath(folder: ModelFolder, parents: string[]): Promise<
     try {
       const st = await Deno.stat(parent);
       if (!st.isDirectory || (weightDev !== undefined && st.dev !== weightDev)) continue;
+      await removeStaleGraphFolders(parent);
       const path = join(parent, name);
       await Deno.mkdir(path); // writable?
       await Deno.remove(path);
@@ -231,6 +232,24 @@ async function graphFolderPath(folder: ModelFolder, parents: string[]): Promise<
     }
   }
   return join(system, name);
+}
+
+/** Temporary graph folders are named `<prefix><pid>-<random>`, so a later run can tell dead ones. */
+const GRAPHS_PREFIX = ".nca-graphs-";
+
+/**
+ * Removes the graph folders in `parent` whose process is gone (a run killed with SIGKILL leaves its folder of
+ * hard links behind). Where processes cannot be looked up (no /proc), nothing is removed.
+ */
+async function removeStaleGraphFolders(parent: string): Promise<void> {
+  if (!await exists("/proc/self")) return;
+  for await (const e of Deno.readDir(parent)) {
+    const pid = e.isDirectory && e.name.startsWith(GRAPHS_PREFIX)
+      ? Number(e.name.slice(GRAPHS_PREFIX.length).split("-")[0])
+      : NaN;
+    if (!Number.isSafeInteger(pid) || pid === Deno.pid || await exists(`/proc/${pid}`)) continue;
+    await Deno.remove(join(parent, e.name), { recursive: true }).catch(() => {});
+  }
 }
 
 /**

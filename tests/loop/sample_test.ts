@@ -351,3 +351,18 @@ Deno.test("sample: tokens are drawn in ONNX Runtime, the host sampler's for the 
     }
   });
 });
+
+Deno.test("sample: a graph folder left by a killed run is removed by the next; live ones are kept", async () => {
+  const s = await loopSetup();
+  const parent = join(s.dir, "graphs");
+  await Deno.mkdir(parent);
+  // a process id no process has (above Linux's pid_max), and this process's own
+  const dead = join(parent, ".nca-graphs-4194305-dead"), mine = join(parent, `.nca-graphs-${Deno.pid}-live`);
+  for (const d of [dead, mine]) await Deno.mkdir(d);
+  await Deno.writeTextFile(join(dead, "model.onnx"), "left by a SIGKILL");
+  const decoder = await openDecoder(s.model, { graphParents: [parent], log: () => {} });
+  await decoder.release();
+  const left = [...Deno.readDirSync(parent)].map((e) => e.name).sort();
+  assert.deepEqual(left, [`.nca-graphs-${Deno.pid}-live`]);
+  await Deno.remove(s.dir, { recursive: true });
+});
