@@ -239,16 +239,39 @@ const GRAPHS_PREFIX = ".nca-graphs-";
 
 /**
  * Removes the graph folders in `parent` whose process is gone (a run killed with SIGKILL leaves its folder of
- * hard links behind). Where processes cannot be looked up (no /proc), nothing is removed.
+ * hard links behind). A folder whose process cannot be looked up is kept; nothing here stops a run.
  */
 async function removeStaleGraphFolders(parent: string): Promise<void> {
-  if (!await exists("/proc/self")) return;
-  for await (const e of Deno.readDir(parent)) {
-    const pid = e.isDirectory && e.name.startsWith(GRAPHS_PREFIX)
-      ? Number(e.name.slice(GRAPHS_PREFIX.length).split("-")[0])
-      : NaN;
-    if (!Number.isSafeInteger(pid) || pid === Deno.pid || await exists(`/proc/${pid}`)) continue;
-    await Deno.remove(join(parent, e.name), { recursive: true }).catch(() => {});
+  try {
+    for await (const e of Deno.readDir(parent)) {
+      const pid = e.isDirectory && e.name.startsWith(GRAPHS_PREFIX)
+        ? Number(e.name.slice(GRAPHS_PREFIX.length).split("-")[0])
+        : NaN;
+      if (!Number.isSafeInteger(pid) || pid === Deno.pid || await processAlive(pid) !== false) continue;
+      await Deno.remove(join(parent, e.name), { recursive: true }).catch(() => {});
+    }
+  } catch {
+    // an unreadable folder: nothing to clean
+  }
+}
+
+/**
+ * Whether process `pid` runs: /proc where Deno may read it (it asks for --allow-all there), else `ps -p`;
+ * undefined when neither can tell.
+ */
+async function processAlive(pid: number): Promise<boolean | undefined> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+  }
+  try {
+    const r = await new Deno.Command("ps", { args: ["-p", String(pid)], stdout: "null", stderr: "null" })
+      .output();
+    return r.code === 0;
+  } catch {
+    return undefined;
   }
 }
 
