@@ -6,9 +6,10 @@
  */
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { numberFlag, stopOnSignals } from "../lib/cli.ts";
+import { parsedOrExitCode, stopOnSignals } from "../lib/cli.ts";
 import { evaluateAgainstReference, formatEvalTable, writeEval } from "../lib/loop/eval.ts";
-import { checkSettings, SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample.ts";
+import { SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample.ts";
+import { SAMPLING_FLAGS, samplingSettingsFrom } from "../lib/loop/sample_flags.ts";
 import {
   intFlag,
   makeScorer,
@@ -82,13 +83,7 @@ export function parseEvalArgs(
         reference: { type: "string" },
         prompts: { type: "string" },
         out: { type: "string" },
-        k: { type: "string" },
-        temperature: { type: "string" },
-        "top-p": { type: "string" },
-        "top-k": { type: "string" },
-        "max-new-tokens": { type: "string" },
-        "max-prompt-length": { type: "string" },
-        seed: { type: "string" },
+        ...SAMPLING_FLAGS,
         batch: { type: "string" },
         limit: { type: "string" },
         quiet: { type: "boolean" },
@@ -112,17 +107,9 @@ export function parseEvalArgs(
   const { device: _device, ...scorerFlags } = v;
   const scorer = scorerSpecFrom(scorerFlags, env, readText);
   if (scorer.kind === "reward-model") scorer.device = device;
-  const sample: SampleSettingsInput = {
-    k: intFlag("k", v.k, 1),
-    seed: intFlag("seed", v.seed, 0),
-    temperature: numberFlag("temperature", v.temperature),
-    topP: numberFlag("top-p", v["top-p"]),
-    topK: intFlag("top-k", v["top-k"], 0),
-    maxNewTokens: intFlag("max-new-tokens", v["max-new-tokens"], 1),
-    maxPromptLength: intFlag("max-prompt-length", v["max-prompt-length"], 1),
-  };
+  let sample: SampleSettingsInput;
   try {
-    checkSettings(sample);
+    sample = samplingSettingsFrom(v);
   } catch (e) {
     if (e instanceof SampleOptionError) throw new UsageError(e.message);
     throw e;
@@ -142,18 +129,8 @@ export function parseEvalArgs(
 }
 
 async function main(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseEvalArgs(argv);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`error: ${e.message}\n(see deno task eval --help)`);
-    return 2;
-  }
-  if (args === null) {
-    console.log(EVAL_USAGE);
-    return 0;
-  }
+  const args = parsedOrExitCode(() => parseEvalArgs(argv), EVAL_USAGE, "eval");
+  if (typeof args === "number") return args;
   const log = (line: string) => console.error(line);
   using stop = stopOnSignals("\ninterrupted: stopping (again to quit now)", log);
   let scorer: Scorer | undefined;

@@ -51,3 +51,23 @@ export function stopOnSignals(
     },
   };
 }
+
+/**
+ * Runs an entry's `parse` (null: `--help` was asked for): the parsed arguments, or the exit status after
+ * printing the usage (0) or a wrong command line's error with a pointer to `deno task <task> --help` (2).
+ */
+export function parsedOrExitCode<T>(parse: () => T | null, usage: string, task: string): T | number {
+  let args: T | null;
+  try {
+    args = parse();
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`error: ${e.message}\n(see deno task ${task} --help)`);
+    return 2;
+  }
+  if (args === null) {
+    console.log(usage);
+    return 0;
+  }
+  return args;
+}

@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { SAMPLING_FLAGS, samplingSettingsFrom } from "../lib/loop/sample_flags.ts";
 import { numberFlag, stopOnSignals, UsageError } from "../lib/cli.ts";
 import { type DeviceRequest, parseDevice } from "../lib/runtime/device.ts";
 import { formatCount, formatDuration, progressBar } from "../lib/train/progress.ts";
@@ -72,14 +73,8 @@ export function parseSampleArgs(argv: string[]): Parsed {
         model: { type: "string" },
         prompts: { type: "string" },
         out: { type: "string" },
-        k: { type: "string" },
-        temperature: { type: "string" },
-        "top-p": { type: "string" },
-        "top-k": { type: "string" },
+        ...SAMPLING_FLAGS,
         "repetition-penalty": { type: "string" },
-        "max-new-tokens": { type: "string" },
-        "max-prompt-length": { type: "string" },
-        seed: { type: "string" },
         batch: { type: "string" },
         shard: { type: "string" },
         device: { type: "string", default: "auto" },
@@ -113,14 +108,8 @@ export function parseSampleArgs(argv: string[]): Parsed {
     model: str("model")!,
     prompts: str("prompts")!,
     out: str("out")!,
-    k: numberFlag("k", str("k")),
-    temperature: numberFlag("temperature", str("temperature")),
-    topP: numberFlag("top-p", str("top-p")),
-    topK: numberFlag("top-k", str("top-k")),
+    ...samplingSettingsFrom(values as Record<string, string | undefined>),
     repetitionPenalty: numberFlag("repetition-penalty", str("repetition-penalty")),
-    maxNewTokens: numberFlag("max-new-tokens", str("max-new-tokens")),
-    maxPromptLength: numberFlag("max-prompt-length", str("max-prompt-length")),
-    seed: numberFlag("seed", str("seed")),
     batch: numberFlag("batch", str("batch")),
     threads: numberFlag("threads", str("threads")),
     shard: values.shard === undefined ? undefined : parseShard(str("shard")!),

@@ -5,7 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { stopOnSignals } from "../lib/cli.ts";
+import { parsedOrExitCode, stopOnSignals } from "../lib/cli.ts";
 import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
@@ -96,18 +96,8 @@ export function parseScoreArgs(
 }
 
 async function main(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseScoreArgs(argv);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`error: ${e.message}\n(see deno task score --help)`);
-    return 2;
-  }
-  if (args === null) {
-    console.log(SCORE_USAGE);
-    return 0;
-  }
+  const args = parsedOrExitCode(() => parseScoreArgs(argv), SCORE_USAGE, "score");
+  if (typeof args === "number") return args;
   const log = (line: string) => console.error(line);
   using stop = stopOnSignals(
     "\ninterrupted: stopping after the current batch (again to quit now; a rerun continues)",

@@ -43,3 +43,42 @@ def reference_main(doc, kinds, default_kinds, run_model, bench, manifest, argv=N
     with open(os.path.join(a.out, manifest), "w") as f:
         json.dump({"models": [d["model"] for d in done], "failed": failed, "torch": torch.__version__}, f)
     return 1 if failed or not done else 0
+
+
+def rotary_sizes(vocab, **extra):
+    """config.json fields of the tiny rotary-family models both references build: 2 layers, hidden 64,
+    4 heads over 2 kv heads, 128 positions, untied."""
+    return dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        initializer_range=0.1,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        **extra,
+    )
+
+
+def gpt2_sizes(vocab, **extra):
+    """GPT2Config fields of the tiny GPT-2 both references build: the same sizes, no dropout."""
+    return dict(
+        vocab_size=vocab,
+        n_positions=128,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.1,
+        bos_token_id=vocab - 1,
+        eos_token_id=vocab - 1,
+        **extra,
+    )

@@ -33,7 +33,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from _harness import reference_main
+from _harness import gpt2_sizes, reference_main, rotary_sizes
 
 ROWS, WIDTH, VOCAB = 8, 16, 96
 BETA = 0.5
@@ -99,41 +99,13 @@ def make_config(kind):
     import transformers as tf
 
     common = dict(attn_implementation="eager")
-    sizes = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rms_norm_eps=1e-5,
-        initializer_range=0.1,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        **common,
-    )
+    sizes = rotary_sizes(VOCAB, **common)
     if kind == "llama":
         return tf.LlamaConfig(attention_bias=False, **sizes), tf.LlamaForCausalLM
     if kind == "qwen2":
         return tf.Qwen2Config(use_sliding_window=False, **sizes), tf.Qwen2ForCausalLM
     if kind == "gpt2":
-        cfg = tf.GPT2Config(
-            vocab_size=VOCAB,
-            n_positions=128,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            layer_norm_epsilon=1e-5,
-            initializer_range=0.1,
-            bos_token_id=VOCAB - 1,
-            eos_token_id=VOCAB - 1,
-            **common,
-        )
+        cfg = tf.GPT2Config(**gpt2_sizes(VOCAB, **common))
         return cfg, tf.GPT2LMHeadModel
     if kind == "mistral":
         return tf.MistralConfig(sliding_window=WINDOW, **sizes), tf.MistralForCausalLM

@@ -28,7 +28,7 @@ import sys
 
 import torch
 
-from _harness import reference_main
+from _harness import gpt2_sizes, reference_main, rotary_sizes
 
 ROWS, WIDTH, VOCAB, PAD = 8, 16, 96, 0
 KINDS = ("llama", "qwen2", "gpt2", "mistral", "qwen3", "gemma2", "phi3")
@@ -38,22 +38,7 @@ DEFAULT_KINDS = ("llama", "qwen2", "gpt2")
 def make_config(kind):
     import transformers as tf
 
-    sizes = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rms_norm_eps=1e-5,
-        initializer_range=0.1,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=PAD,
-        num_labels=1,
-    )
+    sizes = rotary_sizes(VOCAB, pad_token_id=PAD, num_labels=1)
     if kind == "llama":
         return tf.LlamaConfig(attention_bias=False, **sizes), tf.LlamaForSequenceClassification
     if kind == "qwen2":
@@ -76,23 +61,7 @@ def make_config(kind):
     if kind == "phi3":
         return tf.Phi3Config(sliding_window=6, **sizes), tf.Phi3ForSequenceClassification
     if kind == "gpt2":
-        cfg = tf.GPT2Config(
-            vocab_size=VOCAB,
-            n_positions=128,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            summary_first_dropout=0.0,
-            layer_norm_epsilon=1e-5,
-            initializer_range=0.1,
-            bos_token_id=VOCAB - 1,
-            eos_token_id=VOCAB - 1,
-            pad_token_id=PAD,
-            num_labels=1,
-        )
+        cfg = tf.GPT2Config(**gpt2_sizes(VOCAB, summary_first_dropout=0.0, pad_token_id=PAD, num_labels=1))
         return cfg, tf.GPT2ForSequenceClassification
     raise ValueError(f"unknown model {kind!r}")
 

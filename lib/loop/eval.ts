@@ -24,7 +24,7 @@ import { barChart } from "../train/charts.ts";
 import { loadReferenceModel, referenceModelScorer } from "../train/reference.ts";
 import { scoreExamples } from "../train/scoring.ts";
 import { writeJsonAtomic, writeTextAtomic } from "../files.ts";
-import { inspectDecoder, openDecoder } from "./decoder_session.ts";
+import { openDecoder } from "./decoder_session.ts";
 import { type PromptRow, readPrompts } from "./prompts.ts";
 import {
   promptJobs,
@@ -136,7 +136,7 @@ export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluati
   const refRewards = await rewards(ref, "reference");
 
   // log π and log μ of the policy's exact tokens
-  const { policyLogps, referenceLogps } = await klLogps(o, pol, log);
+  const { policyLogps, referenceLogps } = await klLogps(o, pol, ref, log);
 
   const n = prompts.length * k;
   let win = 0, tie = 0, loss = 0;
@@ -185,9 +185,13 @@ export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluati
   };
 }
 
-/** One model's samples: its name, the settings, each prompt's token ids and its K responses. */
+/**
+ * One model's samples: its name and Hugging Face folder (a run's `policy/`), the settings, each prompt's
+ * token ids and its K responses.
+ */
 type SideSamples = {
   name: string;
+  dir: string;
   settings: SampleSettings;
   promptIds: number[][];
   rows: SampledResponse[][];
@@ -215,7 +219,7 @@ async function sampleSide(
       o.onProgress?.({ phase, done: sequences, total: jobs.length * settings.k });
     }
     if (rows.length < prompts.length) throw new Error(`evaluation stopped while sampling from ${model}`);
-    return { name: decoder.name, settings, promptIds: jobs.map((j) => j.ids), rows };
+    return { name: decoder.name, dir: decoder.dir, settings, promptIds: jobs.map((j) => j.ids), rows };
   } finally {
     await decoder.release();
   }
@@ -225,14 +229,11 @@ async function sampleSide(
 async function klLogps(
   o: EvalOptions,
   pol: SideSamples,
+  ref: SideSamples,
   log: (l: string) => void,
 ): Promise<{ policyLogps: number[]; referenceLogps: number[] }> {
-  const policyFolder = await loadModelFolder((await openInfoDir(o.policy)).dir);
-  const referenceFolder = await loadReferenceModel(
-    (await openInfoDir(o.reference)).dir,
-    policyFolder,
-    log,
-  );
+  const policyFolder = await loadModelFolder(pol.dir);
+  const referenceFolder = await loadReferenceModel(ref.dir, policyFolder, log);
   const examples = pol.rows.map((responses, i) => ({
     promptIds: pol.promptIds[i],
     responseIds: responses.map((r) => r.ids!),
@@ -253,11 +254,6 @@ async function klLogps(
     }
   };
   return { policyLogps: await score(policyFolder, "kl"), referenceLogps: await score(referenceFolder, "kl") };
-}
-
-/** The Hugging Face folder behind a model argument (a run's `policy/`), without opening a session. */
-async function openInfoDir(model: string): Promise<{ dir: string }> {
-  return await inspectDecoder(model, { log: () => {} });
 }
 
 function sideStats(side: SideSamples, rewards: number[]): EvalSide {

@@ -16,3 +16,4 @@ export * from "./scorers/reward_fn.ts";
 export * from "./scorers/judge.ts";
 export * from "./eval.ts";
 export * from "./scorers/from_flags.ts";
+export * from "./sample_flags.ts";
