@@ -22,6 +22,7 @@ import {
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import { type DeviceRequest, parseDevice, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
+import { type Lock, lockFolder } from "../lib/lock.ts";
 
 export const EVAL_USAGE = `Usage:
   deno task eval --model POLICY --reference REF --prompts P (--reward-model R | --reward-fn F | --judge-url U)
@@ -141,10 +142,21 @@ async function main(argv: string[]): Promise<number> {
     if (line !== shown) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
     shown = line;
   };
+  let lock: Lock | undefined;
   try {
+    // one evaluation per output folder: a second one on the same --out is refused before any work
+    const out = args.out ? resolve(args.out) : undefined;
+    if (out) {
+      await Deno.mkdir(out, { recursive: true });
+      lock = await lockFolder(out, { log });
+    }
     const { device, notice } = await resolveDevice(args.device, { log });
     if (notice) log(notice);
-    scorer = await makeScorer(args.scorer, { batch: args.batch, skipErrors: false }, log);
+    scorer = await makeScorer(
+      args.scorer,
+      { batch: args.batch, skipErrors: false, signal: stop.signal },
+      log,
+    );
     const result = await evaluateAgainstReference({
       policy: args.policy,
       reference: args.reference,
@@ -159,7 +171,7 @@ async function main(argv: string[]): Promise<number> {
       signal: stop.signal,
     });
     if (shown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
-    const dir = args.out ? resolve(args.out) : (await createRunFolder("runs", "eval")).dir;
+    const dir = out ?? (await createRunFolder("runs", "eval")).dir;
     await writeEval(dir, result);
     console.log(formatEvalTable(result.report));
     console.log(
@@ -172,6 +184,7 @@ async function main(argv: string[]): Promise<number> {
     return stop.signal.aborted ? 130 : 1;
   } finally {
     await scorer?.release();
+    await lock?.release();
   }
 }
 

@@ -99,14 +99,14 @@ async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseScoreArgs(argv), SCORE_USAGE, "score");
   if (typeof args === "number") return args;
   const log = (line: string) => console.error(line);
-  using stop = stopOnSignals(
-    "\ninterrupted: stopping after the current batch (again to quit now; a rerun continues)",
-    log,
-  );
+  // a reward function runs in a process of its own, which is killed at once; other scorers finish their batch
+  const when = args.scorer.kind === "reward-fn" ? "now" : "after the current batch";
+  using stop = stopOnSignals(`\ninterrupted: stopping ${when} (again to quit now; a rerun continues)`, log);
   let scorer: Scorer | undefined;
   const progress = args.quiet ? undefined : scoreProgressPrinter();
   try {
-    scorer = await makeScorer(args.scorer, args, log);
+    // the signal also stops a reward function in the middle of a call (one stuck in a loop included)
+    scorer = await makeScorer(args.scorer, { ...args, signal: stop.signal }, log);
     const r = await scoreFile({
       data: args.data,
       out: args.out,
@@ -135,7 +135,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     progress?.done();
     console.error(`error: ${(e as Error).message}`);
-    return 1;
+    return stop.signal.aborted ? 130 : 1;
   } finally {
     await scorer?.release();
   }

@@ -295,6 +295,42 @@ export function responseEndId(tokenizer: EncodingTokenizer, chatTemplate?: strin
   return eos;
 }
 
+/** What {@link checkSpecialIdsInVocab} reads of a tokenizer (transformers.js has all of it). */
+export type SpecialIdsTokenizer = EncodingTokenizer & {
+  pad_token_id?: number | null;
+  bos_token?: string | null;
+  eos_token?: string | null;
+  pad_token?: string | null;
+};
+
+/**
+ * Throws when an id the tokenizer puts into sequences — BOS, EOS, pad, the chat template's end of turn —
+ * is not a row of the model's embedding (`vocabSize` rows): it would index past it, or, as a stop id, never
+ * be sampled. `tokenizerDir` and `configFile` name the two sides in the message.
+ */
+export function checkSpecialIdsInVocab(
+  tokenizer: SpecialIdsTokenizer,
+  vocabSize: number,
+  tokenizerDir: string,
+  configFile: string,
+): void {
+  const eot = endOfTurnToken(tokenizer);
+  const roles: [string, number | null | undefined, string | null | undefined][] = [
+    ["bos_token", tokenizer.bos_token_id, tokenizer.bos_token],
+    ["eos_token", tokenizer.eos_token_id, tokenizer.eos_token],
+    ["pad_token", tokenizer.pad_token_id, tokenizer.pad_token],
+    ["chat template's end-of-turn token", eot?.id, eot?.token],
+  ];
+  for (const [role, id, token] of roles) {
+    if (typeof id !== "number" || (id >= 0 && id < vocabSize)) continue;
+    const text = typeof token === "string" ? ` ${JSON.stringify(token)}` : "";
+    throw new Error(
+      `${tokenizerDir}: the tokenizer's ${role}${text} has id ${id}, outside the model's vocabulary ` +
+        `(vocab_size ${vocabSize} in ${configFile})`,
+    );
+  }
+}
+
 /**
  * Response token ids: the text on its own, no special tokens, then the response's end
  * ({@link responseEndId}: the template's end-of-turn token, else EOS).

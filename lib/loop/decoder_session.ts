@@ -17,6 +17,7 @@ import { createHash } from "node:crypto";
 import { loadConfig, maxSupportedLength, type ModelConfig } from "../model/config.ts";
 import { buildServingGraph, SERVING_ONNX_FILE } from "../model/export.ts";
 import {
+  checkGenerationConfigIds,
   loadModelFolder,
   type ModelFolder,
   readGenerationConfig,
@@ -124,7 +125,8 @@ export async function inspectDecoder(
   const log = opts.log ?? ((line: string) => console.error(line));
   const gen = await readGenerationConfig(dir);
   const generationEos = [...new Set([...tokenIdList(config.eosTokenId), ...tokenIdList(gen?.eos_token_id)])];
-  const codec = await TextCodec.load(dir, generationEos, { log });
+  checkGenerationConfigIds(gen, config.vocabSize, join(dir, "generation_config.json"));
+  const codec = await TextCodec.load(dir, generationEos, { log, vocabSize: config.vocabSize });
   return {
     given,
     dir,

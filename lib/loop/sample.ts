@@ -39,7 +39,8 @@ import { generate } from "../model/generate.ts";
 import { GraphSampler } from "../model/graph_sampler.ts";
 import { type DeviceRequest, resolveDevice } from "../runtime/device.ts";
 import type { Device } from "../runtime/session.ts";
-import { isFile, tempPathFor, writeJsonAtomic } from "../files.ts";
+import { isFile, tempPathFor, withPath, writeJsonAtomic } from "../files.ts";
+import { lockFile } from "../lock.ts";
 import {
   type Decoder,
   type DecoderInfo,
@@ -484,6 +485,8 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
   const shard = o.shard ?? { index: 0, count: 1 };
   const out = resolve(o.out);
   await Deno.mkdir(dirname(out), { recursive: true }); // `samples/part.3.jsonl` from a job array
+  // one writer per file: a second run on it is refused at once, naming the first
+  await using _lock = await lockFile(out, { log });
   const set = await readPrompts(o.prompts).catch((e) => {
     throw new Error(`--prompts ${(e as Error).message}`, { cause: e });
   });
@@ -523,14 +526,21 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
   const decoder = await openDecoder(info, { device, threads: o.threads, log });
   let interrupted = false;
   try {
-    using file = await Deno.open(out, { append: true, create: true });
+    using file = await Deno.open(out, { append: true, create: true }).catch((e) => {
+      throw withPath(e, out);
+    });
     const encoder = new TextEncoder();
     const t0 = performance.now();
     for await (const b of sampleRows(decoder, todo, s, { batch: o.batch, signal: o.signal })) {
       if (b.rows.length) {
         const bytes = encoder.encode(b.rows.map((r) => JSON.stringify(r) + "\n").join(""));
-        for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
-        await file.sync();
+        try {
+          for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+          await file.sync();
+        } catch (e) {
+          // a full disk: the rows written before stay whole (a partial last line is cut on resume)
+          throw withPath(e, out);
+        }
       }
       progress.done += b.rows.length;
       progress.tokens += b.tokens;
@@ -560,7 +570,10 @@ async function resumePoint(
   const lines = (await isFile(out)) ? await completeLines(out) : null;
   if (!lines || lines.size === 0) {
     await writeJsonAtomic(sidecar, meta);
-    await Deno.writeFile(out, new Uint8Array()); // a shard without prompts still leaves its (empty) file
+    // a shard without prompts still leaves its (empty) file
+    await Deno.writeFile(out, new Uint8Array()).catch((e) => {
+      throw withPath(e, out);
+    });
     return 0;
   }
   if (!old) {
@@ -600,7 +613,9 @@ async function resumePoint(
     log(
       `note: ${out}: cut a partial last line (${lines.size - lines.end} bytes): a run was stopped mid-write`,
     );
-    await Deno.truncate(out, lines.end);
+    await Deno.truncate(out, lines.end).catch((e) => {
+      throw withPath(e, out);
+    });
   }
   if (lines.lines > 0 && lines.lines < prompts.length) {
     log(`resuming ${out} after ${lines.lines} of ${prompts.length} prompts`);
@@ -623,6 +638,7 @@ export type MergeResult = { out: string; rows: number; shards: number; files: st
  */
 export async function mergeSamples(out: string, inputs: readonly string[]): Promise<MergeResult> {
   const target = resolve(out);
+  await using _lock = await lockFile(target);
   const files: string[] = [];
   for (const input of inputs) {
     if (await isFile(input)) {
@@ -697,7 +713,11 @@ export async function mergeSamples(out: string, inputs: readonly string[]): Prom
       let pending: string[] = [], size = 0;
       const flush = async () => {
         const bytes = encoder.encode(pending.join(""));
-        for (let off = 0; off < bytes.length;) off += await f.write(bytes.subarray(off));
+        try {
+          for (let off = 0; off < bytes.length;) off += await f.write(bytes.subarray(off));
+        } catch (e) {
+          throw withPath(e, target);
+        }
         pending = [];
         size = 0;
       };
@@ -718,7 +738,9 @@ export async function mergeSamples(out: string, inputs: readonly string[]): Prom
         if (size > 1 << 20) await flush();
       }
       await flush();
-      await f.sync();
+      await f.sync().catch((e) => {
+        throw withPath(e, target);
+      });
     }
     if (`sha256:${hash.digest("hex")}` !== first.meta.prompts.digest) {
       throw new Error(

@@ -25,7 +25,8 @@ import { parsePreference } from "../data/formats.ts";
 import { readParquetMetadata } from "../data/parquet.ts";
 import { readRecords, recordFileKind } from "../data/records.ts";
 import type { Message } from "../data/types.ts";
-import { exists, readJsonObject, writeJsonAtomic } from "../files.ts";
+import { exists, readJsonObject, withPath, writeJsonAtomic } from "../files.ts";
+import { lockFile } from "../lock.ts";
 import { formatDuration } from "../train/progress.ts";
 import type { ScoreItem, Scorer, ScorerKind } from "./scorers/types.ts";
 
@@ -152,7 +153,10 @@ export type ScoreFileOptions = {
   limit?: number;
   /** Leave out rows that are malformed or cannot be scored (the scorer must be made with it too). */
   skipErrors?: boolean;
-  /** Stops after the current batch (what was written stays; a rerun continues). */
+  /**
+   * Stops after the current batch (what was written stays; a rerun continues); a scorer stopped by it in
+   * the middle of a batch (a reward function made with the same signal) stops the run before that batch.
+   */
   signal?: AbortSignal;
   onProgress?: (p: ScoreProgress) => void;
   /** Where notices go (resuming, a torn batch dropped); default console.error. */
@@ -251,6 +255,8 @@ export async function scoreFile(o: ScoreFileOptions): Promise<ScoreFileResult> {
   const batch = o.batch ?? 8;
   if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError(`batch must be ≥ 1, got ${batch}`);
   const scorer = o.scorer;
+  // one writer per file: a second run on it is refused at once, naming the first
+  await using _lock = await lockFile(resolve(o.out), { log });
   const fresh = {
     version: 1 as const,
     input: resolve(o.data),
@@ -264,7 +270,9 @@ export async function scoreFile(o: ScoreFileOptions): Promise<ScoreFileResult> {
   };
   const p = meta.progress;
   meta.complete = false;
-  const file = await Deno.open(o.out, { write: true, create: true });
+  const file = await Deno.open(o.out, { write: true, create: true }).catch((e) => {
+    throw withPath(e, o.out);
+  });
   // the output is cut back to its last complete batch only once the input is known to be the same
   let ready = false;
   const prepare = async () => {
@@ -315,7 +323,8 @@ async function run(
     complete,
   });
 
-  const flush = async () => {
+  /** Scores and appends the pending rows; false when the signal stopped the scorer before the end. */
+  const flush = async (): Promise<boolean> => {
     await prepare();
     const rows = pending.filter((r) => r.row);
     const items: ScoreItem[] = rows.flatMap((r) =>
@@ -326,7 +335,14 @@ async function run(
         at: `${where(r.line)} ${r.row!.fields[i]}`,
       }))
     );
-    const rewards = items.length ? await scorer.score(items) : [];
+    let rewards: number[];
+    try {
+      rewards = items.length ? await scorer.score(items) : [];
+    } catch (e) {
+      // stopped mid-batch: nothing of it written, the rerun scores it again
+      if (o.signal?.aborted) return false;
+      throw e;
+    }
     if (rewards.length !== items.length) {
       throw new Error(
         `the ${scorer.kind} scorer gave ${rewards.length} rewards for ${items.length} responses`,
@@ -350,8 +366,12 @@ async function run(
       sequences += k;
     }
     const bytes = encoder.encode(text);
-    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
-    await file.syncData();
+    try {
+      for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+      await file.syncData();
+    } catch (e) {
+      throw withPath(e, o.out);
+    }
     p.bytes += bytes.length;
     p.rowsRead += pending.length;
     p.rowsWritten += written;
@@ -369,6 +389,7 @@ async function run(
       seconds: (performance.now() - t0) / 1000,
       skipped: p.skipped.length,
     });
+    return true;
   };
 
   for await (const { row, line } of readRecords(o.data)) {
@@ -393,14 +414,13 @@ async function run(
       pending.push({ line, raw: row, error });
     }
     if (pending.length >= batch) {
-      await flush();
-      if (o.signal?.aborted) return result(false);
+      if (!await flush() || o.signal?.aborted) return result(false);
     }
   }
   if (consumed < resumedFrom) {
     throw new Error(`${o.data} has ${consumed} rows, fewer than the ${resumedFrom} ${o.out} was scored from`);
   }
-  if (pending.length) await flush();
+  if (pending.length && !await flush()) return result(false);
   await prepare();
   meta.complete = true;
   await writeJsonAtomic(scoreMetaPath(o.out), meta);

@@ -9,7 +9,8 @@
  * Every place that needs a model dimension reads it from here, so the quirks of each `model_type` (GPT-2's
  * `n_embd`, Qwen2's hard-wired q/k/v biases, rope scaling variants, transformers v5's `rope_parameters`,
  * which layers slide) are resolved once. Unsupported features fail loudly at load time rather than
- * producing a subtly wrong model.
+ * producing a subtly wrong model. Sizes are bounded ({@link CONFIG_LIMITS}) and `bos_token_id` /
+ * `eos_token_id` must lie inside the vocabulary, so that a wrong file fails at once, naming the field.
  *
  * @module
  */
@@ -152,6 +153,54 @@ export function layerWindow(cfg: ModelConfig, i: number): number | null {
   return cfg.slidingLayers === null || cfg.slidingLayers[i] ? cfg.slidingWindow : null;
 }
 
+/**
+ * Upper bounds on the sizes a config may give, far above any real model (the largest have ~130 layers,
+ * vocabularies of ~260k, hidden sizes of ~20k) so that a corrupt or hostile `config.json` is refused at
+ * once rather than making per-layer name lists and graphs exhaust memory, and so that every tensor's element
+ * count and byte size (vocab × hidden, hidden × intermediate, positions × hidden, heads·head_dim × hidden)
+ * stays below 2^53.
+ */
+export const CONFIG_LIMITS = {
+  numLayers: 2 ** 16,
+  vocabSize: 2 ** 26,
+  hiddenSize: 2 ** 20,
+  intermediateSize: 2 ** 22,
+  numHeads: 2 ** 14,
+  numKvHeads: 2 ** 14,
+  headDim: 2 ** 14,
+  maxPositions: 2 ** 28,
+} as const;
+
+/** The keys each size is read from, in the order tried (GPT-2's own names first), shared with the parser. */
+const SIZE_KEYS = {
+  gpt2: {
+    layers: ["n_layer", "num_hidden_layers"],
+    vocab: ["vocab_size"],
+    hidden: ["n_embd", "hidden_size"],
+  },
+  other: { layers: ["num_hidden_layers"], vocab: ["vocab_size"], hidden: ["hidden_size"] },
+} as const;
+
+/** A field as written in the file: the key found and its raw value. */
+export type RawField = { key: string; value: unknown };
+
+/**
+ * The family and the size fields of a raw `config.json` object, exactly as written and unchecked, read the
+ * way the parser reads them, for comparing them with the weights before the config is parsed (which
+ * builds per-layer arrays). Null when `json` is not an object of a supported `model_type`.
+ */
+export function rawConfigSizes(
+  json: unknown,
+): { family: Family; layers?: RawField; vocab?: RawField; hidden?: RawField } | null {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return null;
+  const modelType = (json as Json).model_type;
+  if (typeof modelType !== "string" || !Object.hasOwn(SUPPORTED_MODEL_TYPES, modelType)) return null;
+  const family = SUPPORTED_MODEL_TYPES[modelType as ModelType];
+  const r = new FieldReader(json as Json, "", modelType);
+  const keys = family === "gpt2" ? SIZE_KEYS.gpt2 : SIZE_KEYS.other;
+  return { family, layers: r.raw(keys.layers), vocab: r.raw(keys.vocab), hidden: r.raw(keys.hidden) };
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Field readers
 // ---------------------------------------------------------------------------------------------------------
@@ -174,7 +223,12 @@ class FieldReader {
     return undefined;
   }
 
-  positiveInt(names: readonly string[], fallback?: number, min = 1): number {
+  /**
+   * An integer field (the first of `names` present): `min` or more, and at most `max` (a bound that keeps
+   * allocations sized by it sane; see {@link CONFIG_LIMITS}). Strings ("2"), fractions (1.5) and numbers
+   * past 2^53 are refused, naming the field.
+   */
+  positiveInt(names: readonly string[], fallback?: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
     const found = this.raw(names);
     if (!found) {
       if (fallback !== undefined) return fallback;
@@ -184,6 +238,12 @@ class FieldReader {
     if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
       const kind = min === 1 ? "a positive integer" : `an integer >= ${min}`;
       return this.fail(`field "${key}" must be ${kind}, got ${JSON.stringify(value)}`);
+    }
+    if (value > max) {
+      return this.fail(
+        `field "${key}" is ${value}, more than the ${max} this toolkit accepts (a bound far above any real ` +
+          `model, so that a wrong config cannot exhaust memory)`,
+      );
     }
     return value;
   }
@@ -353,22 +413,23 @@ function readCommon(r: FieldReader) {
 
 /** Sizes every rotary family reads the same way. */
 function readSizes(r: FieldReader) {
-  const hiddenSize = r.positiveInt(["hidden_size"]);
-  const numHeads = r.positiveInt(["num_attention_heads"]);
+  const L = CONFIG_LIMITS, K = SIZE_KEYS.other;
+  const hiddenSize = r.positiveInt(K.hidden, undefined, 1, L.hiddenSize);
+  const numHeads = r.positiveInt(["num_attention_heads"], undefined, 1, L.numHeads);
   if (r.raw(["head_dim"]) === undefined && hiddenSize % numHeads !== 0) {
     r.fail(
       `hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads} and no head_dim is given`,
     );
   }
   return {
-    vocabSize: r.positiveInt(["vocab_size"]),
+    vocabSize: r.positiveInt(K.vocab, undefined, 1, L.vocabSize),
     hiddenSize,
-    numLayers: r.positiveInt(["num_hidden_layers"]),
+    numLayers: r.positiveInt(K.layers, undefined, 1, L.numLayers),
     numHeads,
-    numKvHeads: r.positiveInt(["num_key_value_heads"], numHeads),
-    headDim: r.positiveInt(["head_dim"], hiddenSize / numHeads),
-    intermediateSize: r.positiveInt(["intermediate_size"]),
-    maxPositions: r.positiveInt(["max_position_embeddings"]),
+    numKvHeads: r.positiveInt(["num_key_value_heads"], numHeads, 1, L.numKvHeads),
+    headDim: r.positiveInt(["head_dim"], hiddenSize / numHeads, 1, L.headDim),
+    intermediateSize: r.positiveInt(["intermediate_size"], undefined, 1, L.intermediateSize),
+    maxPositions: r.positiveInt(["max_position_embeddings"], undefined, 1, L.maxPositions),
     rmsNormEps: r.positiveNumber(["rms_norm_eps"], 1e-6),
   };
 }
@@ -484,8 +545,9 @@ function parsePhi3(r: FieldReader): Phi3ModelConfig {
 }
 
 function parseGpt2(r: FieldReader): Gpt2ModelConfig {
-  const hiddenSize = r.positiveInt(["n_embd", "hidden_size"]);
-  const numHeads = r.positiveInt(["n_head", "num_attention_heads"]);
+  const L = CONFIG_LIMITS, K = SIZE_KEYS.gpt2;
+  const hiddenSize = r.positiveInt(K.hidden, undefined, 1, L.hiddenSize);
+  const numHeads = r.positiveInt(["n_head", "num_attention_heads"], undefined, 1, L.numHeads);
   const act = r.string(["activation_function"]) ?? "gelu_new";
   if (act !== "gelu_new" && act !== "gelu_pytorch_tanh" && act !== "gelu_fast") {
     r.fail(`activation_function "${act}" is not supported (supported: "gelu_new", "gelu_pytorch_tanh")`);
@@ -499,14 +561,19 @@ function parseGpt2(r: FieldReader): Gpt2ModelConfig {
   return {
     family: "gpt2",
     modelType: "gpt2",
-    vocabSize: r.positiveInt(["vocab_size"]),
+    vocabSize: r.positiveInt(K.vocab, undefined, 1, L.vocabSize),
     hiddenSize,
-    numLayers: r.positiveInt(["n_layer", "num_hidden_layers"]),
+    numLayers: r.positiveInt(K.layers, undefined, 1, L.numLayers),
     numHeads,
     numKvHeads: numHeads,
     headDim: hiddenSize / numHeads,
-    intermediateSize: r.positiveInt(["n_inner"], 4 * hiddenSize),
-    maxPositions: r.positiveInt(["n_positions", "n_ctx", "max_position_embeddings"]),
+    intermediateSize: r.positiveInt(["n_inner"], 4 * hiddenSize, 1, L.intermediateSize),
+    maxPositions: r.positiveInt(
+      ["n_positions", "n_ctx", "max_position_embeddings"],
+      undefined,
+      1,
+      L.maxPositions,
+    ),
     attentionBias: { q: true, k: true, v: true, o: true },
     mlpBias: true,
     tieWordEmbeddings: r.bool("tie_word_embeddings", true),
@@ -552,16 +619,20 @@ export function parseConfig(json: unknown, file = "config.json"): ModelConfig {
   return cfg;
 }
 
-/** Read `config.json` from a model folder (or a path to the file itself) and parse it. */
-export async function loadConfig(path: string): Promise<ModelConfig> {
+/** The `config.json` of a model folder (or a path to the file itself), read but not parsed, with its path. */
+export async function readConfigJson(path: string): Promise<{ file: string; json: unknown }> {
   const file = path.endsWith(".json") ? path : `${path.replace(/\/+$/, "")}/config.json`;
-  let json: unknown;
   try {
-    json = JSON.parse(await Deno.readTextFile(file));
+    return { file, json: JSON.parse(await Deno.readTextFile(file)) };
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new Error(`${file}: not found`);
     throw new Error(`${file}: not valid JSON: ${(e as Error).message}`);
   }
+}
+
+/** Read `config.json` from a model folder (or a path to the file itself) and parse it. */
+export async function loadConfig(path: string): Promise<ModelConfig> {
+  const { file, json } = await readConfigJson(path);
   return parseConfig(json, file);
 }
 
@@ -596,6 +667,18 @@ export function validateModelConfig(cfg: ModelConfig, file = "<config>"): void {
   ] as const;
   for (const k of sizes) {
     if (!Number.isSafeInteger(cfg[k]) || cfg[k] <= 0) fail(`${k} must be a positive integer, got ${cfg[k]}`);
+    if (cfg[k] > CONFIG_LIMITS[k]) {
+      fail(`${k} is ${cfg[k]}, more than the ${CONFIG_LIMITS[k]} this toolkit accepts`);
+    }
+  }
+  // an id past the vocabulary would index past the embedding (BOS prepended) or never match (EOS);
+  // pad_token_id is left alone: old Llama configs say -1 for "none"
+  for (const [field, ids] of [["bos_token_id", cfg.bosTokenId], ["eos_token_id", cfg.eosTokenId]] as const) {
+    checkTokenIds(
+      ids,
+      cfg.vocabSize,
+      (id) => fail(`${field} ${id} is outside the vocabulary (vocab_size ${cfg.vocabSize})`),
+    );
   }
   if (SUPPORTED_MODEL_TYPES[cfg.modelType] !== cfg.family) {
     fail(`model_type does not belong to family "${cfg.family}"`);
@@ -633,6 +716,15 @@ export function validateModelConfig(cfg: ModelConfig, file = "<config>"): void {
   }
   const mlpBias = cfg.family === "gpt2" ? true : cfg.modelType === "llama" ? cfg.mlpBias : false;
   if (cfg.mlpBias !== mlpBias) fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
+}
+
+/**
+ * Calls `fail` with the first id of `ids` (a token id field: a number, a list, or null) that is not below
+ * `vocabSize`. Negative ids are let through (configs use -1 for "none").
+ */
+export function checkTokenIds(ids: unknown, vocabSize: number, fail: (id: number) => void): void {
+  const list = Array.isArray(ids) ? ids : [ids];
+  for (const id of list) if (typeof id === "number" && id >= vocabSize) return fail(id);
 }
 
 /**

@@ -15,14 +15,20 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { loadConfig, type ModelConfig } from "./config.ts";
+import { checkTokenIds, type ModelConfig, parseConfig, readConfigJson } from "./config.ts";
 import { configToJson } from "./config_json.ts";
-import { checkpointEntries, readStoredTensors, saveCheckpointStream } from "./checkpoint.ts";
+import {
+  checkpointEntries,
+  readStoredTensors,
+  saveCheckpointStream,
+  type StoredTensor,
+} from "./checkpoint.ts";
 import type { OutputDtype, TensorReader } from "./safetensors.ts";
 import { storedGraphDtype, type StoredWeights } from "./stored_weights.ts";
 import type { WeightMap } from "./weights.ts";
 import {
   canonicalizeCheckpoint,
+  checkConfigAgainstWeights,
   type CheckpointReport,
   expectedTensors,
   GPT2_PREFIX,
@@ -52,11 +58,30 @@ export type LoadModelFolderOptions = {
   tensors?: (cfg: ModelConfig) => TensorSpec[];
 };
 
-/** Loads a Hugging Face model folder (config, weights, tokenizer location). */
+/**
+ * Loads a Hugging Face model folder (config, weights, tokenizer location). The config's sizes are checked
+ * against the weights' headers before anything is built per layer (see `checkConfigAgainstWeights`), and
+ * the token ids of config.json and generation_config.json against the vocabulary.
+ */
 export async function loadModelFolder(dir: string, opts: LoadModelFolderOptions = {}): Promise<ModelFolder> {
-  const config = await loadConfig(dir);
+  const { file, json } = await readConfigJson(dir);
+  // headers only; a folder without weights still reports its config's errors first, as before
+  let raw: Map<string, StoredTensor> | undefined, weightsError: unknown;
+  try {
+    raw = await checkpointEntries(dir);
+  } catch (e) {
+    weightsError = e;
+  }
+  if (raw) checkConfigAgainstWeights(json, file, raw);
+  const config = parseConfig(json, file);
+  if (!raw) throw weightsError;
+  checkGenerationConfigIds(
+    await readGenerationConfig(dir),
+    config.vocabSize,
+    join(dir, "generation_config.json"),
+  );
   const expected = opts.tensors?.(config) ?? expectedTensors(config);
-  const entries = canonicalizeCheckpoint(config, await checkpointEntries(dir));
+  const entries = canonicalizeCheckpoint(config, raw);
   const report = validateCheckpoint(config, entries, dir, expected);
   const stored: StoredWeights = new Map();
   for (const { name } of expected) {
@@ -125,6 +150,25 @@ export type SaveModelOptions = {
 /** A folder's `generation_config.json`, or null when it has none. */
 export async function readGenerationConfig(dir: string): Promise<Record<string, unknown> | null> {
   return await readJsonObject(join(dir, "generation_config.json"));
+}
+
+/**
+ * Refuses a `generation_config.json` (`gen`, read from `file`) whose `bos_token_id` or `eos_token_id` lies
+ * past the model's vocabulary: generation would never stop on it, or BOS would index past the embedding.
+ * {@link loadModelFolder} calls it; call it where a generation config is read without loading the folder.
+ */
+export function checkGenerationConfigIds(
+  gen: Record<string, unknown> | null,
+  vocabSize: number,
+  file: string,
+): void {
+  for (const field of ["bos_token_id", "eos_token_id"]) {
+    checkTokenIds(gen?.[field], vocabSize, (id) => {
+      throw new Error(
+        `${file}: ${field} ${id} is outside the vocabulary (vocab_size ${vocabSize} in config.json)`,
+      );
+    });
+  }
 }
 
 /** A token id field (a number or a list of them) as a list. */

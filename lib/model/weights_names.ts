@@ -9,9 +9,11 @@
  * @module
  */
 
-import type { ModelConfig } from "./config.ts";
+import { basename } from "node:path";
+import { type Family, type ModelConfig, rawConfigSizes } from "./config.ts";
 import { familyOf } from "./families/registry.ts";
-import { GPT2_PREFIX } from "./families/gpt2.ts";
+import { GPT2_PREFIX, gpt2GlobalNames } from "./families/gpt2.ts";
+import { LLAMA_NAMES } from "./families/llama.ts";
 import type { TensorSpec } from "./types.ts";
 
 export type { TensorSpec };
@@ -132,4 +134,72 @@ export function validateCheckpoint(
       lines.join("\n")
     }`,
   );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sizes against the weights, before the config is parsed
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * The decoder layer a checkpoint tensor belongs to: `N` of `model.layers.N.…` (Llama, Gemma, Phi-3, and
+ * their reward models), of GPT-2's `h.N.…` or `transformer.h.N.…`; null for tensors outside the layers.
+ */
+export function layerIndexOf(family: Family, name: string): number | null {
+  const m = (family === "gpt2" ? /^(?:transformer\.)?h\.(\d+)\./ : /^model\.layers\.(\d+)\./).exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** A size field worth comparing: a positive safe integer (anything else is left to the parser's message). */
+function sizeValue(f: { value: unknown } | undefined): number | null {
+  return f && typeof f.value === "number" && Number.isSafeInteger(f.value) && f.value > 0 ? f.value : null;
+}
+
+/**
+ * Checks a raw `config.json` (`file`, as read) against the weights' headers before the config is parsed:
+ * the number of decoder layers the weights hold against `num_hidden_layers` (GPT-2: `n_layer`: no more than
+ * the weights hold), and the
+ * token embedding's shape against `vocab_size` × `hidden_size`. Parsing and the tensor name lists allocate
+ * per layer, so a config that claims 10^9 layers must be refused here, by what the weights hold, not after
+ * it has filled the memory. Throws naming the file, the field, its value and what the weights hold.
+ */
+export function checkConfigAgainstWeights(
+  json: unknown,
+  file: string,
+  tensors: ReadonlyMap<string, { shape: readonly number[]; file?: string }>,
+): void {
+  const raw = rawConfigSizes(json);
+  if (!raw) return; // not an object, or an unsupported model_type: the parser says so
+  const numLayers = sizeValue(raw.layers);
+  if (numLayers !== null) {
+    const layers = new Map<number, string>();
+    for (const name of tensors.keys()) {
+      const i = layerIndexOf(raw.family, name);
+      if (i !== null && !layers.has(i)) layers.set(i, name.slice(0, name.indexOf(`.${i}.`) + `.${i}`.length));
+    }
+    // fewer layers than the weights hold is allowed (transformers loads the first ones, the rest unused)
+    if (layers.size < numLayers) {
+      const ids = [...layers.keys()].sort((a, b) => a - b);
+      const pattern = raw.family === "gpt2" ? "h.N.…" : "model.layers.N.…";
+      const held = ids.length === 0
+        ? `no layers (no tensor named ${pattern})`
+        : ids.length === 1
+        ? `1 layer (${layers.get(ids[0])})`
+        : `${ids.length} layers (${layers.get(ids[0])} … ${layers.get(ids.at(-1)!)})`;
+      throw new Error(`${file}: ${raw.layers!.key} is ${numLayers} but the weights hold ${held}`);
+    }
+  }
+  const vocab = sizeValue(raw.vocab), hidden = sizeValue(raw.hidden);
+  const embed = raw.family === "gpt2" ? gpt2GlobalNames().wte : LLAMA_NAMES.embedTokens;
+  const name = [embed, GPT2_PREFIX + embed].find((n) => tensors.has(n));
+  if (vocab === null || hidden === null || name === undefined) return; // a missing embedding is reported later
+  const t = tensors.get(name)!;
+  if (t.shape.length !== 2 || t.shape[0] !== vocab || t.shape[1] !== hidden) {
+    const where = t.file ? ` (in ${basename(t.file)})` : "";
+    throw new Error(
+      `${file}: ${raw.vocab!.key} × ${
+        raw.hidden!.key
+      } is ${vocab} × ${hidden} but the weights' ${name}${where} ` +
+        `is [${t.shape.join(", ")}]`,
+    );
+  }
 }

@@ -5,7 +5,9 @@
  * transformers.js does not load in a Worker.
  * @module
  */
+import { join } from "node:path";
 import {
+  checkSpecialIdsInVocab,
   endOfTurnToken,
   loadTokenizer,
   tokenizePrompt,
@@ -39,9 +41,13 @@ export class TextCodec {
   static async load(
     folder: string,
     generationEos: number[] = [],
-    opts: { log?: (line: string) => void } = {},
+    opts: { log?: (line: string) => void; vocabSize?: number } = {},
   ): Promise<TextCodec> {
     const tokenizer = await loadTokenizer(folder, { log: opts.log });
+    // a special id past the embedding would index out of it, or as a stop id never be sampled
+    if (opts.vocabSize !== undefined) {
+      checkSpecialIdsInVocab(tokenizer, opts.vocabSize, folder, join(folder, "config.json"));
+    }
     const eos = new Set(generationEos);
     const tokEos = tokenizer.eos_token_id;
     if (typeof tokEos === "number") eos.add(tokEos);

@@ -7,8 +7,9 @@
  * half-sent body or idle keep-alive connection cannot keep the process alive.
  * @module
  */
+import { join } from "node:path";
 import { loadConfig, maxSupportedLength } from "../model/config.ts";
-import { readGenerationConfig, tokenIdList } from "../model/model_folder.ts";
+import { checkGenerationConfigIds, readGenerationConfig, tokenIdList } from "../model/model_folder.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { createApp } from "./app.ts";
 import { loadAssets } from "./assets.ts";
@@ -105,10 +106,11 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
   }
   // generation_config.json: every id that ends generation (with config.json's) and the sampling defaults
   const gen = await readGenerationConfig(source.modelDir);
+  checkGenerationConfigIds(gen, cfg.vocabSize, join(source.modelDir, "generation_config.json"));
   const generationEos = [...new Set([...tokenIdList(cfg.eosTokenId), ...tokenIdList(gen?.eos_token_id)])];
   const defaults = samplingDefaultsOf(gen, (line) => log(`note: ${line}`));
   const [codec, assets] = await Promise.all([
-    TextCodec.load(source.modelDir, generationEos, { log }),
+    TextCodec.load(source.modelDir, generationEos, { log, vocabSize: cfg.vocabSize }),
     loadAssets(),
   ]);
   const field = {

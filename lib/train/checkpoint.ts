@@ -329,6 +329,23 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
 }
 
 /**
+ * Where the newest checkpoint in `dir` stood (its `state.json`, not its tensors: cheap, for checks before a
+ * resume loads anything), or `undefined` when there is none. Unreadable state files are passed over, as
+ * {@link loadLatestCheckpoint} would pass over their checkpoints.
+ */
+export async function newestCheckpointMeta(
+  dir: string,
+): Promise<{ path: string; meta: CheckpointMeta } | undefined> {
+  for (const c of (await listCheckpoints(dir)).reverse()) {
+    try {
+      const state = JSON.parse(await Deno.readTextFile(join(c.path, STATE_FILE))) as StateFile;
+      if (state?.format === CHECKPOINT_FORMAT && state.meta) return { path: c.path, meta: state.meta };
+    } catch { /* a damaged checkpoint: the loader says so */ }
+  }
+  return undefined;
+}
+
+/**
  * The newest usable checkpoint in `dir`, or `undefined` when there is none (a fresh run). Candidates are
  * tried newest step first; unusable ones are skipped with a warning naming the reason. A `latest` pointer
  * that disagrees with the result (a crash between the folder rename and the pointer update, or a damaged

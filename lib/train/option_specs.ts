@@ -72,6 +72,8 @@ export type TrainOptions = {
   keepCheckpoints: number;
   /** A run folder to continue. */
   resume?: string;
+  /** Resume although the data or a model changed since the checkpoint (refused otherwise, naming what). */
+  allowChangedInputs: boolean;
   /** Gradient clipping by global norm; 0 disables. */
   maxGradNorm: number;
   weightDecay: number;
@@ -561,6 +563,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     arg: "run-dir",
     defaultText: "none",
     help: "continue a run from its latest checkpoint",
+  },
+  {
+    key: "allowChangedInputs",
+    flag: "allow-changed-inputs",
+    kind: "boolean",
+    group: "Run",
+    default: false,
+    help: "with --resume: continue although the data or a model's files changed since the checkpoint " +
+      "(refused otherwise, saying what changed)",
   },
   {
     key: "config",

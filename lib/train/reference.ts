@@ -8,6 +8,7 @@
  * own that is released before training starts.
  * @module
  */
+import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
 import { storedWeights } from "../model/stored_weights.ts";
@@ -88,7 +89,8 @@ export type ReferenceSource = Scorer | (() => Promise<Scorer & { release(): Prom
 /**
  * The reference log-probs of the training and held-out examples, from the cache when it matches, else
  * from `reference`: a training session's scoring mode before any step, or (`--reference`) an opener of the
- * reference model's session, released after scoring.
+ * reference model's session, released after scoring. `identity` is the digest of the reference model's
+ * files, so a cache of other weights at the same path is not used.
  */
 export async function referenceScores(
   cfg: TrainConfig,
@@ -96,22 +98,20 @@ export async function referenceScores(
   p: RunInputs,
   reference: ReferenceSource,
   log: (l: string) => void,
+  identity = "",
 ): Promise<{ train: Float32Array[]; eval: Float32Array[] }> {
   const cachePath = join(run.dir, "reference_logps.json");
   const separate = cfg.reference !== undefined && cfg.loss !== "sft";
   const fingerprint = fingerprintExamples(
     [...p.train, ...p.eval],
     `${resolve(cfg.model)}|${p.model.config.modelType}${cfg.precision === "fp16" ? "|fp16" : ""}` +
-      (separate ? `|reference=${resolve(cfg.reference!)}` : ""),
+      (separate ? `|reference=${resolve(cfg.reference!)}` : "") + (identity ? `|${identity}` : ""),
   );
-  try {
-    const cached = JSON.parse(await Deno.readTextFile(cachePath));
-    if (cached.fingerprint === fingerprint) {
-      log(`reference log-probs: cached in ${cachePath}`);
-      const rows = (xs: number[][]) => xs.map((x) => Float32Array.from(x));
-      return { train: rows(cached.train), eval: rows(cached.eval) };
-    }
-  } catch { /* no cache yet */ }
+  const cached = await readReferenceCache(cachePath, fingerprint, p, log);
+  if (cached) {
+    log(`reference log-probs: cached in ${cachePath}`);
+    return cached;
+  }
   const t0 = performance.now();
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
   const opened = typeof reference === "function" ? await reference() : undefined;
@@ -131,6 +131,8 @@ export async function referenceScores(
   );
   await writeJsonAtomic(cachePath, {
     fingerprint,
+    sha256: checksum([...train, ...evalScores]),
+    shape: { train: train.map((x) => x.length), eval: evalScores.map((x) => x.length) },
     train: train.map((x) => [...x]),
     eval: evalScores.map((x) => [...x]),
   });
@@ -145,4 +147,70 @@ export async function referenceScores(
     fingerprint,
   });
   return { train, eval: evalScores };
+}
+
+/** SHA-256 of log-prob rows as float32 (what the run uses), in order. */
+function checksum(rows: readonly Float32Array[]): string {
+  const h = createHash("sha256");
+  for (const r of rows) {
+    h.update(new Uint8Array(Uint32Array.of(r.length).buffer));
+    h.update(new Uint8Array(r.buffer, r.byteOffset, r.byteLength));
+  }
+  return h.digest("hex");
+}
+
+/**
+ * The cached log-probs when the cache is of these examples and model (its fingerprint) and whole: one row
+ * per example with one finite value per response, and the checksum it was written with. A cache that fails
+ * a check is said to, and undefined returned (it is then scored again and rewritten).
+ */
+async function readReferenceCache(
+  path: string,
+  fingerprint: string,
+  p: RunInputs,
+  log: (l: string) => void,
+): Promise<{ train: Float32Array[]; eval: Float32Array[] } | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    log(`reference log-probs: ${path} cannot be read (${(e as Error).message}): scoring again`);
+    return undefined;
+  }
+  const redo = (why: string) => {
+    log(`reference log-probs: ${path} ${why}: scoring again`);
+    return undefined;
+  };
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(text);
+  } catch (e) {
+    return redo(`is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof c !== "object" || c === null) return redo("is not a JSON object");
+  if (c.fingerprint !== fingerprint) return redo("is of other examples or another reference model");
+  const rows = (key: "train" | "eval", want: RunInputs["train"]): Float32Array[] | string => {
+    const v = c[key];
+    if (!Array.isArray(v)) return `has no "${key}" rows`;
+    if (v.length !== want.length) return `has ${v.length} "${key}" rows for ${want.length} prompts`;
+    const out: Float32Array[] = [];
+    for (const [i, row] of v.entries()) {
+      const k = want[i].responseIds.length;
+      if (!Array.isArray(row) || row.length !== k) {
+        return `"${key}"[${i}] is not ${k} values (one per response)`;
+      }
+      if (!row.every((x) => typeof x === "number" && Number.isFinite(x))) {
+        return `"${key}"[${i}] holds a value that is not a finite number (${JSON.stringify(row)})`;
+      }
+      out.push(Float32Array.from(row));
+    }
+    return out;
+  };
+  const train = rows("train", p.train), held = rows("eval", p.eval);
+  if (typeof train === "string") return redo(train);
+  if (typeof held === "string") return redo(held);
+  if (typeof c.sha256 !== "string") return redo("has no checksum (written by an older version)");
+  if (checksum([...train, ...held]) !== c.sha256) return redo("does not match its checksum (values edited)");
+  return { train, eval: held };
 }

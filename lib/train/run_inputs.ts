@@ -4,6 +4,7 @@
  * prompts and tokenized.
  * @module
  */
+import { join } from "node:path";
 import { DataError } from "../data/errors.ts";
 import { describeSkipped, loadDataset, type LoadedDataset } from "../data/load.ts";
 import {
@@ -16,7 +17,7 @@ import {
 } from "../data/report.ts";
 import type { SplitRole } from "../data/sources.ts";
 import { maxSupportedLength } from "../model/config.ts";
-import { loadTokenizer, truncationStats } from "../data/tokenize.ts";
+import { checkSpecialIdsInVocab, loadTokenizer, truncationStats } from "../data/tokenize.ts";
 import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
 import type { TrainConfig } from "./option_specs.ts";
 import { type PreparedExample, prepareExamples, shapeDataset, splitHeldOut } from "./prepare.ts";
@@ -56,6 +57,13 @@ export async function loadRunInputs(cfg: TrainConfig, log: (l: string) => void):
   const padId = tokenizer.pad_token_id ?? tokenizer.eos_token_id;
   const eosId = tokenizer.eos_token_id;
   if (typeof eosId !== "number") throw new Error(`${model.tokenizerDir}: the tokenizer has no EOS token`);
+  // where the model meets the tokenizer: every id training appends or pads with must be an embedding row
+  checkSpecialIdsInVocab(
+    tokenizer,
+    model.config.vocabSize,
+    model.tokenizerDir,
+    join(cfg.model, "config.json"),
+  );
   const shapeOpts = {
     loss: cfg.loss,
     k: cfg.k,

@@ -23,9 +23,18 @@ import { exampleLength } from "./scoring.ts";
 import { assertFloat16Device } from "../runtime/precision.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
-import { hashConfig, loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { hashConfig, loadLatestCheckpoint, newestCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
+import {
+  compareData,
+  compareFolder,
+  type DataDigest,
+  dataDigest,
+  folderDigest,
+  type InputsDigest,
+} from "./inputs_digest.ts";
 import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
-import { writeFolderAtomic, writeTextAtomic } from "../files.ts";
+import { isFile, writeFolderAtomic, writeTextAtomic } from "../files.ts";
+import { lockFolder } from "../lock.ts";
 import { OPTION_SPECS, type TrainConfig } from "./option_specs.ts";
 import { defaultTrainOptions, givenOptions } from "./options.ts";
 import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
@@ -81,6 +90,9 @@ export type TrainResult = {
 export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? ((l: string) => console.log(l));
   const resumed = cfg.resume ? runPaths(cfg.resume) : undefined;
+  // one run at a time in a folder: a second `--out`, or `--resume` of a running run, is refused at once
+  if (resumed && !(await isFile(resumed.config))) throw notARunFolder(resumed);
+  await using _resumedLock = resumed ? await lockFolder(resumed.dir, { log }) : null;
   if (resumed) Object.assign(cfg, await resumedConfig(resumed, cfg));
   const { device, notice } = await resolveDevice(cfg.device, { log });
   // fp16 runs on CUDA only: refuse it before a run folder is made or any data is loaded
@@ -88,6 +100,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     assertFloat16Device(device, FP16_CPU_GAPS, notice);
   }
   const run = resumed ?? (cfg.out ? await ensureRun(cfg.out) : await createRunFolder("runs", cfg.name));
+  await using _lock = resumed ? null : await lockFolder(run.dir, { log });
   const configHash = await hashConfig(trainingIdentity(cfg));
   await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
   if (notice) log(notice);
@@ -98,6 +111,20 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   const refModel = cfg.reference !== undefined && cfg.loss !== "sft"
     ? await loadReferenceModel(cfg.reference, p.model, log)
     : undefined;
+  // what the run trains on, against the checkpoint a resume continues from: the data now, before any work;
+  // the models' files, hashed meanwhile, before anything is scored with them
+  const saved = resumed ? await newestCheckpointMeta(run.checkpoints) : undefined;
+  const savedInputs = saved?.meta.inputs as InputsDigest | undefined;
+  const data = dataDigest(p.train, p.eval);
+  if (saved && savedInputs) refuseChanged(compareData(savedInputs.data, data), run, saved.path, cfg, log);
+  if (saved && !savedInputs) {
+    log(`${saved.path} records no digest of its data and models (an older run): changes are not checked`);
+  }
+  const inputs = digestInputs(cfg, p, refModel, data, savedInputs).then((now) => {
+    if (saved && savedInputs) refuseChanged(compareModels(savedInputs, now), run, saved.path, cfg, log);
+    return now;
+  });
+  inputs.catch(() => {}); // awaited where needed; a run that fails first must not also report this
   const fp16 = cfg.precision === "fp16";
   log(
     `model ${p.model.config.modelType} (${p.model.config.numLayers} layers, hidden ${p.model.config.hiddenSize}) · ` +
@@ -160,7 +187,8 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     phases.enter("reference");
     const open = () =>
       referenceModelScorer(refModel, { device, graphs, precision: cfg.precision, chunk: plan.chunk });
-    reference = await referenceScores(cfg, run, p, open, log).catch(async (e) => {
+    const identity = (await inputs).reference!.sha256;
+    reference = await referenceScores(cfg, run, p, open, log, identity).catch(async (e) => {
       await graphs.remove();
       throw e;
     });
@@ -204,13 +232,24 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   // initial parameters (LoRA's B = 0: the base model itself)
   if (!refModel && cfg.loss !== "sft") {
     phases.enter("reference");
-    reference = await referenceScores(cfg, run, p, scorer, log);
+    reference = await referenceScores(cfg, run, p, scorer, log, (await inputs).model.sha256);
   }
 
   phases.enter("train");
   let step = 0;
   const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
   if (ckpt) {
+    // the checkpoint checked above, unless it turned out damaged and an older one is used
+    const then = ckpt.meta.inputs as InputsDigest | undefined, now = await inputs;
+    if (then && ckpt.path !== saved?.path) {
+      refuseChanged(
+        [...compareData(then.data, now.data), ...compareModels(then, now)],
+        run,
+        ckpt.path,
+        cfg,
+        log,
+      );
+    }
     if (ckpt.version >= 2) session.restoreNamed(ckpt.tensors, ckpt.scalars);
     else session.restore(ckpt.tensors); // version 1: the graph's own state names
     step = ckpt.step;
@@ -240,6 +279,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         dataPosition: step,
         configHash,
         schedule,
+        inputs: await inputs,
       },
     }, { keep: cfg.keepCheckpoints });
   };
@@ -420,6 +460,7 @@ async function ensureRun(dir: string): Promise<RunPaths> {
  */
 const RESUME_MAY_CHANGE = new Set([
   "resume",
+  "allowChangedInputs",
   "device",
   "quiet",
   "stepsPerRun",
@@ -446,7 +487,7 @@ async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConf
   try {
     saved = JSON.parse(await Deno.readTextFile(run.config));
   } catch {
-    throw new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
+    throw notARunFolder(run);
   }
   const defaults = defaultTrainOptions() as Record<string, unknown>;
   const nowAll = now as unknown as Record<string, unknown>;
@@ -471,6 +512,59 @@ async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConf
     );
   }
   return out as TrainConfig;
+}
+
+/**
+ * The digest of the run's inputs: `data`, and the model's (and a `--reference` model's) config and weight
+ * files, hashed in the background; `known` (the checkpoint's) spares hashing files that did not change.
+ */
+function digestInputs(
+  cfg: TrainConfig,
+  p: RunInputs,
+  ref: ModelFolder | undefined,
+  data: DataDigest,
+  known?: InputsDigest,
+): Promise<InputsDigest> {
+  const files = (m: ModelFolder) => [...m.stored.values()].map((t) => t.file);
+  return (async () => ({
+    data,
+    model: await folderDigest(cfg.model, files(p.model), known?.model),
+    reference: ref ? await folderDigest(ref.dir, files(ref), known?.reference) : undefined,
+  }))();
+}
+
+/** How the model folders changed from `then` to `now`, in words. */
+function compareModels(then: InputsDigest, now: InputsDigest): string[] {
+  return [
+    ...compareFolder("the model", then.model, now.model),
+    ...(then.reference && now.reference ? compareFolder("the reference", then.reference, now.reference) : []),
+  ];
+}
+
+/** Refuses to resume on `changes` to the inputs since `checkpoint`, unless `--allow-changed-inputs`. */
+function refuseChanged(
+  changes: string[],
+  run: RunPaths,
+  checkpoint: string,
+  cfg: TrainConfig,
+  log: (line: string) => void,
+): void {
+  if (!changes.length) return;
+  if (cfg.allowChangedInputs) {
+    log(
+      `note: resuming from ${checkpoint} on changed inputs (--allow-changed-inputs): ${changes.join("; ")}`,
+    );
+    return;
+  }
+  throw new Error(
+    `--resume ${run.dir}: the inputs changed since ${checkpoint}: ${changes.join("; ")}. The run would ` +
+      `continue on other inputs than it started with: restore them, start a new run, or pass ` +
+      `--allow-changed-inputs to continue anyway`,
+  );
+}
+
+function notARunFolder(run: RunPaths): Error {
+  return new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

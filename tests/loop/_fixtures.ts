@@ -24,6 +24,18 @@ export async function loopSetup(): Promise<{ dir: string; model: string }> {
   return { dir, model };
 }
 
+/** Runs `fn` over {@link loopSetup} with 11 prompts in `prompts.jsonl`, then removes the folder. */
+export async function withSetup(
+  fn: (s: { dir: string; model: string; prompts: string }) => Promise<void>,
+): Promise<void> {
+  const s = await loopSetup();
+  try {
+    await fn({ ...s, prompts: await writePrompts(s.dir, 11) });
+  } finally {
+    await Deno.remove(s.dir, { recursive: true });
+  }
+}
+
 /** Writes `n` plain prompt rows (`{"prompt": …}`) to `dir/name`; returns the path. */
 export async function writePrompts(dir: string, n: number, name = "prompts.jsonl"): Promise<string> {
   const path = join(dir, name);

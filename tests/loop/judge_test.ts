@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { loadDataset } from "../../lib/data/load.ts";
 import { scoreFile } from "../../lib/loop/score.ts";
 import { chatEndpoint, DEFAULT_RUBRIC, judgeScorer, parseRating } from "../../lib/loop/scorers/judge.ts";
+import { ScoreError } from "../../lib/loop/scorers/types.ts";
 import { buildFixture } from "../serve/_fixture.ts";
 import { jsonl, readRows, rewardsOf, SAMPLE_ROWS, taskCommand } from "./_score_helpers.ts";
 
@@ -20,13 +21,16 @@ type Request = {
   messages: { role: string; content: string }[];
 };
 
-/** A fake judge: `answer` gives the reply to the n-th request whose rubric holds a response. */
-function fakeJudge(answer: (content: string, n: number) => string | Response) {
+/**
+ * A fake judge: `answer` gives the reply to the n-th request whose rubric holds a response; `models` the
+ * answer to `GET /v1/models` (default a list of one, "fake-judge").
+ */
+function fakeJudge(answer: (content: string, n: number) => string | Response, models?: () => Response) {
   const requests: Request[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     if (req.method === "GET" && url.pathname === "/v1/models") {
-      return Response.json({ object: "list", data: [{ id: "fake-judge", object: "model" }] });
+      return models?.() ?? Response.json({ object: "list", data: [{ id: "fake-judge", object: "model" }] });
     }
     if (req.method !== "POST" || url.pathname !== "/v1/chat/completions") {
       return new Response("no", { status: 404 });
@@ -69,6 +73,142 @@ Deno.test("judge: parseRating reads the last labelled score, else a bare last li
   assert.equal(chatEndpoint("http://h:1"), "http://h:1/v1/chat/completions");
   assert.equal(chatEndpoint("http://h:1/v1/"), "http://h:1/v1/chat/completions");
   assert.equal(chatEndpoint("http://h:1/v1/chat/completions"), "http://h:1/v1/chat/completions");
+});
+
+Deno.test("judge: parseRating reads a number whole: 7abc, 8.5.2, 1e1, 0x10 are no rating; 7/10 is 7", () => {
+  // not their first digits: each is no rating at all (the answer is asked again)
+  assert.equal(parseRating("Rating: 7abc"), null);
+  assert.equal(parseRating("Rating: 8.5.2"), null);
+  assert.equal(parseRating("Rating: 1e1"), null);
+  assert.equal(parseRating("Rating: 1e1", [1, 10]), null);
+  assert.equal(parseRating("Rating: 0x10"), null);
+  assert.equal(parseRating("Score: 7점"), null);
+  // what may follow a number
+  assert.equal(parseRating("Rating: 7/10"), 7);
+  assert.equal(parseRating("Rating: 7 / 10", [1, 10]), 7);
+  assert.equal(parseRating("Rating: 7."), 7);
+  assert.equal(parseRating("Rating: 7.5/10."), 7.5);
+  assert.equal(parseRating("Rating: 10, a fine answer", [1, 10]), 10);
+  assert.equal(parseRating("**Rating:** 9**"), 9);
+  // the last label decides: a malformed one is not replaced by an earlier label or the last line
+  assert.equal(parseRating("Rating: 8\nOn reflection, Rating: 9x"), null);
+  assert.equal(parseRating("Rating: 1e1\n7"), null);
+  // a bare last line is read whole too
+  assert.equal(parseRating("Fine.\n1e1"), null);
+  assert.equal(parseRating("Fine.\n8.5.2"), null);
+  assert.equal(parseRating("Fine.\n7abc"), null);
+  assert.equal(parseRating("Fine.\n0x10"), null);
+  assert.equal(parseRating("Fine.\n7/10"), 7);
+});
+
+Deno.test("judge: an answer over maxResponseBytes fails its item naming the cap, without a retry", async () => {
+  const item = {
+    prompt: [{ role: "user", content: "q" }],
+    response: "a",
+    row: {},
+    at: "f.jsonl:1 responses[0]",
+  };
+  const capped = "the judge's answer is larger than 16384 bytes (the answer cap, --judge-max-bytes); " +
+    "not read further, and not retried";
+  // a large answer with a rating at its end: its length is declared (content-length)
+  const big = fakeJudge(() => `${"blah ".repeat(8000)}\nRating: 8`);
+  try {
+    const scorer = await judgeScorer({
+      url: big.url,
+      model: "m",
+      maxResponseBytes: 16 * 1024,
+      retryDelayMs: 1,
+    });
+    await assert.rejects(
+      () => scorer.score([item]),
+      (e: Error) => e instanceof ScoreError && e.message === `f.jsonl:1 responses[0]: ${capped}`,
+    );
+    assert.equal(big.requests.length, 1, "not retried");
+    const skipped: string[] = [];
+    const skipping = await judgeScorer({
+      url: big.url,
+      model: "m",
+      maxResponseBytes: 16 * 1024,
+      skipErrors: true,
+      onSkip: (_at, why) => skipped.push(why),
+    });
+    assert.deepEqual(await skipping.score([item]), [NaN]);
+    assert.deepEqual(skipped, [capped]);
+    // under the cap it is read
+    const roomy = await judgeScorer({ url: big.url, model: "m", maxResponseBytes: 64 * 1024 });
+    assert.deepEqual(await roomy.score([item]), [8]);
+  } finally {
+    await big.close();
+  }
+  // an answer that never ends, streamed without a length: cut off at the cap, the request dropped
+  let chunks = 0;
+  const endless = fakeJudge(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        pull(c) {
+          chunks++;
+          c.enqueue(new TextEncoder().encode(`{"choices": [{"message": {"content": "${"x".repeat(4096)}`));
+        },
+      }),
+      { headers: { "content-type": "application/json" } },
+    )
+  );
+  try {
+    const scorer = await judgeScorer({
+      url: endless.url,
+      model: "m",
+      maxResponseBytes: 16 * 1024,
+      retries: 0,
+      timeoutS: 20,
+    });
+    const t0 = performance.now();
+    await assert.rejects(
+      () => scorer.score([item]),
+      (e: Error) => e instanceof ScoreError && e.message === `f.jsonl:1 responses[0]: ${capped}`,
+    );
+    assert.ok(performance.now() - t0 < 10_000, "cut off, not timed out");
+    await new Promise((r) => setTimeout(r, 300));
+    const after = chunks;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(chunks, after, "the server stopped sending");
+  } finally {
+    await endless.close();
+  }
+});
+
+Deno.test("judge: GET /v1/models is capped too; a timeout a timer cannot hold is refused", async () => {
+  const many = fakeJudge(
+    () => "Rating: 8",
+    () =>
+      Response.json({
+        data: Array.from({ length: 2000 }, (_, i) => ({ id: `model-${i}`, object: "model" })),
+      }),
+  );
+  try {
+    await assert.rejects(
+      () => judgeScorer({ url: many.url, maxResponseBytes: 16 * 1024 }),
+      (e: Error) =>
+        e.message === `GET ${many.url}/v1/models answered more than 16384 bytes (the answer cap, ` +
+            `--judge-max-bytes); name the judge's model (--judge-model)`,
+    );
+    assert.equal((await judgeScorer({ url: many.url })).name, "model-0");
+  } finally {
+    await many.close();
+  }
+  // past 2^31-1 ms setTimeout fires at once: every request would be aborted as it starts
+  for (const timeoutS of [2 ** 31 / 1000, 1e300, Infinity, NaN, 0, -1]) {
+    await assert.rejects(
+      () => judgeScorer({ url: "http://127.0.0.1:9", model: "m", timeoutS }),
+      (e: Error) =>
+        e instanceof RangeError &&
+        /timeoutS must be a number of seconds > 0 and ≤ 2147483\.647/.test(e.message),
+      String(timeoutS),
+    );
+  }
+  await assert.rejects(
+    () => judgeScorer({ url: "http://127.0.0.1:9", model: "m", maxResponseBytes: 0 }),
+    /maxResponseBytes must be an integer ≥ 1/,
+  );
 });
 
 Deno.test("judge: 'Rating: 8' from an OpenAI-compatible server scores every response 8", async () => {

@@ -20,18 +20,9 @@ import { loadModelFolder, readModelWeights, saveModelFolder } from "../../lib/mo
 import { modelName, openDecoder } from "../../lib/loop/decoder_session.ts";
 import { tokenizePrompt } from "../../lib/data/tokenize.ts";
 import { generate } from "../../lib/model/generate.ts";
-import { loopSetup, promptText, writePrompts } from "./_fixtures.ts";
+import { loopSetup, promptText, withSetup, writePrompts } from "./_fixtures.ts";
 
 const quiet = () => {};
-
-async function withSetup(fn: (s: { dir: string; model: string; prompts: string }) => Promise<void>) {
-  const s = await loopSetup();
-  try {
-    await fn({ ...s, prompts: await writePrompts(s.dir, 11) });
-  } finally {
-    await Deno.remove(s.dir, { recursive: true });
-  }
-}
 
 /** Samples into `dir/name` with small settings (overridable); returns the file's text. */
 async function run(

@@ -40,7 +40,7 @@ Deno.test("score CLI: flags parse into one scorer; wrong combinations are usage 
     noEnv,
   )!;
   assert.deepEqual([fn.scorer, fn.skipErrors, fn.batch, fn.limit], [
-    { kind: "reward-fn", path: "r.ts" },
+    { kind: "reward-fn", path: "r.ts", timeoutS: 60 },
     true,
     2,
     5,
@@ -60,6 +60,7 @@ Deno.test("score CLI: flags parse into one scorer; wrong combinations are usage 
     retries: 2,
     maxTokens: 1024,
     timeoutS: 300,
+    maxResponseBytes: 4 * 1024 * 1024,
   });
   const bad: [string[], RegExp][] = [
     [base, /choose a scorer/],
@@ -74,6 +75,11 @@ Deno.test("score CLI: flags parse into one scorer; wrong combinations are usage 
     [[...base, "--judge-url", "u", "--retries", "two"], /--retries must be a whole number ≥ 0/],
     [[...base, "--reward-fn", "a.ts", "--batch", "0"], /--batch must be a whole number ≥ 1/],
     [[...base, "--reward-fn", "a.ts", "--bogus"], /Unknown option '--bogus'/],
+    [[...base, "--judge-url", "u", "--judge-max-bytes", "0"], /--judge-max-bytes must be a whole number ≥ 1/],
+    [
+      [...base, "--reward-fn", "a.ts", "--judge-max-bytes", "9"],
+      /--judge-max-bytes applies to --judge-url only/,
+    ],
   ];
   for (const [args, re] of bad) {
     assert.throws(
@@ -86,6 +92,149 @@ Deno.test("score CLI: flags parse into one scorer; wrong combinations are usage 
     () => parseScoreArgs([...base, "--judge-url", "u", "--rubric", "r.txt"], noEnv, () => "only {prompt}"),
     /--rubric r\.txt has no \{response\} placeholder/,
   );
+});
+
+Deno.test("score CLI: --reward-timeout and --judge-timeout are seconds a timer holds; --judge-max-bytes", () => {
+  const fn = (t: string) => parseScoreArgs([...base, "--reward-fn", "r.ts", `--reward-timeout=${t}`], noEnv)!;
+  assert.deepEqual(fn("2.5").scorer, { kind: "reward-fn", path: "r.ts", timeoutS: 2.5 });
+  assert.deepEqual(fn("2147483").scorer, { kind: "reward-fn", path: "r.ts", timeoutS: 2147483 });
+  const judge = (args: string[]) =>
+    parseScoreArgs([...base, "--judge-url", "u", "--judge-model", "m", ...args], noEnv)!;
+  const j = judge(["--judge-timeout", "2147483.647", "--judge-max-bytes", "1000"]).scorer;
+  assert.deepEqual(j.kind === "judge" && [j.timeoutS, j.maxResponseBytes], [2147483.647, 1000]);
+  const bad: [string[], RegExp][] = [
+    // past 2^31-1 ms a timer fires at once: every call would time out as it starts
+    [
+      [...base, "--reward-fn", "r.ts", "--reward-timeout", "2147484"],
+      /--reward-timeout must be at most 2147483\.647 seconds \(timers hold at most 2\^31-1 ms/,
+    ],
+    [
+      [...base, "--judge-url", "u", "--judge-timeout", "2147484"],
+      /--judge-timeout must be at most 2147483\.647 seconds/,
+    ],
+    [
+      [...base, "--judge-url", "u", "--judge-timeout", "1e300"],
+      /--judge-timeout must be at most 2147483\.647 seconds/,
+    ],
+    [
+      [...base, "--reward-fn", "r.ts", "--reward-timeout", "0"],
+      /--reward-timeout must be a number of seconds > 0, got "0"/,
+    ],
+    [
+      [...base, "--reward-fn", "r.ts", "--reward-timeout=-1"],
+      /--reward-timeout must be a number of seconds > 0/,
+    ],
+    [
+      [...base, "--reward-fn", "r.ts", "--reward-timeout", "soon"],
+      /--reward-timeout must be a number of seconds > 0/,
+    ],
+    [
+      [...base, "--reward-fn", "r.ts", "--reward-timeout", "Infinity"],
+      /--reward-timeout must be a number of seconds > 0/,
+    ],
+    [
+      [...base, "--judge-url", "u", "--judge-timeout", "NaN"],
+      /--judge-timeout must be a number of seconds > 0/,
+    ],
+    [[...base, "--judge-url", "u", "--reward-timeout", "5"], /--reward-timeout applies to --reward-fn only/],
+    [
+      [...base, "--reward-model", "m", "--reward-timeout", "5"],
+      /--reward-timeout applies to --reward-fn only/,
+    ],
+  ];
+  for (const [args, re] of bad) {
+    assert.throws(
+      () => parseScoreArgs(args, noEnv),
+      (e: Error) => e instanceof UsageError && re.test(e.message),
+      args.join(" "),
+    );
+  }
+});
+
+Deno.test({
+  name:
+    "score CLI: SIGTERM or Ctrl-C stops deno task score at once while a reward function is stuck in a loop",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "score_cli_" });
+    try {
+      const fn = join(dir, "stuck.ts"), data = join(dir, "samples.jsonl"), out = join(dir, "scored.jsonl");
+      // it says where it is stuck by writing the row's marker file first
+      await Deno.writeTextFile(
+        fn,
+        `export default (_p: string, response: string, row: Record<string, unknown>): number => {
+  if (response !== "spin") return 1;
+  Deno.writeTextFileSync(String(row.marker), "stuck");
+  while (true) { /* stuck */ }
+};\n`,
+      );
+      for (const signal of ["SIGTERM", "SIGINT"] as const) {
+        const marker = join(dir, `${signal}.marker`);
+        await Deno.writeTextFile(
+          data,
+          jsonl([{ prompt: "p", responses: ["ok"] }, { prompt: "q", marker, responses: ["spin"] }]),
+        );
+        await Deno.remove(out).catch(() => {});
+        await Deno.remove(`${out}.meta.json`).catch(() => {});
+        const c = await taskCommand("score", [
+          "--data",
+          data,
+          "--out",
+          out,
+          "--reward-fn",
+          fn,
+          "--batch",
+          "1",
+          "--quiet",
+        ]);
+        const child = new Deno.Command(c.cmd, { args: c.args, cwd: c.cwd, stdout: "null", stderr: "piped" })
+          .spawn();
+        const stderr = child.stderr.text();
+        // a process that does not stop is killed (after 60 s to start, 20 s once signalled): the test fails
+        let killed = false, guard: ReturnType<typeof setTimeout> | undefined;
+        const killAfter = (ms: number) => {
+          clearTimeout(guard);
+          guard = setTimeout(() => {
+            killed = true;
+            try {
+              child.kill("SIGKILL");
+            } catch { /* it has exited */ }
+          }, ms);
+        };
+        killAfter(60_000);
+        const reached = () => Deno.stat(marker).then(() => true, () => false);
+        try {
+          while (!killed && !await reached()) await new Promise((r) => setTimeout(r, 100));
+          if (!await reached()) assert.fail(`the reward function was not reached: ${await stderr}`);
+          await new Promise((r) => setTimeout(r, 200));
+          killAfter(20_000);
+          const t0 = performance.now();
+          child.kill(signal);
+          const status = await child.status;
+          const seconds = (performance.now() - t0) / 1000;
+          const err = await stderr;
+          assert.ok(!killed, `${signal} did not stop it in 20 s: ${err}`);
+          assert.ok(seconds < 5, `stopped after ${seconds.toFixed(1)} s`);
+          assert.equal(status.code, 130, err);
+          assert.match(err, /interrupted: stopping now/);
+          assert.match(err, /stopped: 1 rows in .*scored\.jsonl/);
+          // the row before it is written; a rerun continues from there
+          assert.equal((await readRows(out)).length, 1);
+        } finally {
+          clearTimeout(guard);
+          if (!killed) {
+            try {
+              child.kill("SIGKILL");
+            } catch { /* it has exited */ }
+          }
+          await child.status;
+          await stderr.catch(() => "");
+        }
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test("score CLI: deno task score with a reward function writes the scored file; bad flags exit 2", async () => {

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { loadDataset } from "../../lib/data/load.ts";
 import { loadTokenizer } from "../../lib/data/tokenize.ts";
 import { readScoreRow, scoreFile, scoreMetaPath } from "../../lib/loop/score.ts";
-import { rewardFnScorer } from "../../lib/loop/scorers/reward_fn.ts";
+import { type RewardFnOptions, rewardFnScorer } from "../../lib/loop/scorers/reward_fn.ts";
+import type { Scorer } from "../../lib/loop/scorers/types.ts";
 import { rewardModelIds, rewardModelScorer } from "../../lib/loop/scorers/reward_model.ts";
 import { EXACT_REWARDS, jsonl, readRows, rewardsOf, SAMPLE_ROWS } from "./_score_helpers.ts";
 import { rewardConfig, writeRewardFolder } from "./_reward_fixture.ts";
@@ -19,11 +20,20 @@ const EXACT = new URL("./_exact_reward.ts", import.meta.url).pathname;
 const BOOL = new URL("./_bool_reward.ts", import.meta.url).pathname;
 const quiet = () => {};
 
+/** The reward function scorers a test made, released (their workers terminated) when it ends. */
+const made: Scorer[] = [];
+async function fnScorer(path: string, o?: RewardFnOptions): Promise<Scorer> {
+  const s = await rewardFnScorer(path, o);
+  made.push(s);
+  return s;
+}
+
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "score_test_" });
   try {
     await fn(dir);
   } finally {
+    for (const s of made.splice(0)) await s.release();
     await Deno.remove(dir, { recursive: true });
   }
 }
@@ -32,7 +42,7 @@ Deno.test("score: a reward function scores exact answers into the reward format 
   await withDir(async (dir) => {
     const data = join(dir, "samples.jsonl"), out = join(dir, "scored.jsonl");
     await Deno.writeTextFile(data, jsonl(SAMPLE_ROWS));
-    const scorer = await rewardFnScorer(EXACT);
+    const scorer = await fnScorer(EXACT);
     const r = await scoreFile({ data, out, scorer, batch: 3, log: quiet });
     assert.equal(r.complete, true);
     assert.equal(r.rowsWritten, 4);
@@ -61,7 +71,7 @@ Deno.test("score: a reward function scores exact answers into the reward format 
     assert.equal(meta.progress.rowsWritten, 4);
     // a default export returning booleans scores 1/0
     const out2 = join(dir, "bool.jsonl");
-    await scoreFile({ data, out: out2, scorer: await rewardFnScorer(BOOL), log: quiet });
+    await scoreFile({ data, out: out2, scorer: await fnScorer(BOOL), log: quiet });
     assert.deepEqual(rewardsOf(await readRows(out2)), [[1, 0, 0], [1, 0], [1, 0], [1, 0]]);
   });
 });
@@ -77,19 +87,19 @@ Deno.test("score: a reward function that throws or returns NaN is an error namin
     ];
     await Deno.writeTextFile(data, jsonl(rows));
     await assert.rejects(
-      async () => await scoreFile({ data, out, scorer: await rewardFnScorer(EXACT), log: quiet }),
+      async () => await scoreFile({ data, out, scorer: await fnScorer(EXACT), log: quiet }),
       (e: Error) =>
         e.message === `${data}:2 responses[1]: the reward function threw: cannot parse the answer`,
     );
     assert.equal(await Deno.readTextFile(out), "");
     // one row per batch: the row before the failure is written, and the rerun continues from it
     await assert.rejects(
-      async () => await scoreFile({ data, out, scorer: await rewardFnScorer(EXACT), batch: 1, log: quiet }),
+      async () => await scoreFile({ data, out, scorer: await fnScorer(EXACT), batch: 1, log: quiet }),
       new RegExp(`^ScoreError: ${data}:2 responses\\[1\\]: the reward function threw`),
     );
     assert.equal((await readRows(out)).length, 1);
     const skipped: [string, string][] = [];
-    const scorer = await rewardFnScorer(EXACT, {
+    const scorer = await fnScorer(EXACT, {
       skipErrors: true,
       onSkip: (at, why) => skipped.push([at, why]),
     });
@@ -115,7 +125,7 @@ Deno.test("score: a malformed row names file, line and field; skipErrors counts 
       jsonl([SAMPLE_ROWS[0], { prompt: "no responses here", answer: "1" }, SAMPLE_ROWS[1]]),
     );
     await assert.rejects(
-      async () => await scoreFile({ data, out, scorer: await rewardFnScorer(EXACT), log: quiet }),
+      async () => await scoreFile({ data, out, scorer: await fnScorer(EXACT), log: quiet }),
       new RegExp(`${data}:2: field "responses": is missing: expected "responses"`),
     );
     await Deno.remove(out);
@@ -124,7 +134,7 @@ Deno.test("score: a malformed row names file, line and field; skipErrors counts 
     const r = await scoreFile({
       data,
       out,
-      scorer: await rewardFnScorer(EXACT),
+      scorer: await fnScorer(EXACT),
       skipErrors: true,
       log: (l) => logged.push(l),
     });
@@ -141,13 +151,13 @@ Deno.test("score: an interrupted run, resumed, writes the same file; other setti
     const rows = [...SAMPLE_ROWS, ...SAMPLE_ROWS.map((r) => ({ ...r, id: `${r.id}-b` }))];
     await Deno.writeTextFile(data, jsonl(rows));
     const whole = join(dir, "whole.jsonl"), parts = join(dir, "parts.jsonl");
-    await scoreFile({ data, out: whole, scorer: await rewardFnScorer(EXACT), batch: 2, log: quiet });
+    await scoreFile({ data, out: whole, scorer: await fnScorer(EXACT), batch: 2, log: quiet });
 
     const stop = new AbortController();
     const first = await scoreFile({
       data,
       out: parts,
-      scorer: await rewardFnScorer(EXACT),
+      scorer: await fnScorer(EXACT),
       batch: 2,
       signal: stop.signal,
       onProgress: (p) => p.rowsRead >= 4 && stop.abort(),
@@ -160,13 +170,13 @@ Deno.test("score: an interrupted run, resumed, writes the same file; other setti
 
     // another reward function, or a changed input, is refused
     await assert.rejects(
-      async () => await scoreFile({ data, out: parts, scorer: await rewardFnScorer(BOOL), log: quiet }),
+      async () => await scoreFile({ data, out: parts, scorer: await fnScorer(BOOL), log: quiet }),
       /was scored with another configuration \(scorer\.name: .*_exact_reward\.ts" then, .*_bool_reward\.ts" now\)/,
     );
     const changed = [{ ...rows[0], answer: "5" }, ...rows.slice(1)];
     await Deno.writeTextFile(data, jsonl(changed));
     await assert.rejects(
-      async () => await scoreFile({ data, out: parts, scorer: await rewardFnScorer(EXACT), log: quiet }),
+      async () => await scoreFile({ data, out: parts, scorer: await fnScorer(EXACT), log: quiet }),
       /its first 4 rows changed since/,
     );
     await Deno.writeTextFile(data, jsonl(rows));
@@ -175,7 +185,7 @@ Deno.test("score: an interrupted run, resumed, writes the same file; other setti
     const second = await scoreFile({
       data,
       out: parts,
-      scorer: await rewardFnScorer(EXACT),
+      scorer: await fnScorer(EXACT),
       batch: 3,
       log: (l) => logged.push(l),
     });
@@ -185,14 +195,14 @@ Deno.test("score: an interrupted run, resumed, writes the same file; other setti
     assert.match(logged.join("\n"), /dropping \d+ bytes after the last complete batch/);
     assert.equal(await Deno.readTextFile(parts), await Deno.readTextFile(whole));
     // a complete file rerun: nothing to do, unchanged
-    const third = await scoreFile({ data, out: parts, scorer: await rewardFnScorer(EXACT), log: quiet });
+    const third = await scoreFile({ data, out: parts, scorer: await fnScorer(EXACT), log: quiet });
     assert.equal(third.rowsThisRun, 0);
     assert.equal(await Deno.readTextFile(parts), await Deno.readTextFile(whole));
     // a file this command did not write is not overwritten
     const other = join(dir, "other.jsonl");
     await Deno.writeTextFile(other, "{}\n");
     await assert.rejects(
-      async () => await scoreFile({ data, out: other, scorer: await rewardFnScorer(EXACT), log: quiet }),
+      async () => await scoreFile({ data, out: other, scorer: await fnScorer(EXACT), log: quiet }),
       /exists without .*other\.jsonl\.meta\.json/,
     );
   });

@@ -375,7 +375,8 @@ for (
 }
 
 Deno.test("generation_config.json: the source's carried, every stop id kept (Llama 3, Qwen2.5)", () => {
-  const llama3 = tinyConfig("llama", { vocabSize: VOCAB, bosTokenId: 128000, eosTokenId: 128001 });
+  // the real vocabularies: ids past vocab_size are refused (no weights are made here)
+  const llama3 = tinyConfig("llama", { vocabSize: 128256, bosTokenId: 128000, eosTokenId: 128001 });
   const llama3Gen = {
     bos_token_id: 128000,
     do_sample: true,
@@ -386,7 +387,7 @@ Deno.test("generation_config.json: the source's carried, every stop id kept (Lla
     transformers_version: "4.40.0.dev0",
   };
   assert.deepEqual(generationConfigJson(llama3, llama3Gen), llama3Gen);
-  const qwen = tinyConfig("llama", { vocabSize: VOCAB, bosTokenId: 151643, eosTokenId: 151645 });
+  const qwen = tinyConfig("llama", { vocabSize: 151936, bosTokenId: 151643, eosTokenId: 151645 });
   const qwenGen = {
     bos_token_id: 151643,
     pad_token_id: 151643,

@@ -77,6 +77,12 @@ Deno.test("folder: an unsupported model_type or a mismatched checkpoint fails at
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...json, model_type: "falcon" }));
   await assert.rejects(() => loadModelFolder(dir), /unsupported model_type "falcon"/);
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...json, num_hidden_layers: 3 }));
-  await assert.rejects(() => loadModelFolder(dir), /missing: model\.layers\.2/);
+  // the layer count is checked against the weights before the tensor lists are built
+  await assert.rejects(() => loadModelFolder(dir), /num_hidden_layers is 3 but the weights hold 2 layers/);
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...json, intermediate_size: 48 }));
+  await assert.rejects(
+    () => loadModelFolder(dir),
+    /shape mismatch: model\.layers\.0\.mlp\.gate_proj\.weight/,
+  );
   await Deno.remove(dir, { recursive: true });
 });

@@ -5,10 +5,10 @@
  * @module
  */
 import { type DeviceRequest, parseDevice } from "../../runtime/device.ts";
-import { judgeScorer } from "./judge.ts";
-import { rewardFnScorer } from "./reward_fn.ts";
+import { DEFAULT_MAX_RESPONSE_BYTES, judgeScorer } from "./judge.ts";
+import { DEFAULT_REWARD_TIMEOUT_S, rewardFnScorer } from "./reward_fn.ts";
 import { rewardModelScorer } from "./reward_model.ts";
-import type { Scorer } from "./types.ts";
+import { MAX_TIMER_MS, type Scorer } from "./types.ts";
 import { intFlag, UsageError } from "../../cli.ts";
 
 export { intFlag, UsageError };
@@ -24,7 +24,11 @@ export const SCORER_USAGE =
 
 A reward function (verifiable tasks):
   --reward-fn <file.ts>    a module exporting reward(prompt, response, row) or a default function, returning
-                           a number (or true/false); prompt is the prompt's (last user message's) text
+                           a number (or true/false); prompt is the prompt's (last user message's) text. It
+                           runs in a process of its own, each call with its own copy of the row
+  --reward-timeout <s>     seconds one call may take; then it is stopped and the response fails, or is
+                           skipped with --skip-errors (default 60, at most 2147483). Importing the module
+                           may take the longer of this and 60 s
 
 An LLM judge (any OpenAI-compatible /v1/chat/completions, at temperature 0):
   --judge-url <url>        e.g. http://127.0.0.1:8000 (or …/v1, or the full endpoint)
@@ -35,10 +39,12 @@ An LLM judge (any OpenAI-compatible /v1/chat/completions, at temperature 0):
   --concurrency <n>        requests in flight (default 4)
   --retries <n>            more tries for an answer without a rating or a failed request (default 2)
   --judge-max-tokens <n>   max_tokens of an answer (default 1024)
-  --judge-timeout <s>      seconds to wait for an answer (default 300)
+  --judge-timeout <s>      seconds to wait for an answer (default 300, at most 2147483)
+  --judge-max-bytes <n>    the largest answer read, in bytes (default 4194304, 4 MiB); a larger one fails
+                           its response at once (not retried: the same request would answer the same)
 
 The score is the last "Rating: N" / "Score: N" in the judge's answer, else its last line when that is a
-number ("7", "7/10").
+number ("7", "7/10"). N is a plain decimal ("7", "7.5"): "7abc", "8.5.2", "1e1" or "0x10" is no rating.
 `;
 
 /** The scorer flags, for `node:util` parseArgs. */
@@ -48,6 +54,7 @@ export const SCORER_FLAGS = {
   threads: { type: "string" },
   "max-length": { type: "string" },
   "reward-fn": { type: "string" },
+  "reward-timeout": { type: "string" },
   "judge-url": { type: "string" },
   "judge-model": { type: "string" },
   "judge-api-key": { type: "string" },
@@ -56,12 +63,13 @@ export const SCORER_FLAGS = {
   retries: { type: "string" },
   "judge-max-tokens": { type: "string" },
   "judge-timeout": { type: "string" },
+  "judge-max-bytes": { type: "string" },
 } as const;
 
 /** Which scorer, with its settings. */
 export type ScorerSpec =
   | { kind: "reward-model"; path: string; device: DeviceRequest; threads?: number; maxLength?: number }
-  | { kind: "reward-fn"; path: string }
+  | { kind: "reward-fn"; path: string; timeoutS: number }
   | {
     kind: "judge";
     url: string;
@@ -72,7 +80,27 @@ export type ScorerSpec =
     retries: number;
     maxTokens: number;
     timeoutS: number;
+    maxResponseBytes: number;
   };
+
+/**
+ * A flag of seconds for a timer: a number > 0 whose milliseconds a timer holds (at most 2^31-1: a longer
+ * delay overflows and fires at once), or `fallback` when not given.
+ */
+export function secondsFlag(flag: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const s = Number(v);
+  if (v.trim() === "" || !Number.isFinite(s) || s <= 0) {
+    throw new UsageError(`--${flag} must be a number of seconds > 0, got "${v}"`);
+  }
+  if (s * 1000 > MAX_TIMER_MS) {
+    throw new UsageError(
+      `--${flag} must be at most ${MAX_TIMER_MS / 1000} seconds (timers hold at most 2^31-1 ms, about ` +
+        `24.8 days), got "${v}"`,
+    );
+  }
+  return s;
+}
 
 /**
  * The scorer the parsed flags `v` choose (exactly one of `--reward-model`, `--reward-fn`, `--judge-url`),
@@ -97,6 +125,7 @@ export function scorerSpecFrom(
     }
   };
   const modelFlags = ["device", "threads", "max-length"];
+  const fnFlags = ["reward-timeout"];
   const judgeFlags = [
     "judge-model",
     "judge-api-key",
@@ -105,10 +134,12 @@ export function scorerSpecFrom(
     "retries",
     "judge-max-tokens",
     "judge-timeout",
+    "judge-max-bytes",
   ];
   let scorer: ScorerSpec;
   if (v["reward-model"] !== undefined) {
     only("--judge-url", judgeFlags);
+    only("--reward-fn", fnFlags);
     let device: DeviceRequest;
     try {
       device = parseDevice(v.device ?? "cpu");
@@ -125,13 +156,15 @@ export function scorerSpecFrom(
   } else if (v["reward-fn"] !== undefined) {
     only("--reward-model", modelFlags);
     only("--judge-url", judgeFlags);
-    scorer = { kind: "reward-fn", path: v["reward-fn"] };
+    scorer = {
+      kind: "reward-fn",
+      path: v["reward-fn"],
+      timeoutS: secondsFlag("reward-timeout", v["reward-timeout"], DEFAULT_REWARD_TIMEOUT_S),
+    };
   } else {
     only("--reward-model", modelFlags);
-    const timeout = v["judge-timeout"] === undefined ? 300 : Number(v["judge-timeout"]);
-    if (!Number.isFinite(timeout) || timeout <= 0) {
-      throw new UsageError(`--judge-timeout must be a number of seconds > 0, got "${v["judge-timeout"]}"`);
-    }
+    only("--reward-fn", fnFlags);
+    const timeout = secondsFlag("judge-timeout", v["judge-timeout"], 300);
     let rubric: string | undefined;
     if (v.rubric !== undefined) {
       try {
@@ -153,15 +186,19 @@ export function scorerSpecFrom(
       retries: intFlag("retries", v.retries, 0) ?? 2,
       maxTokens: intFlag("judge-max-tokens", v["judge-max-tokens"], 1) ?? 1024,
       timeoutS: timeout,
+      maxResponseBytes: intFlag("judge-max-bytes", v["judge-max-bytes"], 1) ?? DEFAULT_MAX_RESPONSE_BYTES,
     };
   }
   return scorer;
 }
 
-/** Makes the scorer the arguments ask for. */
+/**
+ * Makes the scorer the arguments ask for. Aborting `a.signal` (Ctrl-C, SIGTERM) stops a reward function at
+ * once, even one stuck in a call: its pending `score()` rejects with a ScorerStoppedError.
+ */
 export async function makeScorer(
   s: ScorerSpec,
-  a: { batch: number; skipErrors: boolean },
+  a: { batch: number; skipErrors: boolean; signal?: AbortSignal },
   log: (line: string) => void,
 ): Promise<Scorer> {
   const skip = {
@@ -178,6 +215,8 @@ export async function makeScorer(
       ...skip,
     });
   }
-  if (s.kind === "reward-fn") return await rewardFnScorer(s.path, skip);
+  if (s.kind === "reward-fn") {
+    return await rewardFnScorer(s.path, { ...skip, timeoutS: s.timeoutS, signal: a.signal });
+  }
   return await judgeScorer({ ...s, ...skip });
 }

@@ -9,12 +9,14 @@
  * response. Its scale is its own: only the default rubric's answers are checked to lie in 1–10.
  *
  * An answer without a rating, a network failure, a timeout, 408, 429 or 5xx is retried (`retries` more
- * times); then the item fails, naming its row (or is skipped with `skipErrors`). Any other 4xx (a wrong
- * model name or key) stops at once: every request would fail the same way.
+ * times); then the item fails, naming its row (or is skipped with `skipErrors`). An answer larger than
+ * `maxResponseBytes` is not read further and fails its item at once (at temperature 0 the same request
+ * would answer the same). Any other 4xx (a wrong model name or key) stops at once: every request would fail
+ * the same way.
  * @module
  */
 import type { Message } from "../../data/types.ts";
-import { failItem, type ScoreItem, type Scorer, type SkipOptions } from "./types.ts";
+import { checkTimeoutS, failItem, type ScoreItem, type Scorer, type SkipOptions } from "./types.ts";
 
 /** The default rubric, after UltraFeedback's overall-quality rating (GPT-4's critique score, 1–10). */
 export const DEFAULT_RUBRIC =
@@ -38,6 +40,9 @@ Rating: <score>`;
 /** The default rubric's scale. */
 export const DEFAULT_RANGE: readonly [number, number] = [1, 10];
 
+/** The default cap on a judge's answer: a thousand times a long one, far below what would strain memory. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
 /** Options of {@link judgeScorer}. */
 export type JudgeOptions = SkipOptions & {
   /** The server: `http://host:8000`, `…/v1` or the full `…/v1/chat/completions`. */
@@ -54,8 +59,13 @@ export type JudgeOptions = SkipOptions & {
   retries?: number;
   /** `max_tokens` of each answer (default 1024). */
   maxTokens?: number;
-  /** Seconds to wait for one answer (default 300). */
+  /** Seconds to wait for one answer (default 300; at most 2^31-1 ms, which a timer holds). */
   timeoutS?: number;
+  /**
+   * The largest answer read, in bytes (default {@link DEFAULT_MAX_RESPONSE_BYTES}): a larger one is cut
+   * off and fails its item without a retry. Also caps `GET /v1/models`.
+   */
+  maxResponseBytes?: number;
   /** Milliseconds before retrying a transient failure, doubled each time (default 500). */
   retryDelayMs?: number;
 };
@@ -89,9 +99,12 @@ export function checkRubric(rubric: string, source = "the rubric"): void {
 }
 
 const NUMBER = String.raw`[-+]?\d+(?:\.\d+)?`;
+// what follows a labelled number, read with it so that "1e1" is not taken for 1 (trailing points are a
+// sentence's end)
+const TAIL = String.raw`[\p{L}\p{N}_.]*`;
 const LABELLED = new RegExp(
-  String.raw`(?:rating|score)\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?\s*(?:\[\[|\[)?\s*(${NUMBER})`,
-  "gi",
+  String.raw`(?:rating|score)\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?\s*(?:\[\[|\[)?\s*(${NUMBER})(${TAIL})`,
+  "giu",
 );
 const BARE_LINE = new RegExp(
   String.raw`^[\s*_\[(]*(${NUMBER})\s*(?:\/\s*10|out of 10)?[\s*_\]).]*$`,
@@ -100,13 +113,18 @@ const BARE_LINE = new RegExp(
 
 /**
  * The score in a judge's answer, or null. The rule: the LAST `Rating: N` or `Score: N` (any case;
- * `Overall score:`, `**Rating:** N`, `Rating: [[N]]`, `Score = N` too), else the answer's last non-empty
- * line when it is just a number (`7`, `**7**`, `7/10`, `7 out of 10`). N may have decimals. With `range`,
- * a number outside it is no rating.
+ * `Overall score:`, `**Rating:** N`, `Rating: [[N]]`, `Score = N` too), else, when there is no such label,
+ * the answer's last non-empty line when it is just a number (`7`, `**7**`, `7/10`, `7 out of 10`).
+ *
+ * N is a plain decimal (`7`, `7.5`, `-2`), read whole: the letters, digits and points right after it must be
+ * none, or points only (a sentence's end), so `7/10`, `7.` and `7,` are 7. A number that goes on (`7abc`,
+ * `8.5.2`, `1e1`, `0x10`) is not a rating, rather than its first digits read as one: when the last label
+ * holds one, the answer has no rating (and is asked again), since guessing that `1e1` means 10 could as well
+ * be wrong. With `range`, a number outside it is no rating.
  */
 export function parseRating(answer: string, range: readonly [number, number] | null = null): number | null {
   let found: number | null = null;
-  for (const m of answer.matchAll(LABELLED)) found = Number(m[1]);
+  for (const m of answer.matchAll(LABELLED)) found = /^\.*$/.test(m[2]) ? Number(m[1]) : NaN;
   if (found === null) {
     const last = answer.split("\n").map((l) => l.trim()).filter((l) => l.length > 0).at(-1);
     const m = last?.match(BARE_LINE);
@@ -131,16 +149,69 @@ function answerText(body: unknown): string | null {
   return null;
 }
 
-/** The first model a server lists (`GET /v1/models`). */
-export async function firstModel(url: string, apiKey?: string): Promise<string> {
-  const endpoint = chatEndpoint(url).replace(/\/chat\/completions$/, "/models");
-  let res: Response;
+/**
+ * A response's body as text, reading at most `max` bytes; `over` when it is longer: the rest is not read
+ * (the body is cancelled, which drops the connection), so a runaway answer cannot fill the memory.
+ */
+async function readCapped(res: Response, max: number): Promise<{ text: string; over: boolean }> {
+  if (!res.body) return { text: "", over: false };
+  if (Number(res.headers.get("content-length") ?? NaN) > max) {
+    await res.body.cancel().catch(() => {});
+    return { text: "", over: true };
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "", size = 0;
   try {
-    res = await fetch(endpoint, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {} });
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { text: text + decoder.decode(), over: false };
+      if (size + value.byteLength > max) {
+        text += decoder.decode(value.subarray(0, max - size));
+        await reader.cancel().catch(() => {});
+        return { text, over: true };
+      }
+      size += value.byteLength;
+      text += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** How much of an error answer (4xx, 5xx) is read: enough for its message. */
+const ERROR_BODY_BYTES = 64 * 1024;
+
+/** Options of {@link firstModel}. */
+export type FirstModelOptions = {
+  /** The largest model list read, in bytes (default {@link DEFAULT_MAX_RESPONSE_BYTES}). */
+  maxBytes?: number;
+  /** Seconds to wait for it (default 300). */
+  timeoutS?: number;
+};
+
+/** The first model a server lists (`GET /v1/models`). */
+export async function firstModel(url: string, apiKey?: string, o: FirstModelOptions = {}): Promise<string> {
+  const endpoint = chatEndpoint(url).replace(/\/chat\/completions$/, "/models");
+  const max = o.maxBytes ?? DEFAULT_MAX_RESPONSE_BYTES, timeoutS = o.timeoutS ?? 300;
+  checkTimeoutS("timeoutS", timeoutS);
+  let res: Response, body: { text: string; over: boolean };
+  try {
+    res = await fetch(endpoint, {
+      headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {},
+      signal: AbortSignal.timeout(timeoutS * 1000),
+    });
+    body = await readCapped(res, res.ok ? max : ERROR_BODY_BYTES);
   } catch (e) {
     throw new Error(`the judge at ${endpoint} cannot be reached: ${(e as Error).message}`);
   }
-  const text = await res.text();
+  if (res.ok && body.over) {
+    throw new Error(
+      `GET ${endpoint} answered more than ${max} bytes (the answer cap, --judge-max-bytes); name the ` +
+        `judge's model (--judge-model)`,
+    );
+  }
+  const text = body.text;
   let id: unknown;
   try {
     id = res.ok ? JSON.parse(text)?.data?.[0]?.id : undefined;
@@ -164,25 +235,32 @@ export async function judgeScorer(o: JudgeOptions): Promise<Scorer> {
   const rubric = o.rubric ?? DEFAULT_RUBRIC;
   if (o.rubric !== undefined) checkRubric(o.rubric);
   const range = o.rubric === undefined ? DEFAULT_RANGE : null;
-  const model = o.model ?? await firstModel(o.url, o.apiKey);
   const concurrency = o.concurrency ?? 4, retries = o.retries ?? 2, maxTokens = o.maxTokens ?? 1024;
-  const timeoutMs = (o.timeoutS ?? 300) * 1000, delay = o.retryDelayMs ?? 500;
-  for (
-    const [k, v, min] of [["concurrency", concurrency, 1], ["retries", retries, 0], [
-      "maxTokens",
-      maxTokens,
-      1,
-    ]]
-  ) {
-    if (!Number.isSafeInteger(v) || (v as number) < (min as number)) {
-      throw new RangeError(`${k} must be an integer ≥ ${min}`);
+  const maxBytes = o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+  const timeoutS = o.timeoutS ?? 300, delay = o.retryDelayMs ?? 500;
+  const counts: [string, number, number][] = [
+    ["concurrency", concurrency, 1],
+    ["retries", retries, 0],
+    ["maxTokens", maxTokens, 1],
+    ["maxResponseBytes", maxBytes, 1],
+  ];
+  for (const [k, v, min] of counts) {
+    if (!Number.isSafeInteger(v) || v < min) {
+      throw new RangeError(`${k} must be an integer ≥ ${min}, got ${v}`);
     }
   }
+  // past 2^31-1 ms a timer fires at once: every request would be aborted as it starts
+  checkTimeoutS("timeoutS", timeoutS);
+  const timeoutMs = timeoutS * 1000;
+  const model = o.model ?? await firstModel(o.url, o.apiKey, { maxBytes, timeoutS });
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
 
-  /** One request: the answer's text, or why there is none (a transient failure); throws when fatal. */
-  async function ask(content: string): Promise<{ text: string } | { failure: string }> {
+  /**
+   * One request: the answer's text, or why there is none (a transient `failure`, or a `final` one not worth
+   * retrying); throws when fatal.
+   */
+  async function ask(content: string): Promise<{ text: string } | { failure: string } | { final: string }> {
     let res: Response;
     try {
       res = await fetch(endpoint, {
@@ -199,11 +277,27 @@ export async function judgeScorer(o: JudgeOptions): Promise<Scorer> {
     } catch (e) {
       return { failure: `the request failed: ${(e as Error).message}` };
     }
-    const body = await res.text().catch((e) => `(body unreadable: ${e})`);
     if (!res.ok) {
+      const body = await readCapped(res, ERROR_BODY_BYTES).then(
+        (b) => b.text,
+        (e) => `(body unreadable: ${e})`,
+      );
       const what = `${endpoint} answered ${res.status}: ${body.slice(0, 300)}`;
       if (res.status === 408 || res.status === 429 || res.status >= 500) return { failure: what };
       throw new FatalJudgeError(`the judge ${what}`);
+    }
+    let body: string;
+    try {
+      const read = await readCapped(res, maxBytes);
+      if (read.over) {
+        return {
+          final: `the judge's answer is larger than ${maxBytes} bytes (the answer cap, --judge-max-bytes); ` +
+            `not read further, and not retried`,
+        };
+      }
+      body = read.text;
+    } catch (e) {
+      return { failure: `the answer could not be read: ${(e as Error).message}` };
     }
     let json: unknown;
     try {
@@ -220,6 +314,7 @@ export async function judgeScorer(o: JudgeOptions): Promise<Scorer> {
     let last = "";
     for (let attempt = 0; attempt <= retries; attempt++) {
       const a = await ask(content);
+      if ("final" in a) return failItem(item, index, a.final, o);
       if ("text" in a) {
         const r = parseRating(a.text, range);
         if (r !== null) return r;

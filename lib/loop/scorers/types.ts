@@ -34,7 +34,10 @@ export interface Scorer {
    * with `skipErrors` reports it to its `onSkip` and gives NaN for that item instead.
    */
   score(items: readonly ScoreItem[]): Promise<number[]>;
-  /** Frees what the scorer holds (a session, a worker). */
+  /**
+   * Frees what the scorer holds (a session, a worker). A reward function's worker is terminated even in the
+   * middle of a call: its pending {@link Scorer.score} rejects, and so do later calls.
+   */
   release(): Promise<void>;
 }
 
@@ -66,4 +69,26 @@ export function failItem(
   if (!o.skipErrors) throw new ScoreError(at, reason, cause === undefined ? undefined : { cause });
   o.onSkip?.(at, reason);
   return NaN;
+}
+
+/**
+ * A scorer stopped from outside (its `signal` aborted, or released) while it was scoring: what was pending
+ * is abandoned, not failed, so a run that stops this way can be resumed.
+ */
+export class ScorerStoppedError extends Error {
+  override name = "ScorerStoppedError";
+}
+
+/** The longest delay a timer holds: past 2^31-1 ms (about 24.8 days) setTimeout fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Throws a RangeError unless `seconds` is a timeout a timer can hold: a number > 0 whose milliseconds are
+ * at most {@link MAX_TIMER_MS} (a larger one would overflow and fire at once). `name` is the option's.
+ */
+export function checkTimeoutS(name: string, seconds: number): void {
+  if (typeof seconds !== "number" || !(seconds > 0) || !(seconds * 1000 <= MAX_TIMER_MS)) {
+    const limit = `≤ ${MAX_TIMER_MS / 1000} (timers hold at most 2^31-1 ms, about 24.8 days)`;
+    throw new RangeError(`${name} must be a number of seconds > 0 and ${limit}, got ${seconds}`);
+  }
 }

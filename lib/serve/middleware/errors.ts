@@ -10,6 +10,7 @@
 import type { Context, ErrorHandler, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, type ApiErrorType, notFound, toApiError } from "../errors.ts";
+import { escapeLogText } from "./access_log.ts";
 
 /** Writes an {@link ApiError} as the response. */
 export function errorResponse(c: Context, e: ApiError): Response {
@@ -31,10 +32,11 @@ export function onError(
       const type: ApiErrorType = err.status >= 500 ? "server_error" : "invalid_request_error";
       e = new ApiError(err.status, err.message || `HTTP ${err.status}`, type);
     } else e = toApiError(err);
-    const where = `${c.req.method} ${c.req.path}`;
+    // the request's method and path are the client's text: escaped, so a log line stays one line
+    const where = escapeLogText(`${c.req.method} ${c.req.path}`);
     if (!(err instanceof ApiError) && !(err instanceof HTTPException)) {
       log(`error in ${where}: ${err.stack ?? err}`);
-    } else if (e.status >= 500) log(`${e.status} in ${where}: ${e.message}`);
+    } else if (e.status >= 500) log(`${e.status} in ${where}: ${escapeLogText(e.message)}`);
     if (e.status >= 500) e = new ApiError(e.status, scrub(e.message), e.type, e.param, e.code, e.headers);
     return errorResponse(c, e);
   };
