@@ -12,19 +12,19 @@ import { mulberry32 } from "../lib/data/random.ts";
 import type { HostTensor } from "../lib/runtime/session.ts";
 import { BATCH_INPUTS, dropoutKey } from "../lib/train/chunks.ts";
 import { buildAlignmentGraph } from "../lib/train/train_graph.ts";
-import { type Gpt2ModelConfig, type ModelConfig, tinyConfig } from "../lib/model/config.ts";
+import type { Gpt2ModelConfig, ModelConfig } from "../lib/model/config.ts";
+import { tinyConfig } from "../tests/fixtures/tiny_config.ts";
 import { trainableParamsFor } from "../lib/model/decoder.ts";
 import type { LoraConfig } from "../lib/model/lora.ts";
 import { frozenWeights, type WeightMap } from "../lib/model/weights.ts";
 import { TrainingSession } from "../lib/runtime/training_session.ts";
 import { resolveDevice } from "../lib/runtime/device.ts";
 import { nvidiaSmi } from "../lib/runtime/device_memory.ts";
-import type { Device } from "../lib/runtime/session.ts";
+import type { Device } from "../lib/runtime/tensor.ts";
+import { UsageError } from "../lib/cli/options.ts";
 
-/** A wrong or missing flag: scripts print the message and their usage, and exit with status 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
+/** A wrong or missing flag (the entries' own): scripts print the message and their usage, and exit 2. */
+export { UsageError };
 
 /** Flag definitions for node:util's parseArgs. */
 export type FlagSpec = Record<

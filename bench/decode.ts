@@ -19,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import { readStoredTensor } from "../lib/model/checkpoint.ts";
+import { readStoredTensor } from "../lib/model/weight_files.ts";
 import { exportForServing } from "../lib/model/export.ts";
 import { generate } from "../lib/model/generate.ts";
 import { GraphSampler } from "../lib/model/graph_sampler.ts";

@@ -11,9 +11,10 @@
  * @module
  */
 import { join } from "node:path";
-import { openDecoder } from "../lib/loop/decoder_session.ts";
+import { openGenerator } from "../lib/model/open.ts";
 import type { PromptRow } from "../lib/loop/prompts.ts";
-import { promptJobs, sampleRows, type SampleSettings } from "../lib/loop/sample.ts";
+import { promptJobs, sampleRows } from "../lib/loop/sample_rows.ts";
+import { type SampleSettings } from "../lib/loop/sample_settings.ts";
 import {
   benchDevice,
   cpuName,
@@ -133,11 +134,12 @@ export async function main(argv: string[], print = console.log): Promise<Record<
   for (const shape of a.shapes) {
     const dir = await randomModelFolder(a.models, shape);
     for (const fold of a.folds) {
-      const decoder = await openDecoder(dir, {
+      const decoder = await openGenerator(dir, {
         device,
         threads: a.threads,
         foldWeights: fold === "auto" ? "auto" : fold === "on",
         log: () => {},
+        withTokenizer: true,
       });
       try {
         const d = a.ignoreEos ? { ...decoder, eosIds: [] } : decoder;
@@ -184,7 +186,7 @@ export async function main(argv: string[], print = console.log): Promise<Record<
           records.push(rec);
         }
       } finally {
-        await decoder.release();
+        await decoder.close();
       }
     }
   }

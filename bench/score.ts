@@ -11,10 +11,10 @@
  * @module
  */
 import { join } from "node:path";
-import { tinyConfig } from "../lib/model/config.ts";
+import { tinyConfig } from "../tests/fixtures/tiny_config.ts";
 import { configToJson } from "../lib/model/config_json.ts";
 import { initWeights } from "../lib/model/init.ts";
-import { saveCheckpoint } from "../lib/model/checkpoint.ts";
+import { saveWeights } from "../lib/model/weight_files.ts";
 import { GPT2_PREFIX } from "../lib/model/weights_names.ts";
 import { countParameters } from "../lib/model/weights.ts";
 import { writeWordPieceTokenizer } from "../lib/data/wordpiece.ts";
@@ -149,7 +149,7 @@ async function writeFolder(dir: string, a: ScoreBenchArgs): Promise<number> {
   const named = new Map(
     [...w].map(([n, t]) => [a.family === "gpt2" && n !== "score.weight" ? GPT2_PREFIX + n : n, t]),
   );
-  await saveCheckpoint(dir, named);
+  await saveWeights(dir, named);
   const json = configToJson(cfg);
   json.architectures = [
     a.family === "gpt2" ? "GPT2ForSequenceClassification" : "LlamaForSequenceClassification",

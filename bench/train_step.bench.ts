@@ -4,7 +4,7 @@
  * LoRA r = 8 and full fine-tuning. Tokens per second = 4 steps · 16 sequences · 64 tokens / time per chunk.
  * (bench/train_throughput.ts measures GPT-2-124M-shaped models, on CUDA too.)
  */
-import { tinyConfig } from "../lib/model/config.ts";
+import { tinyConfig } from "../tests/fixtures/tiny_config.ts";
 import { initWeights } from "../lib/model/init.ts";
 import { trainableParamsFor } from "../lib/model/decoder.ts";
 import { frozenWeights } from "../lib/model/weights.ts";

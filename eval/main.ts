@@ -5,52 +5,145 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
-import { parsedOrExitCode, stopOnSignals } from "../lib/cli.ts";
-import { evaluateAgainstReference, formatEvalTable, writeEval } from "../lib/loop/eval.ts";
-import { SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample.ts";
-import { SAMPLING_FLAGS, samplingSettingsFrom } from "../lib/loop/sample_flags.ts";
 import {
-  intFlag,
+  gather,
+  helpText,
+  type OptionSpec,
+  parseArgv,
+  parsedOrExitCode,
+  respec,
+  stopOnSignals,
+} from "../lib/cli/mod.ts";
+import {
+  evalProgressWriter,
+  evaluateAgainstReference,
+  formatEvalTable,
+  writeEval,
+} from "../lib/loop/eval.ts";
+import { SampleOptionError, type SampleSettingsInput } from "../lib/loop/sample_settings.ts";
+import { SAMPLING_SPECS, type SamplingFlags, samplingSettingsFrom } from "../lib/loop/sample_flags.ts";
+import {
   makeScorer,
-  SCORER_FLAGS,
-  SCORER_USAGE,
+  SCORER_NOTES,
+  SCORER_SPECS,
+  type ScorerFlags,
   type ScorerSpec,
   scorerSpecFrom,
   UsageError,
 } from "../lib/loop/scorers/from_flags.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
-import { type DeviceRequest, parseDevice, resolveDevice } from "../lib/runtime/device.ts";
+import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
 import { type Lock, lockFolder } from "../lib/lock.ts";
 
-export const EVAL_USAGE = `Usage:
-  deno task eval --model POLICY --reference REF --prompts P (--reward-model R | --reward-fn F | --judge-url U)
+/** What `deno task eval` reads besides the sampling and scorer flags. */
+type EvalFlags = {
+  model?: string;
+  reference?: string;
+  prompts?: string;
+  out?: string;
+  batch?: number;
+  limit?: number;
+  quiet?: boolean;
+};
 
-Samples K responses per prompt from the policy and from the reference (the same seeds), scores them all
+const MODELS = "Models and prompts";
+const RUN = "Running";
+
+/**
+ * Every option of `deno task eval`: its own, the sampling flags with eval's defaults (not the models'
+ * generation_config.json), and the scorers' — whose --device and --threads are eval's here (--device for
+ * both models and a reward model), and whose --chat-template-kwargs is the sampling one, for both models
+ * and a reward model.
+ */
+export const EVAL_SPECS: readonly OptionSpec<EvalFlags & SamplingFlags & ScorerFlags>[] = [
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    group: MODELS,
+    arg: "dir",
+    help: "the policy: a training run folder (its policy/), an exported or a Hugging Face folder; required",
+  },
+  {
+    key: "reference",
+    flag: "reference",
+    kind: "string",
+    group: MODELS,
+    arg: "dir",
+    help: "the model it is compared with (the SFT model; the same tokenizer); required",
+  },
+  {
+    key: "prompts",
+    flag: "prompts",
+    kind: "string",
+    group: MODELS,
+    arg: "path",
+    help: "data file, folder or quoted glob, as deno task sample reads them; required",
+  },
+  {
+    key: "out",
+    flag: "out",
+    kind: "string",
+    group: MODELS,
+    arg: "dir",
+    defaultText: "runs/eval-<time>/",
+    help: "where the results go",
+  },
+  ...respec(SAMPLING_SPECS, {
+    k: { help: "responses per prompt and model", defaultText: "4" },
+    temperature: {
+      defaultText: "1",
+      help: "KL(π‖μ) is the policy's only at 1, without top-k/top-p; this, --top-p and --top-k are eval's, " +
+        "not the models' generation_config.json",
+    },
+    "top-p": { defaultText: "1 (off)" },
+    "top-k": { defaultText: "0 (off)" },
+    "max-new-tokens": { defaultText: "256" },
+    "chat-template-kwargs": {
+      help: "variables for the chat template of both models (and of a reward model), a JSON object, e.g. " +
+        `'{"enable_thinking": false}' for Qwen3`,
+    },
+    seed: { help: "sample j of a prompt draws from the same seed for both models", defaultText: "0" },
+  }),
+  {
+    key: "batch",
+    flag: "batch",
+    kind: "int",
+    group: RUN,
+    min: 1,
+    arg: "n",
+    default: 32,
+    help: "sequences per generation call; a reward model's per forward pass",
+  },
+  {
+    key: "limit",
+    flag: "limit",
+    kind: "int",
+    group: RUN,
+    min: 1,
+    arg: "n",
+    defaultText: "all",
+    help: "only the first n prompts",
+  },
+  { key: "quiet", flag: "quiet", kind: "boolean", group: RUN, help: "no progress line" },
+  ...respec(SCORER_SPECS, {
+    device: { group: RUN, default: "auto", help: "where both models and a reward model run" },
+    threads: { group: RUN, help: "a reward model's ONNX Runtime threads" },
+    "chat-template-kwargs": null,
+  }),
+];
+
+export const EVAL_USAGE = helpText(EVAL_SPECS, {
+  usage: "deno task eval --model POLICY --reference REF --prompts P (--reward-model R | --reward-fn F | " +
+    "--judge-url U)",
+  intro:
+    `Samples K responses per prompt from the policy and from the reference (the same seeds), scores them all
 with one scorer, and reports each model's mean reward, the policy's win rate over the reference (sample j
 against sample j of the same prompt; ties apart), KL(π‖μ) on the policy's samples and the mean lengths: a
-table here, and eval.json, both models' scored samples and charts/eval.svg in the output folder.
-
-  --model DIR             the policy: a training run folder (its policy/), an exported or a Hugging Face folder
-  --reference DIR         the model it is compared with (the SFT model; the same tokenizer)
-  --prompts PATH          data file, folder or quoted glob, as deno task sample reads them
-  --out DIR               where the results go (default runs/eval-<time>/)
-  --k N                   responses per prompt and model (default 4)
-  --temperature T         default 1 (KL(π‖μ) is the policy's only at 1, without top-k/top-p)
-  --top-p P               default 1 (off)
-  --top-k N               default 0 (off)
-  --max-new-tokens N      default 256
-  --max-prompt-length N   cut longer prompts from their start, as training does
-  --seed S                default 0
-  --batch N               sequences per generation call; a reward model's per forward pass (default 32)
-  --limit N               only the first N prompts
-  --device D              cpu | cuda | auto, for both models and a reward model (default auto)
-  --threads N             a reward model's ONNX Runtime threads
-  --quiet                 no progress line
-  -h, --help              this text
-
-${SCORER_USAGE}`;
+table here, and eval.json, both models' scored samples and charts/eval.svg in the output folder.`,
+  outro: SCORER_NOTES,
+});
 
 /** The parsed command line. */
 export type EvalArgs = {
@@ -66,81 +159,92 @@ export type EvalArgs = {
   scorer: ScorerSpec;
 };
 
-/** Parses the arguments; null when help was asked for. Throws {@link UsageError} for a wrong command line. */
+/**
+ * Parses the arguments; null when help was asked for. Throws {@link UsageError} for a wrong command line,
+ * listing every problem.
+ */
 export function parseEvalArgs(
   argv: string[],
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
   readText: (path: string) => string = (p) => Deno.readTextFileSync(p),
 ): EvalArgs | null {
-  let v;
-  try {
-    v = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        ...SCORER_FLAGS,
-        model: { type: "string" },
-        reference: { type: "string" },
-        prompts: { type: "string" },
-        out: { type: "string" },
-        ...SAMPLING_FLAGS,
-        batch: { type: "string" },
-        limit: { type: "string" },
-        quiet: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  if (v.help) return null;
+  const { values: v, help, errors } = parseArgv(EVAL_SPECS, argv);
+  if (help) return null;
   for (const flag of ["model", "reference", "prompts"] as const) {
-    if (!v[flag]) throw new UsageError(`--${flag} is required`);
+    if (!v[flag]) errors.push(`--${flag} is required`);
   }
-  let device: DeviceRequest;
-  try {
-    device = parseDevice(v.device ?? "auto");
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  // --device is the models' here: the scorer flags see it only for a reward model
-  const { device: _device, ...scorerFlags } = v;
-  const scorer = scorerSpecFrom(scorerFlags, env, readText);
-  if (scorer.kind === "reward-model") scorer.device = device;
-  let sample: SampleSettingsInput;
-  try {
-    sample = samplingSettingsFrom(v);
-  } catch (e) {
-    if (e instanceof SampleOptionError) throw new UsageError(e.message);
-    throw e;
+  const device = v.device ?? "auto";
+  // --device and --chat-template-kwargs are the models' here: the scorer sees them only as a reward model
+  const {
+    model,
+    reference,
+    prompts,
+    out,
+    batch,
+    limit,
+    quiet,
+    k,
+    temperature,
+    topP,
+    topK,
+    maxNewTokens,
+    maxPromptLength,
+    seed,
+    templateKwargs,
+    device: _device,
+    ...scorerFlags
+  } = v;
+  const scorer = gather(errors, () => scorerSpecFrom(scorerFlags, env, readText));
+  const sample = gather(errors, () => {
+    try {
+      return samplingSettingsFrom({
+        k,
+        temperature,
+        topP,
+        topK,
+        maxNewTokens,
+        maxPromptLength,
+        seed,
+        templateKwargs,
+      });
+    } catch (e) {
+      if (e instanceof SampleOptionError) throw new UsageError(e.message);
+      throw e;
+    }
+  });
+  if (errors.length) throw new UsageError(errors);
+  if (scorer!.kind === "reward-model") {
+    scorer!.device = device;
+    if (templateKwargs) scorer!.templateKwargs = templateKwargs;
   }
   return {
-    policy: v.model!,
-    reference: v.reference!,
-    prompts: v.prompts!,
-    out: v.out,
-    sample,
-    batch: intFlag("batch", v.batch, 1) ?? 32,
-    limit: intFlag("limit", v.limit, 1),
+    policy: model!,
+    reference: reference!,
+    prompts: prompts!,
+    out,
+    sample: sample!,
+    batch: batch ?? 32,
+    limit,
     device,
-    quiet: v.quiet ?? false,
-    scorer,
+    quiet: quiet ?? false,
+    scorer: scorer!,
   };
 }
 
 async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseEvalArgs(argv), EVAL_USAGE, "eval");
   if (typeof args === "number") return args;
-  const log = (line: string) => console.error(line);
+  // a live progress line on a terminal, plain lines in a log
+  const encoder = new TextEncoder();
+  const display = evalProgressWriter({
+    tty: Deno.stderr.isTerminal(),
+    write: (text) => Deno.stderr.writeSync(encoder.encode(text)),
+  });
+  const log = display.log;
   using stop = stopOnSignals("\ninterrupted: stopping (again to quit now)", log);
   let scorer: Scorer | undefined;
-  let shown = "";
   const progress = (p: { phase: string; done: number; total: number }) => {
-    if (args.quiet) return;
-    const line = `eval: ${p.phase} ${p.done}/${p.total}`;
-    if (line !== shown) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
-    shown = line;
+    if (!args.quiet) display.progress(p);
   };
   let lock: Lock | undefined;
   try {
@@ -170,7 +274,7 @@ async function main(argv: string[]): Promise<number> {
       onProgress: progress,
       signal: stop.signal,
     });
-    if (shown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    display.end();
     const dir = out ?? (await createRunFolder("runs", "eval")).dir;
     await writeEval(dir, result);
     console.log(formatEvalTable(result.report));
@@ -179,7 +283,7 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   } catch (e) {
-    if (shown) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    display.end(true);
     console.error(`error: ${(e as Error).message}`);
     return stop.signal.aborted ? 130 : 1;
   } finally {

@@ -4,124 +4,185 @@
  * lists every option.
  * @module
  */
-import { parseArgs } from "node:util";
-import { SAMPLING_FLAGS, samplingSettingsFrom } from "../lib/loop/sample_flags.ts";
-import { numberFlag, stopOnSignals, UsageError } from "../lib/cli.ts";
-import { type DeviceRequest, parseDevice } from "../lib/runtime/device.ts";
-import { formatCount, formatDuration, progressBar } from "../lib/train/progress.ts";
 import {
-  checkSettings,
-  mergeSamples,
-  parseShard,
-  SAMPLE_DEFAULTS,
-  SampleOptionError,
-  type SampleOptions,
-  type SampleProgress,
-  sampleToFile,
-} from "../lib/loop/sample.ts";
+  SAMPLING_GROUP,
+  SAMPLING_SPECS,
+  type SamplingFlags,
+  samplingSettingsFrom,
+} from "../lib/loop/sample_flags.ts";
+import {
+  deviceOption,
+  formatCount,
+  formatDuration,
+  gather,
+  helpText,
+  type OptionSpec,
+  parseArgv,
+  parsedOrExitCode,
+  progressBar,
+  stopOnSignals,
+  UsageError,
+  usageErrorExit,
+} from "../lib/cli/mod.ts";
+import type { DeviceRequest } from "../lib/runtime/device.ts";
+import { mergeSamples, type SampleOptions, type SampleProgress, sampleToFile } from "../lib/loop/sample.ts";
+import { parseShard, SAMPLE_DEFAULTS, SampleOptionError, type Shard } from "../lib/loop/sample_settings.ts";
 
-export const USAGE = `Usage:
-  deno task sample --model M --prompts P --out samples.jsonl [options]
-  deno task sample --merge out.jsonl shard0.jsonl shard1.jsonl …   (or a quoted glob: 'samples.*.jsonl')
+/** What `deno task sample` reads besides the shared sampling flags. */
+type SampleFlags = {
+  model?: string;
+  prompts?: string;
+  out?: string;
+  repetitionPenalty?: number;
+  batch?: number;
+  shard?: Shard;
+  device?: DeviceRequest;
+  threads?: number;
+  quiet?: boolean;
+  merge?: string;
+};
 
-Samples K responses per prompt; one JSON row per prompt, in prompt order:
+const IO = "Input and output";
+const RUN = "Running";
+
+/** Every option of `deno task sample`. */
+export const SAMPLE_SPECS: readonly OptionSpec<SampleFlags & SamplingFlags>[] = [
+  {
+    key: "model",
+    flag: "model",
+    kind: "string",
+    group: IO,
+    arg: "dir",
+    help:
+      "Hugging Face model folder (config.json, safetensors, tokenizer), exported folder (onnx/model.onnx) " +
+      "or training run folder (its policy/); required",
+  },
+  {
+    key: "prompts",
+    flag: "prompts",
+    kind: "string",
+    group: IO,
+    arg: "path",
+    help: 'data file, folder or quoted glob: plain rows {"prompt": …} / {"messages": […]} (the last ' +
+      'assistant turn dropped), or reward / preference / SFT rows (their prompt); "id" (or "prompt_id") is ' +
+      "kept, else the row's index; required",
+  },
+  {
+    key: "out",
+    flag: "out",
+    kind: "string",
+    group: IO,
+    arg: "file",
+    help: "the JSONL to write (its settings go to FILE.meta.json); required",
+  },
+  {
+    key: "merge",
+    flag: "merge",
+    kind: "string",
+    group: IO,
+    arg: "out",
+    help:
+      "merge the shard files given after it (paths, quoted globs or a folder) into OUT, in prompt order, " +
+      "checking that every prompt is there exactly once",
+  },
+  ...SAMPLING_SPECS,
+  {
+    key: "repetitionPenalty",
+    flag: "repetition-penalty",
+    kind: "number",
+    group: SAMPLING_GROUP,
+    check: (v) => (v > 0 ? undefined : "must be > 0"),
+    arg: "r",
+    defaultText: "generation_config.json's, else 1 (off)",
+    help:
+      "transformers' repetition_penalty: > 1 makes tokens of the prompt and the response so far less likely",
+  },
+  {
+    key: "batch",
+    flag: "batch",
+    kind: "int",
+    group: RUN,
+    min: 1,
+    arg: "n",
+    defaultText: String(SAMPLE_DEFAULTS.batch),
+    help: "sequences per session run",
+  },
+  {
+    key: "shard",
+    flag: "shard",
+    kind: "string",
+    group: RUN,
+    parse: (raw) => parseShard(String(raw)),
+    arg: "i/n",
+    defaultText: "all prompts",
+    help: "only the prompts with index % n == i (0-based), for job arrays; merge with --merge",
+  },
+  deviceOption({ group: RUN, default: "auto", help: "auto: CUDA when it works" }),
+  {
+    key: "threads",
+    flag: "threads",
+    kind: "int",
+    group: RUN,
+    min: 1,
+    arg: "n",
+    defaultText: "all cores",
+    help: "CPU threads inside an operator",
+  },
+  { key: "quiet", flag: "quiet", kind: "boolean", group: RUN, help: "no progress line" },
+];
+
+export const USAGE = helpText(SAMPLE_SPECS, {
+  usage: [
+    "deno task sample --model M --prompts P --out samples.jsonl [options]",
+    "deno task sample --merge out.jsonl shard0.jsonl shard1.jsonl …   (or a quoted glob: 'samples.*.jsonl')",
+  ],
+  intro: `Samples K responses per prompt; one JSON row per prompt, in prompt order:
   {"id", "prompt", "responses": [{"content", "tokens", "finish_reason"}], "sampler": {…}}
-The same command again resumes after the last complete row; other settings for the same --out are refused.
-
-  --model DIR             Hugging Face model folder (config.json, safetensors, tokenizer), exported folder
-                          (onnx/model.onnx) or training run folder (its policy/)
-  --prompts PATH          data file, folder or quoted glob: plain rows {"prompt": …} / {"messages": […]} (the
-                          last assistant turn dropped), or reward / preference / SFT rows (their prompt);
-                          "id" (or "prompt_id") is kept, else the row's index
-  --out FILE              the JSONL to write (its settings go to FILE.meta.json)
-  --k N                   responses per prompt (default ${SAMPLE_DEFAULTS.k})
-  --temperature T         default: generation_config.json's, else 1 (0: greedy)
-  --top-p P               default: generation_config.json's, else 1 (off)
-  --top-k N               default: generation_config.json's, else 0 (off)
-  --repetition-penalty R  default: generation_config.json's, else 1 (off)
-  --max-new-tokens N      default ${SAMPLE_DEFAULTS.maxNewTokens}
-  --max-prompt-length N   cut longer prompts from their start, as training does (default: no cut)
-  --seed S                default ${SAMPLE_DEFAULTS.seed}; sample j of a prompt draws from its own seed of (S, id, j),
-                          so batch size, sharding and resuming do not change the output
-  --batch N               sequences per session run (default ${SAMPLE_DEFAULTS.batch})
-  --shard i/n             only the prompts with index % n == i (0-based), for job arrays; merge with --merge
-  --device D              cpu | cuda | auto (default auto: CUDA when it works)
-  --threads N             CPU threads inside an operator (default: all cores)
-  --quiet                 no progress line
-  --merge OUT FILES…      merge the shard files (paths, quoted globs or a folder) into OUT, in prompt order,
-                          checking that every prompt is there exactly once
-  --help                  this text
-
-Stop ids: config.json's and generation_config.json's eos_token_id, the tokenizer's EOS and the chat
+The same command again resumes after the last complete row; other settings for the same --out are refused.`,
+  outro: `Stop ids: config.json's and generation_config.json's eos_token_id, the tokenizer's EOS and the chat
 template's end-of-turn token. Progress goes to stderr. Ctrl-C writes the finished rows and stops; rerun the
-command to continue.`;
+command to continue.`,
+});
 
 type Parsed =
   | { help: true }
   | { merge: string; inputs: string[] }
   | { sample: SampleOptions; quiet: boolean; device: DeviceRequest };
 
-/** Parses the command line (exported for the tests). */
+/** Parses the command line (exported for the tests). Throws {@link UsageError} listing every problem. */
 export function parseSampleArgs(argv: string[]): Parsed {
-  let values: Record<string, string | boolean | undefined>, positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        model: { type: "string" },
-        prompts: { type: "string" },
-        out: { type: "string" },
-        ...SAMPLING_FLAGS,
-        "repetition-penalty": { type: "string" },
-        batch: { type: "string" },
-        shard: { type: "string" },
-        device: { type: "string", default: "auto" },
-        threads: { type: "string" },
-        quiet: { type: "boolean", default: false },
-        merge: { type: "string" },
-        help: { type: "boolean", default: false, short: "h" },
-      },
-    }));
-  } catch (e) {
-    throw new UsageError((e as Error).message.replace(/\.$/, ""));
+  const { values: v, positionals, help, errors } = parseArgv(SAMPLE_SPECS, argv, { positionals: true });
+  if (help) return { help: true };
+  if (v.merge !== undefined) {
+    if (positionals.length === 0) errors.push("--merge OUT needs the shard files after it");
+    if (errors.length) throw new UsageError(errors);
+    return { merge: v.merge, inputs: positionals };
   }
-  if (values.help) return { help: true };
-  const str = (k: string) => values[k] as string | undefined;
-  if (values.merge !== undefined) {
-    if (positionals.length === 0) throw new UsageError("--merge OUT needs the shard files after it");
-    return { merge: str("merge")!, inputs: positionals };
+  if (positionals.length) errors.push(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  for (const need of ["model", "prompts", "out"] as const) {
+    if (v[need] === undefined) errors.push(`--${need} is required`);
   }
-  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-  for (const need of ["model", "prompts", "out"]) {
-    if (values[need] === undefined) throw new UsageError(`--${need} is required`);
-  }
-  const device = (() => {
+  // the table holds the settings to checkSettings' ranges; its own word, should they part, is a usage error
+  const settings = gather(errors, () => {
     try {
-      return parseDevice(str("device")!);
+      return samplingSettingsFrom(v);
     } catch (e) {
-      throw new UsageError((e as Error).message);
+      if (e instanceof SampleOptionError) throw new UsageError(e.message);
+      throw e;
     }
-  })();
+  });
+  if (errors.length) throw new UsageError(errors);
   const sample: SampleOptions = {
-    model: str("model")!,
-    prompts: str("prompts")!,
-    out: str("out")!,
-    ...samplingSettingsFrom(values as Record<string, string | undefined>),
-    repetitionPenalty: numberFlag("repetition-penalty", str("repetition-penalty")),
-    batch: numberFlag("batch", str("batch")),
-    threads: numberFlag("threads", str("threads")),
-    shard: values.shard === undefined ? undefined : parseShard(str("shard")!),
+    model: v.model!,
+    prompts: v.prompts!,
+    out: v.out!,
+    ...settings,
+    repetitionPenalty: v.repetitionPenalty,
+    batch: v.batch,
+    threads: v.threads,
+    shard: v.shard,
   };
-  checkSettings(sample);
-  if (sample.batch !== undefined && !(Number.isSafeInteger(sample.batch) && sample.batch >= 1)) {
-    throw new UsageError(`--batch must be a whole number ≥ 1, got ${sample.batch}`);
-  }
-  if (sample.threads !== undefined && !(Number.isSafeInteger(sample.threads) && sample.threads >= 1)) {
-    throw new UsageError(`--threads must be a whole number ≥ 1, got ${sample.threads}`);
-  }
-  return { sample, quiet: values.quiet as boolean, device };
+  return { sample, quiet: v.quiet ?? false, device: v.device ?? "auto" };
 }
 
 /** One progress line: `sample 120/1000 ███▌  12% | 3.1 prompts/s | 1.2k tok/s | eta 4m 44s`. */
@@ -144,20 +205,15 @@ export function progressLine(p: SampleProgress, bar = true): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  let parsed: Parsed;
-  try {
-    parsed = parseSampleArgs(argv);
-  } catch (e) {
-    if (e instanceof UsageError || e instanceof SampleOptionError) {
-      console.error(`error: ${e.message}\n(see deno task sample --help)`);
-      return 2;
-    }
-    throw e;
-  }
-  if ("help" in parsed) {
-    console.log(USAGE);
-    return 0;
-  }
+  const parsed = parsedOrExitCode(
+    () => {
+      const p = parseSampleArgs(argv);
+      return "help" in p ? null : p;
+    },
+    USAGE,
+    "sample",
+  );
+  if (typeof parsed === "number") return parsed;
   if ("merge" in parsed) {
     try {
       const r = await mergeSamples(parsed.merge, parsed.inputs);
@@ -213,10 +269,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (live) write("\n");
-    if (e instanceof SampleOptionError) {
-      console.error(`error: ${e.message}\n(see deno task sample --help)`);
-      return 2;
-    }
+    if (e instanceof SampleOptionError) return usageErrorExit([e.message], "sample");
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }

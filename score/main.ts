@@ -4,16 +4,22 @@
  * lib/loop/score.ts; `--help` lists every option.
  * @module
  */
-import { parseArgs } from "node:util";
-import { parsedOrExitCode, stopOnSignals } from "../lib/cli.ts";
+import {
+  gather,
+  helpText,
+  type OptionSpec,
+  parseArgv,
+  parsedOrExitCode,
+  stopOnSignals,
+} from "../lib/cli/mod.ts";
 import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
 import {
-  intFlag,
   makeScorer,
-  SCORER_FLAGS,
-  SCORER_USAGE,
+  SCORER_NOTES,
+  SCORER_SPECS,
+  type ScorerFlags,
   type ScorerSpec,
   scorerSpecFrom,
   UsageError,
@@ -21,24 +27,75 @@ import {
 
 export { UsageError };
 
-export const SCORE_USAGE =
-  `Score every response of sampled data; write the reward format deno task train reads.
+/** What `deno task score` reads besides the scorer. */
+type ScoreFlags = {
+  data?: string;
+  out?: string;
+  batch?: number;
+  limit?: number;
+  skipErrors?: boolean;
+  quiet?: boolean;
+};
 
-Usage: deno task score --data <file> --out <file> (--reward-model <folder> | --reward-fn <file> | --judge-url <url>)
+const SCORE = "Scoring";
 
-  --data <file>            responses to score: deno task sample's output, or reward / preference data
-                           (JSONL, plain or gzip, or Parquet)
-  --out <file>             the scored JSONL: each row with "reward" on each response and "scorer"; a rerun
-                           continues an interrupted one (<out>.meta.json records where; another configuration
-                           is refused)
-  --batch <n>              rows scored and written together; a reward model's sequences per forward pass
-                           (default 8)
-  --limit <n>              score only the first n rows
-  --skip-errors            leave out (and count) rows that are malformed or fail to score, instead of stopping
-  --quiet                  no progress line
-  -h, --help               this text
+/** Every option of `deno task score`: its own, then the scorers'. */
+export const SCORE_SPECS: readonly OptionSpec<ScoreFlags & ScorerFlags>[] = [
+  {
+    key: "data",
+    flag: "data",
+    kind: "string",
+    group: SCORE,
+    arg: "file",
+    help: "responses to score: deno task sample's output, or reward / preference data (JSONL, plain or " +
+      "gzip, or Parquet); required",
+  },
+  {
+    key: "out",
+    flag: "out",
+    kind: "string",
+    group: SCORE,
+    arg: "file",
+    help: 'the scored JSONL: each row with "reward" on each response and "scorer"; a rerun continues an ' +
+      "interrupted one (<out>.meta.json records where; another configuration is refused); required",
+  },
+  {
+    key: "batch",
+    flag: "batch",
+    kind: "int",
+    group: SCORE,
+    min: 1,
+    arg: "n",
+    default: 8,
+    help: "rows scored and written together; a reward model's sequences per forward pass",
+  },
+  {
+    key: "limit",
+    flag: "limit",
+    kind: "int",
+    group: SCORE,
+    min: 1,
+    arg: "n",
+    defaultText: "all",
+    help: "score only the first n rows",
+  },
+  {
+    key: "skipErrors",
+    flag: "skip-errors",
+    kind: "boolean",
+    group: SCORE,
+    help: "leave out (and count) rows that are malformed or fail to score, instead of stopping",
+  },
+  { key: "quiet", flag: "quiet", kind: "boolean", group: SCORE, help: "no progress line" },
+  ...SCORER_SPECS,
+];
 
-${SCORER_USAGE}`;
+export const SCORE_USAGE = helpText(SCORE_SPECS, {
+  usage: "deno task score --data <file> --out <file> (--reward-model <folder> | --reward-fn <file> | " +
+    "--judge-url <url>)",
+  intro: "Score every response of sampled data; write the reward format deno task train reads.",
+  outro: SCORER_NOTES,
+});
 
 /** The parsed command line. */
 export type ScoreArgs = {
@@ -53,45 +110,28 @@ export type ScoreArgs = {
 
 /**
  * Parses the arguments; null when help was asked for. `env` reads JUDGE_API_KEY; `readText` reads
- * `--rubric` (the file's text).
+ * `--rubric` (the file's text). Throws {@link UsageError} listing every problem.
  */
 export function parseScoreArgs(
   args: string[],
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
   readText: (path: string) => string = (p) => Deno.readTextFileSync(p),
 ): ScoreArgs | null {
-  let v;
-  try {
-    v = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        data: { type: "string" },
-        out: { type: "string" },
-        batch: { type: "string" },
-        limit: { type: "string" },
-        "skip-errors": { type: "boolean" },
-        quiet: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        ...SCORER_FLAGS,
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  if (v.help) return null;
-  if (!v.data) throw new UsageError("--data is required (the responses to score)");
-  if (!v.out) throw new UsageError("--out is required (the scored JSONL to write)");
-  const scorer = scorerSpecFrom(v, env, readText);
+  const { values: v, help, errors } = parseArgv(SCORE_SPECS, args);
+  if (help) return null;
+  if (!v.data) errors.push("--data is required (the responses to score)");
+  if (!v.out) errors.push("--out is required (the scored JSONL to write)");
+  const { data, out, batch, limit, skipErrors, quiet, ...scorerFlags } = v;
+  const scorer = gather(errors, () => scorerSpecFrom(scorerFlags, env, readText));
+  if (errors.length) throw new UsageError(errors);
   return {
-    data: v.data,
-    out: v.out,
-    batch: intFlag("batch", v.batch, 1) ?? 8,
-    limit: intFlag("limit", v.limit, 1),
-    skipErrors: v["skip-errors"] ?? false,
-    quiet: v.quiet ?? false,
-    scorer,
+    data: data!,
+    out: out!,
+    batch: batch ?? 8,
+    limit,
+    skipErrors: skipErrors ?? false,
+    quiet: quiet ?? false,
+    scorer: scorer!,
   };
 }
 

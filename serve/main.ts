@@ -1,10 +1,12 @@
 /**
  * `deno task serve`: serve a trained run (default: the latest demo run) with an OpenAI-compatible API, the
  * log-prob inspector and a dashboard. The CLI only parses flags, starts lib/serve and stops it on
- * SIGINT/SIGTERM — in a bounded time, then exits 0; a second signal exits at once — everything else lives
- * in lib/serve.
+ * SIGINT/SIGTERM — in a bounded time, then exits 0; a second signal exits at once, unless it comes within a
+ * second of the first (one Ctrl-C in a terminal under `deno task` arrives twice) — everything else lives in
+ * lib/serve.
  * @module
  */
+import { parsedOrExitCode, stopSignalCounter } from "../lib/cli/mod.ts";
 import { parseServeArgs, SERVE_USAGE, startServer } from "../lib/serve/mod.ts";
 
 /**
@@ -21,17 +23,8 @@ function silenceLegacyAbortWarning(): void {
 }
 
 async function main(args: string[]): Promise<number> {
-  let opts;
-  try {
-    opts = parseServeArgs(args);
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}\n\n${SERVE_USAGE}`);
-    return 2;
-  }
-  if (opts === null) {
-    console.log(SERVE_USAGE);
-    return 0;
-  }
+  const opts = parsedOrExitCode(() => parseServeArgs(args), SERVE_USAGE, "serve");
+  if (typeof opts === "number") return opts;
   silenceLegacyAbortWarning();
   let server;
   try {
@@ -47,21 +40,22 @@ async function main(args: string[]): Promise<number> {
   console.log(`listening on ${server.url}  (dashboard: ${server.url}/, API: ${server.url}/v1)`);
 
   const stopped = Promise.withResolvers<void>();
-  let stopping = false;
+  const kind = stopSignalCounter();
   const stop = (signal: Deno.Signal) => {
-    if (stopping) {
+    const k = kind();
+    if (k === "repeat") return;
+    if (k === "again") {
       console.log(`${signal} again: exiting now`);
       Deno.exit(1);
     }
-    stopping = true;
     console.log(`${signal}: shutting down`);
     server.close().then(stopped.resolve, stopped.resolve);
   };
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  const handlers = signals.map((s) => [s, () => stop(s)] as const);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  // the listeners stay until the exit: a repeat of the same Ctrl-C arriving after a quick shutdown would
+  // otherwise meet the default action and end the process with status 130
+  for (const s of signals) Deno.addSignalListener(s, () => stop(s));
   await Promise.race([server.finished, stopped.promise]);
-  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   console.log("stopped");
   return 0; // Deno.exit: whatever a client still holds open ends with the process
 }

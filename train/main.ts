@@ -3,29 +3,24 @@
  * This file only parses, calls lib/train and prints; `--help` lists every option.
  * @module
  */
-import type { TrainOptions } from "../lib/train/option_specs.ts";
-import { OptionsError, parseTrainOptions } from "../lib/train/options.ts";
+import { optionNotices, parseTrainOptions, trainHelp } from "../lib/train/options.ts";
 import { ProgressDisplay } from "../lib/train/progress.ts";
 import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.ts";
 import { runDemo } from "../lib/train/demo/demo.ts";
-import { stopOnSignals } from "../lib/cli.ts";
+import { parsedOrExitCode, stopOnSignals } from "../lib/cli/mod.ts";
+import { plannedWorld } from "../lib/train/distributed_run.ts";
 
 async function main(argv: string[]): Promise<number> {
-  let opts: TrainOptions;
-  try {
-    const parsed = parseTrainOptions(argv.length === 0 ? ["--demo"] : argv);
-    if ("help" in parsed) {
-      console.log(parsed.help);
-      return 0;
-    }
-    opts = parsed;
-  } catch (e) {
-    if (e instanceof OptionsError) {
-      console.error(`error: ${e.message}\n(see deno task train --help)`);
-      return 2;
-    }
-    throw e;
-  }
+  const opts = parsedOrExitCode(
+    () => {
+      const parsed = parseTrainOptions(argv.length === 0 ? ["--demo"] : argv);
+      return "help" in parsed ? null : parsed;
+    },
+    trainHelp(),
+    "train",
+  );
+  if (typeof opts === "number") return opts;
+  for (const notice of optionNotices(opts)) console.log(`note: ${notice}`);
 
   // Ctrl-C or SIGTERM: finish the current chunk, save a checkpoint, exit; a second signal exits at once
   using stop = stopOnSignals(
@@ -39,7 +34,8 @@ async function main(argv: string[]): Promise<number> {
       if (opts.quiet) return;
       if (!display || step <= records.length) {
         display?.finish();
-        display = new ProgressDisplay({ totalSteps });
+        // made after the run's first chunk: it starts where that chunk did, so the first ETA has a rate
+        display = new ProgressDisplay({ totalSteps, startStep: step - records.length, elapsedS: seconds });
       }
       const last = records[records.length - 1];
       display.update(step, { metrics: last, tokensPerS: tokens / seconds, epoch: last.epoch, memory });
@@ -57,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
     const res = await train(opts as TrainConfig, hooks);
     display?.finish();
     if (res.interrupted) return stop.signal.aborted ? 130 : 0;
+    if (plannedWorld().rank !== 0) return 0; // one of several ranks: rank 0 alone reports
     console.log(`\ndone: ${res.steps} steps. Run folder: ${res.run.dir}`);
     if (res.eval) {
       console.log(

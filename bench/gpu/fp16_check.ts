@@ -18,7 +18,8 @@
  */
 import { parseArgs } from "node:util";
 import { serializeModel } from "../../lib/graph/serialize.ts";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../../tests/fixtures/tiny_config.ts";
 import { type Trainable, trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights, type WeightMap } from "../../lib/model/weights.ts";
@@ -26,12 +27,8 @@ import { resolveDevice } from "../../lib/runtime/device.ts";
 import { type Device, type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import { BATCH_INPUTS } from "../../lib/train/chunks.ts";
-import {
-  buildAlignmentGraph,
-  buildScoringGraph,
-  FP16_LOSS_SCALING,
-  type Precision,
-} from "../../lib/train/train_graph.ts";
+import { buildAlignmentGraph, FP16_LOSS_SCALING } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph, type Precision } from "../../lib/model/scoring_graph.ts";
 import { checkReport } from "./_checks.ts";
 
 const { values: args } = parseArgs({

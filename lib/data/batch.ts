@@ -45,8 +45,15 @@ export type BatchOptions = {
  *
  * @example
  * ```ts
- * const batch = makeBatch(tokenized.slice(0, 4), { padId: tok.pad_token_id, padToMultipleOf: 8 });
- * batch.inputIds.length === batch.prompts * batch.k * batch.width;
+ * import assert from "node:assert/strict";
+ * // as tokenizeExamples makes them: 2 prompts × K = 2 responses, each ending with EOS (1)
+ * const tokenized = [
+ *   { promptIds: [5, 6, 7], responseIds: [[8, 1], [9, 9, 1]], rewards: [1, 0] },
+ *   { promptIds: [5], responseIds: [[8, 8, 8, 1], [1]], rewards: [0.2, 0.7] },
+ * ];
+ * const batch = makeBatch(tokenized, { padId: 0, padToMultipleOf: 8 });
+ * assert.equal(batch.width, 8); // the longest prompt + response (6), rounded up to a multiple of 8
+ * assert.equal(batch.inputIds.length, batch.prompts * batch.k * batch.width); // [P·K, T]
  * ```
  */
 export function makeBatch(examples: TokenizedExample[], opts: BatchOptions): SequenceBatch {

@@ -11,7 +11,7 @@ import type { Message } from "./types.ts";
  * The fallback when a tokenizer has no `chat_template` (base models such as GPT-2): every message
  * becomes `Role:\n{content}\n\n` (role capitalized), then the generation prompt `Assistant:\n`.
  *
- * ```
+ * ```text
  * User:
  * What is 2 + 2?
  *
@@ -66,6 +66,31 @@ export const RESERVED_TEMPLATE_KWARGS: readonly string[] = [
   "tokenizer_kwargs",
 ];
 
+/**
+ * Template kwargs given as JSON text (`--chat-template-kwargs '{"enable_thinking": false}'`) or as a parsed
+ * value (a config file's): a JSON object whose keys are not {@link RESERVED_TEMPLATE_KWARGS}. Throws an
+ * Error naming `what` (the flag) otherwise.
+ */
+export function parseTemplateKwargs(raw: unknown, what = "--chat-template-kwargs"): Record<string, unknown> {
+  let v = raw;
+  if (typeof raw === "string") {
+    try {
+      v = JSON.parse(raw);
+    } catch (e) {
+      throw new Error(
+        `${what} must be a JSON object, e.g. '{"enable_thinking": false}': ${(e as Error).message}`,
+      );
+    }
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    const got = typeof raw === "string" ? raw : JSON.stringify(raw);
+    throw new Error(`${what} must be a JSON object, e.g. '{"enable_thinking": false}', got ${got}`);
+  }
+  const reserved = Object.keys(v).filter((k) => RESERVED_TEMPLATE_KWARGS.includes(k));
+  if (reserved.length) throw new Error(`${what} may not set ${reserved.join(", ")} (the toolkit sets them)`);
+  return v as Record<string, unknown>;
+}
+
 /** Options for {@link renderChat}. */
 export type RenderOptions = {
   /** End with the assistant header, ready for the response (default true). */
@@ -86,7 +111,20 @@ export type RenderOptions = {
  *
  * @example
  * ```ts
- * renderChat(tokenizer, [{ role: "user", content: "hi" }]); // "<|user|>\nhi</s>\n<|assistant|>\n" for Zephyr
+ * import assert from "node:assert/strict";
+ * import { loadTokenizer } from "./tokenize.ts";
+ * import { writeWordPieceTokenizer } from "./wordpiece.ts";
+ * const dir = await Deno.makeTempDir(); // a tiny tokenizer folder with Zephyr's template
+ * const chatTemplate = "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}" +
+ *   "{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+ * await writeWordPieceTokenizer(dir, {
+ *   specials: ["<pad>", "</s>", "<unk>"], pad: "<pad>", eos: "</s>", unk: "<unk>", tokens: ["hi"],
+ *   chatTemplate,
+ * });
+ * const tokenizer = await loadTokenizer(dir);
+ * const text = renderChat(tokenizer, [{ role: "user", content: "hi" }]);
+ * assert.equal(text, "<|user|>\nhi</s>\n<|assistant|>\n");
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export function renderChat(tokenizer: ChatTokenizer, messages: Message[], opts: RenderOptions = {}): string {

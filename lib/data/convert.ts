@@ -65,7 +65,14 @@ export function rewardToPairs(example: RewardExample, strategy: PairStrategy, rn
  *
  * @example
  * ```ts
- * const pairs = rewardToPreference(ds.examples, { strategy: "best-vs-random", seed: 1 });
+ * import assert from "node:assert/strict";
+ * const examples = [{
+ *   prompt: [{ role: "user", content: "2 + 2?" }],
+ *   responses: [{ content: "4", reward: 1 }, { content: "5", reward: 0 }, { content: "four", reward: 0.9 }],
+ * }];
+ * const pairs = rewardToPreference(examples, { strategy: "best-vs-random", seed: 1 });
+ * // the best against a worse one, drawn with the seed
+ * assert.deepEqual(pairs.map((p) => [p.chosen, p.rejected]), [["4", "four"]]);
  * ```
  */
 export function rewardToPreference(examples: RewardExample[], opts: PairOptions): PreferenceExample[] {

@@ -84,7 +84,13 @@ function concat(parts: Uint8Array[]): Uint8Array {
  *
  * @example
  * ```ts
- * for await (const { row, line } of readJsonl("train.jsonl")) console.log(line, Object.keys(row));
+ * import { join } from "node:path";
+ * const dir = await Deno.makeTempDir();
+ * const path = join(dir, "train.jsonl");
+ * await Deno.writeTextFile(path, '{"prompt": "hi", "completion": "hello"}\n\n{"prompt": "bye"}\n');
+ * for await (const { row, line } of readJsonl(path)) console.log(line, Object.keys(row));
+ * // 1 ["prompt", "completion"], then 3 ["prompt"]: the blank line 2 is skipped but counted
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function* readJsonl(path: string, opts: ReadJsonlOptions = {}): AsyncGenerator<RawRecord> {

@@ -82,9 +82,17 @@ export function describeSkipped(s: SkippedRecord): string {
  *
  * @example
  * ```ts
- * const ds = await loadDataset("ultrafeedback.parquet", { skipBad: true });
+ * import { join } from "node:path";
+ * const dir = await Deno.makeTempDir();
+ * const rows = [
+ *   { prompt: "2 + 2?", responses: [{ text: "4", reward: 1 }, { text: "5", reward: 0 }] },
+ *   { prompt: "3 + 3?", responses: [{ text: "6", reward: "high" }, { text: "7", reward: 0 }] }, // bad row
+ * ];
+ * await Deno.writeTextFile(join(dir, "scored.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n"));
+ * const ds = await loadDataset(join(dir, "scored.jsonl"), { skipBad: true });
  * if (ds.kind === "reward") console.log(ds.examples.length, "prompts, K =", ds.examples[0].responses.length);
- * console.log(`${ds.skipped.length} bad rows skipped`);
+ * console.log(`${ds.skipped.length} bad rows skipped`); // 1 prompts, K = 2; 1 bad rows skipped
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function loadDataset(path: string, opts: LoadOptions = {}): Promise<LoadedDataset> {

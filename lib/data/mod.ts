@@ -6,13 +6,26 @@
  *
  * @example
  * ```ts
- * import { batchIndices, loadDataset, loadTokenizer, makeBatch, sequenceLengths, tokenizeExamples } from "./mod.ts";
- * const ds = await loadDataset("ultrafeedback.jsonl");
- * const tok = await loadTokenizer("models/tiny");
+ * import { join } from "node:path";
+ * import { batchIndices, loadDataset, loadTokenizer, makeBatch, sequenceLengths } from "./mod.ts";
+ * import { tokenizeExamples, writeWordPieceTokenizer } from "./mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * const rows = [1, 2, 3].map((n) => ({ prompt: `${n} + ${n}?`, chosen: `${n + n}`, rejected: "7" }));
+ * await Deno.writeTextFile(join(dir, "pairs.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n"));
+ * await writeWordPieceTokenizer(join(dir, "tokenizer"), { // a tiny one; usually the model's folder
+ *   specials: ["<pad>", "<eos>", "<unk>"], pad: "<pad>", eos: "<eos>", unk: "<unk>",
+ *   tokens: [..."0123456789+?:", "user", "assistant"],
+ *   chatTemplate: "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}" +
+ *     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+ * });
+ * const ds = await loadDataset(join(dir, "pairs.jsonl")); // preference pairs, detected from the fields
+ * const tok = await loadTokenizer(join(dir, "tokenizer"));
  * const tokenized = tokenizeExamples(tok, ds.examples, { maxLength: 1024, maxPromptLength: 512 });
- * for (const idx of batchIndices(sequenceLengths(tokenized), 4, { seed: 0 })) {
+ * for (const idx of batchIndices(sequenceLengths(tokenized), 2, { seed: 0 })) {
  *   const batch = makeBatch(idx.map((i) => tokenized[i]), { padId: tok.pad_token_id ?? 0 });
+ *   console.log(batch.prompts, "prompts ×", batch.k, "responses ×", batch.width, "tokens");
  * }
+ * await Deno.remove(dir, { recursive: true });
  * ```
  *
  * @module
@@ -100,6 +113,7 @@ export {
 } from "./convert.ts";
 export {
   type ChatTokenizer,
+  parseTemplateKwargs,
   PLAIN_CHAT_TEMPLATE,
   renderChat,
   type RenderOptions,
@@ -108,6 +122,8 @@ export {
 export {
   type EncodingTokenizer,
   loadTokenizer,
+  type ResponseOptions,
+  responseTexts,
   sequenceLengths,
   type TokenizedExample,
   tokenizeExample,
@@ -116,6 +132,7 @@ export {
   tokenizePrompt,
   type Tokenizer,
   tokenizeResponse,
+  tokenizeResponses,
   truncate,
   type TruncationOptions,
 } from "./tokenize.ts";

@@ -63,7 +63,15 @@ export async function readParquetMetadata(path: string): Promise<FileMetaData> {
  *
  * @example
  * ```ts
- * for await (const { row, line } of readParquet("train_prefs.parquet")) console.log(line, row.prompt);
+ * import { join } from "node:path";
+ * import { parquetWriteBuffer } from "hyparquet-writer";
+ * const dir = await Deno.makeTempDir();
+ * const columnData = [{ name: "prompt", data: ["2 + 2?", "3 + 3?"], type: "STRING" as const }];
+ * const path = join(dir, "train_prefs.parquet");
+ * await Deno.writeFile(path, new Uint8Array(parquetWriteBuffer({ columnData })));
+ * for await (const { row, line } of readParquet(path)) console.log(line, row.prompt);
+ * // 1 "2 + 2?", then 2 "3 + 3?"
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function* readParquet(path: string): AsyncGenerator<RawRecord> {

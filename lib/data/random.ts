@@ -13,8 +13,9 @@ export type Rng = () => number;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * const rng = mulberry32(42);
- * rng(); // 0.6011037519201636, the same on every run
+ * assert.equal(rng(), 0.6011037519201636); // the same on every run
  * ```
  */
 export function mulberry32(seed: number): Rng {

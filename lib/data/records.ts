@@ -62,7 +62,12 @@ export function recordFileKind(path: string): RecordFileKind {
  *
  * @example
  * ```ts
- * for await (const { row, line } of readRecords("data/train.parquet")) { ... }
+ * import { join } from "node:path";
+ * const dir = await Deno.makeTempDir();
+ * const path = join(dir, "train.jsonl"); // or .jsonl.gz, .parquet…
+ * await Deno.writeTextFile(path, '{"prompt": "2 + 2?", "chosen": "4", "rejected": "5"}\n');
+ * for await (const { row, line } of readRecords(path)) console.log(line, row.prompt); // 1 "2 + 2?"
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function* readRecords(path: string, opts: ReadRecordsOptions = {}): AsyncGenerator<RawRecord> {

@@ -33,8 +33,16 @@ export type SamplerOptions = {
  *
  * @example
  * ```ts
- * const batches = batchIndices(sequenceLengths(tokenized), 8, { seed: epoch });
- * for (const b of batches) makeBatch(b.map((i) => tokenized[i]), { padId });
+ * import assert from "node:assert/strict";
+ * import { makeBatch } from "./batch.ts";
+ * import { sequenceLengths } from "./tokenize.ts";
+ * const lengths = [1, 9, 2, 8, 3, 7];
+ * const tokenized = lengths.map((n) => ({ promptIds: [5], responseIds: [Array(n).fill(6), [1]] }));
+ * for (let epoch = 0; epoch < 2; epoch++) {
+ *   const batches = batchIndices(sequenceLengths(tokenized), 2, { seed: epoch }); // another order each epoch
+ *   assert.deepEqual(batches.flat().sort((a, b) => a - b), [0, 1, 2, 3, 4, 5]); // each example once
+ *   for (const b of batches) makeBatch(b.map((i) => tokenized[i]), { padId: 0 });
+ * }
  * ```
  */
 export function batchIndices(

@@ -70,8 +70,18 @@ const GLOB_CHARS = /[*?]/;
  *
  * @example
  * ```ts
- * const { files, split } = await resolveDataFiles("ultrafeedback_binarized"); // split "train_prefs"
- * const all = await resolveDataFiles("shards/*.jsonl.gz");
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * const root = await Deno.makeTempDir(); // a folder in the Hub's layout, as ultrafeedback_binarized has
+ * await Deno.mkdir(join(root, "data"));
+ * for (const name of ["train_prefs-00000-of-00001", "test_prefs-00000-of-00001"]) {
+ *   await Deno.writeTextFile(join(root, "data", `${name}.jsonl`), "{}\n");
+ * }
+ * const { files, split } = await resolveDataFiles(root);
+ * assert.equal(split, "train_prefs"); // the one train* split; test_prefs is named in otherSplits, not read
+ * assert.equal(files.length, 1);
+ * assert.equal((await resolveDataFiles(join(root, "data/*.jsonl"))).files.length, 2); // a glob: both
+ * await Deno.remove(root, { recursive: true });
  * ```
  */
 export async function resolveDataFiles(path: string, opts: DataResolveOptions = {}): Promise<DataFiles> {

@@ -1,7 +1,9 @@
 /**
- * Tokenization for alignment: prompt through the chat template, each response tokenized on its own
- * with its end appended and scored (the template's end-of-turn token, else EOS: {@link responseEndId}),
- * truncation that keeps the end of the prompt.
+ * Tokenization for alignment: prompt through the chat template, each response as the template renders it
+ * after the prompt ({@link responseTexts}: Qwen3's empty thinking block included) with its end appended and
+ * scored (the template's end-of-turn token, else EOS: {@link responseEndId}), truncation that keeps the end
+ * of the prompt. Prompt ids then response ids are the template's rendering of the whole conversation,
+ * tokenized.
  *
  * The chat template is read from a model folder as transformers reads it: `chat_template.jinja` (where
  * current transformers saves it), else `chat_template.json`, else `tokenizer_config.json`'s `chat_template`
@@ -95,8 +97,16 @@ export type LoadTokenizerOptions = {
  *
  * @example
  * ```ts
- * const tok = await loadTokenizer("models/zephyr-7b-sft");
- * tok.encode("hello", { add_special_tokens: false });
+ * import assert from "node:assert/strict";
+ * import { writeWordPieceTokenizer } from "./wordpiece.ts";
+ * const dir = await Deno.makeTempDir(); // a tiny tokenizer folder; a model's folder is read the same way
+ * await writeWordPieceTokenizer(dir, {
+ *   specials: ["<pad>", "<eos>", "<unk>"], pad: "<pad>", eos: "<eos>", unk: "<unk>", tokens: ["hello"],
+ *   chatTemplate: "{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}",
+ * });
+ * const tok = await loadTokenizer(dir);
+ * assert.deepEqual(tok.encode("hello", { add_special_tokens: false }), [3]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function loadTokenizer(folder: string, opts: LoadTokenizerOptions = {}): Promise<Tokenizer> {
@@ -161,7 +171,10 @@ export type TokenizeOptions = TruncationOptions & {
 /** One tokenized example: a prompt and K responses (K = 1 for SFT, 2 for preference pairs). */
 export type TokenizedExample = {
   promptIds: number[];
-  /** Each response's tokens, its end ({@link responseEndId}) appended (unless truncation cut it off). */
+  /**
+   * Each response's tokens as the template renders it after the prompt ({@link tokenizeResponses}), its end
+   * ({@link responseEndId}) appended (unless truncation cut it off).
+   */
   responseIds: number[][];
   /** Reward data only: one reward per response. */
   rewards?: number[];
@@ -246,12 +259,17 @@ const endOfTurnCache = new WeakMap<object, Map<string, SpecialToken | null>>();
  * The special token a chat template puts right after an assistant message's content (`<|eot_id|>` for
  * Llama 3, `<|im_end|>` for Qwen and ChatML, `<end_of_turn>` for Gemma, `<|end|>` for Phi-3), or null when
  * what follows is not a special token (the plain fallback, templates that end a turn with text). Found by
- * rendering `[user, assistant]` without a generation prompt and looking right after the assistant's text.
+ * rendering `[user, assistant]` without a generation prompt (with `templateKwargs`) and looking right after
+ * the assistant's text.
  */
-export function endOfTurnToken(tokenizer: EncodingTokenizer, chatTemplate?: string): SpecialToken | null {
+export function endOfTurnToken(
+  tokenizer: EncodingTokenizer,
+  chatTemplate?: string,
+  templateKwargs?: Record<string, unknown>,
+): SpecialToken | null {
   let cache = endOfTurnCache.get(tokenizer);
   if (!cache) endOfTurnCache.set(tokenizer, cache = new Map());
-  const key = chatTemplate ?? "";
+  const key = JSON.stringify([chatTemplate ?? "", templateKwargs ?? {}]);
   if (cache.has(key)) return cache.get(key)!;
   let found: SpecialToken | null = null;
   const tokens = tokenizer.all_special_tokens ?? [];
@@ -264,6 +282,7 @@ export function endOfTurnToken(tokenizer: EncodingTokenizer, chatTemplate?: stri
     }], {
       addGenerationPrompt: false,
       chatTemplate,
+      templateKwargs,
     });
   } catch {
     // a template that refuses this conversation: keep EOS
@@ -285,8 +304,12 @@ export function endOfTurnToken(tokenizer: EncodingTokenizer, chatTemplate?: stri
  * The token that ends every response, appended after its text and scored: the chat template's end-of-turn
  * token ({@link endOfTurnToken}) when it has one, else the tokenizer's EOS.
  */
-export function responseEndId(tokenizer: EncodingTokenizer, chatTemplate?: string): number {
-  const eot = endOfTurnToken(tokenizer, chatTemplate);
+export function responseEndId(
+  tokenizer: EncodingTokenizer,
+  chatTemplate?: string,
+  templateKwargs?: Record<string, unknown>,
+): number {
+  const eot = endOfTurnToken(tokenizer, chatTemplate, templateKwargs);
   if (eot) return eot.id;
   const eos = tokenizer.eos_token_id;
   if (typeof eos !== "number") {
@@ -331,17 +354,123 @@ export function checkSpecialIdsInVocab(
   }
 }
 
+/** The chat template options a response is rendered with: those of its prompt. */
+export type ResponseOptions = Pick<TokenizeOptions, "chatTemplate" | "templateKwargs">;
+
 /**
- * Response token ids: the text on its own, no special tokens, then the response's end
- * ({@link responseEndId}: the template's end-of-turn token, else EOS).
+ * Each response's text as the chat template renders it after `prompt`, between the generation prompt and
+ * the end of the assistant's turn: what the model generates there. For most templates that is the content
+ * itself; Qwen3's puts an empty thinking block (`<think>\n\n</think>\n\n`) before a final answer unless
+ * `enable_thinking` is false (then the generation prompt has it), and moves reasoning written as
+ * `<think>…</think>` into its own form. Found by rendering `[...prompt, assistant]` (without a generation
+ * prompt): the text after the prompt's rendering (with it), up to what the template puts after any content
+ * (its end of turn, learned from a placeholder answer). Where the two renderings do not line up (a template
+ * that drops or rewrites the prompt's end), what the template puts before the placeholder is put before
+ * the content; where even that cannot be found, the content is used as it is.
  */
+export function responseTexts(
+  tokenizer: ChatTokenizer,
+  prompt: Message[],
+  contents: readonly string[],
+  opts: ResponseOptions = {},
+): string[] {
+  return renderResponses(tokenizer, prompt, contents, opts).texts;
+}
+
+/** {@link responseTexts}, with the prompt's rendering (the generation prompt at its end). */
+function renderResponses(
+  tokenizer: ChatTokenizer,
+  prompt: Message[],
+  contents: readonly string[],
+  opts: ResponseOptions,
+): { promptText: string; texts: string[] } {
+  const render = (messages: Message[], addGenerationPrompt: boolean) =>
+    renderChat(tokenizer, messages, {
+      addGenerationPrompt,
+      chatTemplate: opts.chatTemplate,
+      templateKwargs: opts.templateKwargs,
+    });
+  const promptText = render(prompt, true);
+  const answer = (content: string): Message[] => [...prompt, { role: "assistant", content }];
+  let before: string | null = null, after: string | null = null;
+  try {
+    const probe = render(answer(RESPONSE_PROBE), false);
+    const at = probe.lastIndexOf(RESPONSE_PROBE);
+    if (at >= 0) {
+      after = probe.slice(at + RESPONSE_PROBE.length);
+      if (probe.startsWith(promptText) && at >= promptText.length) {
+        before = probe.slice(promptText.length, at);
+      }
+    }
+  } catch {
+    // a template that refuses a conversation ending with the assistant: the content as it is
+  }
+  const texts = contents.map((content) => {
+    if (after !== null) {
+      try {
+        const full = render(answer(content), false);
+        const end = full.length - after.length;
+        if (full.startsWith(promptText) && full.endsWith(after) && end >= promptText.length) {
+          return full.slice(promptText.length, end);
+        }
+      } catch {
+        // as for the probe
+      }
+    }
+    return before === null ? content : before + content;
+  });
+  return { promptText, texts };
+}
+
+/**
+ * The end of `text` from its last special token on (the whole text when it has none). Tokenizers split
+ * special tokens out before anything else, so what follows the prompt tokenizes after this tail as it does
+ * after the whole prompt, and encoding the tail is cheap.
+ */
+function specialTail(tokenizer: EncodingTokenizer, text: string): string {
+  let from = 0;
+  for (const token of tokenizer.all_special_tokens ?? []) {
+    if (!token) continue;
+    const at = text.lastIndexOf(token);
+    if (at > from) from = at;
+  }
+  return text.slice(from);
+}
+
+/**
+ * Response token ids, as the chat template's rendering of the whole conversation tokenizes: each
+ * response's text after `prompt` ({@link responseTexts}), tokenized where it stands (after the prompt: a
+ * token that would merge across the boundary cannot, so the text is then tokenized on its own), then the
+ * response's end ({@link responseEndId}: the template's end-of-turn token, else EOS). With the prompt's
+ * own ids (`tokenizePrompt`) before them, the ids are those of the conversation rendered by the template
+ * up to the end of the assistant's turn.
+ */
+export function tokenizeResponses(
+  tokenizer: EncodingTokenizer,
+  prompt: Message[],
+  contents: readonly string[],
+  opts: ResponseOptions = {},
+): number[][] {
+  const end = responseEndId(tokenizer, opts.chatTemplate, opts.templateKwargs);
+  const encode = (text: string) => tokenizer.encode(text, { add_special_tokens: false });
+  const { promptText, texts } = renderResponses(tokenizer, prompt, contents, opts);
+  const tail = specialTail(tokenizer, promptText);
+  const tailIds = encode(tail);
+  return texts.map((text) => {
+    const joined = encode(tail + text);
+    const split = joined.length >= tailIds.length && tailIds.every((id, i) => joined[i] === id);
+    return [...(split ? joined.slice(tailIds.length) : encode(text)), end];
+  });
+}
+
+/** One response's ids: {@link tokenizeResponses} of one. */
 export function tokenizeResponse(
   tokenizer: EncodingTokenizer,
-  response: string,
-  chatTemplate?: string,
+  prompt: Message[],
+  content: string,
+  opts: ResponseOptions = {},
 ): number[] {
-  const end = responseEndId(tokenizer, chatTemplate);
-  return [...tokenizer.encode(response, { add_special_tokens: false }), end];
+  return tokenizeResponses(tokenizer, prompt, [content], opts)[0];
 }
 
 /**
@@ -350,8 +479,23 @@ export function tokenizeResponse(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { writeWordPieceTokenizer } from "./wordpiece.ts";
+ * const dir = await Deno.makeTempDir(); // a tiny tokenizer folder; a model's folder is read the same way
+ * await writeWordPieceTokenizer(dir, {
+ *   specials: ["<pad>", "<eos>", "<unk>"], pad: "<pad>", eos: "<eos>", unk: "<unk>",
+ *   tokens: ["2", "4", "5", "+", "?", "user", "assistant", ":"],
+ * });
+ * const tok = await loadTokenizer(dir, { log: () => {} }); // no chat template: plain "User:" text, said here
+ * const ex = {
+ *   prompt: [{ role: "user", content: "2 + 2?" }],
+ *   responses: [{ content: "4", reward: 1 }, { content: "5", reward: 0 }],
+ * };
  * const t = tokenizeExample(tok, ex, { maxLength: 1024, maxPromptLength: 512 });
- * t.promptIds; t.responseIds[0].at(-1) === responseEndId(tok); t.rewards;
+ * assert.equal(t.responseIds.length, 2); // K responses, each ended by EOS (or the template's end of turn)
+ * assert.equal(t.responseIds[0].at(-1), responseEndId(tok));
+ * assert.deepEqual(t.rewards, [1, 0]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export function tokenizeExample(
@@ -370,7 +514,7 @@ export function tokenizeExample(
   } else {
     texts = [example.completion];
   }
-  const cut = truncate(promptIds, texts.map((t) => tokenizeResponse(tokenizer, t, opts.chatTemplate)), opts);
+  const cut = truncate(promptIds, tokenizeResponses(tokenizer, example.prompt, texts, opts), opts);
   return rewards === undefined ? cut : { ...cut, rewards };
 }
 

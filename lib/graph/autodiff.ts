@@ -20,10 +20,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { GraphBuilder } from "./builder.ts";
+ * import { mul, sumAll } from "./ops.ts";
  * const g = new GraphBuilder("fit");
  * const w = g.input("w", "float32", [3]);
  * const loss = sumAll(mul(w, w));
- * const [dw] = gradients(loss, [w]); // 2·w
+ * const [dw] = gradients(loss, [w]); // 2·w, as nodes of the same graph
+ * g.output(dw, "dw");
+ * assert.deepEqual([dw.dtype, dw.shape], ["float32", [3]]);
  * ```
  * @module
  */

@@ -5,11 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { matmul } from "./ops.ts";
  * const g = new GraphBuilder("mlp");
  * const x = g.input("x", "float32", ["batch", 4]);
  * const w = g.initializer("w", new Float32Array(4 * 3), [4, 3]);
  * g.output(matmul(x, w), "y");
  * const graph = g.build();
+ * assert.deepEqual(graph.outputs.map((o) => o.shape), [["batch", 3]]); // shapes follow through, symbols too
  * ```
  * @module
  */

@@ -110,7 +110,8 @@ export type TrainingIO = {
   };
 };
 
-function decays(p: TrainableParam): number {
+/** 1 where weight decay applies to `p`, else 0 (the packed layout puts decayed parameters first). */
+export function decays(p: TrainableParam): number {
   return p.decay ?? true ? 1 : 0;
 }
 
@@ -221,7 +222,7 @@ export function buildTrainingGraph(spec: TrainingSpec): { graph: GraphBuilder; i
  * An ONNX `If` on `cond` (a bool scalar): the branches are builders nested in `cond`'s, each with its
  * outputs (same count and element types; shapes may differ). Returns the outputs, in `cond`'s builder.
  */
-function ifElse(
+export function ifElse(
   cond: Value,
   then: GraphBuilder,
   thenOuts: Value[],
@@ -252,18 +253,35 @@ function ifElse(
 }
 
 /** The body's name for the parameters carried as one `[rows, C]` matrix. */
-const FLAT_PARAMS = "train.params";
+export const FLAT_PARAMS = "train.params";
 
 /** How the parameters sit in the `[rows, C]` matrix: spec indices in row order, their rows, and C. */
-type RowLayout = { order: number[]; rows: number[]; width: number };
+export type RowLayout = { order: number[]; rows: number[]; width: number };
+
+/**
+ * The packed layout of `params` (see buildStep): spec indices in row order (decayed first), their rows, the
+ * width C (the gcd of the sizes), the total rows and how many of the first rows get weight decay. Shared by
+ * the chunk graph and the distributed graphs (lib/graph/distributed.ts), so both pack alike.
+ */
+export function rowLayout(
+  params: readonly TrainableParam[],
+): RowLayout & { total: number; nDecay: number } {
+  const order = [...params.keys()].sort((a, b) => decays(params[b]) - decays(params[a]));
+  const sizes = order.map((i) => params[i].shape.reduce((x, y) => x * y, 1));
+  const width = sizes.reduce(gcd);
+  const rows = sizes.map((n) => n / width);
+  const total = rows.reduce((x, y) => x + y, 0);
+  const nDecay = order.reduce((n, i, j) => n + (decays(params[i]) ? rows[j] : 0), 0);
+  return { order, rows, width, total, nDecay };
+}
 
 /** One tensor per parameter (in spec order) → the `[rows, C]` matrix (the gradients, each step). */
-function toRows(values: readonly Value[], l: RowLayout): Value {
+export function toRows(values: readonly Value[], l: RowLayout): Value {
   return op.concat(l.order.map((i, j) => op.reshape(values[i], [l.rows[j], l.width])), 0);
 }
 
 /** Splits the `[rows, C]` matrix back into parameter tensors: `use(i, tensor)` for spec index i, in row order. */
-function splitRows(
+export function splitRows(
   flat: Value,
   l: RowLayout,
   params: readonly TrainableParam[],
@@ -301,12 +319,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   // The Loop carries the parameters in that layout too (split into tensors at the start of each step, the
   // gradients concatenated, the update applied to the whole), so a step reshapes each parameter once.
   const slotNames = optimizerSlots(spec.optimizer);
-  const order = [...spec.params.keys()].sort((a, b) => decays(spec.params[b]) - decays(spec.params[a]));
-  const sizes = order.map((i) => spec.params[i].shape.reduce((x, y) => x * y, 1));
-  const width = sizes.reduce(gcd);
-  const rows = sizes.map((n) => n / width);
-  const total = rows.reduce((x, y) => x + y, 0);
-  const nDecay = order.reduce((n, i, j) => n + (decays(spec.params[i]) ? rows[j] : 0), 0);
+  const { order, rows, width, total, nDecay } = rowLayout(spec.params);
   const layout: RowLayout = { order, rows, width };
   const pFlat = addState(FLAT_PARAMS, [total, width]);
   const params: Value[] = new Array(spec.params.length);
@@ -397,7 +410,7 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
 }
 
 /** Gradient accumulation: an inner Loop over micro-batches summing loss, gradients and metrics. */
-function accumulate(
+export function accumulate(
   s: GraphBuilder,
   spec: TrainingSpec,
   acc: number,

@@ -19,21 +19,15 @@
 import { join } from "node:path";
 import type { Message } from "../data/types.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
-import type { Device } from "../runtime/session.ts";
-import { barChart } from "../train/charts.ts";
-import { loadReferenceModel, referenceModelScorer } from "../train/reference.ts";
+import type { Device } from "../runtime/tensor.ts";
+import { barChart } from "../train/bar_chart.ts";
+import { loadReferenceModel } from "../train/reference.ts";
 import { scoreExamples } from "../train/scoring.ts";
 import { writeJsonAtomic, writeTextAtomic } from "../files.ts";
-import { openDecoder } from "./decoder_session.ts";
+import { openGenerator, openScorer } from "../model/open.ts";
 import { type PromptRow, readPrompts } from "./prompts.ts";
-import {
-  promptJobs,
-  resolveSettings,
-  type SampledResponse,
-  sampleRows,
-  type SampleSettings,
-  type SampleSettingsInput,
-} from "./sample.ts";
+import { promptJobs, type SampledResponse, sampleRows } from "./sample_rows.ts";
+import { resolveSettings, type SampleSettings, type SampleSettingsInput } from "./sample_settings.ts";
 import type { Scorer } from "./scorers/types.ts";
 
 /** What {@link evaluateAgainstReference} needs. */
@@ -108,7 +102,16 @@ export type Evaluation = { report: EvalReport; policyRows: EvalRow[]; referenceR
 export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluation> {
   const log = o.log ?? ((l: string) => console.error(l));
   const { prompts } = await readPrompts(o.prompts, { limit: o.limit });
-  const input: SampleSettingsInput = { temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, ...o.sample };
+  // eval's own defaults, never generation_config.json's (KL(π‖μ) needs π unfiltered); a key present but
+  // undefined is unset too
+  const given = o.sample ?? {};
+  const input: SampleSettingsInput = {
+    ...given,
+    temperature: given.temperature ?? 1,
+    topP: given.topP ?? 1,
+    topK: given.topK ?? 0,
+    repetitionPenalty: given.repetitionPenalty ?? 1,
+  };
   const pol = await sampleSide(o.policy, prompts, input, "policy", o, log);
   const ref = await sampleSide(o.reference, prompts, input, "reference", o, log);
   const s = pol.settings;
@@ -205,24 +208,20 @@ async function sampleSide(
   o: EvalOptions,
   log: (l: string) => void,
 ): Promise<SideSamples> {
-  const decoder = await openDecoder(model, { device: o.device, log });
-  try {
-    const settings = resolveSettings(input, decoder);
-    const jobs = promptJobs(decoder, prompts, settings);
-    const rows: SampledResponse[][] = [];
-    let sequences = 0;
-    for await (
-      const b of sampleRows(decoder, jobs, settings, { batch: o.batch, ids: true, signal: o.signal })
-    ) {
-      rows.push(...b.rows.map((r) => r.responses));
-      sequences += b.sequences;
-      o.onProgress?.({ phase, done: sequences, total: jobs.length * settings.k });
-    }
-    if (rows.length < prompts.length) throw new Error(`evaluation stopped while sampling from ${model}`);
-    return { name: decoder.name, dir: decoder.dir, settings, promptIds: jobs.map((j) => j.ids), rows };
-  } finally {
-    await decoder.release();
+  await using generator = await openGenerator(model, { device: o.device, log, withTokenizer: true });
+  const settings = resolveSettings(input, generator);
+  const jobs = promptJobs(generator, prompts, settings);
+  const rows: SampledResponse[][] = [];
+  let sequences = 0;
+  for await (
+    const b of sampleRows(generator, jobs, settings, { batch: o.batch, ids: true, signal: o.signal })
+  ) {
+    rows.push(...b.rows.map((r) => r.responses));
+    sequences += b.sequences;
+    o.onProgress?.({ phase, done: sequences, total: jobs.length * settings.k });
   }
+  if (rows.length < prompts.length) throw new Error(`evaluation stopped while sampling from ${model}`);
+  return { name: generator.name, dir: generator.dir, settings, promptIds: jobs.map((j) => j.ids), rows };
 }
 
 /** Summed log-probs of the policy's samples under the policy and under the reference (scoring graphs). */
@@ -240,18 +239,13 @@ async function klLogps(
   }));
   const padId = policyFolder.config.padTokenId ?? 0;
   const score = async (folder: typeof policyFolder, phase: string) => {
-    const session = await referenceModelScorer(folder, { device: o.device ?? "cpu" });
-    try {
-      const batch = o.scoreBatch ?? 8;
-      const { logps } = await scoreExamples(session, examples, {
-        padId,
-        batchSize: batch,
-        onBatch: (done) => o.onProgress?.({ phase, done, total: examples.length }),
-      });
-      return logps.flatMap((row) => Array.from(row));
-    } finally {
-      await session.release();
-    }
+    await using scorer = await openScorer(folder, { device: o.device ?? "cpu" });
+    const { logps } = await scoreExamples(scorer, examples, {
+      padId,
+      batchSize: o.scoreBatch ?? 8,
+      onBatch: (done) => o.onProgress?.({ phase, done, total: examples.length }),
+    });
+    return logps.flatMap((row) => Array.from(row));
   };
   return { policyLogps: await score(policyFolder, "kl"), referenceLogps: await score(referenceFolder, "kl") };
 }
@@ -336,6 +330,55 @@ export function evalChart(r: EvalReport): string {
       },
     ],
   });
+}
+
+/**
+ * `deno task eval`'s progress and log lines on stderr. On a terminal the progress is one line redrawn in
+ * place (`\r…ESC[K`), cleared before a log line; anywhere else (a log file, a pipe) plain lines without
+ * control characters: the first of each phase, its end, and at most one per `everyMs` between.
+ */
+export function evalProgressWriter(o: {
+  tty: boolean;
+  write: (text: string) => void;
+  /** Milliseconds between plain lines (default 10 s). */
+  everyMs?: number;
+  now?: () => number;
+}): {
+  progress(p: { phase: string; done: number; total: number }): void;
+  log(line: string): void;
+  /** Ends the live line: cleared, or kept (`keep`, before an error) on a line of its own. */
+  end(keep?: boolean): void;
+} {
+  const now = o.now ?? (() => performance.now());
+  const every = o.everyMs ?? 10_000;
+  let live = false, shown = "", phase = "", lastPlain = -Infinity;
+  return {
+    progress(p) {
+      const line = `eval: ${p.phase} ${p.done}/${p.total}`;
+      if (line === shown) return;
+      shown = line;
+      if (o.tty) {
+        o.write(`\r${line}\x1b[K`);
+        live = true;
+        return;
+      }
+      const t = now();
+      if (p.phase !== phase || p.done >= p.total || t - lastPlain >= every) {
+        o.write(line + "\n");
+        lastPlain = t;
+      }
+      phase = p.phase;
+    },
+    log(line) {
+      if (live) shown = ""; // cleared: the next progress draws it again
+      o.write(`${live ? "\r\x1b[K" : ""}${line}\n`);
+      live = false;
+    },
+    end(keep = false) {
+      if (live) o.write(keep ? "\n" : "\r\x1b[K");
+      live = false;
+    },
+  };
 }
 
 /** Writes `eval.json`, `samples_policy.jsonl`, `samples_reference.jsonl` and `charts/eval.svg` in `dir`. */

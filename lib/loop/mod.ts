@@ -3,9 +3,11 @@
  * train on the scored responses. A plain list of the loop's modules.
  * @module
  */
-export * from "./decoder_session.ts";
+
 export * from "./prompts.ts";
 export * from "./sample.ts";
+export * from "./sample_settings.ts";
+export * from "./sample_rows.ts";
 export * from "./score.ts";
 // lib/train already exports a `Scorer` (a log-prob session): the response scorer's interface is re-exported
 // as `ResponseScorer` here (scorers/types.ts names it `Scorer`)

@@ -126,9 +126,15 @@ export type ReadPromptsOptions = {
  *
  * @example
  * ```ts
- * const { prompts } = await readPrompts("ultrafeedback_binarized/data/test_prefs-*.parquet");
- * prompts[0].id; // its prompt_id
- * prompts[0].messages; // [{ role: "user", content: "…" }]
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(join(dir, "prompts.jsonl"), '{"prompt_id": "a1", "prompt": "2 + 2?"}\n');
+ * // also a Hub folder or a glob: "ultrafeedback_binarized/data/test_prefs-*.parquet"
+ * const { prompts } = await readPrompts(join(dir, "prompts.jsonl"));
+ * assert.equal(prompts[0].id, "a1"); // its id, else its prompt_id, else its index
+ * assert.deepEqual(prompts[0].messages, [{ role: "user", content: "2 + 2?" }]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function readPrompts(path: string, opts: ReadPromptsOptions = {}): Promise<PromptSet> {

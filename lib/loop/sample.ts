@@ -33,294 +33,22 @@ import { basename, dirname, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { readLines } from "../data/jsonl.ts";
 import { resolveDataFiles } from "../data/sources.ts";
-import { tokenizePrompt, truncate } from "../data/tokenize.ts";
-import type { Message } from "../data/types.ts";
-import { generate } from "../model/generate.ts";
-import { GraphSampler } from "../model/graph_sampler.ts";
 import { type DeviceRequest, resolveDevice } from "../runtime/device.ts";
-import type { Device } from "../runtime/session.ts";
+import type { Device } from "../runtime/tensor.ts";
 import { isFile, tempPathFor, withPath, writeJsonAtomic } from "../files.ts";
 import { lockFile } from "../lock.ts";
+import { modelFingerprint } from "../model/fingerprint.ts";
+import { inspectModel, openGenerator } from "../model/open.ts";
+import { promptKey, type PromptRow, readPrompts } from "./prompts.ts";
+import { promptJobs, type SampleRow, sampleRows } from "./sample_rows.ts";
 import {
-  type Decoder,
-  type DecoderInfo,
-  inspectDecoder,
-  modelFingerprint,
-  openDecoder,
-} from "./decoder_session.ts";
-import { type PromptId, promptKey, type PromptRow, readPrompts } from "./prompts.ts";
-
-// ---------------------------------------------------------------------------------------------------------
-// Settings, seeds, shards
-// ---------------------------------------------------------------------------------------------------------
-
-/** How responses are sampled: everything that changes what is written. */
-export type SampleSettings = {
-  /** Responses per prompt. */
-  k: number;
-  seed: number;
-  /** 0: greedy (the K responses are then the same). */
-  temperature: number;
-  /** Nucleus mass, (0, 1]; 1: off. */
-  topP: number;
-  /** 0: off. */
-  topK: number;
-  /** transformers' repetition penalty; 1: off. */
-  repetitionPenalty: number;
-  maxNewTokens: number;
-  /** Longer prompts keep their last tokens (as training cuts them); null: no limit but the model's. */
-  maxPromptLength: number | null;
-};
-
-/** What a caller may set; the rest comes from the model's generation_config.json, then the defaults. */
-export type SampleSettingsInput = Partial<SampleSettings>;
-
-/** Defaults where neither the caller nor generation_config.json says. */
-export const SAMPLE_DEFAULTS = {
-  k: 4,
-  seed: 0,
-  temperature: 1,
-  topP: 1,
-  topK: 0,
-  repetitionPenalty: 1,
-  maxNewTokens: 256,
-  batch: 32,
-} as const;
-
-/** A wrong setting: the CLI shows it with its usage, and exits 2. */
-export class SampleOptionError extends Error {
-  override name = "SampleOptionError";
-}
-
-/** The settings of a run: the caller's, else the model's generation_config.json, else {@link SAMPLE_DEFAULTS}. */
-export function resolveSettings(input: SampleSettingsInput, model: Pick<DecoderInfo, "generationDefaults">) {
-  const gen = model.generationDefaults;
-  const s: SampleSettings = {
-    k: input.k ?? SAMPLE_DEFAULTS.k,
-    seed: input.seed ?? SAMPLE_DEFAULTS.seed,
-    temperature: input.temperature ?? gen.temperature ?? SAMPLE_DEFAULTS.temperature,
-    topP: input.topP ?? gen.topP ?? SAMPLE_DEFAULTS.topP,
-    topK: input.topK ?? gen.topK ?? SAMPLE_DEFAULTS.topK,
-    repetitionPenalty: input.repetitionPenalty ?? gen.repetitionPenalty ?? SAMPLE_DEFAULTS.repetitionPenalty,
-    maxNewTokens: input.maxNewTokens ?? SAMPLE_DEFAULTS.maxNewTokens,
-    maxPromptLength: input.maxPromptLength ?? null,
-  };
-  checkSettings(s);
-  return s;
-}
-
-/** Throws a {@link SampleOptionError} naming the first setting out of range. */
-export function checkSettings(s: SampleSettingsInput): void {
-  const bad = (flag: string, want: string, v: unknown) => {
-    throw new SampleOptionError(`--${flag} must be ${want}, got ${v}`);
-  };
-  const int = (v: number | undefined | null, min: number) =>
-    v === undefined || v === null || (Number.isSafeInteger(v) && v >= min);
-  if (!int(s.k, 1)) bad("k", "a whole number ≥ 1", s.k);
-  if (!int(s.seed, 0)) bad("seed", "a whole number ≥ 0", s.seed);
-  if (s.temperature !== undefined && !(s.temperature >= 0 && Number.isFinite(s.temperature))) {
-    bad("temperature", "≥ 0", s.temperature);
-  }
-  if (s.topP !== undefined && !(s.topP > 0 && s.topP <= 1)) bad("top-p", "in (0, 1]", s.topP);
-  if (!int(s.topK, 0)) bad("top-k", "a whole number ≥ 0 (0: off)", s.topK);
-  if (
-    s.repetitionPenalty !== undefined && !(s.repetitionPenalty > 0 && Number.isFinite(s.repetitionPenalty))
-  ) {
-    bad("repetition-penalty", "> 0", s.repetitionPenalty);
-  }
-  if (!int(s.maxNewTokens, 1)) bad("max-new-tokens", "a whole number ≥ 1", s.maxNewTokens);
-  if (!int(s.maxPromptLength, 1)) bad("max-prompt-length", "a whole number ≥ 1", s.maxPromptLength);
-}
-
-/**
- * The seed of sample `j` of the prompt with id `id` (its index when the row has none): a 32-bit hash of the
- * three, so each sample has its own generator whatever shares its batch, shard or run.
- */
-export function sampleSeed(seed: number, id: PromptId, j: number): number {
-  const text = `${seed}\u001f${JSON.stringify(id)}\u001f${j}`;
-  // FNV-1a over the UTF-16 code units, then murmur3's finalizer to spread the bits
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** A share of the prompts: those whose index is `index` modulo `count`. */
-export type Shard = { index: number; count: number };
-
-/** Parses `--shard i/n` (0-based i). */
-export function parseShard(s: string): Shard {
-  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(s);
-  const index = Number(m?.[1]), count = Number(m?.[2]);
-  if (!m || !Number.isSafeInteger(count) || count < 1 || index >= count) {
-    throw new SampleOptionError(
-      `--shard must be i/n with n ≥ 1 and 0 ≤ i < n (0-based: --shard 0/4 … 3/4), got "${s}"`,
-    );
-  }
-  return { index, count };
-}
-
-/** How many of `total` prompts shard `shard` has. */
-export function shardSize(total: number, shard: Shard): number {
-  return Math.max(0, Math.ceil((total - shard.index) / shard.count));
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Rows
-// ---------------------------------------------------------------------------------------------------------
-
-/** One sampled response. */
-export type SampledResponse = {
-  /** The text, the stop token left out. */
-  content: string;
-  /** Tokens generated, the stop token included. */
-  tokens: number;
-  /** `stop`: a stop id ended it; `length`: `maxNewTokens` did. */
-  finish_reason: "stop" | "length";
-  /** The generated token ids, the stop token included (only with `SampleRowsOptions.ids`; not written). */
-  ids?: number[];
-};
-
-/** One output row: a prompt and its K responses. */
-export type SampleRow = {
-  id: PromptId;
-  /** The prompt as the data gave it (a string, or messages). */
-  prompt: string | Message[];
-  responses: SampledResponse[];
-  sampler: { model: string; temperature: number; top_p: number; top_k: number; seed: number };
-};
-
-/** A prompt ready to sample: its row and token ids. */
-export type PromptJob = { row: PromptRow; ids: number[] };
-
-/**
- * Prompt token ids as training renders them (the chat template, BOS first; `maxPromptLength` keeps the
- * end), checked against the model's context: a prompt that leaves no room for `maxNewTokens` is an error
- * naming its file and line.
- */
-export function promptJobs(
-  decoder: Pick<DecoderInfo, "tokenizer" | "contextLength">,
-  rows: readonly PromptRow[],
-  s: Pick<SampleSettings, "maxNewTokens" | "maxPromptLength">,
-): PromptJob[] {
-  return rows.map((row) => {
-    let ids = tokenizePrompt(decoder.tokenizer, row.messages);
-    if (s.maxPromptLength !== null) ids = truncate(ids, [], { maxPromptLength: s.maxPromptLength }).promptIds;
-    if (ids.length + s.maxNewTokens > decoder.contextLength) {
-      const where = row.unit === "line" ? `${row.file}:${row.line}` : `${row.file}: row ${row.line}`;
-      throw new Error(
-        `${where}: the prompt is ${ids.length} tokens; with --max-new-tokens ${s.maxNewTokens} it passes the ` +
-          `model's context of ${decoder.contextLength} tokens: set --max-prompt-length (the prompt keeps its ` +
-          `end, as in training) or lower --max-new-tokens`,
-      );
-    }
-    return { row, ids };
-  });
-}
-
-/** What {@link sampleRows} reports after each batch. */
-export type BatchReport = {
-  /** Rows completed by this batch, in prompt order (possibly none: a prompt's samples span batches). */
-  rows: SampleRow[];
-  /** Tokens this batch generated. */
-  tokens: number;
-  /** Sequences in the batch. */
-  sequences: number;
-};
-
-/** Options for {@link sampleRows}. */
-export type SampleRowsOptions = {
-  /** Sequences per session run (default 32); prompts of different lengths share a batch, left padded. */
-  batch?: number;
-  /** Ends sampling at the next step; the rows finished before are still reported. */
-  signal?: AbortSignal;
-  /** The `sampler.model` of each row (default: the decoder's name). */
-  modelName?: string;
-  /** Keep each response's token ids (`ids`), for scoring the exact tokens (evaluation's KL). */
-  ids?: boolean;
-};
-
-/**
- * Samples `s.k` responses for each prompt, `batch` sequences per call of `generate`, and yields the rows
- * completed by each batch in prompt order. Sample j of a prompt uses {@link sampleSeed}, so the rows do not
- * depend on `batch`. Stops early (rows completed so far reported) when `signal` aborts.
- */
-export async function* sampleRows(
-  decoder: Pick<Decoder, "session" | "codec" | "eosIds" | "padId" | "name">,
-  jobs: readonly PromptJob[],
-  s: SampleSettings,
-  o: SampleRowsOptions = {},
-): AsyncGenerator<BatchReport> {
-  const batch = o.batch ?? SAMPLE_DEFAULTS.batch;
-  if (!(Number.isSafeInteger(batch) && batch >= 1)) {
-    throw new SampleOptionError(`--batch must be a whole number ≥ 1, got ${batch}`);
-  }
-  const sampler = {
-    model: o.modelName ?? decoder.name,
-    temperature: s.temperature,
-    top_p: s.topP,
-    top_k: s.topK,
-    seed: s.seed,
-  };
-  const eos = new Set(decoder.eosIds);
-  const results: (SampledResponse | undefined)[][] = jobs.map(() => new Array(s.k));
-  let next = 0; // the first prompt not yet reported
-  const total = jobs.length * s.k;
-  // tokens are chosen in ONNX Runtime (only ids come back), unless a repetition penalty needs the logits
-  const graphSampler = s.repetitionPenalty === 1 ? await GraphSampler.beside(decoder.session) : undefined;
-  try {
-    for (let at = 0; at < total; at += batch) {
-      if (o.signal?.aborted) return;
-      const part = Array.from({ length: Math.min(batch, total - at) }, (_, n) => {
-        const q = at + n;
-        return { p: Math.floor(q / s.k), j: q % s.k };
-      });
-      const { rows } = await generate(decoder.session, part.map(({ p }) => jobs[p].ids), {
-        maxNewTokens: s.maxNewTokens,
-        eosTokenIds: decoder.eosIds,
-        temperature: s.temperature,
-        topP: s.topP,
-        topK: s.topK,
-        repetitionPenalty: s.repetitionPenalty,
-        seeds: part.map(({ p, j }) => sampleSeed(s.seed, jobs[p].row.id, j)),
-        padTokenId: decoder.padId,
-        signal: o.signal,
-        sampler: graphSampler,
-      });
-      let tokens = 0;
-      rows.forEach((r, n) => {
-        tokens += r.tokens.length;
-        if (r.finishReason === "abort") return;
-        const stopped = r.finishReason === "eos" && eos.has(r.tokens.at(-1)!);
-        const body = stopped ? r.tokens.slice(0, -1) : r.tokens;
-        const { p, j } = part[n];
-        results[p][j] = {
-          content: decoder.codec.decode(body),
-          tokens: r.tokens.length,
-          finish_reason: stopped ? "stop" : "length",
-          ...(o.ids ? { ids: r.tokens } : {}),
-        };
-      });
-      const done: SampleRow[] = [];
-      while (next < jobs.length && results[next].filter(Boolean).length === s.k) {
-        const { row } = jobs[next];
-        done.push({ id: row.id, prompt: row.given, responses: results[next] as SampledResponse[], sampler });
-        results[next] = []; // reported: not kept
-        next++;
-      }
-      yield { rows: done, tokens, sequences: part.length };
-    }
-  } finally {
-    await graphSampler?.release();
-  }
-}
+  checkSettings,
+  resolveSettings,
+  SampleOptionError,
+  type SampleSettingsInput,
+  type Shard,
+  shardSize,
+} from "./sample_settings.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The sidecar: what a sample file is of
@@ -344,6 +72,8 @@ export type SampleMeta = {
   max_prompt_length: number | null;
   stop_ids: number[];
   shard: Shard;
+  /** `--chat-template-kwargs`; absent when none were given (files written before it have none). */
+  chat_template_kwargs?: Record<string, unknown>;
 };
 
 /** The sidecar of a sample file. */
@@ -426,7 +156,7 @@ async function completeLines(path: string): Promise<LinesOf> {
 
 /** Options for {@link sampleToFile}. */
 export type SampleOptions = SampleSettingsInput & {
-  /** A model folder, an exported folder or a run folder (see decoder_session.ts). */
+  /** A model folder, an exported folder or a run folder (see lib/model/open.ts). */
   model: string;
   /** A data file, folder or glob (see prompts.ts). */
   prompts: string;
@@ -473,7 +203,11 @@ export type SampleResult = SampleProgress & {
  *
  * @example
  * ```ts
- * await sampleToFile({ model: "models/zephyr-7b-sft", prompts: "prompts.jsonl", out: "samples.jsonl", k: 4 });
+ * // a function, since it needs a model: `model` is a Hugging Face folder, an exported one or a run folder
+ * export async function sampleFour(model: string): Promise<number> {
+ *   const r = await sampleToFile({ model, prompts: "prompts.jsonl", out: "samples.jsonl", k: 4 });
+ *   return r.done; // prompts in samples.jsonl, an earlier interrupted run's included
+ * }
  * ```
  */
 export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
@@ -490,7 +224,7 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
   const set = await readPrompts(o.prompts).catch((e) => {
     throw new Error(`--prompts ${(e as Error).message}`, { cause: e });
   });
-  const info = await inspectDecoder(o.model, { log });
+  const info = await inspectModel(o.model, { log });
   const s = resolveSettings(o, info);
   if (s.temperature === 0 && s.k > 1) {
     log(`note: temperature 0 is greedy: the ${s.k} responses will be the same`);
@@ -512,6 +246,7 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
     max_prompt_length: s.maxPromptLength,
     stop_ids: info.eosIds,
     shard,
+    ...(s.templateKwargs ? { chat_template_kwargs: s.templateKwargs } : {}),
   };
   const mine = set.prompts.filter((_, i) => i % shard.count === shard.index);
   const resumed = await resumePoint(out, meta, mine, log);
@@ -523,15 +258,15 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
   const todo = promptJobs(info, mine.slice(resumed), s);
   const { device, notice } = await resolveDevice(o.device ?? "cpu");
   if (notice) log(notice.replace("training on", "sampling on"));
-  const decoder = await openDecoder(info, { device, threads: o.threads, log });
+  await using generator = await openGenerator(info, { device, threads: o.threads, log });
   let interrupted = false;
-  try {
+  {
     using file = await Deno.open(out, { append: true, create: true }).catch((e) => {
       throw withPath(e, out);
     });
     const encoder = new TextEncoder();
     const t0 = performance.now();
-    for await (const b of sampleRows(decoder, todo, s, { batch: o.batch, signal: o.signal })) {
+    for await (const b of sampleRows(generator, todo, s, { batch: o.batch, signal: o.signal })) {
       if (b.rows.length) {
         const bytes = encoder.encode(b.rows.map((r) => JSON.stringify(r) + "\n").join(""));
         try {
@@ -548,8 +283,6 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
       o.onProgress?.({ ...progress });
     }
     interrupted = progress.done < mine.length;
-  } finally {
-    await decoder.release();
   }
   return { ...progress, out, meta, interrupted, device };
 }

@@ -27,7 +27,7 @@ import { readRecords, recordFileKind } from "../data/records.ts";
 import type { Message } from "../data/types.ts";
 import { exists, readJsonObject, withPath, writeJsonAtomic } from "../files.ts";
 import { lockFile } from "../lock.ts";
-import { formatDuration } from "../train/progress.ts";
+import { formatDuration } from "../cli/progress.ts";
 import type { ScoreItem, Scorer, ScorerKind } from "./scorers/types.ts";
 
 /** A row to score: the prompt, the responses, and how to write the row back with its rewards. */

@@ -20,8 +20,10 @@ import { sigmoid, softplus } from "./stable.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * const { loss } = dpoLoss({ policy: [[-10, -12]], reference: [[-11, -11]] }, { beta: 0.5 });
  * // loss = −log σ(0.5 − (−0.5)) = softplus(−1) ≈ 0.3133
+ * assert.ok(Math.abs(loss - Math.log1p(Math.exp(-1))) < 1e-12);
  * ```
  */
 export function dpoLoss(x: LossInput, o: LossOptions): LossResult {

@@ -44,7 +44,8 @@ export function implicitRewardRow(
  *
  * @example
  * ```ts
- * implicitRewards([[-10, -12]], [[-11, -11]], 0.5); // [[0.5, -0.5]]
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(implicitRewards([[-10, -12]], [[-11, -11]], 0.5), [[0.5, -0.5]]);
  * ```
  */
 export function implicitRewards(policy: number[][], reference: number[][], beta: number): number[][] {

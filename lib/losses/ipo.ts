@@ -23,8 +23,10 @@ import { checkLossInput, checkOptions } from "./validate.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * const { loss } = ipoLoss({ policy: [[-1.0, -1.2]], reference: [[-1.1, -1.1]] }, { beta: 0.5 });
  * // h = 0.2 − 0 = 0.2, loss = (0.2 − 1)² = 0.64
+ * assert.ok(Math.abs(loss - 0.64) < 1e-12);
  * ```
  */
 export function ipoLoss(x: LossInput, o: LossOptions): LossResult {

@@ -41,9 +41,11 @@ export function rankByReward(rewards: readonly number[]): number[] {
  *
  * @example
  * ```ts
- * batchMetrics({ policy: [[-10, -12]], reference: [[-11, -11]] }, { beta: 0.5 });
- * // { "rewards/chosen": 0.5, "rewards/rejected": -0.5, "rewards/margins": 1, "rewards/accuracies": 1,
- * //   "logps/chosen": -10, "logps/rejected": -12 }
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(batchMetrics({ policy: [[-10, -12]], reference: [[-11, -11]] }, { beta: 0.5 }), {
+ *   "rewards/chosen": 0.5, "rewards/rejected": -0.5, "rewards/margins": 1, "rewards/accuracies": 1,
+ *   "logps/chosen": -10, "logps/rejected": -12,
+ * });
  * ```
  */
 export function batchMetrics(x: LossInput, o: LossOptions): Record<string, number> {

@@ -45,8 +45,9 @@ export function isLossName(name: unknown): name is LossName {
  *
  * @example
  * ```ts
- * needsRewards("nca"); // true
- * needsRewards("dpo"); // false
+ * import assert from "node:assert/strict";
+ * assert.equal(needsRewards("nca"), true);
+ * assert.equal(needsRewards("dpo"), false);
  * ```
  */
 export function needsRewards(name: LossName): boolean {

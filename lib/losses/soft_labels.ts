@@ -46,8 +46,9 @@ export function softLabelRow(rewards: readonly number[], alpha: number): number[
  *
  * @example
  * ```ts
- * softLabels([[1, 2, 2]], 0); // [[0, 0.5, 0.5]]
- * softLabels([[0, Math.log(3)]], 1); // [[0.25, 0.75]]
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(softLabels([[1, 2, 2]], 0), [[0, 0.5, 0.5]]); // α = 0: the best, ties shared
+ * assert.deepEqual(softLabels([[0, Math.log(3)]], 1), [[0.25, 0.75]]);
  * ```
  */
 export function softLabels(rewards: number[][], alpha: number): number[][] {

@@ -12,8 +12,9 @@
  *
  * @example
  * ```ts
- * softplus(0); // Math.LN2
- * softplus(1e4); // 1e4
+ * import assert from "node:assert/strict";
+ * assert.equal(softplus(0), Math.LN2);
+ * assert.equal(softplus(1e4), 1e4); // the naive Math.log(1 + Math.exp(1e4)) gives Infinity
  * ```
  */
 export function softplus(x: number): number {
@@ -25,7 +26,8 @@ export function softplus(x: number): number {
  *
  * @example
  * ```ts
- * logSigmoid(-1e4); // -1e4 (the naive Math.log(1 / (1 + Math.exp(1e4))) gives -Infinity)
+ * import assert from "node:assert/strict";
+ * assert.equal(logSigmoid(-1e4), -1e4); // the naive Math.log(1 / (1 + Math.exp(1e4))) gives -Infinity
  * ```
  */
 export function logSigmoid(z: number): number {
@@ -47,7 +49,8 @@ export function sigmoid(z: number): number {
  *
  * @example
  * ```ts
- * logSumExp([1000, 1000]); // 1000 + Math.LN2
+ * import assert from "node:assert/strict";
+ * assert.equal(logSumExp([1000, 1000]), 1000 + Math.LN2);
  * ```
  */
 export function logSumExp(xs: ArrayLike<number>, scale = 1): number {

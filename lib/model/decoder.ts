@@ -54,6 +54,7 @@ import { type FloatDType, overlayWeights, type WeightMap, type WeightSource } fr
 import {
   initLoraTensors,
   type LoraConfig,
+  loraHook,
   loraModules,
   type LoraRuntime,
   loraRuntime,
@@ -141,8 +142,11 @@ export function decoderBody(
     : positionsFromMask(ids, inputs.attentionMask);
   let lora = opts.lora ?? null;
   // keyed dropout masks per token, not per padded position: the chunking cannot change them
-  if (lora?.dropoutKey && lora.train && lora.dropout > 0) lora = { ...lora, dropoutRows: dropoutRowIds(ids) };
-  const ctx: Ctx = { g, dtype, weights: opts.weights, lora };
+  // (rows preset by policyLogProbs' dropoutRowOffset: a rank's share of a global batch, lib/train/distributed.ts)
+  if (lora?.dropoutKey && lora.train && lora.dropout > 0) {
+    lora = { ...lora, dropoutRows: lora.dropoutRows ?? dropoutRowIds(ids) };
+  }
+  const ctx: Ctx = { g, dtype, weights: opts.weights, adapt: lora ? loraHook(lora) : null };
   // one bias per attention window, built before the layers so that no layer's segment owns it
   const biases = new Map<number | null, Value>();
   for (let i = 0; i < cfg.numLayers; i++) {
@@ -254,6 +258,11 @@ export type LogProbOptions = {
   chunk?: number;
   /** Draw keyed dropout masks again in the backward pass (graphs with per-segment backward passes). */
   recomputeDropout?: boolean;
+  /**
+   * Rows of the global micro-batch before this batch's first (a scalar): keyed masks are then those its rows
+   * get in the whole micro-batch, so a rank's share of it draws what one process would (data parallelism).
+   */
+  dropoutRowOffset?: Value;
 };
 
 /**
@@ -277,6 +286,11 @@ export function policyLogProbs(
       dropoutKey: opts.dropoutKey,
       recompute: opts.recomputeDropout,
     });}
+  if (lora && opts.dropoutRowOffset && opts.dropoutKey && lora.train && lora.dropout > 0) {
+    // row b of the global micro-batch has ids b · 65536 + t (layers.ts' dropoutRowIds): exact in float64
+    const shift = op.mul(op.cast(opts.dropoutRowOffset, "float64"), g.scalar(65536, "float64"));
+    lora = { ...lora, dropoutRows: op.add(dropoutRowIds(batch.inputIds), shift) };
+  }
   return decoderLogProbs(g, cfg, batch, { dtype, weights, lora, chunk: opts.chunk });
 }
 

@@ -38,7 +38,8 @@ import { buildDecoder } from "./decoder.ts";
 import type { KvPair } from "./types.ts";
 import { SERVING_DIMS, SERVING_NAMES } from "./generate.ts";
 import { loadModelFolder, readGenerationConfig, saveModelFolder } from "./model_folder.ts";
-import type { OutputDtype, TensorReader } from "./safetensors.ts";
+import type { TensorReader } from "./safetensors.ts";
+import type { OutputDtype } from "./float_codec.ts";
 import { storedWeights } from "./stored_weights.ts";
 import type { WeightMap, WeightSource } from "./weights.ts";
 import { canonicalizeCheckpoint, validateCheckpoint } from "./weights_names.ts";
@@ -171,10 +172,22 @@ async function updateJson(path: string, fields: Record<string, unknown>): Promis
  *
  * @example
  * ```ts
- * const cfg = tinyConfig("llama");
- * const { onnxPath } = await exportForServing("runs/tiny", { cfg, weights: initWeights(cfg), tokenizerDir });
+ * import { join } from "node:path";
+ * import { ModelSession } from "../runtime/session.ts";
+ * import { parseConfig } from "./config.ts";
+ * import { initWeights } from "./init.ts";
+ * const cfg = parseConfig({
+ *   model_type: "llama", vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
+ *   num_key_value_heads: 2, intermediate_size: 64, max_position_embeddings: 64,
+ * });
+ * const dir = await Deno.makeTempDir();
+ * // random weights here; a trained policy's, and `tokenizerDir` to copy its tokenizer, in a real export
+ * const { onnxPath } = await exportForServing(join(dir, "tiny"), { cfg, weights: initWeights(cfg) });
  * const session = await ModelSession.create(onnxPath);
- * // or: await AutoModelForCausalLM.from_pretrained(resolve("runs/tiny"), { dtype: "fp32", local_files_only: true })
+ * // or in transformers.js:
+ * // await AutoModelForCausalLM.from_pretrained(join(dir, "tiny"), { dtype: "fp32", local_files_only: true })
+ * await session.release();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function exportForServing(folderOut: string, opts: ExportOptions): Promise<ExportResult> {

@@ -11,14 +11,20 @@
  * no top-k/top-p), and optionally the most likely alternatives: what OpenAI's `logprobs` and
  * `top_logprobs` report.
  *
- * With onnxruntime-node each run copies the cache into and out of ONNX Runtime; with the C API backend
- * (`ffi`) it stays there between steps. Tokens are chosen in JavaScript from the last position's logits, or,
+ * The cache is held by the session between steps (in the device's memory where its backend can keep it
+ * there, see lib/runtime/session.ts). Tokens are chosen in JavaScript from the last position's logits, or,
  * given a {@link GraphSampler} (`sampler`), inside ONNX Runtime: then only the tokens and their log-probs
  * come back. A run blocks the thread it runs on: a server runs this in a Worker.
  * @module
  */
-import type { HostTensor, ModelSession } from "../runtime/session.ts";
-import { OrtValue } from "../runtime/ort/value.ts";
+import type { ModelSession } from "../runtime/session.ts";
+import {
+  type Feeds,
+  type HeldTensor,
+  type HostTensor,
+  isHostTensor,
+  type Placement,
+} from "../runtime/tensor.ts";
 import { logSumExp } from "../losses/stable.ts";
 import type { GraphSample, GraphSampler } from "./graph_sampler.ts";
 import {
@@ -27,7 +33,7 @@ import {
   type Rng,
   sampleToken,
   type SamplingParams,
-  type TokenLogprob,
+  type TokenIdLogprob,
   topKIndices,
 } from "./sampling.ts";
 
@@ -68,12 +74,14 @@ export type KvLayout = {
   logitsToKeep: boolean;
 };
 
-/** What {@link generate} needs from a session: {@link ModelSession} fits. */
-export type DecoderSession = Pick<ModelSession, "inputNames" | "run"> & {
-  session?: { inputMetadata?: readonly unknown[] };
-  /** With the `ffi` backend the KV cache stays in ONNX Runtime values (on the device) between steps. */
-  backend?: "node" | "ffi";
-  runBound?: ModelSession["runBound"];
+/**
+ * What {@link generate} needs from a session: {@link ModelSession} fits. A stand-in may answer every
+ * output as a host tensor; a session holds what is placed `"device"` (the cache), and reads it back with
+ * `toHost` when rows leave the batch.
+ */
+export type GenerationSession = Pick<ModelSession, "inputNames"> & {
+  inputMetadata?: readonly { name: string; shape?: readonly unknown[] }[];
+  run(feeds: Feeds, placement: Record<string, Placement>): Promise<Record<string, HostTensor | HeldTensor>>;
   toHost?: ModelSession["toHost"];
 };
 
@@ -81,7 +89,7 @@ export type DecoderSession = Pick<ModelSession, "inputNames" | "run"> & {
  * Reads the cache geometry from a session's input metadata (`past_key_values.{i}.key` of shape
  * `[batch, heads, past, headDim]` with numeric heads and headDim, as export.ts writes them).
  */
-export function kvLayoutOf(session: DecoderSession): KvLayout {
+export function kvLayoutOf(session: GenerationSession): KvLayout {
   const names = new Set(session.inputNames);
   let numLayers = 0;
   while (names.has(SERVING_NAMES.pastKey(numLayers))) numLayers++;
@@ -92,7 +100,7 @@ export function kvLayoutOf(session: DecoderSession): KvLayout {
       })`,
     );
   }
-  const meta = (session.session?.inputMetadata ?? []) as { name: string; shape?: readonly unknown[] }[];
+  const meta = session.inputMetadata ?? [];
   const key = meta.find((m) => m.name === SERVING_NAMES.pastKey(0));
   const [, heads, , dim] = key?.shape ?? [];
   if (typeof heads !== "number" || typeof dim !== "number") {
@@ -114,7 +122,7 @@ export function kvLayoutOf(session: DecoderSession): KvLayout {
 // ---------------------------------------------------------------------------------------------------------
 
 /** Why a row stopped. */
-export type FinishReason = "eos" | "length" | "stop" | "abort";
+export type StopReason = "eos" | "length" | "stop" | "abort";
 
 /** One chosen token and what the model thought of it. */
 export type TokenChoice = {
@@ -122,7 +130,7 @@ export type TokenChoice = {
   /** log p(token) under the unmodified model distribution. */
   logprob: number;
   /** The `topLogprobs` most likely tokens at this step (present when asked for). */
-  top?: TokenLogprob[];
+  top?: TokenIdLogprob[];
 };
 
 /** Options for {@link generate}. */
@@ -148,7 +156,7 @@ export type GenerateOptions = SamplingParams & {
     step: number,
     tokens: readonly (number | null)[],
     choices: readonly (TokenChoice | null)[],
-    finished: readonly (FinishReason | null)[],
+    finished: readonly (StopReason | null)[],
   ) => void;
   /** Ends generation at the next step boundary; rows still running finish with "abort". */
   signal?: AbortSignal;
@@ -179,8 +187,8 @@ export type GeneratedRow = {
   /** log p of each generated token under the model. */
   logprobs: number[];
   /** The alternatives per token, when `topLogprobs` was asked for. */
-  topLogprobs?: TokenLogprob[][];
-  finishReason: FinishReason;
+  topLogprobs?: TokenIdLogprob[][];
+  stopReason: StopReason;
 };
 
 /** What {@link generate} returns: one entry per prompt, in order. */
@@ -193,13 +201,28 @@ export type GenerateResult = { rows: GeneratedRow[]; steps: number };
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { ModelSession } from "../runtime/session.ts";
+ * import { parseConfig } from "./config.ts";
+ * import { exportForServing } from "./export.ts";
+ * import { initWeights } from "./init.ts";
+ * const cfg = parseConfig({ // a tiny random Llama; a trained run's policy/ is such a folder
+ *   model_type: "llama", vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
+ *   num_key_value_heads: 2, intermediate_size: 64, max_position_embeddings: 64,
+ * });
+ * const folder = await Deno.makeTempDir();
+ * await exportForServing(folder, { cfg, weights: initWeights(cfg) });
  * const session = await ModelSession.create(`${folder}/onnx/model.onnx`);
- * const { rows } = await generate(session, [promptIds], { maxNewTokens: 32, temperature: 0, eosTokenIds: [2] });
- * rows[0].tokens; // the greedy continuation
+ * const promptIds = [5, 6, 7];
+ * const opts = { maxNewTokens: 8, temperature: 0, eosTokenIds: [2] };
+ * const { rows } = await generate(session, [promptIds], opts);
+ * assert.ok(rows[0].tokens.length <= 8); // the greedy continuation, stopped at EOS or at maxNewTokens
+ * await session.release();
+ * await Deno.remove(folder, { recursive: true });
  * ```
  */
 export async function generate(
-  session: DecoderSession,
+  session: GenerationSession,
   promptIds: readonly (readonly number[])[],
   opts: GenerateOptions,
 ): Promise<GenerateResult> {
@@ -209,7 +232,7 @@ export async function generate(
     tokens: [],
     logprobs: [],
     ...(k > 0 ? { topLogprobs: [] } : {}),
-    finishReason: "length" as FinishReason,
+    stopReason: "length" as StopReason,
   }));
   if (B === 0) return { rows, steps: 0 };
   promptIds.forEach((p, i) => {
@@ -251,17 +274,17 @@ export async function generate(
     positions.push(...new Array(n).fill(1), ...p.map((_, t) => t));
     nextPos.push(p.length);
   }
-  const cache = cacheOf(session, layout, inGraph !== undefined);
-  let feeds = stepFeeds(layout, ids, masks, positions, maxLen, emptyCache(layout, B));
+  const cache = cacheOf(session, layout, inGraph !== undefined, emptyCache(layout, B));
+  let feeds = stepFeeds(layout, ids, masks, positions, maxLen);
   let steps = 0;
 
   try {
     for (let step = 0;; step++) {
       if (opts.signal?.aborted) {
-        for (const r of active) rows[r].finishReason = "abort";
+        for (const r of active) rows[r].stopReason = "abort";
         break;
       }
-      const { out, logits } = await cache.run(feeds);
+      const logits = await cache.run(feeds);
       steps++;
       const [b, s, V] = logits.dims;
       let picked: GraphSample | undefined;
@@ -273,7 +296,7 @@ export async function generate(
           picked = await inGraph.sample(logits, rowDraws);
         }
       } finally {
-        if (logits instanceof OrtValue) logits.release();
+        if (!isHostTensor(logits)) logits.release();
       }
       const newTokens: (number | null)[] = new Array(B).fill(null);
       const choices: (TokenChoice | null)[] = new Array(B).fill(null);
@@ -299,24 +322,24 @@ export async function generate(
         if (choice.top) g.topLogprobs!.push(choice.top);
         newTokens[r] = token;
         choices[r] = choice;
-        if (eos.has(token)) g.finishReason = "eos";
-        else if (opts.stop?.(g.tokens, r)) g.finishReason = "stop";
-        else if (g.tokens.length >= opts.maxNewTokens) g.finishReason = "length";
+        if (eos.has(token)) g.stopReason = "eos";
+        else if (opts.stop?.(g.tokens, r)) g.stopReason = "stop";
+        else if (g.tokens.length >= opts.maxNewTokens) g.stopReason = "length";
         else keep.push(j);
       }
-      const finished: (FinishReason | null)[] = new Array(B).fill(null);
+      const finished: (StopReason | null)[] = new Array(B).fill(null);
       const kept = new Set(keep.map((j) => active[j]));
-      for (const r of active) if (!kept.has(r)) finished[r] = rows[r].finishReason;
+      for (const r of active) if (!kept.has(r)) finished[r] = rows[r].stopReason;
       opts.onToken?.(step, newTokens, choices, finished);
       if (keep.length === 0) break;
 
       // Next step: the survivors' last tokens, their caches, masks grown by one.
-      const presents = keep.length === active.length ? out : cache.keep(out, keep, active.length);
+      if (keep.length < active.length) cache.keep(keep, active.length);
       active = keep.map((j) => active[j]);
       masks = keep.map((j) => [...masks[j], 1]);
       const tokens = active.map((r) => rows[r].tokens.at(-1)!);
       const pos = active.map((r) => nextPos[r]++);
-      feeds = stepFeeds(layout, tokens, masks, pos, 1, presents);
+      feeds = stepFeeds(layout, tokens, masks, pos, 1);
     }
   } finally {
     cache.release();
@@ -325,74 +348,55 @@ export async function generate(
 }
 
 /**
- * How a decode step runs and where its KV cache lives. Through onnxruntime-node every step's presents come
- * back to JavaScript and go in again as the next pasts. With the `ffi` backend they stay ONNX Runtime
- * values (only the logits come back, or stay too for an in-graph sampler, which the caller then releases):
- * the feeds carry placeholders for them, which {@link run} replaces.
+ * How a decode step runs and where its KV cache lives: each step's presents are placed `"device"`, held by
+ * the session, and are the next step's pasts as they are; only the logits come back (or stay too, for an
+ * in-graph sampler, which the caller then releases). When rows leave the batch the cache goes through the
+ * host once, the kept rows' part fed as host tensors to the next step.
  */
 type StepRunner = {
-  run(
-    feeds: Record<string, HostTensor>,
-  ): Promise<{ out: Record<string, HostTensor>; logits: HostTensor | OrtValue }>;
-  /** The presents of the kept batch rows. */
-  keep(out: Record<string, HostTensor>, keep: readonly number[], batch: number): Record<string, HostTensor>;
+  /** Runs a step on `feeds` (the tokens, mask, positions) and the cache; the logits. */
+  run(feeds: Record<string, HostTensor>): Promise<HostTensor | HeldTensor>;
+  /** Keeps the cache rows of the batch positions `keep` only. */
+  keep(keep: readonly number[], batch: number): void;
   release(): void;
 };
 
-function cacheOf(session: DecoderSession, layout: KvLayout, logitsStay: boolean): StepRunner {
-  if (session.backend !== "ffi" || !session.runBound || !session.toHost) {
-    return {
-      async run(feeds) {
-        const out = await session.run(feeds);
-        return { out, logits: out[SERVING_NAMES.logits] };
-      },
-      keep: (o, k, b) => dropRows(layout, o, k, b),
-      release() {},
-    };
-  }
-  const runBound = session.runBound.bind(session), toHost = session.toHost.bind(session);
+function cacheOf(
+  session: GenerationSession,
+  layout: KvLayout,
+  logitsStay: boolean,
+  initial: Record<string, HostTensor>,
+): StepRunner {
   /** Each past's present, by past name. */
   const presentOf = new Map<string, string>();
   for (let i = 0; i < layout.numLayers; i++) {
     presentOf.set(SERVING_NAMES.pastKey(i), SERVING_NAMES.presentKey(i));
     presentOf.set(SERVING_NAMES.pastValue(i), SERVING_NAMES.presentValue(i));
   }
-  const where: Record<string, "host" | "device"> = { [SERVING_NAMES.logits]: logitsStay ? "device" : "host" };
+  const where: Record<string, Placement> = { [SERVING_NAMES.logits]: logitsStay ? "device" : "host" };
   for (const present of presentOf.values()) where[present] = "device";
   /** The last step's presents, by present name. */
-  let held: Record<string, OrtValue> | undefined;
+  let last: Record<string, HostTensor | HeldTensor> = initial;
   const drop = () => {
-    for (const v of Object.values(held ?? {})) v.release();
-    held = undefined;
+    for (const v of Object.values(last)) if (!isHostTensor(v)) v.release();
+    last = {};
   };
-  /** What the step's feeds carry for a held present: its shape, no data. */
-  const placeholders = () =>
-    Object.fromEntries(
-      Object.entries(held!).map((
-        [n, v],
-      ) => [n, { dtype: "float32", dims: v.dims, data: new Float32Array(0) }]),
-    ) as Record<string, HostTensor>;
   return {
     async run(feeds) {
-      const host: Record<string, HostTensor> = {}, values: Record<string, OrtValue> = {};
-      for (const [name, t] of Object.entries(feeds)) {
-        const present = held?.[presentOf.get(name) ?? ""];
-        if (present) values[name] = present;
-        else host[name] = t;
-      }
-      const out = await runBound(host, values, where);
+      const all: Record<string, HostTensor | HeldTensor> = { ...feeds };
+      for (const [past, present] of presentOf) all[past] = last[present];
+      const out = await session.run(all, where);
       drop();
-      const { [SERVING_NAMES.logits]: kept, ...presents } = out.device;
-      held = presents;
-      return { out: { ...out.host, ...placeholders() }, logits: kept ?? out.host[SERVING_NAMES.logits] };
+      const { [SERVING_NAMES.logits]: logits, ...presents } = out;
+      last = presents;
+      return logits;
     },
-    keep(_out, keep, batch) {
-      // rows leave the batch: the cache goes through the host once, the kept rows become values again
-      const host = Object.fromEntries(Object.entries(held!).map(([n, v]) => [n, toHost(v)]));
+    keep(keep, batch) {
+      const toHost = (v: HostTensor | HeldTensor) => isHostTensor(v) ? v : session.toHost!(v);
+      const host = Object.fromEntries(Object.entries(last).map(([n, v]) => [n, toHost(v)]));
       const kept = dropRows(layout, host, keep, batch);
       drop();
-      held = Object.fromEntries(Object.entries(kept).map(([n, t]) => [n, OrtValue.fromHost(t)]));
-      return placeholders();
+      last = kept;
     },
     release: drop,
   };
@@ -417,14 +421,13 @@ function emptyCache(layout: KvLayout, batch: number): Record<string, HostTensor>
   return out;
 }
 
-/** Feeds for one run: the new tokens, the whole mask, their positions and the previous step's presents. */
+/** Feeds for one run but the cache: the new tokens, the whole mask and their positions. */
 function stepFeeds(
   layout: KvLayout,
   tokens: readonly number[],
   masks: readonly number[][],
   positions: readonly number[],
   seq: number,
-  presents: Record<string, HostTensor>,
 ): Record<string, HostTensor> {
   const b = masks.length;
   const feeds: Record<string, HostTensor> = {
@@ -433,10 +436,6 @@ function stepFeeds(
   };
   if (layout.positionIds) feeds[SERVING_NAMES.positionIds] = i64(positions, [b, seq]);
   if (layout.logitsToKeep) feeds[SERVING_NAMES.logitsToKeep] = i64([1], []);
-  for (let i = 0; i < layout.numLayers; i++) {
-    feeds[SERVING_NAMES.pastKey(i)] = presents[SERVING_NAMES.presentKey(i)];
-    feeds[SERVING_NAMES.pastValue(i)] = presents[SERVING_NAMES.presentValue(i)];
-  }
   return feeds;
 }
 

@@ -1,8 +1,8 @@
 /**
  * Sampling inside ONNX Runtime: a small graph that turns the decoder's logits into the next token of each
  * row and its log-probability, so a decode step brings `[B]` ids and `[B]` log-probs back to JavaScript
- * instead of `[B, vocab]` logits, and no JavaScript loop walks the vocabulary. With the `ffi` backend the
- * logits stay an ONNX Runtime value between the decoder and this graph (on a GPU: they never leave it).
+ * instead of `[B, vocab]` logits, and no JavaScript loop walks the vocabulary. The logits go from the decoder
+ * to this graph as a tensor the decoder's session holds (on a GPU, through the C API: they never leave it).
  *
  * It is a graph of its own beside the decoder, not a part of it: every exported folder (and transformers.js,
  * which feeds the decoder) stays as it is, and the graph is built in memory in a few milliseconds.
@@ -34,8 +34,8 @@ import { GraphBuilder, type Value } from "../graph/builder.ts";
 import type { Graph } from "../graph/ir.ts";
 import * as op from "../graph/ops.ts";
 import { unknownDim } from "../graph/shape.ts";
-import { type Device, type HostTensor, ModelSession } from "../runtime/session.ts";
-import { OrtValue } from "../runtime/ort/value.ts";
+import { ModelSession } from "../runtime/session.ts";
+import { type Device, type HeldTensor, type HostTensor, isHostTensor } from "../runtime/tensor.ts";
 import { sampleToken, type SamplingParams, tokenLogprob } from "./sampling.ts";
 
 /** Input and output names of the sampling graph. */
@@ -241,15 +241,34 @@ export type GraphSamplerOptions = SamplerGraphOptions & {
  *
  * @example
  * ```ts
- * const sampler = await GraphSampler.beside(session);
- * const { rows } = await generate(session, prompts, { maxNewTokens: 32, temperature: 0.8, seeds, sampler });
- * await sampler.release();
+ * import { ModelSession } from "../runtime/session.ts";
+ * import { parseConfig } from "./config.ts";
+ * import { exportForServing } from "./export.ts";
+ * import { generate } from "./generate.ts";
+ * import { initWeights } from "./init.ts";
+ * const cfg = parseConfig({ // a tiny random Llama; a trained run's policy/ is such a folder
+ *   model_type: "llama", vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
+ *   num_key_value_heads: 2, intermediate_size: 64, max_position_embeddings: 64,
+ * });
+ * const folder = await Deno.makeTempDir();
+ * await exportForServing(folder, { cfg, weights: initWeights(cfg) });
+ * {
+ *   await using session = await ModelSession.create(`${folder}/onnx/model.onnx`);
+ *   await using sampler = await GraphSampler.beside(session);
+ *   const prompts = [[5, 6, 7], [8, 9]], seeds = [1, 2];
+ *   const { rows } = await generate(session, prompts, { maxNewTokens: 8, temperature: 0.8, seeds, sampler });
+ *   console.log(rows.map((r) => r.tokens)); // each row's draws depend on its seed only
+ * } // both sessions released here
+ * await Deno.remove(folder, { recursive: true });
  * ```
  */
 export class GraphSampler {
   private constructor(readonly session: ModelSession) {}
 
-  /** A sampler on `device` (the C API backend: it takes the decoder's logits as ONNX Runtime values). */
+  /**
+   * A sampler on `device`, through the C API (where it covers a use, that use goes through it: the
+   * decoder's held logits are then read where they are).
+   */
   static async create(o: GraphSamplerOptions = {}): Promise<GraphSampler> {
     const session = await ModelSession.create(buildSamplerGraph(o), {
       device: o.device,
@@ -260,27 +279,20 @@ export class GraphSampler {
     return new GraphSampler(session);
   }
 
-  /**
-   * A sampler where `decoder`'s logits come out: its device with the C API backend (values stay there);
-   * with onnxruntime-node the logits reach JavaScript anyway, and the CPU samples them.
-   */
+  /** A sampler where `decoder`'s held logits are: the device whose memory holds them. */
   static beside(
-    decoder: Pick<ModelSession, "device" | "deviceId" | "backend">,
+    decoder: Pick<ModelSession, "holdsOn" | "deviceId">,
     o: Omit<GraphSamplerOptions, "device" | "deviceId"> = {},
   ): Promise<GraphSampler> {
-    const onDevice = decoder.backend === "ffi";
-    return GraphSampler.create({
-      ...o,
-      device: onDevice ? decoder.device : "cpu",
-      deviceId: onDevice ? decoder.deviceId : undefined,
-    });
+    const device = decoder.holdsOn;
+    return GraphSampler.create({ ...o, device, deviceId: device === "cuda" ? decoder.deviceId : undefined });
   }
 
   /**
    * Draws one token per row of `logits` (`[B, S, V]`, the last position used) with `rows[b]`'s draw; rows
    * whose nucleus the graph cut are drawn again on the host with the same u.
    */
-  async sample(logits: HostTensor | OrtValue, rows: readonly SampleRowParams[]): Promise<GraphSample> {
+  async sample(logits: HostTensor | HeldTensor, rows: readonly SampleRowParams[]): Promise<GraphSample> {
     const B = rows.length;
     if (logits.dims[0] !== B) throw new RangeError(`logits for ${logits.dims[0]} rows, parameters for ${B}`);
     const u = new Float32Array(B), temperature = new Float32Array(B), topP = new Float32Array(B);
@@ -297,27 +309,20 @@ export class GraphSampler {
       dims: [B],
       data,
     });
-    const feeds: Record<string, HostTensor> = {
+    const host = await this.session.run({
+      [SAMPLER_NAMES.logits]: logits,
       [SAMPLER_NAMES.u]: v(u),
       [SAMPLER_NAMES.temperature]: v(temperature),
       [SAMPLER_NAMES.topK]: v(topK),
       [SAMPLER_NAMES.topP]: v(topP),
-    };
-    const values: Record<string, OrtValue> = {};
-    if (logits instanceof OrtValue) values[SAMPLER_NAMES.logits] = logits;
-    else feeds[SAMPLER_NAMES.logits] = logits;
-    const { host } = await this.session.runBound(feeds, values, {
-      [SAMPLER_NAMES.token]: "host",
-      [SAMPLER_NAMES.logprob]: "host",
-      [SAMPLER_NAMES.truncated]: "host",
-    });
+    }, [SAMPLER_NAMES.token, SAMPLER_NAMES.logprob, SAMPLER_NAMES.truncated]);
     const tokens = Array.from(host[SAMPLER_NAMES.token].data as BigInt64Array, Number);
     const logprobs = Array.from(host[SAMPLER_NAMES.logprob].data as Float32Array);
     const truncated = host[SAMPLER_NAMES.truncated].data as Uint8Array;
     let onHost = 0, all: HostTensor | undefined;
     for (let b = 0; b < B; b++) {
       if (!truncated[b]) continue;
-      all ??= logits instanceof OrtValue ? this.session.toHost(logits) : logits;
+      all ??= isHostTensor(logits) ? logits : this.session.toHost(logits);
       const [, S, V] = all.dims;
       const at = (b * S + S - 1) * V;
       const row = (all.data as Float32Array).subarray(at, at + V);
@@ -330,6 +335,11 @@ export class GraphSampler {
 
   async release(): Promise<void> {
     await this.session.release();
+  }
+
+  /** `await using` releases it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * The building blocks of both families, as graph fragments: linear layers (with LoRA), RMSNorm and
- * LayerNorm, rotary embeddings, masked causal attention with grouped-query heads, SwiGLU and GPT-2's MLP.
+ * The building blocks of the families, as graph fragments: linear layers (with a hook through which LoRA
+ * adds its update), RMSNorm and LayerNorm, rotary embeddings, masked causal attention with grouped-query heads, SwiGLU and GPT-2's MLP.
  *
  * Hidden states are 2-D rows `[batch·seq, hidden]` between blocks (every linear layer is one Gemm, see
  * weights.ts); attention reshapes to heads with the runtime `[batch, seq]` shape of the input ids.
@@ -16,11 +16,17 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import type { Dim } from "../graph/ir.ts";
 import * as op from "../graph/ops.ts";
-import type { LoraRuntime } from "./lora.ts";
 import type { FloatDType, WeightSource } from "./weights.ts";
 
-/** What every block needs: the graph, compute dtype, weights and adapters. */
-export type Ctx = { g: GraphBuilder; dtype: FloatDType; weights: WeightSource; lora: LoraRuntime | null };
+/**
+ * What {@link linear} calls after computing `y` for the module `path` from its input `x`: the value to use
+ * instead (`y` itself for a module it leaves alone). lora.ts installs one that adds the adapter's update,
+ * so that this module needs nothing of LoRA's.
+ */
+export type LinearHook = (ctx: Ctx, path: string, x: Value, y: Value) => Value;
+
+/** What every block needs: the graph, compute dtype, weights, and the hook of adapted linear layers. */
+export type Ctx = { g: GraphBuilder; dtype: FloatDType; weights: WeightSource; adapt?: LinearHook | null };
 
 /** The additive bias of masked attention scores: large enough to vanish after softmax, finite. */
 export const MASK_VALUE = -1e9;
@@ -43,13 +49,6 @@ export function embedding(ctx: Ctx, name: string, ids: Value): Value {
   if (ctx.dtype !== "float16") return op.gather(weight(ctx, name), op.reshape(ids, [-1]));
   const table = ctx.weights.stored?.(ctx.g, name, ctx.dtype) ?? weight(ctx, name);
   return op.cast(op.gather(table, op.reshape(ids, [-1])), ctx.dtype);
-}
-
-/** A stable per-module dropout seed, so a graph built twice draws the same masks. */
-function seedOf(path: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < path.length; i++) h = Math.imul(h ^ path.charCodeAt(i), 16777619);
-  return (h >>> 1) % 1_000_000_007;
 }
 
 /**
@@ -161,8 +160,8 @@ function rematChain(v: Value, stops: Set<Value>): void {
 const keyedRamps = new WeakMap<GraphBuilder, Map<string, Value>>();
 
 /**
- * `x W^T + b` for an HF `[out, in]` weight (`conv1d`: `x W + b` for GPT-2's `[in, out]`), plus the LoRA
- * update `scaling · dropout(x) A^T B^T` when the module is adapted. `x` is `[rows, in]`.
+ * `x W^T + b` for an HF `[out, in]` weight (`conv1d`: `x W + b` for GPT-2's `[in, out]`), passed through the
+ * context's hook (`Ctx.adapt`: LoRA's update when the module is adapted). `x` is `[rows, in]`.
  */
 export function linear(
   ctx: Ctx,
@@ -173,30 +172,7 @@ export function linear(
   const w = weight(ctx, `${path}.weight`);
   const b = o.bias ? weight(ctx, `${path}.bias`) : null;
   const y = op.gemm(x, w, b, { transB: o.layout === "linear" });
-  const ad = ctx.lora?.adapters.get(path);
-  if (!ad) return y;
-  const lora = ctx.lora!;
-  const dropping = lora.train && lora.dropout > 0;
-  // keyed dropout's 1/(1 − p) rides on the adapter's scaling: one pass over x fewer, forward and backward
-  const xin = !dropping
-    ? x
-    : lora.dropoutKey
-    ? keyedDrop(ctx.g, x, lora, seedOf(path))
-    : dropout(x, lora.dropout, seedOf(path));
-  const alpha = dropping && lora.dropoutKey ? lora.scaling / (1 - lora.dropout) : lora.scaling;
-  const down = op.gemm(xin, op.cast(ad.a, ctx.dtype), null, { transB: true });
-  const up = op.gemm(down, op.cast(ad.b, ctx.dtype), null, { transB: true, alpha });
-  return op.add(y, up);
-}
-
-/** `x` where the keyed mask keeps it, else 0 (the adapter's scaling carries 1/(1 − p)). */
-function keyedDrop(g: GraphBuilder, x: Value, lora: LoraRuntime, seed: number): Value {
-  const y = op.where(
-    keyedKeep(x, lora.dropout, lora.dropoutKey!, seed, lora.recompute, lora.dropoutRows),
-    x,
-    0,
-  );
-  return lora.recompute ? g.remat(y) : y;
+  return ctx.adapt ? ctx.adapt(ctx, path, x, y) : y;
 }
 
 /**

@@ -9,11 +9,13 @@
  * path is the one in the `…ForCausalLM` model (GPT-2: `transformer.h.0.attn.c_attn`).
  * @module
  */
-import type { Value } from "../graph/builder.ts";
+import type { GraphBuilder, Value } from "../graph/builder.ts";
+import * as op from "../graph/ops.ts";
 import { mulberry32 } from "../data/random.ts";
 import type { ModelConfig } from "./config.ts";
 import { familyOf } from "./families/registry.ts";
-import type { HostWeight } from "./weights.ts";
+import { type Ctx, dropout, keyedKeep, type LinearHook } from "./layers.ts";
+import type { FloatDType, HostWeight } from "./weights.ts";
 
 /** A LoRA configuration (PEFT's `LoraConfig` fields that change the model). */
 export type LoraConfig = {
@@ -47,20 +49,25 @@ export type LoraModule = LinearModule & { names: { a: string; b: string } };
 
 /**
  * Every linear layer of the decoder layers, in module order (the LM head is never adapted): the 2-D
- * weights of the family's tensor list inside the layers (norms are 1-D, embeddings sit outside).
+ * weights of the family's tensor list inside the layers (norms are 1-D, embeddings sit outside), laid out
+ * and named for PEFT as the family's file says.
  */
 export function linearModules(cfg: ModelConfig): LinearModule[] {
   const fam = familyOf(cfg);
   const tensors = fam.tensors(cfg);
   const names = new Set(tensors.map((t) => t.name));
+  const inLayer = (name: string) => {
+    const rest = name.startsWith(`${fam.layers}.`) ? name.slice(fam.layers.length + 1) : null;
+    return rest !== null && /^\d+\./.test(rest);
+  };
   const out: LinearModule[] = [];
   for (const { name, shape } of tensors) {
-    if (shape.length !== 2 || !/^(model\.layers|h)\.\d+\./.test(name) || !name.endsWith(".weight")) continue;
+    if (shape.length !== 2 || !inLayer(name) || !name.endsWith(".weight")) continue;
     const path = name.slice(0, -".weight".length);
     const [inFeatures, outFeatures] = fam.layout === "conv1d" ? shape : [shape[1], shape[0]];
     out.push({
       path,
-      peftPath: fam.peftPrefix + path,
+      peftPath: fam.prefix + path,
       inFeatures,
       outFeatures,
       layout: fam.layout,
@@ -195,4 +202,53 @@ export function loraRuntime(
     dropoutKey: opts.dropoutKey,
     recompute: opts.recompute,
   };
+}
+
+/** A stable per-module dropout seed, so a graph built twice draws the same masks. */
+function seedOf(path: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < path.length; i++) h = Math.imul(h ^ path.charCodeAt(i), 16777619);
+  return (h >>> 1) % 1_000_000_007;
+}
+
+/**
+ * The hook layers.ts' `linear` calls (`Ctx.adapt`): for an adapted module, `y` plus the LoRA update
+ * `scaling · dropout(x) A^T B^T` in the context's dtype; `y` itself for the others.
+ */
+export function loraHook(lora: LoraRuntime): LinearHook {
+  return (ctx: Ctx, path: string, x: Value, y: Value): Value => {
+    const ad = lora.adapters.get(path);
+    if (!ad) return y;
+    return op.add(y, loraUpdate(ctx.g, ctx.dtype, lora, ad, path, x));
+  };
+}
+
+function loraUpdate(
+  g: GraphBuilder,
+  dtype: FloatDType,
+  lora: LoraRuntime,
+  ad: LoraAdapter,
+  path: string,
+  x: Value,
+): Value {
+  const dropping = lora.train && lora.dropout > 0;
+  // keyed dropout's 1/(1 − p) rides on the adapter's scaling: one pass over x fewer, forward and backward
+  const xin = !dropping
+    ? x
+    : lora.dropoutKey
+    ? keyedDrop(g, x, lora, seedOf(path))
+    : dropout(x, lora.dropout, seedOf(path));
+  const alpha = dropping && lora.dropoutKey ? lora.scaling / (1 - lora.dropout) : lora.scaling;
+  const down = op.gemm(xin, op.cast(ad.a, dtype), null, { transB: true });
+  return op.gemm(down, op.cast(ad.b, dtype), null, { transB: true, alpha });
+}
+
+/** `x` where the keyed mask keeps it, else 0 (the adapter's scaling carries 1/(1 − p)). */
+function keyedDrop(g: GraphBuilder, x: Value, lora: LoraRuntime, seed: number): Value {
+  const y = op.where(
+    keyedKeep(x, lora.dropout, lora.dropoutKey!, seed, lora.recompute, lora.dropoutRows),
+    x,
+    0,
+  );
+  return lora.recompute ? g.remat(y) : y;
 }

@@ -7,7 +7,8 @@
 export * from "./config.ts";
 export * from "./config_json.ts";
 export * from "./safetensors.ts";
-export * from "./checkpoint.ts";
+export * from "./float_codec.ts";
+export * from "./weight_files.ts";
 export * from "./weights_names.ts";
 export * from "./weights.ts";
 export * from "./stored_weights.ts";
@@ -22,6 +23,9 @@ export * from "./export.ts";
 export * from "./generate.ts";
 export * from "./sampling.ts";
 export * from "./graph_sampler.ts";
+export * from "./open.ts";
+export * from "./fingerprint.ts";
+export * from "./scoring_graph.ts";
 export {
   applyRotary,
   attention,

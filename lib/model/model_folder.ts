@@ -17,13 +17,9 @@
 import { join, resolve } from "node:path";
 import { checkTokenIds, type ModelConfig, parseConfig, readConfigJson } from "./config.ts";
 import { configToJson } from "./config_json.ts";
-import {
-  checkpointEntries,
-  readStoredTensors,
-  saveCheckpointStream,
-  type StoredTensor,
-} from "./checkpoint.ts";
-import type { OutputDtype, TensorReader } from "./safetensors.ts";
+import { readStoredTensors, saveWeightsStream, type StoredTensor, weightEntries } from "./weight_files.ts";
+import type { TensorReader } from "./safetensors.ts";
+import type { OutputDtype } from "./float_codec.ts";
 import { storedGraphDtype, type StoredWeights } from "./stored_weights.ts";
 import type { WeightMap } from "./weights.ts";
 import {
@@ -68,7 +64,7 @@ export async function loadModelFolder(dir: string, opts: LoadModelFolderOptions 
   // headers only; a folder without weights still reports its config's errors first, as before
   let raw: Map<string, StoredTensor> | undefined, weightsError: unknown;
   try {
-    raw = await checkpointEntries(dir);
+    raw = await weightEntries(dir);
   } catch (e) {
     weightsError = e;
   }
@@ -218,7 +214,7 @@ export async function saveModelFolder(
   }
   const canonical = new Map(expectedTensors(cfg).map((t) => [hfStateDictName(cfg, t.name), t]));
   await Deno.mkdir(dir, { recursive: true });
-  await saveCheckpointStream(
+  await saveWeightsStream(
     dir,
     [...canonical].map(([name, t]) => ({ name, shape: t.shape })),
     async (name) => {

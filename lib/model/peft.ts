@@ -10,8 +10,10 @@
  */
 import { join } from "node:path";
 import type { ModelConfig } from "./config.ts";
+import { familyOf } from "./families/registry.ts";
 import { linearModules, type LoraConfig, loraModules, loraScaling, normalizeLoraConfig } from "./lora.ts";
-import { type OutputDtype, readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { f16BitsToF32, f32ToF16Bits, type OutputDtype } from "./float_codec.ts";
 import type { HostWeight, WeightMap } from "./weights.ts";
 import { writeJsonAtomic } from "../files.ts";
 
@@ -46,7 +48,7 @@ export function adapterConfigJson(
     auto_mapping: null,
     base_model_name_or_path: baseModelNameOrPath,
     bias: "none",
-    fan_in_fan_out: cfg.family === "gpt2",
+    fan_in_fan_out: familyOf(cfg).layout === "conv1d",
     inference_mode: true,
     init_lora_weights: true,
     layers_pattern: null,
@@ -163,7 +165,7 @@ export function parseAdapterConfig(json: unknown, cfg?: ModelConfig, file = ADAP
     targetModules: targets,
     useRslora: j.use_rslora === true,
   });
-  if (cfg && j.fan_in_fan_out !== undefined && j.fan_in_fan_out !== (cfg.family === "gpt2")) {
+  if (cfg && j.fan_in_fan_out !== undefined && j.fan_in_fan_out !== (familyOf(cfg).layout === "conv1d")) {
     fail(`fan_in_fan_out ${j.fan_in_fan_out} does not fit a ${cfg.modelType} model`);
   }
   const base = typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null;
@@ -230,7 +232,8 @@ export function mergeLora(
 
 /**
  * One base weight (canonical name) with its module's adapter merged in, as {@link mergeLora} merges it;
- * `base` itself when the module is not adapted. What a streaming export calls tensor by tensor.
+ * `base` itself when the module is not adapted. What a streaming export calls tensor by tensor; `meter`
+ * measures what of the update the save dtype keeps ({@link LoraUpdateMeter}).
  */
 export function mergeLoraTensor(
   cfg: ModelConfig,
@@ -238,6 +241,7 @@ export function mergeLoraTensor(
   tensors: AdapterTensors,
   name: string,
   base: Float32Array,
+  meter?: LoraUpdateMeter,
 ): Float32Array {
   const c = normalizeLoraConfig(lora);
   const m = loraModules(cfg, c).find((x) => `${x.path}.weight` === name);
@@ -263,5 +267,90 @@ export function mergeLoraTensor(
     if (m.layout === "linear") { for (let i = 0; i < nIn; i++) merged[o * nIn + i] += scaling * row[i]; }
     else for (let i = 0; i < nIn; i++) merged[i * nOut + o] += scaling * row[i];
   }
+  meter?.add(base, merged);
   return merged;
+}
+
+/** What of a merged LoRA update the saved weights keep (summary.json's `export.lora_update_kept`). */
+export type LoraUpdateKept = {
+  /** Weights the update changes: merged ≠ base, in float32. */
+  weights_touched: number;
+  /** The fraction of them whose saved value is the base's saved value: their update rounded away. */
+  weights_unchanged: number;
+  /**
+   * ‖saved update − update‖ / ‖update‖ over the touched weights (the saved update: merged − base, both
+   * rounded to the save dtype; the update: the float32 merge's): the share of the update's size lost.
+   */
+  update_lost: number;
+};
+
+/**
+ * Measures what rounding the merged weights to the save dtype does to a LoRA update. bf16 keeps 8
+ * significant bits: a weight moves only when its update passes half a unit in the last place, 1/512 to
+ * 1/256 of the weight, and the small update of a short run at a small learning rate is mostly below that:
+ * the saved policy is then mostly the base, while `adapter/` holds the update whole. Fed each adapted
+ * tensor by {@link mergeLoraTensor}.
+ */
+export class LoraUpdateMeter {
+  #touched = 0;
+  #unchanged = 0;
+  #updateSq = 0;
+  #lostSq = 0;
+  readonly #f32 = new Float32Array(1);
+  readonly #u32 = new Uint32Array(this.#f32.buffer);
+  readonly #round: (x: number) => number;
+
+  constructor(readonly dtype: OutputDtype) {
+    this.#round = dtype === "float32"
+      ? (x) => x
+      : dtype === "float16"
+      ? (x) => f16BitsToF32(f32ToF16Bits(x))
+      : (x) => {
+        // round to nearest even at bit 16, as the safetensors writer encodes bf16 (NaN kept as it is)
+        this.#f32[0] = x;
+        const f = this.#u32[0];
+        if ((f & 0x7fffffff) > 0x7f800000) return x;
+        this.#u32[0] = ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) << 16;
+        return this.#f32[0];
+      };
+  }
+
+  /** Counts one adapted tensor: its base weights and the merged ones (float32, same layout). */
+  add(base: Float32Array, merged: Float32Array): void {
+    const round = this.#round;
+    for (let i = 0; i < merged.length; i++) {
+      const b = base[i], m = merged[i];
+      if (m === b || m !== m) continue; // untouched, or NaN
+      const update = m - b, saved = round(m) - round(b);
+      this.#touched++;
+      if (saved === 0) this.#unchanged++;
+      this.#updateSq += update * update;
+      this.#lostSq += (saved - update) ** 2;
+    }
+  }
+
+  /** The measure so far. */
+  result(): LoraUpdateKept {
+    return {
+      weights_touched: this.#touched,
+      weights_unchanged: this.#touched ? this.#unchanged / this.#touched : 0,
+      update_lost: this.#updateSq ? Math.sqrt(this.#lostSq / this.#updateSq) : 0,
+    };
+  }
+}
+
+/** Above this share of touched weights unchanged, or of the update's size lost, the export warns. */
+export const LORA_LOSS_WARNING = 0.1;
+
+/**
+ * The warning for a save dtype that loses much of the update (more than {@link LORA_LOSS_WARNING} of the
+ * touched weights unchanged, or of the update's size lost), with the numbers; null when it keeps it.
+ */
+export function loraUpdateWarning(kept: LoraUpdateKept, dtype: OutputDtype): string | null {
+  if (kept.weights_unchanged <= LORA_LOSS_WARNING && kept.update_lost <= LORA_LOSS_WARNING) return null;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return `warning: the policy saved in ${dtype} loses much of the LoRA update: ` +
+    `${pct(kept.weights_unchanged)} of the ${kept.weights_touched} weights the adapters change come out ` +
+    `unchanged, and ${pct(kept.update_lost)} of the update's size is lost (it is below ${dtype}'s ` +
+    `resolution). --save-dtype float32 keeps it; adapter/ holds the exact update`;
 }

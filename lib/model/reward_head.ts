@@ -22,7 +22,7 @@ import { type ModelConfig, parseConfig } from "./config.ts";
 import { decoderBody } from "./decoder.ts";
 import { weight } from "./layers.ts";
 import { loadModelFolder, type ModelFolder } from "./model_folder.ts";
-import { checkpointEntries } from "./checkpoint.ts";
+import { weightEntries } from "./weight_files.ts";
 import { canonicalizeCheckpoint, SCORE_WEIGHT, sequenceClassificationTensors } from "./weights_names.ts";
 import type { FloatDType, WeightSource } from "./weights.ts";
 
@@ -95,7 +95,7 @@ export async function loadRewardModelFolder(dir: string): Promise<RewardModelFol
   }
   const cfg = parseConfig(json, file);
   const head = readRewardHeadConfig(json, file);
-  const entries = canonicalizeCheckpoint(cfg, await checkpointEntries(dir));
+  const entries = canonicalizeCheckpoint(cfg, await weightEntries(dir));
   const score = entries.get(SCORE_WEIGHT);
   if (!score) {
     const lm = entries.has("lm_head.weight") ? " (it has lm_head.weight: a causal LM)" : "";

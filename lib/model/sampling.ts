@@ -26,7 +26,7 @@ export type SamplingParams = {
 };
 
 /** A token with its log-probability. */
-export type TokenLogprob = { token: number; logprob: number };
+export type TokenIdLogprob = { token: number; logprob: number };
 
 /** Index of the largest value (the first one on ties, like `torch.argmax`). NaNs are never chosen. */
 export function argmax(values: ArrayLike<number>): number {
@@ -105,7 +105,7 @@ export function nucleus(probs: ArrayLike<number>, p: number, total = 1): number[
 }
 
 /** The `k` most likely tokens under `logprobs` with their log-probabilities, most likely first. */
-export function topLogprobs(logprobs: ArrayLike<number>, k: number): TokenLogprob[] {
+export function topLogprobs(logprobs: ArrayLike<number>, k: number): TokenIdLogprob[] {
   return topKIndices(logprobs, k).map((token) => ({ token, logprob: logprobs[token] }));
 }
 
@@ -144,9 +144,12 @@ export function candidates(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { mulberry32 } from "../data/random.ts";
  * const rng = mulberry32(7);
- * sampleToken([1, 3, 2], { temperature: 0 }, rng); // 1
- * sampleToken([1, 3, 2], { temperature: 0.8, topP: 0.9 }, rng); // 1 or 2, the same for seed 7
+ * assert.equal(sampleToken([1, 3, 2], { temperature: 0 }, rng), 1); // argmax
+ * const drawn = sampleToken([1, 3, 2], { temperature: 0.8, topP: 0.9 }, rng); // the same for seed 7
+ * assert.ok(drawn === 1 || drawn === 2); // top-p 0.9 keeps tokens 1 and 2
  * ```
  */
 export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, rng: Rng): number {
@@ -221,4 +224,40 @@ export function applyRepetitionPenalty(
 /** A token's log-probability under the model's own distribution (temperature 1, no filtering). */
 export function tokenLogprob(logits: ArrayLike<number>, token: number): number {
   return logits[token] - logSumExp(logits);
+}
+
+/**
+ * Sampling defaults of a model (its generation_config.json's, as vLLM takes them): used where a request does
+ * not set the parameter.
+ */
+export type SamplingDefaults = {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+};
+
+/**
+ * The sampling defaults in a generation_config.json (`temperature`, `top_p`, `top_k`,
+ * `repetition_penalty`); values out of range are left out and said through `warn`. `do_sample` is not
+ * read (as vLLM: a request's temperature decides).
+ */
+export function samplingDefaultsOf(
+  gen: Record<string, unknown> | null,
+  warn: (line: string) => void = () => {},
+): SamplingDefaults {
+  const out: SamplingDefaults = {};
+  if (!gen) return out;
+  const take = (field: string, ok: (v: number) => boolean, key: keyof SamplingDefaults) => {
+    const v = gen[field];
+    if (v === undefined || v === null) return;
+    if (typeof v === "number" && Number.isFinite(v) && ok(v)) out[key] = v;
+    else warn(`generation_config.json: ${field} = ${JSON.stringify(v)} is not a valid value; not used`);
+  };
+  take("temperature", (v) => v >= 0, "temperature");
+  take("top_p", (v) => v > 0 && v <= 1, "topP");
+  take("top_k", (v) => Number.isInteger(v) && v >= -1, "topK");
+  take("repetition_penalty", (v) => v > 0, "repetitionPenalty");
+  if (out.topK !== undefined && out.topK < 0) out.topK = 0;
+  return out;
 }

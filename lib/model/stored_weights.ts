@@ -12,7 +12,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import { type DType, ONNX_DTYPE } from "../graph/dtype.ts";
 import * as op from "../graph/ops.ts";
-import type { StoredTensor } from "./checkpoint.ts";
+import type { StoredTensor } from "./weight_files.ts";
 import type { FloatDType, WeightSource } from "./weights.ts";
 
 /** Stored tensors by canonical HF name (what a model folder's headers say, no data). */

@@ -15,7 +15,7 @@
  */
 import type { GraphBuilder, Value } from "../graph/builder.ts";
 import * as op from "../graph/ops.ts";
-import { f32ToF16Bits } from "./safetensors.ts";
+import { f32ToF16Bits } from "./float_codec.ts";
 
 /**
  * Compute dtypes the decoder supports. float16 is mixed precision: fp16 weights, activations and matmuls,

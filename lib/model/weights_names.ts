@@ -11,9 +11,7 @@
 
 import { basename } from "node:path";
 import { type Family, type ModelConfig, rawConfigSizes } from "./config.ts";
-import { familyOf } from "./families/registry.ts";
-import { GPT2_PREFIX, gpt2GlobalNames } from "./families/gpt2.ts";
-import { LLAMA_NAMES } from "./families/llama.ts";
+import { familyModule, familyOf } from "./families/registry.ts";
 import type { TensorSpec } from "./types.ts";
 
 export type { TensorSpec };
@@ -55,7 +53,8 @@ export function isIgnorableBuffer(name: string): boolean {
  * both checkpoint flavours map onto one set of names; other names are unchanged.
  */
 export function canonicalTensorName(cfg: ModelConfig, name: string): string {
-  return cfg.family === "gpt2" && name.startsWith(GPT2_PREFIX) ? name.slice(GPT2_PREFIX.length) : name;
+  const { prefix } = familyOf(cfg);
+  return prefix !== "" && name.startsWith(prefix) ? name.slice(prefix.length) : name;
 }
 
 /** A checkpoint's tensors re-keyed by canonical name (tensor objects are shared, not copied). */
@@ -64,7 +63,9 @@ export function canonicalizeCheckpoint<T>(cfg: ModelConfig, tensors: ReadonlyMap
   for (const [name, t] of tensors) {
     const canonical = canonicalTensorName(cfg, name);
     if (out.has(canonical)) {
-      throw new Error(`tensor "${canonical}" appears both with and without the "${GPT2_PREFIX}" prefix`);
+      throw new Error(
+        `tensor "${canonical}" appears both with and without the "${familyOf(cfg).prefix}" prefix`,
+      );
     }
     out.set(canonical, t);
   }
@@ -145,7 +146,10 @@ export function validateCheckpoint(
  * their reward models), of GPT-2's `h.N.…` or `transformer.h.N.…`; null for tensors outside the layers.
  */
 export function layerIndexOf(family: Family, name: string): number | null {
-  const m = (family === "gpt2" ? /^(?:transformer\.)?h\.(\d+)\./ : /^model\.layers\.(\d+)\./).exec(name);
+  const { prefix, layers } = familyModule(family);
+  const rest = prefix !== "" && name.startsWith(prefix) ? name.slice(prefix.length) : name;
+  if (!rest.startsWith(`${layers}.`)) return null;
+  const m = /^(\d+)\./.exec(rest.slice(layers.length + 1));
   return m ? Number(m[1]) : null;
 }
 
@@ -179,7 +183,7 @@ export function checkConfigAgainstWeights(
     // fewer layers than the weights hold is allowed (transformers loads the first ones, the rest unused)
     if (layers.size < numLayers) {
       const ids = [...layers.keys()].sort((a, b) => a - b);
-      const pattern = raw.family === "gpt2" ? "h.N.…" : "model.layers.N.…";
+      const pattern = `${familyModule(raw.family).layers}.N.…`;
       const held = ids.length === 0
         ? `no layers (no tensor named ${pattern})`
         : ids.length === 1
@@ -189,8 +193,8 @@ export function checkConfigAgainstWeights(
     }
   }
   const vocab = sizeValue(raw.vocab), hidden = sizeValue(raw.hidden);
-  const embed = raw.family === "gpt2" ? gpt2GlobalNames().wte : LLAMA_NAMES.embedTokens;
-  const name = [embed, GPT2_PREFIX + embed].find((n) => tensors.has(n));
+  const { embedding: embed, prefix } = familyModule(raw.family);
+  const name = [embed, prefix + embed].find((n) => tensors.has(n));
   if (vocab === null || hidden === null || name === undefined) return; // a missing embedding is reported later
   const t = tensors.get(name)!;
   if (t.shape.length !== 2 || t.shape[0] !== vocab || t.shape[1] !== hidden) {

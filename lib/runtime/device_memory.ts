@@ -3,7 +3,7 @@
  * memory (from `nvidia-smi`) for CUDA. Undefined when it cannot be told.
  * @module
  */
-import type { Device } from "./session.ts";
+import type { Device } from "./tensor.ts";
 
 /** Free and total bytes of a device's memory. */
 export type DeviceMemory = { free: number; total: number };
@@ -81,7 +81,11 @@ export function processMemory(): { rss: number; peak: number } {
   return { rss, peak: rss };
 }
 
-/** Starts a new peak for {@link processMemory} (Linux: "5" into /proc/self/clear_refs). Whether it could. */
+/**
+ * Starts a new peak for {@link processMemory} (Linux: "5" into /proc/self/clear_refs). Whether it could. This
+ * resets the kernel's own record: VmHWM, and the maximum resident size that `/usr/bin/time -v` and
+ * `getrusage` report afterwards, then count from the reset only. {@link PhasePeaks} does not use it.
+ */
 export function resetPeakMemory(): boolean {
   try {
     Deno.writeTextFileSync("/proc/self/clear_refs", "5");
@@ -92,20 +96,105 @@ export function resetPeakMemory(): boolean {
 }
 
 /**
- * The peak memory of each phase of a long job (loading, scoring, training, export), for its summary:
- * {@link PhasePeaks.enter} closes the current phase with its peak and starts the next.
+ * The sampler thread of {@link PhasePeaks}: the process's resident memory (KiB) every `intervalMs`, folded into
+ * a running maximum in slot 0 of a shared Int32Array, which the owner takes (and zeroes) at each phase's end.
+ * A thread of its own, because ONNX Runtime's session runs block the main thread for their whole length.
+ */
+const SAMPLER_SOURCE = `
+const kib = () => {
+  try {
+    const m = Deno.readTextFileSync("/proc/self/status").match(/^VmRSS:\\s+(\\d+) kB/m);
+    if (m) return Number(m[1]);
+  } catch { /* not Linux, or no permission */ }
+  return Math.round(Deno.memoryUsage().rss / 1024);
+};
+self.onmessage = (e) => {
+  const max = new Int32Array(e.data.buffer);
+  const sample = () => {
+    const v = kib();
+    for (;;) {
+      const old = Atomics.load(max, 0);
+      if (v <= old || Atomics.compareExchange(max, 0, old, v) === old) break;
+    }
+  };
+  sample();
+  setInterval(sample, e.data.intervalMs);
+  self.postMessage("started");
+};
+`;
+
+/**
+ * The resident peak of each phase of a long job (loading, scoring, training, export), for its summary, and of
+ * the whole process: {@link PhasePeaks.enter} closes the current phase with its peak and starts the next.
+ *
+ * The kernel's peak (VmHWM) is never reset, so it, `/usr/bin/time -v` and the summary keep agreeing. A phase
+ * during which the process's peak rose holds that peak, exactly; any other phase peaked below an earlier one,
+ * and its peak is the highest resident size a sampler thread saw during it (every `intervalMs`, 10 ms by
+ * default) or at its ends: what lasts less than that between samples can be missed there. Dispose of it (or
+ * call {@link PhasePeaks.close}) to stop the thread.
  */
 export class PhasePeaks {
   readonly peaks: Record<string, number> = {};
   #current?: string;
+  #start = { rss: 0, peak: 0 };
+  #highest = 0;
+  readonly #sampled = new Int32Array(new SharedArrayBuffer(4));
+  #worker?: Worker;
+  /** Settles when the sampler has taken its first sample (at once when there is none). */
+  readonly started: Promise<void>;
+
+  constructor(o: { intervalMs?: number } = {}) {
+    const intervalMs = o.intervalMs ?? 10;
+    let url: string | undefined;
+    try {
+      url = URL.createObjectURL(new Blob([SAMPLER_SOURCE], { type: "application/javascript" }));
+      this.#worker = new Worker(url, { type: "module", name: "resident memory sampler" });
+      const w = this.#worker;
+      this.started = new Promise<void>((ok) => {
+        w.onmessage = () => ok();
+        w.onerror = (e) => {
+          e.preventDefault(); // no sampler: the phases' ends and the kernel's peak still count
+          ok();
+        };
+      });
+      w.postMessage({ buffer: this.#sampled.buffer, intervalMs });
+    } catch {
+      this.#worker = undefined;
+      this.started = Promise.resolve();
+    } finally {
+      if (url) URL.revokeObjectURL(url);
+    }
+  }
 
   /** Closes the current phase (its peak recorded) and starts `name` (undefined: only close). */
   enter(name?: string): void {
+    const now = processMemory();
+    const sampled = Atomics.exchange(this.#sampled, 0, 0) * 1024;
+    this.#highest = Math.max(this.#highest, now.rss, now.peak, sampled);
     if (this.#current) {
-      this.peaks[this.#current] = Math.max(this.peaks[this.#current] ?? 0, processMemory().peak);
+      const rose = now.peak > this.#start.peak ? now.peak : 0;
+      const peak = Math.max(rose, this.#start.rss, now.rss, sampled);
+      this.peaks[this.#current] = Math.max(this.peaks[this.#current] ?? 0, peak);
     }
     this.#current = name;
-    if (name) resetPeakMemory();
+    this.#start = now;
+  }
+
+  /** The process's resident peak since it started (Linux: VmHWM), startup and the time between phases included. */
+  get process(): number {
+    const now = processMemory();
+    return Math.max(this.#highest, now.peak, now.rss);
+  }
+
+  /** Closes the current phase and stops the sampler thread. */
+  close(): void {
+    this.enter();
+    this.#worker?.terminate();
+    this.#worker = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 

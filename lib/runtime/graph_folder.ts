@@ -9,7 +9,7 @@
  * (another filesystem), with a notice. Several graphs of a run share one folder and one set of links.
  * @module
  */
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Graph } from "../graph/ir.ts";
 import { serializeModel, type SerializeOptions } from "../graph/serialize.ts";
 import { linkOrCopy } from "../files.ts";
@@ -41,6 +41,41 @@ export class GraphFolder {
     const made = !(await Deno.stat(abs).then(() => true, () => false));
     await Deno.mkdir(abs, { recursive: true });
     return new GraphFolder(abs, made, log);
+  }
+
+  /**
+   * A fresh folder of its own (removed with {@link remove}) for graphs reading `weightFile` (any of a
+   * model's weight files): under the first of `parents`, the system's temporary folder and the weight file's
+   * own folder that is on that file's filesystem (a hard link cannot cross filesystems, and a copy of big
+   * weights would be slow); the system's temporary folder when none is. Its name carries this process's id,
+   * so a folder a killed run left behind (SIGKILL runs no cleanup) is removed by the next run that looks
+   * there.
+   */
+  static async temporary(
+    o: { weightFile?: string; parents?: readonly string[]; log?: (line: string) => void } = {},
+  ): Promise<GraphFolder> {
+    const weightDev = o.weightFile ? (await Deno.stat(await Deno.realPath(o.weightFile))).dev : undefined;
+    const name = `${GRAPHS_PREFIX}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+    const probe = await Deno.makeTempDir({ prefix: "nca-probe-" });
+    await Deno.remove(probe);
+    const system = dirname(probe);
+    const candidates = [...(o.parents ?? []), system, ...(o.weightFile ? [dirname(o.weightFile)] : [])];
+    let path = join(system, name);
+    for (const parent of candidates) {
+      try {
+        const st = await Deno.stat(parent);
+        if (!st.isDirectory || (weightDev !== undefined && st.dev !== weightDev)) continue;
+        await removeStaleGraphFolders(parent);
+        const p = join(parent, name);
+        await Deno.mkdir(p); // writable?
+        await Deno.remove(p);
+        path = p;
+        break;
+      } catch {
+        // not writable, or gone: the next one
+      }
+    }
+    return await GraphFolder.open(path, o.log);
   }
 
   /** The location under which graphs in this folder reach `file` (linked or copied in on first use). */
@@ -90,6 +125,47 @@ export class GraphFolder {
     }
     this.#links.clear();
     this.#graphs.clear();
+  }
+}
+
+/** Temporary graph folders are named `<prefix><pid>-<random>`, so a later run can tell dead ones. */
+export const GRAPHS_PREFIX = ".nca-graphs-";
+
+/**
+ * Removes the graph folders in `parent` whose process is gone (a run killed with SIGKILL leaves its folder of
+ * hard links behind). A folder whose process cannot be looked up is kept; nothing here stops a run.
+ */
+export async function removeStaleGraphFolders(parent: string): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(parent)) {
+      const pid = e.isDirectory && e.name.startsWith(GRAPHS_PREFIX)
+        ? Number(e.name.slice(GRAPHS_PREFIX.length).split("-")[0])
+        : NaN;
+      if (!Number.isSafeInteger(pid) || pid === Deno.pid || await processAlive(pid) !== false) continue;
+      await Deno.remove(join(parent, e.name), { recursive: true }).catch(() => {});
+    }
+  } catch {
+    // an unreadable folder: nothing to clean
+  }
+}
+
+/**
+ * Whether process `pid` runs: /proc where Deno may read it (it asks for --allow-all there), else `ps -p`;
+ * undefined when neither can tell.
+ */
+export async function processAlive(pid: number): Promise<boolean | undefined> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+  }
+  try {
+    const r = await new Deno.Command("ps", { args: ["-p", String(pid)], stdout: "null", stderr: "null" })
+      .output();
+    return r.code === 0;
+  } catch {
+    return undefined;
   }
 }
 

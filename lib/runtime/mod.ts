@@ -10,3 +10,4 @@ export * from "./device.ts";
 export * from "./cuda.ts";
 export * from "./precision.ts";
 export * from "./ort/mod.ts";
+export * from "./comm/mod.ts";

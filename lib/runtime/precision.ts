@@ -23,7 +23,7 @@
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
-import type { Device } from "./session.ts";
+import type { Device } from "./tensor.ts";
 
 /** Operators with a float16 kernel in ONNX Runtime 1.29's CPU provider (measured; see the module doc). */
 export const CPU_FLOAT16_KERNELS: ReadonlySet<string> = new Set([

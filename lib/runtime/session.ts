@@ -1,8 +1,24 @@
 /**
- * ONNX Runtime sessions for the toolkit's graphs: creation from a graph (its frozen weights read by ONNX
- * Runtime from the model's own files, see graph_folder.ts), from bytes or from a file, CPU or CUDA, thread
- * counts and optimization level, and run errors that name the failing operator and the shapes of what was
- * fed.
+ * The session contract: one {@link ModelSession} whatever calls ONNX Runtime. A session is made from a graph
+ * (its frozen weights read by ONNX Runtime from the model's own files, see graph_folder.ts), from bytes or
+ * from a file, on the CPU or CUDA, and runs with {@link ModelSession.run}: host tensors and held tensors in,
+ * each output placed where the caller asks (`"host"`: back to JavaScript; `"device"`: kept for the next
+ * run). Behind it are two backends, which callers never see: ONNX Runtime's C API from Deno (ort/, where a
+ * held tensor stays in the device's memory; the default on the CPU) and onnxruntime-node (CUDA until the C
+ * API has run there, and profiling; a held tensor is then kept in JavaScript memory). Run errors name the
+ * failing operator and the shapes of what was fed.
+ *
+ * ```ts
+ * import { GraphBuilder } from "../graph/builder.ts";
+ * import { f32, ModelSession } from "./session.ts";
+ * const g = new GraphBuilder("double");
+ * const x = g.input("x", "float32", [2]);
+ * g.output(g.node("Add", [x, x], [{ dtype: "float32", shape: [2] }])[0], "y");
+ * await using s = await ModelSession.create(g.build());
+ * using held = (await s.run({ x: f32([1, 2], [2]) }, { y: "device" })).y; // kept for the next run
+ * const out = await s.run({ x: held }, ["y"]);
+ * console.log(out.y.data); // Float32Array [4, 8]
+ * ```
  * @module
  */
 import { basename, dirname, join, resolve } from "node:path";
@@ -20,9 +36,17 @@ import { OrtSession, type OrtSessionSettings } from "./ort/session.ts";
 import { OrtValue } from "./ort/value.ts";
 import { MemoryInfo } from "./ort/memory_info.ts";
 import { copyToHost } from "./ort/transfer.ts";
+import {
+  type Device,
+  type Feeds,
+  type HeldTensor,
+  type HostTensor,
+  isHostTensor,
+  type Placed,
+  type Placement,
+} from "./tensor.ts";
 
-/** Where a session runs. */
-export type Device = "cpu" | "cuda";
+export * from "./tensor.ts";
 
 /** Options for {@link ModelSession.create}. */
 export type SessionOptions = {
@@ -55,9 +79,9 @@ export type SessionOptions = {
   memoryPattern?: boolean;
   /**
    * How ONNX Runtime is called: through its C API from Deno (`ffi`, lib/runtime/ort; the default on the
-   * CPU), where a run's outputs can stay ONNX Runtime values and feed the next run without passing through
-   * JavaScript ({@link ModelSession.runBound}), or through onnxruntime-node (`node`; the default on CUDA
-   * for now). Profiling and an in-memory external-data blob need `node`.
+   * CPU), where a held output stays in the device's memory and feeds the next run without passing through
+   * JavaScript, or through onnxruntime-node (`node`; the default on CUDA for now). Profiling and an
+   * in-memory external-data blob need `node`. Nothing else about a session depends on it.
    */
   backend?: "node" | "ffi";
   /**
@@ -85,17 +109,35 @@ const FILE_WEIGHTS_CONFIG = {
   session: { disable_prepacking: "1" },
 };
 
-/** A tensor in host memory: what crosses the JS boundary. */
-export type HostTensor = {
-  dtype: "float32" | "float64" | "int32" | "int64" | "bool" | "uint8";
-  dims: readonly number[];
-  data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
-};
+/** What onnxruntime-node's sessions hold for their caller: the output itself, in JavaScript memory. */
+class KeptTensor implements HeldTensor {
+  #t: HostTensor | null;
+  constructor(t: HostTensor) {
+    this.#t = t;
+  }
+  get tensor(): HostTensor {
+    if (!this.#t) throw new Error("a held tensor used after release()");
+    return this.#t;
+  }
+  get dtype(): HostTensor["dtype"] {
+    return this.tensor.dtype;
+  }
+  get dims(): readonly number[] {
+    return this.tensor.dims;
+  }
+  release(): void {
+    this.#t = null;
+  }
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
 
 /** A loaded model ready to run. */
 export class ModelSession {
   private constructor(
-    readonly session: ort.InferenceSession | OrtSession,
+    /** The backend's session: callers go through the contract, never to it. */
+    private readonly impl: ort.InferenceSession | OrtSession,
     readonly device: Device,
     private readonly describe?: (nodeName: string) => string | undefined,
     private readonly profilePrefix?: string,
@@ -177,123 +219,168 @@ export class ModelSession {
     return new ModelSession(session, device, opts.describe, opts.profilePrefix, owned, opts.deviceId ?? 0);
   }
 
-  /** How ONNX Runtime is called for this session. */
+  /**
+   * The device whose memory holds what this session holds for its caller: its own through the C API; the
+   * host through onnxruntime-node, which keeps no tensor on a device between runs. A session that takes
+   * these tensors (a sampler beside a decoder) belongs there.
+   */
+  get holdsOn(): Device {
+    return this.impl instanceof OrtSession ? this.device : "cpu";
+  }
+
+  /** How ONNX Runtime is called for this session (for reports: nothing else depends on it). */
   get backend(): "node" | "ffi" {
-    return this.session instanceof OrtSession ? "ffi" : "node";
+    return this.impl instanceof OrtSession ? "ffi" : "node";
   }
 
   get inputNames(): readonly string[] {
-    return this.session.inputNames;
+    return this.impl.inputNames;
   }
 
   get outputNames(): readonly string[] {
-    return this.session.outputNames;
+    return this.impl.outputNames;
   }
 
-  /** Runs the model; returns the requested outputs (all by default) as host tensors. */
+  /** The inputs' names and shapes (a symbolic dimension is a string), as ONNX Runtime reads them. */
+  get inputMetadata(): readonly { name: string; shape?: readonly unknown[] }[] {
+    return this.impl.inputMetadata as readonly { name: string; shape?: readonly unknown[] }[];
+  }
+
+  /**
+   * Runs the model on `feeds` (host tensors, lent for the run, and held tensors, taken as they are). With a
+   * list of output names (default: all), each comes back as a host tensor; with a placement per output,
+   * each comes back as asked: `"host"` in JavaScript, `"device"` held by the session for the next run (the
+   * caller releases it).
+   */
+  run(feeds: Feeds, outputs?: readonly string[]): Promise<Record<string, HostTensor>>;
+  run<P extends Record<string, Placement>>(feeds: Feeds, placement: P): Promise<Placed<P>>;
   async run(
-    feeds: Record<string, HostTensor>,
-    outputs?: readonly string[],
-  ): Promise<Record<string, HostTensor>> {
-    if (this.session instanceof OrtSession) {
-      const names = outputs ?? this.outputNames;
-      return (await this.runBound(feeds, {}, Object.fromEntries(names.map((n) => [n, "host" as const]))))
-        .host;
-    }
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
-    let result: ort.InferenceSession.ReturnType;
+    feeds: Feeds,
+    outputs?: readonly string[] | Record<string, Placement>,
+  ): Promise<Record<string, HostTensor | HeldTensor>> {
+    const placement: Record<string, Placement> = outputs === undefined || Array.isArray(outputs)
+      ? Object.fromEntries((outputs ?? this.outputNames).map((n) => [n, "host" as const]))
+      : outputs as Record<string, Placement>;
     try {
-      result = outputs ? await this.session.run(ortFeeds, [...outputs]) : await this.session.run(ortFeeds);
+      return this.impl instanceof OrtSession
+        ? await this.#runFfi(this.impl, feeds, placement)
+        : await this.#runNode(this.impl, feeds, placement);
     } catch (e) {
       throw this.#failure(e, feeds);
     }
-    const out: Record<string, HostTensor> = {};
-    for (const [name, t] of Object.entries(result)) out[name] = fromOrt(t);
+  }
+
+  /**
+   * A held tensor over a host tensor's data, without a copy where the backend allows (the caller keeps
+   * `t.data` unchanged while it is held): a state that runs take and replace.
+   */
+  hold(t: HostTensor): HeldTensor {
+    return this.impl instanceof OrtSession ? OrtValue.fromHost(t) : new KeptTensor(t);
+  }
+
+  /** A held tensor's data in JavaScript memory (copied from the device when it is there). */
+  toHost(value: HeldTensor): HostTensor {
+    if (value instanceof KeptTensor) return value.tensor;
+    if (value instanceof OrtValue) return copyToHost(value, { device: this.device, deviceId: this.deviceId });
+    throw new TypeError("not a tensor a session holds");
+  }
+
+  async #runNode(
+    s: ort.InferenceSession,
+    feeds: Feeds,
+    placement: Record<string, Placement>,
+  ): Promise<Record<string, HostTensor | HeldTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      ortFeeds[name] = toOrt(isHostTensor(t) ? t : this.toHost(t));
+    }
+    const result = await s.run(ortFeeds, Object.keys(placement));
+    const out: Record<string, HostTensor | HeldTensor> = {};
+    for (const [name, where] of Object.entries(placement)) {
+      const t = fromOrt(result[name]);
+      out[name] = where === "device" ? new KeptTensor(t) : t;
+    }
     return out;
   }
 
   #memory?: { host: MemoryInfo; device: MemoryInfo };
 
   /**
-   * Runs on host tensors and ONNX Runtime values together (the `ffi` backend, through an IO binding). The
-   * host `feeds` are lent to ONNX Runtime for the run, `values` go in as they are; each output is placed
-   * where asked: `"device"` leaves it in the session device's memory as a value the caller owns (a GPU's on
-   * CUDA: state and KV caches that the next run reads as they are), `"host"` brings it to JavaScript
-   * (losses, logits).
+   * A run through the C API: host feeds lent as values over their buffers, held ones as they are; with an
+   * output for the device, through an IO binding that places each output where asked.
    */
-  async runBound(
-    feeds: Readonly<Record<string, HostTensor>>,
-    values: Readonly<Record<string, OrtValue>>,
-    outputs: Readonly<Record<string, "host" | "device">>,
-  ): Promise<{ host: Record<string, HostTensor>; device: Record<string, OrtValue> }> {
-    const s = this.session;
-    if (!(s instanceof OrtSession)) {
-      throw new TypeError('runBound needs a session created with backend: "ffi"');
-    }
+  async #runFfi(
+    s: OrtSession,
+    feeds: Feeds,
+    placement: Record<string, Placement>,
+  ): Promise<Record<string, HostTensor | HeldTensor>> {
     if (!this.#memory) {
       const host = MemoryInfo.cpu();
       this.#memory = { host, device: this.device === "cuda" ? MemoryInfo.cuda(this.deviceId) : host };
     }
-    const lent = Object.entries(feeds).map(([n, t]) => [n, OrtValue.fromHost(t)] as const);
-    const inputs = Object.fromEntries([...lent, ...Object.entries(values)]);
+    const lent: OrtValue[] = [];
+    const inputs: Record<string, OrtValue> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      if (t instanceof OrtValue) inputs[name] = t;
+      else {
+        const v = OrtValue.fromHost(isHostTensor(t) ? t : this.toHost(t));
+        lent.push(v);
+        inputs[name] = v;
+      }
+    }
     // with every output for the host a plain Run does: ONNX Runtime returns its fetches in host memory
-    const binding = Object.values(outputs).includes("device") ? s.binding() : undefined;
+    const binding = Object.values(placement).includes("device") ? s.binding() : undefined;
     let out: Record<string, OrtValue>;
     try {
       if (binding) {
         for (const [name, v] of Object.entries(inputs)) binding.bindInput(name, v);
-        for (const [name, where] of Object.entries(outputs)) {
-          binding.bindOutputToDevice(name, this.#memory[where]);
+        for (const [name, where] of Object.entries(placement)) {
+          binding.bindOutputToDevice(name, this.#memory[where === "device" ? "device" : "host"]);
         }
         await s.runBinding(binding);
         out = binding.outputs();
-      } else out = await s.run(inputs, Object.keys(outputs));
-    } catch (e) {
-      throw this.#failure(e, { ...feeds, ...values });
+      } else out = await s.run(inputs, Object.keys(placement));
     } finally {
       binding?.release();
-      for (const [, v] of lent) v.release();
+      for (const v of lent) v.release();
     }
-    const result = { host: {} as Record<string, HostTensor>, device: {} as Record<string, OrtValue> };
-    for (const [name, where] of Object.entries(outputs)) {
-      if (where === "device") result.device[name] = out[name];
+    const result: Record<string, HostTensor | HeldTensor> = {};
+    for (const [name, where] of Object.entries(placement)) {
+      if (where === "device") result[name] = out[name];
       else {
-        result.host[name] = out[name].toHost();
-        out[name].release();
+        using v = out[name];
+        result[name] = v.toHost();
       }
     }
     return result;
   }
 
   /** A failed run's error: ONNX Runtime's message, the node it names, and the shapes of what was fed. */
-  #failure(e: unknown, fed: Readonly<Record<string, HostTensor | OrtValue>>): Error {
-    const shapes = Object.entries(fed).map(([n, t]) =>
-      `${n}: ${t instanceof OrtValue ? t.type : t.dtype}[${t.dims.join(", ")}]`
-    ).join("; ");
+  #failure(e: unknown, fed: Feeds): Error {
+    const shapes = Object.entries(fed).map(([n, t]) => `${n}: ${t.dtype}[${t.dims.join(", ")}]`).join("; ");
     return new Error(`ONNX Runtime failed: ${explain(e, this.describe)}\n  fed: ${shapes}`, { cause: e });
-  }
-
-  /** A value's data in JavaScript memory, copied from the device when it is there. */
-  toHost(value: OrtValue): HostTensor {
-    return copyToHost(value, { device: this.device, deviceId: this.deviceId });
   }
 
   /** Ends the profiler (if on) and frees the session. Returns the profile file, if any. */
   async release(): Promise<string | undefined> {
-    if (this.session instanceof OrtSession) {
+    if (this.impl instanceof OrtSession) {
       const m = this.#memory;
       m?.host.release();
       if (m && m.device !== m.host) m.device.release();
       this.#memory = undefined;
-      this.session.release();
+      this.impl.release();
     } else {
-      if (this.profilePrefix) this.session.endProfiling();
-      await this.session.release();
+      if (this.profilePrefix) this.impl.endProfiling();
+      await this.impl.release();
     }
     await this.folder?.remove();
     releaseFreeMemory();
     return this.profilePrefix ? newestProfile(this.profilePrefix) : undefined;
+  }
+
+  /** `await using` releases it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
   }
 }
 
@@ -404,24 +491,4 @@ function fromOrt(t: ort.Tensor): HostTensor {
     throw new TypeError(`output of type ${t.type}: keep graph outputs fp32/int32/int64`);
   }
   return { dtype, dims: t.dims, data: t.data as HostTensor["data"] };
-}
-
-/** Shorthand for a float32 host tensor. */
-export function f32(data: ArrayLike<number>, dims: readonly number[]): HostTensor {
-  return { dtype: "float32", dims, data: data instanceof Float32Array ? data : Float32Array.from(data) };
-}
-
-/** Shorthand for a float64 host tensor. */
-export function f64(data: ArrayLike<number>, dims: readonly number[]): HostTensor {
-  return { dtype: "float64", dims, data: data instanceof Float64Array ? data : Float64Array.from(data) };
-}
-
-/** Shorthand for an int64 host tensor. */
-export function i64(data: ArrayLike<number>, dims: readonly number[]): HostTensor {
-  return { dtype: "int64", dims, data: BigInt64Array.from(Array.from(data), (v) => BigInt(v)) };
-}
-
-/** Shorthand for an int32 host tensor. */
-export function i32(data: ArrayLike<number>, dims: readonly number[]): HostTensor {
-  return { dtype: "int32", dims, data: data instanceof Int32Array ? data : Int32Array.from(data) };
 }

@@ -7,17 +7,17 @@
  * parameter is a view of it. A run returns new buffers and the state then points at them: arrays handed
  * out are never written to afterwards, so {@link TrainingSession.current} can give them without a copy.
  *
- * On the `ffi` backend the state stays in ONNX Runtime values between runs: a run's `.next` outputs are the
- * next run's inputs as they are, and only the scans come back to JavaScript; the host arrays are made
- * from the values when asked for ({@link TrainingSession.state}, checkpoints, the export).
+ * The state is held by the session between runs (in the device's memory where the backend can keep it
+ * there): a run's `.next` outputs are the next run's inputs as they are, and only the scans come back to
+ * JavaScript; the host arrays are read from the held tensors when asked for ({@link TrainingSession.state},
+ * checkpoints, the export).
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
 import type { BatchInput, TrainingIO } from "../graph/training.ts";
-import { type HostTensor, ModelSession, type SessionOptions } from "./session.ts";
+import { ModelSession, type SessionOptions } from "./session.ts";
+import type { HeldTensor, HostTensor, Placement } from "./tensor.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
-import { OrtSession } from "./ort/session.ts";
-import { OrtValue } from "./ort/value.ts";
 
 /**
  * A tensor of `shape` with its first dimension `first` (0: empty) and its other symbolic dimensions 1:
@@ -70,9 +70,9 @@ export class TrainingSession {
   /** Every parameter (a view of the packed buffer) and the optimizer's state, by name. */
   readonly #state: Map<string, Float32Array>;
   private packed: Float32Array;
-  /** `ffi` backend: the state as ONNX Runtime values, by graph input name (the packed buffer's included). */
-  #resident?: Map<string, OrtValue>;
-  /** Whether {@link #state} is behind {@link #resident} (a run since it was read). */
+  /** The state as the session holds it, by graph input name (the packed buffer's included). */
+  #held = new Map<string, HeldTensor>();
+  /** Whether {@link #state} is behind {@link #held} (a run since it was read). */
   #stale = false;
 
   private constructor(
@@ -88,11 +88,11 @@ export class TrainingSession {
 
   /**
    * Every parameter (a view of the packed buffer) and the optimizer's state, by name: read-only (change it
-   * with {@link restore}); on the `ffi` backend read from ONNX Runtime when a run has changed it.
+   * with {@link restore}); read from the session when a run has changed it.
    */
   get state(): ReadonlyMap<string, Float32Array> {
-    if (this.#stale && this.#resident) {
-      const host = (name: string) => this.session.toHost(this.#resident!.get(name)!).data as Float32Array;
+    if (this.#stale) {
+      const host = (name: string) => this.session.toHost(this.#held.get(name)!).data as Float32Array;
       const packed = host(this.io.packed.name);
       for (const s of this.io.state) {
         if (!this.#members.has(s.name)) this.#state.set(s.name, host(s.name));
@@ -147,25 +147,20 @@ export class TrainingSession {
     });
     const ts = new TrainingSession(session, io, state, packed);
     ts.#setPacked(packed);
-    ts.#makeResident();
+    ts.#hold();
     return ts;
   }
 
-  /** On the `ffi` backend: values over the host state (no copy), replacing any resident ones. */
-  #makeResident(): void {
-    if (!(this.session.session instanceof OrtSession)) return;
-    for (const v of this.#resident?.values() ?? []) v.release();
+  /** The session holds the host state (over its arrays, no copy where it can), replacing what it held. */
+  #hold(): void {
+    for (const v of this.#held.values()) v.release();
+    this.#held.clear();
     const dims = this.io.packed.shape;
-    this.#resident = new Map([[
-      this.io.packed.name,
-      OrtValue.fromHost({ dtype: "float32", dims, data: this.packed }),
-    ]]);
+    this.#held.set(this.io.packed.name, this.session.hold({ dtype: "float32", dims, data: this.packed }));
     for (const s of this.io.state) {
       if (this.#members.has(s.name)) continue;
-      this.#resident.set(
-        s.name,
-        OrtValue.fromHost({ dtype: "float32", dims: s.shape, data: this.#state.get(s.name)! }),
-      );
+      const data = this.#state.get(s.name)!;
+      this.#held.set(s.name, this.session.hold({ dtype: "float32", dims: s.shape, data }));
     }
     this.#stale = false;
   }
@@ -180,17 +175,10 @@ export class TrainingSession {
 
   /** Runs `lrs.length` optimizer steps on batches stacked along axis 0 (one slice per step). */
   async run(batches: Record<string, HostTensor>, lrs: readonly number[]): Promise<ChunkResult> {
-    const feeds: Record<string, HostTensor> = {};
-    if (!this.#resident) {
-      feeds[this.io.packed.name] = { dtype: "float32", dims: this.io.packed.shape, data: this.packed };
-    }
+    const feeds: Record<string, HostTensor | HeldTensor> = Object.fromEntries(this.#held);
     if (this.io.scoring) {
       feeds[this.io.scoring.mode] = { dtype: "bool", dims: [], data: Uint8Array.of(1) };
       for (const b of this.io.scoring.inputs) feeds[b.graph] = empty(b.dtype, b.shape, 1);
-    }
-    for (const s of this.io.state) {
-      if (this.#members.has(s.name) || this.#resident) continue;
-      feeds[s.name] = { dtype: "float32", dims: s.shape, data: this.#state.get(s.name)! };
     }
     for (const b of this.io.stacked) {
       if (b.name === "train.lr") continue;
@@ -204,18 +192,19 @@ export class TrainingSession {
       feeds[b.name] = t;
     }
     feeds["train.lr"] = { dtype: "float32", dims: [lrs.length], data: Float32Array.from(lrs) };
-    const out = this.#resident
-      ? await this.#runResident(feeds)
-      : await this.session.run(feeds, this.#trainOutputs());
-    if (!this.#resident) {
-      this.#setPacked(out[`${this.io.packed.name}.next`].data as Float32Array);
-      for (const s of this.io.state) {
-        if (!this.#members.has(s.name)) this.#state.set(s.name, out[`${s.name}.next`].data as Float32Array);
-      }
+    // the state's `.next` outputs stay with the session, to replace what it holds; only the scans come back
+    const where: Record<string, Placement> = {};
+    for (const name of this.#held.keys()) where[`${name}.next`] = "device";
+    for (const n of this.io.scans) where[n] = "host";
+    const out = await this.session.run(feeds, where);
+    for (const [name, v] of this.#held) {
+      v.release();
+      this.#held.set(name, out[`${name}.next`] as HeldTensor);
     }
+    this.#stale = true;
     // a full model's old state is garbage now: gigabytes V8 and glibc would hold until much later
     if (this.packed.byteLength >= LARGE_STATE_BYTES) releaseFreeMemory();
-    const scan = (n: string) => out[n].data as Float32Array;
+    const scan = (n: string) => (out[n] as HostTensor).data as Float32Array;
     return {
       steps: lrs.length,
       loss: scan("train.loss"),
@@ -224,33 +213,6 @@ export class TrainingSession {
       lossScale: this.io.scans.includes("train.loss_scale.used") ? scan("train.loss_scale.used") : undefined,
       metrics: Object.fromEntries(this.io.metrics.map((m) => [m, scan(m)])),
     };
-  }
-
-  /**
-   * A run on the resident state: the batches go in as values over their host arrays, the state's `.next`
-   * outputs replace the resident values, and only the scans come back to the host.
-   */
-  async #runResident(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
-    const resident = this.#resident!;
-    const where: Record<string, "host" | "device"> = {};
-    for (const name of resident.keys()) where[`${name}.next`] = "device";
-    for (const n of this.io.scans) where[n] = "host";
-    const { host, device } = await this.session.runBound(feeds, Object.fromEntries(resident), where);
-    for (const [name, v] of resident) {
-      v.release();
-      resident.set(name, device[`${name}.next`]);
-    }
-    this.#stale = true;
-    return host;
-  }
-
-  /** What a training run returns: the state and the scans (not the scoring mode's outputs). */
-  #trainOutputs(): string[] {
-    return [
-      `${this.io.packed.name}.next`,
-      ...this.io.state.filter((s) => !this.#members.has(s.name)).map((s) => `${s.name}.next`),
-      ...this.io.scans,
-    ];
   }
 
   /**
@@ -265,12 +227,10 @@ export class TrainingSession {
     const sc = this.io.scoring;
     if (!sc) throw new TypeError("this training graph has no scoring mode");
     // what training reads goes in empty (the moments, the batches), or as it is when tiny (scalars)
-    const all: Record<string, HostTensor> = {
+    const all: Record<string, HostTensor | HeldTensor> = {
       [sc.mode]: { dtype: "bool", dims: [], data: Uint8Array.of(0) },
+      [this.io.packed.name]: this.#held.get(this.io.packed.name)!,
     };
-    if (!this.#resident) {
-      all[this.io.packed.name] = { dtype: "float32", dims: this.io.packed.shape, data: this.packed };
-    }
     for (const s of this.io.state) {
       if (this.#members.has(s.name)) continue;
       all[s.name] = s.shape.length ? empty("float32", s.shape, 0) : this.#scalar(s.name);
@@ -285,21 +245,13 @@ export class TrainingSession {
       if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
       return sc.outputs[o];
     });
-    const packed = this.#resident?.get(this.io.packed.name);
-    const out = packed
-      ? (await this.session.runBound(
-        all,
-        { [this.io.packed.name]: packed },
-        Object.fromEntries(names.map((n) => [n, "host" as const])),
-      )).host
-      : await this.session.run(all, names);
+    const out = await this.session.run(all, names);
     return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
   }
 
   /** A scalar of the state (the step counter, the loss scale) as a host tensor. */
   #scalar(name: string): HostTensor {
-    const v = this.#resident?.get(name);
-    return { dtype: "float32", dims: [], data: v ? this.session.toHost(v).data : this.#state.get(name)! };
+    return { dtype: "float32", dims: [], data: this.session.toHost(this.#held.get(name)!).data };
   }
 
   /** The scoring mode as a scorer (`run(feeds, outputs)`, as a scoring session has it). */
@@ -393,12 +345,18 @@ export class TrainingSession {
       else this.#state.set(s.name, v.slice());
     }
     this.#setPacked(packed);
-    this.#makeResident();
+    this.#hold();
   }
 
+  /** Frees the held state and the session; the profile file, if the session profiled. */
   async release(): Promise<string | undefined> {
-    for (const v of this.#resident?.values() ?? []) v.release();
-    this.#resident = undefined;
+    for (const v of this.#held.values()) v.release();
+    this.#held.clear();
     return await this.session.release();
+  }
+
+  /** `await using` releases it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
   }
 }

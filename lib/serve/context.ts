@@ -4,13 +4,13 @@
  * paths are shown. Tests build one around a real or fake engine and drive the app with `app.request()`.
  * @module
  */
-import type { TextCodec } from "./codec.ts";
+import type { TextCodec } from "../data/codec.ts";
 import type { Engine } from "./engine.ts";
 import type { HostPolicy } from "./middleware/host_check.ts";
 import type { ModelSource } from "./model_source.ts";
 import type { PathView } from "./paths.ts";
 import type { AdmissionQueue } from "./queue.ts";
-import type { SamplingDefaults } from "./request_checks.ts";
+import type { SamplingDefaults } from "../model/sampling.ts";
 import type { PromptTokenizer } from "./tokens.ts";
 
 /** Limits with every default filled in from the model. */

@@ -4,7 +4,7 @@
  * row by row or aborted, and scoring as a promise. Routes depend on the {@link Engine} interface only.
  * @module
  */
-import type { Device } from "../runtime/session.ts";
+import type { Device } from "../runtime/tensor.ts";
 import { type ApiError, serverError, shuttingDown } from "./errors.ts";
 import type { FromWorker, GenerateRequest, RowDone, ScoreRequest, TokenEvent, ToWorker } from "./protocol.ts";
 

@@ -1,11 +1,11 @@
 /**
  * One request's generation, from prompt ids to choices: sends the job to the engine, turns each row's token
- * stream into text with an incremental decoder, cuts it at the first stop string (and tells the worker to
+ * stream into text with an incremental detokenizer, cuts it at the first stop string (and tells the worker to
  * end that row), and reports the text as it becomes final — in deltas for streaming, and as a whole at the
  * end. Both OpenAI routes (chat and completions) use it and only differ in how they format the result.
  * @module
  */
-import type { TextCodec } from "./codec.ts";
+import type { TextCodec } from "../data/codec.ts";
 import type { Engine } from "./engine.ts";
 import type { RowFinish, TokenEvent } from "./protocol.ts";
 import { StopMatcher } from "./stop.ts";
@@ -83,7 +83,7 @@ class RowState {
   sentLogprobs = 0;
   finish: FinishReason | undefined;
 
-  constructor(readonly index: number, readonly decoder: ReturnType<TextCodec["decoder"]>) {}
+  constructor(readonly index: number, readonly pieces: ReturnType<TextCodec["detokenizer"]>) {}
 }
 
 /**
@@ -97,7 +97,7 @@ export async function runGeneration(
 ): Promise<GenerationResult> {
   const stop = new StopMatcher(req.stop);
   const eos = new Set(req.ignoreEos ? [] : codec.special.eos);
-  const rows = req.prompts.map((p, i) => new RowState(i, codec.decoder(req.continuation ? p : [])));
+  const rows = req.prompts.map((p, i) => new RowState(i, codec.detokenizer(req.continuation ? p : [])));
 
   const emit = (row: RowState, final: boolean) => {
     if (!req.onEvent) return;
@@ -146,9 +146,9 @@ export async function runGeneration(
       row.tokens.push(e.token);
       if (eos.has(e.token)) return; // the row ends here; EOS has no text
       const top = req.logprobs && e.top
-        ? e.top.map(([id, logprob]) => ({ token: row.decoder.peek(id), id, logprob }))
+        ? e.top.map(([id, logprob]) => ({ token: row.pieces.peek(id), id, logprob }))
         : [];
-      const delta = row.decoder.push(e.token);
+      const delta = row.pieces.push(e.token);
       if (req.logprobs) row.logprobs.push({ token: delta, id: e.token, logprob: e.logprob, top });
       if (append(row, delta)) {
         handle.stopRow(row.index);
@@ -158,7 +158,7 @@ export async function runGeneration(
     onRowDone(e) {
       const row = rows[e.row];
       if (row.finish) return;
-      if (append(row, row.decoder.flush())) return finishRow(row, "stop");
+      if (append(row, row.pieces.flush())) return finishRow(row, "stop");
       finishRow(row, finishOf(e.finishReason));
     },
   });

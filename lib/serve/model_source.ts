@@ -1,13 +1,14 @@
 /**
  * What `--model` points at, resolved: a training run folder (runs/<name>-<stamp>/, whose `policy/` is served
- * and whose `reference.json` names the reference model) or an exported model folder (`onnx/model.onnx`
- * beside a Hugging Face config). With no `--model`, the latest demo run. The run's β and α become the
+ * and whose `reference.json` names the reference model), an exported model folder (`onnx/model.onnx`
+ * beside a Hugging Face config) or a plain Hugging Face folder (its decoder built at load, as `sample` does:
+ * lib/model/open.ts). With no `--model`, the latest demo run. The run's β and α become the
  * inspection endpoint's defaults, so its implicit rewards are the ones the trainer optimized.
  * @module
  */
-import { basename, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { findLatestRun, runPaths } from "../train/run_folder.ts";
-import { SERVING_ONNX_FILE } from "../model/export.ts";
+import { locateModel, type ModelKind } from "../model/open.ts";
 import { isFile, readJsonObject } from "../files.ts";
 
 /** β and α when the model was not trained here (TRL's DPO default β; α = 1, plain softmax labels). */
@@ -18,8 +19,10 @@ export const FALLBACK_ALPHA = 1;
 export type ModelSource = {
   /** The name clients pass as `model`: the run folder's or the model folder's name. */
   id: string;
-  /** The exported folder that is served (config, tokenizer, `onnx/model.onnx`, `model.safetensors`). */
+  /** The Hugging Face folder that is served (config, tokenizer, safetensors; `onnx/model.onnx` when exported). */
   modelDir: string;
+  /** What `--model` was. */
+  kind: ModelKind;
   /** The run folder, when serving a run. */
   runDir: string | null;
   /** The reference model's folder (Hugging Face layout), or null when there is none. */
@@ -31,6 +34,12 @@ export type ModelSource = {
   alpha: number;
   /** The run's loss ("nca", "infonca", "dpo", …), when known. */
   loss: string | null;
+  /**
+   * The chat template variables the run trained with (its `chatTemplateKwargs`, e.g. Qwen3's
+   * `enable_thinking`), the default of every request's `chat_template_kwargs`, so prompts and candidates
+   * render as in training; null when none.
+   */
+  templateKwargs: Record<string, unknown> | null;
   /** The run's config.json, when serving a run. */
   trainConfig: Record<string, unknown> | null;
   /** Things worth telling the user at start-up (a recorded reference that is gone, …). */
@@ -39,13 +48,17 @@ export type ModelSource = {
 
 /** Where to look and what the user asked for. */
 export type ModelSourceOptions = {
-  /** `--model`: a run folder or an exported model folder. Default: the latest `demo-*` run in `runsDir`. */
+  /** `--model`: a run folder, an exported model folder or a Hugging Face folder. Default: the latest `demo-*` run in `runsDir`. */
   model?: string;
   /** `--reference`: a model folder to use as the reference instead of what the run recorded. */
   reference?: string;
   /** Where runs are (default "runs"). */
   runsDir?: string;
 };
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
 
 function positive(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
@@ -64,28 +77,16 @@ export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<Mo
     if (given === undefined) {
       throw new Error(
         `no --model given and no demo run in ${resolve(runsDir)}: run \`deno task train\` first, ` +
-          `or pass --model <run folder or exported model folder>`,
+          `or pass --model <run folder or model folder>`,
       );
     }
   }
-  const dir = resolve(given);
+  const located = await locateModel(given);
+  const dir = located.given;
   const run = runPaths(dir);
   const notices: string[] = [];
-
-  let modelDir: string, runDir: string | null;
-  if (await isFile(join(run.policy, SERVING_ONNX_FILE))) {
-    modelDir = run.policy;
-    runDir = dir;
-  } else if (await isFile(join(dir, SERVING_ONNX_FILE))) {
-    modelDir = dir;
-    runDir = null;
-  } else {
-    throw new Error(
-      `--model ${given}: neither a run folder (no policy/${SERVING_ONNX_FILE}) nor an exported model folder ` +
-        `(no ${SERVING_ONNX_FILE}); export one with lib/model/export.ts' exportForServing, or train with ` +
-        "`deno task train`",
-    );
-  }
+  const modelDir = located.dir;
+  const runDir = located.kind === "run" ? dir : null;
 
   const trainConfig = runDir ? await readJsonObject(run.config) : null;
   const referenceJson = runDir ? await readJsonObject(run.reference) : null;
@@ -119,8 +120,9 @@ export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<Mo
   }
 
   return {
-    id: basename(runDir ?? modelDir),
+    id: located.name,
     modelDir,
+    kind: located.kind,
     runDir,
     referenceDir,
     referenceFrom,
@@ -128,6 +130,7 @@ export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<Mo
     alpha: nonNegative(trainConfig?.alpha) ?? FALLBACK_ALPHA,
     loss: typeof trainConfig?.loss === "string" ? trainConfig.loss : null,
     trainConfig,
+    templateKwargs: isRecord(trainConfig?.chatTemplateKwargs) ? trainConfig.chatTemplateKwargs : null,
     notices,
   };
 }

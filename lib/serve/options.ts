@@ -1,11 +1,19 @@
 /**
- * The server's options: the CLI flags of `deno task serve` parsed into {@link ServeOptions}, the limits
- * that protect it (body size and deadline, prompt characters and tokens, completion tokens, concurrency and
- * queue length) with defaults that suit one model on one machine, and who may call it (API key, Host names).
+ * The server's options: the CLI flags of `deno task serve` (a table read by lib/cli's engine) parsed into
+ * {@link ServeOptions}, the limits that protect it (body size and deadline, prompt characters and tokens,
+ * completion tokens, concurrency and queue length) with defaults that suit one model on one machine, and who
+ * may call it (API key, Host names).
  * @module
  */
-import { parseArgs } from "node:util";
-import { type DeviceRequest, parseDevice } from "../runtime/device.ts";
+import {
+  defaultsOf,
+  deviceOption,
+  helpText,
+  type OptionSpec,
+  parseArgv,
+  UsageError,
+} from "../cli/options.ts";
+import type { DeviceRequest } from "../runtime/device.ts";
 
 /** The limits a request is held to. */
 export type ServeLimits = {
@@ -67,119 +75,253 @@ export type ServeOptions = {
 
 const BODY_S = DEFAULT_LIMITS.bodyTimeoutMs / 1000;
 
-/** The CLI's help text. */
-export const SERVE_USAGE =
-  `Serve an aligned model with an OpenAI-compatible API, log-prob inspection and a dashboard.
+/** The flags' values, only those given. */
+type ServeFlags = {
+  model?: string;
+  reference?: string;
+  port?: number;
+  host?: string;
+  device?: DeviceRequest;
+  threads?: number;
+  maxConcurrent?: number;
+  maxQueue?: number;
+  maxBodyBytes?: number;
+  /** Seconds. */
+  bodyTimeout?: number;
+  maxPromptTokens?: number;
+  maxPromptChars?: number;
+  maxTokensLimit?: number;
+  apiKey?: string;
+  allowedHosts?: string[];
+  exposePaths?: boolean;
+  runs?: string;
+  quiet?: boolean;
+};
 
-Usage: deno task serve [options]
+const MODEL = "Model";
+const SERVER = "Server";
+const LIMITS = "Limits";
+const ACCESS = "Access";
 
-  --model <folder>         a run folder (runs/<name>-<stamp>) or an exported model folder
-                           (default: the latest demo run in runs/)
-  --reference <folder>     reference model for /v1/logprobs (default: what the run recorded)
-  --port <n>               port (default 8000; 0 = any free port)
-  --host <address>         address to listen on (default 127.0.0.1)
-  --device cpu|cuda|auto   where the model runs (default cpu)
-  --threads <n>            ONNX Runtime threads per session (default: cores − 1)
-  --max-concurrent <n>     jobs in the model worker at once (default ${DEFAULT_LIMITS.maxConcurrent})
-  --max-queue <n>          requests waiting for a slot; beyond it 429 (default ${DEFAULT_LIMITS.maxQueue})
-  --max-body-bytes <n>     largest request body; beyond it 413 (default ${DEFAULT_LIMITS.maxBodyBytes})
-  --body-timeout <s>       seconds to send a body once the headers are in; beyond it 408 (default ${BODY_S})
-  --max-prompt-tokens <n>  longest prompt (default: the model's context length − 1)
-  --max-prompt-chars <n>   longest prompt in characters, refused before tokenizing (default: 32 × tokens)
-  --max-tokens-limit <n>   largest max_tokens a request may ask for (default ${DEFAULT_LIMITS.maxTokensLimit})
-  --api-key <key>          require "Authorization: Bearer <key>" on /v1/* (default: env NCA_API_KEY)
-  --allowed-hosts <a,b>    Host names accepted besides localhost, 127.0.0.1, [::1] and --host ("*": any)
-  --expose-paths           show absolute paths in responses (default: relative to the cwd, or base names)
-  --runs <folder>          where to look for the default demo run (default runs)
-  --quiet                  no access log
-  -h, --help               this text
-`;
+/** `--allowed-hosts a,b:8000`: lower-cased names, empty entries dropped. */
+function hostList(raw: unknown): string[] {
+  return String(raw).split(",").map((h) => h.trim().toLowerCase()).filter((h) => h.length > 0);
+}
 
-function integer(flag: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\s*\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new RangeError(`--${flag} must be a whole number ≥ ${min}, got "${v}"`);
+/** Seconds > 0 (`--body-timeout`), throwing naming the flag. */
+function seconds(raw: unknown, flag: string): number {
+  const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : typeof raw === "number" ? raw : NaN;
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new RangeError(`${flag} must be a number of seconds > 0, got ${JSON.stringify(raw)}`);
   }
   return n;
 }
 
-function seconds(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || n <= 0) {
-    throw new RangeError(`--${flag} must be a number of seconds > 0, got "${v}"`);
-  }
-  return Math.round(n * 1000);
-}
+/** Every option of `deno task serve`. */
+export const SERVE_SPECS: readonly OptionSpec<ServeFlags>[] = Object.freeze(
+  [
+    {
+      key: "model",
+      flag: "model",
+      kind: "string",
+      group: MODEL,
+      arg: "folder",
+      defaultText: "the latest demo run in --runs",
+      help: "a run folder (runs/<name>-<stamp>) or an exported model folder",
+    },
+    {
+      key: "reference",
+      flag: "reference",
+      kind: "string",
+      group: MODEL,
+      arg: "folder",
+      defaultText: "what the run recorded",
+      help: "reference model for /v1/logprobs",
+    },
+    deviceOption({ group: MODEL, default: "cpu", help: "where the model runs" }),
+    {
+      key: "threads",
+      flag: "threads",
+      kind: "int",
+      group: MODEL,
+      min: 1,
+      arg: "n",
+      defaultText: "cores − 1",
+      help: "ONNX Runtime threads per session",
+    },
+    {
+      key: "runs",
+      flag: "runs",
+      kind: "string",
+      group: MODEL,
+      arg: "folder",
+      default: "runs",
+      help: "where to look for the default demo run",
+    },
+    {
+      key: "port",
+      flag: "port",
+      kind: "int",
+      group: SERVER,
+      min: 0,
+      check: (v) => (v <= 65535 ? undefined : "must be at most 65535"),
+      arg: "n",
+      default: 8000,
+      help: "port; 0: any free port",
+    },
+    {
+      key: "host",
+      flag: "host",
+      kind: "string",
+      group: SERVER,
+      arg: "address",
+      default: "127.0.0.1",
+      help: "address to listen on",
+    },
+    { key: "quiet", flag: "quiet", kind: "boolean", group: SERVER, help: "no access log" },
+    {
+      key: "maxConcurrent",
+      flag: "max-concurrent",
+      kind: "int",
+      group: LIMITS,
+      min: 1,
+      arg: "n",
+      default: DEFAULT_LIMITS.maxConcurrent,
+      help: "jobs in the model worker at once",
+    },
+    {
+      key: "maxQueue",
+      flag: "max-queue",
+      kind: "int",
+      group: LIMITS,
+      min: 0,
+      arg: "n",
+      default: DEFAULT_LIMITS.maxQueue,
+      help: "requests waiting for a slot; beyond it 429",
+    },
+    {
+      key: "maxBodyBytes",
+      flag: "max-body-bytes",
+      kind: "int",
+      group: LIMITS,
+      min: 1,
+      arg: "n",
+      default: DEFAULT_LIMITS.maxBodyBytes,
+      help: "largest request body; beyond it 413",
+    },
+    {
+      key: "bodyTimeout",
+      flag: "body-timeout",
+      kind: "number",
+      group: LIMITS,
+      parse: seconds,
+      arg: "s",
+      default: BODY_S,
+      help: "seconds to send a body once the headers are in; beyond it 408",
+    },
+    {
+      key: "maxPromptTokens",
+      flag: "max-prompt-tokens",
+      kind: "int",
+      group: LIMITS,
+      min: 1,
+      arg: "n",
+      defaultText: "the model's context length − 1",
+      help: "longest prompt",
+    },
+    {
+      key: "maxPromptChars",
+      flag: "max-prompt-chars",
+      kind: "int",
+      group: LIMITS,
+      min: 1,
+      arg: "n",
+      defaultText: "32 × tokens",
+      help: "longest prompt in characters, refused before tokenizing",
+    },
+    {
+      key: "maxTokensLimit",
+      flag: "max-tokens-limit",
+      kind: "int",
+      group: LIMITS,
+      min: 1,
+      arg: "n",
+      default: DEFAULT_LIMITS.maxTokensLimit,
+      help: "largest max_tokens a request may ask for",
+    },
+    {
+      key: "apiKey",
+      flag: "api-key",
+      kind: "string",
+      group: ACCESS,
+      arg: "key",
+      defaultText: "env NCA_API_KEY",
+      help: 'require "Authorization: Bearer <key>" on /v1/*',
+    },
+    {
+      key: "allowedHosts",
+      flag: "allowed-hosts",
+      kind: "list",
+      group: ACCESS,
+      parse: hostList,
+      arg: "a,b",
+      defaultText: "none",
+      help: 'Host names accepted besides localhost, 127.0.0.1, [::1] and --host ("*": any)',
+    },
+    {
+      key: "exposePaths",
+      flag: "expose-paths",
+      kind: "boolean",
+      group: ACCESS,
+      help: "show absolute paths in responses (default: relative to the cwd, or base names)",
+    },
+  ] satisfies OptionSpec<ServeFlags>[],
+);
 
-/** `--allowed-hosts a,b:8000`: lower-cased names, empty entries dropped. */
-function hostList(v: string | undefined): string[] {
-  return (v ?? "").split(",").map((h) => h.trim().toLowerCase()).filter((h) => h.length > 0);
-}
+/** The CLI's help text. */
+export const SERVE_USAGE = helpText(SERVE_SPECS, {
+  usage: "deno task serve [options]",
+  intro: "Serve an aligned model with an OpenAI-compatible API, log-prob inspection and a dashboard.",
+});
 
 /**
- * Parses the CLI's arguments; `null` when help was asked for. Throws naming the bad flag. `env` reads the
- * environment (NCA_API_KEY when `--api-key` is absent).
+ * Parses the CLI's arguments; `null` when help was asked for. Throws {@link UsageError} listing every
+ * problem, each naming its flag. `env` reads the environment (NCA_API_KEY when `--api-key` is absent).
  */
 export function parseServeArgs(
   args: string[],
   env: (name: string) => string | undefined = (name) => Deno.env.get(name),
 ): ServeOptions | null {
-  const { values: v, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      model: { type: "string" },
-      reference: { type: "string" },
-      port: { type: "string" },
-      host: { type: "string" },
-      device: { type: "string" },
-      threads: { type: "string" },
-      "max-concurrent": { type: "string" },
-      "max-queue": { type: "string" },
-      "max-body-bytes": { type: "string" },
-      "body-timeout": { type: "string" },
-      "max-prompt-tokens": { type: "string" },
-      "max-prompt-chars": { type: "string" },
-      "max-tokens-limit": { type: "string" },
-      "api-key": { type: "string" },
-      "allowed-hosts": { type: "string" },
-      "expose-paths": { type: "boolean" },
-      runs: { type: "string" },
-      quiet: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values: v, help, errors } = parseArgv(SERVE_SPECS, args, {
+    positionalHint: "(pass the model with --model)",
   });
-  if (v.help) return null;
-  if (positionals.length) {
-    throw new RangeError(`unexpected argument "${positionals[0]}" (pass the model with --model)`);
-  }
-  const port = integer("port", v.port, 0) ?? 8000;
-  if (port > 65535) throw new RangeError(`--port must be at most 65535, got ${port}`);
-  const apiKey = (v["api-key"] ?? env("NCA_API_KEY"))?.trim();
-  if (v["api-key"] !== undefined && !apiKey) throw new RangeError("--api-key must not be empty");
+  if (help) return null;
+  const apiKey = (v.apiKey ?? env("NCA_API_KEY"))?.trim();
+  if (v.apiKey !== undefined && !apiKey) errors.push("--api-key must not be empty");
+  if (errors.length) throw new UsageError(errors);
+  const d = defaultsOf(SERVE_SPECS);
   return {
     model: v.model,
     reference: v.reference,
-    port,
-    host: v.host ?? "127.0.0.1",
-    device: parseDevice(v.device ?? "cpu"),
-    threads: integer("threads", v.threads, 1),
+    port: v.port ?? d.port!,
+    host: v.host ?? d.host!,
+    device: v.device ?? d.device!,
+    threads: v.threads,
     limits: {
-      maxConcurrent: integer("max-concurrent", v["max-concurrent"], 1) ?? DEFAULT_LIMITS.maxConcurrent,
-      maxQueue: integer("max-queue", v["max-queue"], 0) ?? DEFAULT_LIMITS.maxQueue,
-      maxBodyBytes: integer("max-body-bytes", v["max-body-bytes"], 1) ?? DEFAULT_LIMITS.maxBodyBytes,
-      bodyTimeoutMs: seconds("body-timeout", v["body-timeout"]) ?? DEFAULT_LIMITS.bodyTimeoutMs,
-      maxPromptTokens: integer("max-prompt-tokens", v["max-prompt-tokens"], 1),
-      maxPromptChars: integer("max-prompt-chars", v["max-prompt-chars"], 1),
-      maxTokensLimit: integer("max-tokens-limit", v["max-tokens-limit"], 1) ?? DEFAULT_LIMITS.maxTokensLimit,
+      maxConcurrent: v.maxConcurrent ?? DEFAULT_LIMITS.maxConcurrent,
+      maxQueue: v.maxQueue ?? DEFAULT_LIMITS.maxQueue,
+      maxBodyBytes: v.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes,
+      bodyTimeoutMs: v.bodyTimeout !== undefined
+        ? Math.round(v.bodyTimeout * 1000)
+        : DEFAULT_LIMITS.bodyTimeoutMs,
+      maxPromptTokens: v.maxPromptTokens,
+      maxPromptChars: v.maxPromptChars,
+      maxTokensLimit: v.maxTokensLimit ?? DEFAULT_LIMITS.maxTokensLimit,
     },
-    runsDir: v.runs ?? "runs",
+    runsDir: v.runs ?? d.runs!,
     quiet: v.quiet ?? false,
     ...(apiKey ? { apiKey } : {}),
-    allowedHosts: hostList(v["allowed-hosts"]),
-    exposePaths: v["expose-paths"] ?? false,
+    allowedHosts: v.allowedHosts ?? [],
+    exposePaths: v.exposePaths ?? false,
   };
 }

@@ -4,7 +4,7 @@
  * live in the worker (their `run` blocks the thread it is called on).
  * @module
  */
-import type { Device } from "../runtime/session.ts";
+import type { Device } from "../runtime/tensor.ts";
 
 /** Which model scores a sequence. */
 export type ScoringModel = "policy" | "reference";

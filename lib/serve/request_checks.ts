@@ -6,8 +6,10 @@
  * request: the sampling settings and how to answer.
  * @module
  */
+import { RESERVED_TEMPLATE_KWARGS } from "../data/chat.ts";
 import { invalidRequest, notFound } from "./errors.ts";
 import type { ServeContext } from "./context.ts";
+import type { SamplingDefaults } from "../model/sampling.ts";
 import type { GenerationRequest } from "./generation.ts";
 import type { BodyLimits } from "./middleware/read_body.ts";
 import type { SamplingRequest } from "./schemas.ts";
@@ -16,6 +18,26 @@ import { TokenizeError } from "./tokens.ts";
 /** What a POST body is held to: size, deadline, shutdown. */
 export function bodyLimitsOf(ctx: ServeContext): BodyLimits {
   return { maxBytes: ctx.limits.maxBodyBytes, timeoutMs: ctx.limits.bodyTimeoutMs, shutdown: ctx.shutdown };
+}
+
+/**
+ * A request's chat template variables over the served run's (what it trained with, so prompts render as
+ * in training): the request's win, key by key. The variables the server sets itself are refused.
+ */
+export function templateKwargsOf(
+  ctx: ServeContext,
+  asked: Record<string, unknown> | null | undefined,
+): Record<string, unknown> | undefined {
+  const reserved = Object.keys(asked ?? {}).filter((k) => RESERVED_TEMPLATE_KWARGS.includes(k));
+  if (reserved.length) {
+    throw invalidRequest(
+      `chat_template_kwargs may not set ${reserved.join(", ")} (the server sets them)`,
+      "chat_template_kwargs",
+      "invalid_value",
+    );
+  }
+  const run = ctx.source.templateKwargs;
+  return run || asked ? { ...run, ...asked } : undefined;
 }
 
 /**
@@ -137,42 +159,6 @@ export function resolveMaxTokens(
 export function stopList(stop: string | string[] | null | undefined): string[] {
   if (stop === undefined || stop === null) return [];
   return typeof stop === "string" ? [stop] : stop;
-}
-
-/**
- * Sampling defaults of a model (its generation_config.json's, as vLLM takes them): used where a request does
- * not set the parameter.
- */
-export type SamplingDefaults = {
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  repetitionPenalty?: number;
-};
-
-/**
- * The sampling defaults in a generation_config.json (`temperature`, `top_p`, `top_k`,
- * `repetition_penalty`); values out of range are left out and said through `warn`. `do_sample` is not
- * read (as vLLM: a request's temperature decides).
- */
-export function samplingDefaultsOf(
-  gen: Record<string, unknown> | null,
-  warn: (line: string) => void = () => {},
-): SamplingDefaults {
-  const out: SamplingDefaults = {};
-  if (!gen) return out;
-  const take = (field: string, ok: (v: number) => boolean, key: keyof SamplingDefaults) => {
-    const v = gen[field];
-    if (v === undefined || v === null) return;
-    if (typeof v === "number" && Number.isFinite(v) && ok(v)) out[key] = v;
-    else warn(`generation_config.json: ${field} = ${JSON.stringify(v)} is not a valid value; not used`);
-  };
-  take("temperature", (v) => v >= 0, "temperature");
-  take("top_p", (v) => v > 0 && v <= 1, "topP");
-  take("top_k", (v) => Number.isInteger(v) && v >= -1, "topK");
-  take("repetition_penalty", (v) => v > 0, "repetitionPenalty");
-  if (out.topK !== undefined && out.topK < 0) out.topK = 0;
-  return out;
 }
 
 /**

@@ -93,6 +93,8 @@ export const logprobsRequestSchema = z.object({
   rewards: z.array(z.number()).nullish(),
   beta: z.number().gt(0).max(MAX_BETA).nullish(),
   alpha: z.number().min(0).max(MAX_ALPHA).nullish(),
+  /** Variables for the chat template, as in chat completions: the prompt and candidates are rendered with them. */
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
 });
 
 export type LogprobsRequest = z.infer<typeof logprobsRequestSchema>;

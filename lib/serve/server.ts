@@ -7,13 +7,11 @@
  * half-sent body or idle keep-alive connection cannot keep the process alive.
  * @module
  */
-import { join } from "node:path";
-import { loadConfig, maxSupportedLength } from "../model/config.ts";
-import { checkGenerationConfigIds, readGenerationConfig, tokenIdList } from "../model/model_folder.ts";
+import { loadConfig } from "../model/config.ts";
+import { inspectModel } from "../model/open.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { createApp } from "./app.ts";
 import { loadAssets } from "./assets.ts";
-import { TextCodec } from "./codec.ts";
 import type { ResolvedLimits, ServeContext } from "./context.ts";
 import { WorkerEngine } from "./engine.ts";
 import { shuttingDown } from "./errors.ts";
@@ -23,7 +21,6 @@ import type { ServeOptions } from "./options.ts";
 import { DEFAULT_LIMITS } from "./options.ts";
 import { pathView } from "./paths.ts";
 import { AdmissionQueue } from "./queue.ts";
-import { samplingDefaultsOf } from "./request_checks.ts";
 import { InlineTokenizer, type PromptTokenizer, WorkerTokenizer } from "./tokens.ts";
 import type { Hono } from "hono";
 
@@ -75,7 +72,10 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
   const log = o.log ?? ((line: string) => quiet || console.log(line));
   const source = await resolveModelSource({ model: o.model, reference: o.reference, runsDir: o.runsDir });
   for (const n of source.notices) log(`note: ${n}`);
-  const cfg = await loadConfig(source.modelDir);
+  // the model as generation reads it: config, tokenizer and chat template, every id that ends a response
+  // (config.json's and generation_config.json's with the tokenizer's), the sampling defaults
+  const [info, assets] = await Promise.all([inspectModel(source.modelDir, { log }), loadAssets()]);
+  const { config: cfg, codec, generationDefaults: defaults } = info;
   if (source.referenceDir) {
     const ref = await loadConfig(source.referenceDir);
     if (ref.vocabSize !== cfg.vocabSize) {
@@ -87,7 +87,7 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
   }
   const { device, notice } = await resolveDevice(o.device ?? "cpu", { log });
   if (notice) log(notice.replace("training on", "serving on"));
-  const contextLength = maxSupportedLength(cfg);
+  const contextLength = info.contextLength;
   const limits = { ...DEFAULT_LIMITS, ...o.limits };
   const maxPromptTokens = Math.min(limits.maxPromptTokens ?? contextLength - 1, contextLength - 1);
   const resolved: ResolvedLimits = {
@@ -104,15 +104,6 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
         "localhost (Host header): add DNS names with --allowed-hosts",
     );
   }
-  // generation_config.json: every id that ends generation (with config.json's) and the sampling defaults
-  const gen = await readGenerationConfig(source.modelDir);
-  checkGenerationConfigIds(gen, cfg.vocabSize, join(source.modelDir, "generation_config.json"));
-  const generationEos = [...new Set([...tokenIdList(cfg.eosTokenId), ...tokenIdList(gen?.eos_token_id)])];
-  const defaults = samplingDefaultsOf(gen, (line) => log(`note: ${line}`));
-  const [codec, assets] = await Promise.all([
-    TextCodec.load(source.modelDir, generationEos, { log, vocabSize: cfg.vocabSize }),
-    loadAssets(),
-  ]);
   const field = {
     temperature: "temperature",
     topP: "top_p",
@@ -122,7 +113,7 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
   const named = Object.entries(defaults).map(([k, v]) => `${field[k as keyof typeof field]} ${v}`);
   if (named.length) log(`sampling defaults from generation_config.json: ${named.join(", ")}`);
   // request text is tokenized in a worker of its own, so that big bodies never hold the HTTP thread
-  const tokens: PromptTokenizer = await WorkerTokenizer.start(source.modelDir, generationEos, codec, {
+  const tokens: PromptTokenizer = await WorkerTokenizer.start(source.modelDir, info.eosIds, codec, {
     maxPending: limits.maxConcurrent + limits.maxQueue,
     log,
   }).catch((e) => {

@@ -11,7 +11,7 @@
  * Started by tokens.ts as `new Worker(new URL("./tokenizer_worker.ts", import.meta.url), {type: "module"})`.
  * @module
  */
-import { TextCodec } from "./codec.ts";
+import { TextCodec } from "../data/codec.ts";
 import type { FromTokenizer, ToTokenizer } from "./tokens.ts";
 
 Object.defineProperty(globalThis, "location", { value: undefined, configurable: true, writable: true });
@@ -48,7 +48,7 @@ scope.onmessage = (e) => {
     else {
       const prompt = codec.chatPromptIds(job.messages, job.templateKwargs);
       template = false;
-      ids = [prompt, ...(job.candidates ?? []).map((t) => codec!.responseIds(t))];
+      ids = [prompt, ...codec.candidateIds(job.messages, job.candidates ?? [], job.templateKwargs)];
     }
     post({ type: "result", id: m.id, ids });
   } catch (err) {

@@ -7,10 +7,13 @@
  * @module
  */
 import type { Message } from "../data/types.ts";
-import type { TextCodec } from "./codec.ts";
+import type { TextCodec } from "../data/codec.ts";
 import { ApiError, clientClosed, serverError, shuttingDown } from "./errors.ts";
 
-/** A chat prompt, and candidate responses to score after it (the inspection endpoint). */
+/**
+ * A chat prompt, and candidate responses to score after it (the inspection endpoint); `templateKwargs`
+ * render both.
+ */
 export type ChatJob = {
   kind: "chat";
   messages: Message[];
@@ -69,7 +72,7 @@ function run(codec: TextCodec, job: TokenizeJob): number[][] {
   } catch (e) {
     throw new TokenizeError((e as Error).message, true);
   }
-  return [prompt, ...(job.candidates ?? []).map((t) => codec.responseIds(t))];
+  return [prompt, ...codec.candidateIds(job.messages, job.candidates ?? [], job.templateKwargs)];
 }
 
 const asChat = (ids: number[][]): ChatTokens => ({ prompt: ids[0], responses: ids.slice(1) });

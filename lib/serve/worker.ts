@@ -7,11 +7,11 @@
  * (a new job, a stop, an abort) are handled at the next step boundary: an abort sets the job's cancel flag,
  * the generation loop sees it before its next decode step, and the job's "done" is the acknowledgement the
  * HTTP thread waits for before it gives the request's slot to the next one. The generation session is loaded at
- * start, with the small graph that chooses tokens inside ONNX Runtime (lib/model/graph_sampler.ts: only
- * token ids come back per step; a request with a repetition penalty or top_logprobs is sampled in
- * JavaScript, which needs the logits); the scoring graphs (policy and reference, see
- * lib/train/train_graph.ts) are built on first use, so a server that only chats never holds a second copy
- * of the weights.
+ * start (lib/model/open.ts' `openGenerator`: the exported decoder, or a plain folder's built at load), with
+ * the small graph that chooses tokens inside ONNX Runtime (lib/model/graph_sampler.ts: only token ids come
+ * back per step; a request with a repetition penalty or top_logprobs is sampled in JavaScript, which needs
+ * the logits); the scoring graphs (policy and reference, `openScorer`) are built on first use, so a server
+ * that only chats never holds a second copy of the weights.
  *
  * Started by engine.ts as `new Worker(new URL("./worker.ts", import.meta.url), {type: "module"})`.
  * @module
@@ -21,19 +21,16 @@ import { makeBatch } from "../data/batch.ts";
 import { generate } from "../model/generate.ts";
 import { GraphSampler } from "../model/graph_sampler.ts";
 import { loadModelFolder } from "../model/model_folder.ts";
-import { narrowElements, storedWeights } from "../model/stored_weights.ts";
+import { type Generator, openGenerator, openScorer, type ScoringModel } from "../model/open.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
-import { foldingPays } from "../runtime/device_memory.ts";
-import { ModelSession } from "../runtime/session.ts";
 import { headChunk } from "../train/memory.ts";
-import { buildScoringGraph } from "../train/train_graph.ts";
 import type {
   FromWorker,
   GenerateRequest,
   LoadRequest,
   RowFinish,
   ScoreRequest,
-  ScoringModel,
+  ScoringModel as ScoringModelName,
   ToWorker,
 } from "./protocol.ts";
 
@@ -45,10 +42,10 @@ const scope = self as unknown as WorkerScope;
 const post = (m: FromWorker) => scope.postMessage(m);
 
 let config: LoadRequest | undefined;
-let generator: ModelSession | undefined;
+let generator: Generator | undefined;
 let sampler: GraphSampler | undefined;
 let graphs: GraphFolder | undefined;
-const scorers = new Map<string, Promise<ModelSession>>();
+const scorers = new Map<string, Promise<ScoringModel>>();
 const jobs = new Map<number, { abort: AbortController; stopped: Set<number> }>();
 
 scope.onmessage = (e) => {
@@ -76,30 +73,21 @@ async function load(m: LoadRequest): Promise<void> {
   config = m;
   graphs = await GraphFolder.open(m.graphDir);
   const t0 = performance.now();
-  generator = await ModelSession.create(resolve(m.policyDir, "onnx", "model.onnx"), {
+  // bf16/fp16 weights are cast to fp32 once at load when that copy fits (see `foldingPays`)
+  generator = await openGenerator(m.policyDir, {
     device: m.device,
-    intraOpThreads: m.threads,
-    foldWeights: await foldsWeights(m.policyDir, m.device),
+    threads: m.threads,
+    foldWeights: "auto",
+    // a plain folder's decoder graph goes in the engine's graph folder, which the engine removes at close
+    graphParents: [m.graphDir],
   });
-  sampler = await GraphSampler.beside(generator);
+  sampler = await GraphSampler.beside(generator.session);
   post({ type: "loaded", generationMs: performance.now() - t0 });
-}
-
-/**
- * Whether the generation session casts bf16/fp16 weights to fp32 once at load rather than at every token
- * (see `foldingPays`).
- */
-async function foldsWeights(policyDir: string, device: "cpu" | "cuda"): Promise<boolean> {
-  try {
-    return await foldingPays(narrowElements((await loadModelFolder(policyDir)).stored), device);
-  } catch {
-    return false; // an exported folder without safetensors: nothing to fold
-  }
 }
 
 async function runGeneration(m: GenerateRequest): Promise<void> {
   if (!generator) throw new Error("the model worker has not loaded a model yet");
-  const session = generator;
+  const session = generator.session;
   const job = { abort: new AbortController(), stopped: new Set<number>() };
   jobs.set(m.id, job);
   // every row in one batch (the `n` choices, a list of prompts): one decode step serves them all; each row
@@ -140,7 +128,7 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
     });
     rows.forEach((r, row) => {
       if (!done.has(row)) {
-        post({ type: "row-done", id: m.id, row, finishReason: r.finishReason as RowFinish });
+        post({ type: "row-done", id: m.id, row, finishReason: r.stopReason as RowFinish });
       }
     });
     post({ type: "done", id: m.id });
@@ -150,7 +138,7 @@ async function runGeneration(m: GenerateRequest): Promise<void> {
 }
 
 /** The scoring session of a model folder, built once (the policy and reference share it when the same). */
-function scorer(which: ScoringModel): Promise<ModelSession> {
+function scorer(which: ScoringModelName): Promise<ScoringModel> {
   if (!config) throw new Error("the model worker has not loaded a model yet");
   const dir = which === "policy" ? config.policyDir : config.referenceDir;
   if (!dir) throw new Error("the server has no reference model (start it with --reference <folder>)");
@@ -160,19 +148,16 @@ function scorer(which: ScoringModel): Promise<ModelSession> {
     const { device, threads } = config;
     s = (async () => {
       const folder = await loadModelFolder(key);
-      // scoring requests are one prompt with up to 16 candidates: the head in blocks past a 4k-token batch
-      const g = buildScoringGraph(folder.config, storedWeights(folder.stored), undefined, {
-        chunk: headChunk(folder.config, 4096),
-      });
-      return await ModelSession.create(g.build(), {
+      return await openScorer(folder, {
         device,
-        intraOpThreads: threads,
-        graphFolder: graphs,
+        threads,
+        graphs,
         graphName: which,
+        // scoring requests are one prompt with up to 16 candidates: the head in blocks past a 4k-token batch
+        chunk: headChunk(folder.config, 4096),
         // a forward pass per request: the arena would keep each scorer's peak for the server's lifetime
         // (TinyLlama-1.1B, policy and reference scorers: 9.7 GiB peak with it, 7.0 without)
         memoryArena: false,
-        describe: (n) => g.describe(n),
       });
     })();
     s.catch(() => scorers.delete(key)); // a failed load is retried by the next request

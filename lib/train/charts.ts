@@ -1,6 +1,6 @@
 /**
- * Dependency-free SVG line and bar charts of a run's metrics and evaluations, so every run folder has pictures a user can open in
- * a browser (or embed in a README) without Python, matplotlib or TensorBoard. The paper's central picture —
+ * Dependency-free SVG line charts of a run's metrics, so every run folder has pictures a user can open in a
+ * browser (or embed in a README) without Python, matplotlib or TensorBoard (bar charts: bar_chart.ts). The paper's central picture —
  * NCA keeps the chosen response's likelihood from falling while DPO/InfoNCA let it fall — is
  * `logps_chosen.svg`.
  *
@@ -11,6 +11,7 @@
  */
 
 import type { MetricsRecord } from "./metrics_log.ts";
+import { escapeXml, extent, formatTick, niceTicks, PALETTE, px, svgHeader, textWidth } from "./svg.ts";
 
 /** One line of a chart. */
 export type Series = {
@@ -34,102 +35,6 @@ export type LineChartOptions = {
   /** Pixels; default 420. */
   height?: number;
 };
-
-/** Colors for series without one (Tableau 10, readable on white and for most color-blind viewers). */
-export const PALETTE: readonly string[] = Object.freeze([
-  "#1f77b4",
-  "#ff7f0e",
-  "#2ca02c",
-  "#d62728",
-  "#9467bd",
-  "#8c564b",
-  "#e377c2",
-  "#7f7f7f",
-  "#bcbd22",
-  "#17becf",
-]);
-
-/** Escape text for XML content and attribute values. */
-export function escapeXml(s: string): string {
-  return s.replace(
-    /[&<>"']/g,
-    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!,
-  );
-}
-
-/** Decimal places a tick step needs (0.5 → 1, 0.05 → 2, 10 → 0). */
-function decimalsOf(step: number): number {
-  return Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
-}
-
-/** Tick positions of an axis. */
-export type Ticks = { min: number; max: number; step: number; values: number[] };
-
-/**
- * Round tick values covering `[min, max]`: a step of 1, 2 or 5 × 10^k giving about `target` ticks; the axis
- * is widened to whole steps. `integer` forces steps ≥ 1 (an axis of optimizer steps). Equal or non-finite
- * bounds are widened so there is always a range to draw.
- */
-export function niceTicks(min: number, max: number, target = 6, integer = false): Ticks {
-  if (!Number.isFinite(min) || !Number.isFinite(max)) [min, max] = [0, 1];
-  if (min > max) [min, max] = [max, min];
-  if (min === max) {
-    const pad = min === 0 ? 1 : Math.abs(min) * 0.1;
-    [min, max] = [min - pad, max + pad];
-  }
-  // Of the 1/2/5/10 × 10^k steps around range/(target−1), the one whose tick count is closest to target
-  // (ties: the smaller step, which wastes less of the axis).
-  const raw = (max - min) / Math.max(1, target - 1);
-  const base = 10 ** Math.floor(Math.log10(raw));
-  const count = (step: number) => Math.ceil(max / step - 1e-9) - Math.floor(min / step + 1e-9) + 1;
-  let step = NaN;
-  for (const m of [1, 2, 5, 10]) {
-    const clean = Number((m * base).toPrecision(12)); // 10 · 1e-6 is 9.999999999999999e-6 in floats
-    const s = integer ? Math.max(1, Math.round(clean)) : clean;
-    if (Number.isNaN(step) || Math.abs(count(s) - target) < Math.abs(count(step) - target)) step = s;
-  }
-  const lo = Math.floor(min / step + 1e-9);
-  const hi = Math.ceil(max / step - 1e-9);
-  const d = decimalsOf(step);
-  const values: number[] = [];
-  for (let i = lo; i <= hi && values.length < 100; i++) {
-    values.push(d <= 20 ? Number((i * step).toFixed(d)) : i * step);
-  }
-  return { min: values[0], max: values[values.length - 1], step, values };
-}
-
-/** A tick label: plain decimals when readable ("0.05", "1200"), else short scientific ("2e-5", "1.5e6"). */
-export function formatTick(v: number, step: number): string {
-  if (v === 0) return "0";
-  const big = Math.max(Math.abs(v), step);
-  if (step >= 1e-3 && big < 1e6) return v.toFixed(decimalsOf(step));
-  const e = Math.floor(Math.log10(Math.abs(v)) + 1e-12);
-  const digits = Math.max(0, Math.min(15, e - Math.floor(Math.log10(step) + 1e-12)));
-  const [mant, exp] = v.toExponential(digits).split("e");
-  const m = mant.includes(".") ? mant.replace(/\.?0+$/, "") : mant;
-  return `${m}e${exp.replace("+", "")}`;
-}
-
-/** A number for SVG coordinates: two decimals, no trailing zeros. */
-function px(v: number): string {
-  return String(Math.round(v * 100) / 100);
-}
-
-/** Approximate width of text in pixels at a font size (no font metrics without a renderer). */
-function textWidth(s: string, size: number): number {
-  return s.length * size * 0.56;
-}
-
-/** Min and max of a non-empty array (no spread: a million points would overflow the call stack). */
-function extent(values: readonly number[]): [number, number] {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const v of values) {
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  return [lo, hi];
-}
 
 /** At most ~2 points per pixel column: keep each bucket's min and max in x order (keeps spikes visible). */
 function decimate(points: [number, number][], columns: number): [number, number][] {
@@ -177,15 +82,17 @@ function segments(points: Series["points"]): [number, number][][] {
  *
  * @example
  * ```ts
+ * import { join } from "node:path";
  * const svg = lineChart({ title: "Loss", xLabel: "step", yLabel: "loss",
  *   series: [{ name: "train", points: [[1, 0.69], [2, 0.6], [3, 0.52]] }] });
- * await Deno.writeTextFile("loss.svg", svg);
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(join(dir, "loss.svg"), svg); // opens in any browser
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export function lineChart(opts: LineChartOptions): string {
   const width = opts.width ?? 720;
   const height = opts.height ?? 420;
-  const font = 'font-family="Helvetica, Arial, sans-serif"';
   const series = opts.series.map((s, i) => ({
     ...s,
     color: s.color ?? PALETTE[i % PALETTE.length],
@@ -228,17 +135,7 @@ export function lineChart(opts: LineChartOptions): string {
   const sx = (x: number) => left + inset + ((x - xt.min) / (xt.max - xt.min)) * (pw - 2 * inset);
   const sy = (y: number) => top + ph - inset - ((y - yt.min) / (yt.max - yt.min)) * (ph - 2 * inset);
 
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ${font}>`,
-  );
-  out.push(`<title>${escapeXml(opts.title)}</title>`);
-  out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(
-    `<text x="${px(width / 2)}" y="22" font-size="16" font-weight="bold" text-anchor="middle" fill="#222">${
-      escapeXml(opts.title)
-    }</text>`,
-  );
+  const out: string[] = svgHeader(width, height, opts.title);
 
   // Legend.
   legendRows.forEach((row, r) => {
@@ -340,106 +237,6 @@ export function lineChart(opts: LineChartOptions): string {
       }" font-size="14" text-anchor="middle" fill="#999">no data</text>`,
     );
   }
-  out.push(`</svg>`);
-  return out.join("\n") + "\n";
-}
-
-/** One bar of a {@link barChart}: a value, an optional ± error (drawn as a whisker) and a color. */
-export type Bar = { label: string; value: number; err?: number; color?: string };
-
-/** A group of bars under one caption (e.g. the policy's and the reference's mean reward). */
-export type BarGroup = { caption: string; bars: readonly Bar[] };
-
-/**
- * Grouped vertical bars with error whiskers and the value written above each bar: evaluation results
- * (`deno task eval`'s rewards, win rates, lengths) as a picture. The y axis starts at 0 unless a value is
- * negative; non-finite values draw no bar.
- */
-export function barChart(
-  opts: { title: string; yLabel: string; groups: readonly BarGroup[]; width?: number; height?: number },
-): string {
-  const width = opts.width ?? 720;
-  const height = opts.height ?? 420;
-  const font = 'font-family="Helvetica, Arial, sans-serif"';
-  const bars = opts.groups.flatMap((g) => g.bars);
-  const ends = bars.flatMap((b) =>
-    Number.isFinite(b.value) ? [b.value + (b.err ?? 0), b.value - (b.err ?? 0), b.value] : []
-  );
-  const [lo, hi] = ends.length ? extent([0, ...ends]) : [0, 1];
-  const yt = niceTicks(lo, hi, 6);
-  const yLabels = yt.values.map((v) => formatTick(v, yt.step));
-  const top = 40, bottom = 56, right = 24;
-  const left = 32 + Math.max(...yLabels.map((l) => textWidth(l, 11))) + 8;
-  const pw = Math.max(40, width - left - right), ph = Math.max(40, height - top - bottom);
-  const sy = (y: number) => top + ph - ((y - yt.min) / (yt.max - yt.min)) * ph;
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ${font}>`,
-  );
-  out.push(`<title>${escapeXml(opts.title)}</title>`);
-  out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(
-    `<text x="${px(width / 2)}" y="22" font-size="16" font-weight="bold" text-anchor="middle" fill="#222">${
-      escapeXml(opts.title)
-    }</text>`,
-  );
-  out.push(`<g stroke="#e6e6e6" stroke-width="1">`);
-  for (const v of yt.values) {
-    out.push(`<line x1="${px(left)}" y1="${px(sy(v))}" x2="${px(left + pw)}" y2="${px(sy(v))}"/>`);
-  }
-  out.push(`</g><g font-size="11" fill="#444">`);
-  yt.values.forEach((v, i) =>
-    out.push(
-      `<text x="${px(left - 6)}" y="${px(sy(v) + 4)}" text-anchor="end">${escapeXml(yLabels[i])}</text>`,
-    )
-  );
-  out.push(`</g>`);
-  const slot = pw / Math.max(1, opts.groups.length);
-  opts.groups.forEach((g, gi) => {
-    const n = Math.max(1, g.bars.length);
-    const bw = Math.min(64, (slot * 0.8) / n);
-    const x0 = left + gi * slot + (slot - bw * n) / 2;
-    g.bars.forEach((b, bi) => {
-      if (!Number.isFinite(b.value)) return;
-      const color = escapeXml(b.color ?? PALETTE[bi % PALETTE.length]);
-      const x = x0 + bi * bw, y = sy(Math.max(0, b.value)), h = Math.abs(sy(b.value) - sy(0));
-      out.push(
-        `<rect x="${px(x + 2)}" y="${px(y)}" width="${px(bw - 4)}" height="${px(h)}" fill="${color}"/>`,
-      );
-      const cx = x + bw / 2;
-      if (b.err && b.err > 0) {
-        const [a, c] = [sy(b.value + b.err), sy(b.value - b.err)];
-        out.push(
-          `<path d="M${px(cx)} ${px(a)}L${px(cx)} ${px(c)}M${px(cx - 5)} ${px(a)}L${px(cx + 5)} ${px(a)}M${
-            px(cx - 5)
-          } ${px(c)}L${px(cx + 5)} ${px(c)}" stroke="#333" stroke-width="1.2" fill="none"/>`,
-        );
-      }
-      const label = formatTick(b.value, yt.step / 10);
-      const ly = sy(b.value + Math.max(0, b.err ?? 0)) - 5;
-      out.push(
-        `<text x="${px(cx)}" y="${px(ly)}" font-size="11" text-anchor="middle" fill="#222">${label}</text>`,
-      );
-      out.push(
-        `<text x="${px(cx)}" y="${px(top + ph + 16)}" font-size="11" text-anchor="middle" fill="#444">${
-          escapeXml(b.label)
-        }</text>`,
-      );
-    });
-    out.push(
-      `<text x="${px(left + gi * slot + slot / 2)}" y="${
-        px(top + ph + 34)
-      }" font-size="13" text-anchor="middle" fill="#222">${escapeXml(g.caption)}</text>`,
-    );
-  });
-  out.push(
-    `<line x1="${px(left)}" y1="${px(sy(0))}" x2="${px(left + pw)}" y2="${px(sy(0))}" stroke="#888"/>`,
-  );
-  out.push(
-    `<text transform="translate(16 ${
-      px(top + ph / 2)
-    }) rotate(-90)" font-size="13" text-anchor="middle" fill="#222">${escapeXml(opts.yLabel)}</text>`,
-  );
   out.push(`</svg>`);
   return out.join("\n") + "\n";
 }

@@ -4,7 +4,7 @@
  *
  * Layout inside a run's `checkpoints/` folder:
  *
- * ```
+ * ```text
  * checkpoints/
  *   latest                      "checkpoint-1200\n" (for people and other tools)
  *   checkpoint-1000/

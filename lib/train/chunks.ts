@@ -7,7 +7,8 @@
 import { makeBatch } from "../data/batch.ts";
 import { batchIndices } from "../data/sampler.ts";
 import { sequenceLengths } from "../data/tokenize.ts";
-import type { HostTensor } from "../runtime/session.ts";
+import type { HostTensor } from "../runtime/tensor.ts";
+import { SCORING_INPUTS } from "../model/scoring_graph.ts";
 import type { TrainLossName } from "./graph_losses.ts";
 import type { PreparedExample } from "./prepare.ts";
 
@@ -53,17 +54,44 @@ export function defaultStepsPerRun(
   return 8;
 }
 
-/** Consecutive steps grouped into chunks of at most `stepsPerRun` with the same number of prompts. */
+/**
+ * The fractional epoch after each of `steps` (HF's convention: 1.0 at the end of the first pass): the step's
+ * epoch plus the steps done in it over the steps of the whole epoch in `whole`, the plan before `--max-steps`
+ * cut it (same seed and batch size). So a run that `--max-steps` stops at 63% of its first epoch ends at 0.63,
+ * not at 1.00.
+ */
+export function fractionalEpochs(steps: PlannedStep[], whole: PlannedStep[]): number[] {
+  const perEpoch = new Map<number, number>();
+  for (const st of whole) perEpoch.set(st.epoch, (perEpoch.get(st.epoch) ?? 0) + 1);
+  const seen = new Map<number, number>();
+  return steps.map((st) => {
+    const n = (seen.get(st.epoch) ?? 0) + 1;
+    seen.set(st.epoch, n);
+    const of = perEpoch.get(st.epoch);
+    if (of === undefined || n > of) {
+      throw new RangeError(`step ${n} of epoch ${st.epoch} is not in the whole plan (${of ?? 0} steps)`);
+    }
+    return st.epoch + n / of;
+  });
+}
+
+/**
+ * Consecutive steps grouped into chunks of at most `stepsPerRun` with the same number of prompts. A chunk
+ * also ends after each step whose number (1-based) is a multiple of one of `endAt` (`--eval-every`,
+ * `--save-every`): the trainer evaluates and saves between session runs only, so that is where they happen.
+ */
 export function groupChunks(
   steps: PlannedStep[],
   stepsPerRun: number,
   from = 0,
+  endAt: readonly (number | undefined)[] = [],
 ): { from: number; to: number }[] {
+  const every = endAt.filter((n): n is number => n !== undefined && n > 0);
   const out: { from: number; to: number }[] = [];
   let start = from;
   for (let i = from + 1; i <= steps.length; i++) {
     if (
-      i === steps.length || i - start >= stepsPerRun ||
+      i === steps.length || i - start >= stepsPerRun || every.some((n) => i % n === 0) ||
       steps[i].indices.length !== steps[start].indices.length
     ) {
       out.push({ from: start, to: i });
@@ -75,13 +103,13 @@ export function groupChunks(
 
 /** What a training graph's batch inputs are called. */
 export const BATCH_INPUTS = {
-  inputIds: "input_ids",
-  attentionMask: "attention_mask",
-  labels: "labels",
+  ...SCORING_INPUTS,
   reference: "ref_logps",
   softLabels: "soft_labels",
   tokens: "token_counts",
   dropoutKey: "dropout_key",
+  /** Data parallelism: rows of the global micro-batch before a rank's share (keyed dropout's row ids). */
+  dropoutRowOffset: "dropout_row_offset",
 } as const;
 
 /** The dropout key of step `step` (0-based) and micro-batch `micro` of a run seeded `seed`: in [0, 1e5). */
@@ -101,6 +129,8 @@ export type ChunkOptions = {
   padId: number;
   accumulation: number;
   padToMultipleOf?: number;
+  /** Pad to at least this width (data parallelism: the global batch's, see lib/train/distributed.ts). */
+  minWidth?: number;
   /** Feed LoRA dropout keys: the run's seed and the global index of the chunk's first step. */
   dropout?: { seed: number; fromStep: number };
 };
@@ -133,7 +163,8 @@ export function assembleChunk(
       `the batch size (${prompts} prompts) must be a multiple of --grad-accum (${o.accumulation})`,
     );
   }
-  let width = 0;
+  // a rank's share of a global batch pads to the whole batch's width (o.minWidth), as one process would
+  let width = o.minWidth ?? 0;
   for (const s of steps) {
     for (const i of s.indices) {
       const ex = examples[i];

@@ -39,7 +39,27 @@ export type MemoryInputs = {
   checkpointing: boolean;
   /** LM head rows per block (0: all). */
   chunk: number;
+  /** One rank of several (lib/train/distributed.ts): the trainable state per rank, see {@link rankStateBytes}. */
+  world?: MemoryWorld;
 };
+
+/** Data parallelism: how many ranks, and whether AdamW's moments are sharded across them (ZeRO-1). */
+export type MemoryWorld = { size: number; zero: 0 | 1 };
+
+/**
+ * The trainable state one rank of a data-parallel run holds on its device, by part (bytes, float32): the
+ * parameters and the gradient whole (the gradient graph's input and output), AdamW's two moments whole
+ * (DDP) or this rank's 1/N slice (ZeRO-1), and the optimizer graph's outputs for its slice (new parameters
+ * and moments, the whole state under DDP) while they replace the old ones.
+ */
+export function rankStateBytes(
+  params: number,
+  w: MemoryWorld,
+): { params: number; gradient: number; moments: number; update: number; total: number } {
+  const slice = w.zero === 1 ? Math.ceil(params / w.size) : params;
+  const parts = { params: params * 4, gradient: params * 4, moments: slice * 8, update: slice * 12 };
+  return { ...parts, total: parts.params + parts.gradient + parts.moments + parts.update };
+}
 
 /** The estimate, in bytes, by part. */
 export type MemoryEstimate = {
@@ -85,7 +105,9 @@ export function estimateMemory(m: MemoryInputs): MemoryEstimate {
   const head = headRows * m.cfg.vocabSize * 4 * 3 + headCast;
   // in the session: parameter, gradient, two moments; in JavaScript: parameters and moments, and the
   // copies a run hands back
-  const trainable = m.trainableParams * 4 * (4 + 3 + 3);
+  const trainable = m.world && m.world.size > 1
+    ? rankStateBytes(m.trainableParams, m.world).total
+    : m.trainableParams * 4 * (4 + 3 + 3);
   const weights = m.weightBytes;
   const total = weights + trainable + activations + layer + head + RUNTIME_BYTES;
   return { weights, trainable, activations, layer, head, runtime: RUNTIME_BYTES, total };

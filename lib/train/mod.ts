@@ -4,7 +4,8 @@
  * pipelines of your own.
  * @module
  */
-export { explainRunError, policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export { policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export { explainRunError, planMemory } from "./run_plan.ts";
 export * from "./option_specs.ts";
 export * from "./options.ts";
 export * from "./graph_losses.ts";
@@ -19,6 +20,8 @@ export * from "./schedule.ts";
 export * from "./memory.ts";
 export * from "./metrics_log.ts";
 export * from "./charts.ts";
+export * from "./bar_chart.ts";
+export * from "./svg.ts";
 export {
   type CheckpointData,
   type CheckpointMeta,

@@ -1,14 +1,19 @@
 /**
  * The trainer's options, one entry each: type, flag, default (the paper's recipe where it has one), the
- * check of its value and its `--help` line. Parsing and resolution are in options.ts.
+ * check of its value, its `--help` line, TRL's names for it and whether a `--resume` may change it. The
+ * engine that reads them is lib/cli/options.ts; what is the trainer's own (config files, resolution, resume)
+ * is in options.ts.
  *
  * @module
  */
 
+import { deviceOption, type OptionSpec } from "../cli/options.ts";
+import { parseTemplateKwargs } from "../data/chat.ts";
 import type { LossName } from "../losses/types.ts";
 import type { PairStrategy } from "../data/convert.ts";
 import type { DeviceRequest } from "../runtime/device.ts";
 import type { ScheduleKind } from "./schedule.ts";
+import { TRL_TRANSLATED as T } from "./trl_names.ts";
 
 /** What to train with: supervised fine-tuning, or one of the alignment losses. */
 export type TrainLoss = "sft" | LossName;
@@ -51,8 +56,18 @@ export type TrainOptions = {
   /** Prompts per micro-batch; an optimizer step takes `gradAccum` micro-batches. */
   batchSize: number;
   gradAccum: number;
+  /**
+   * With several ranks: 0 keeps AdamW's moments whole on every rank (DDP), 1 shards them across the ranks
+   * (ZeRO stage 1). The same weights either way (lib/train/distributed.ts).
+   */
+  zero: number;
   maxLength: number;
   maxPromptLength: number;
+  /**
+   * Variables for the chat template (`{ enable_thinking: false }` for Qwen3): prompts and responses are
+   * rendered with them. Part of the run's identity.
+   */
+  chatTemplateKwargs?: Record<string, unknown>;
   loraR: number;
   loraAlpha: number;
   loraDropout: number;
@@ -69,6 +84,15 @@ export type TrainOptions = {
   gradientCheckpointing?: boolean;
   evalEvery?: number;
   saveEvery?: number;
+  /**
+   * TRL's `eval_strategy`: `steps` every `evalEvery` steps (unset: every `loggingSteps`), `epoch` at each
+   * epoch's end, `no` not on the way; unset: as `evalEvery` says. See `stepIntervals` in options.ts.
+   */
+  evalStrategy?: StepStrategy;
+  /** TRL's `save_strategy`: `steps` every `saveEvery` steps (unset: every 500), `epoch`, `no`. */
+  saveStrategy?: StepStrategy;
+  /** TRL's `logging_strategy`: `steps` every `loggingSteps` steps, `epoch` one line per epoch. */
+  loggingStrategy?: "steps" | "epoch";
   keepCheckpoints: number;
   /** A run folder to continue. */
   resume?: string;
@@ -96,40 +120,21 @@ export type TrainOptions = {
   config?: string;
 };
 
-type Kind = "string" | "number" | "int" | "enum" | "boolean" | "list";
+/** When something happens on the way, as TRL's `*_strategy` arguments say. */
+export type StepStrategy = "no" | "steps" | "epoch";
 
-/** How one option is parsed, checked and documented. */
-export type OptionSpec = {
-  key: keyof TrainOptions;
-  flag: string;
-  kind: Kind;
-  group: string;
-  help: string;
-  /** Default value (undefined: unset unless given). */
-  default?: unknown;
-  /** How the default reads in `--help` when it is not a plain value. */
-  defaultText?: string;
-  choices?: readonly string[];
-  /** Likely mistakes and the choice meant (`gpu` → `cuda`), preferred over spelling suggestions. */
-  hints?: Readonly<Record<string, string>>;
-  /** Returns what is wrong ("must be > 0") or undefined. */
-  check?: (v: number) => string | undefined;
-  /** Placeholder in `--help`. */
-  arg?: string;
-  /** Other flags for the option: TRL's spellings (`--learning-rate` for `--lr`). */
-  aliases?: readonly string[];
-};
+/** One of the trainer's options. */
+export type TrainOptionSpec = OptionSpec<TrainOptions>;
 
 const positive = (v: number) => (v > 0 ? undefined : "must be > 0");
 const nonNegative = (v: number) => (v >= 0 ? undefined : "must be ≥ 0");
-const atLeast = (n: number) => (v: number) => (v >= n ? undefined : `must be ≥ ${n}`);
 const fraction = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
 const fractionClosed = (v: number) => (v >= 0 && v <= 1 ? undefined : "must be in [0, 1]");
 const belowOne = (v: number) => (v >= 0 && v < 1 ? undefined : "must be in [0, 1)");
-const uint32 = (v: number) => (v >= 0 && v <= 0xffffffff ? undefined : "must be in [0, 4294967295]");
+const uint32 = (v: number) => (v <= 0xffffffff ? undefined : "must be at most 4294967295");
 
 /** Every option, in `--help` order. */
-export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
+export const OPTION_SPECS: readonly TrainOptionSpec[] = Object.freeze([
   // Data
   {
     key: "model",
@@ -137,6 +142,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "string",
     group: "Data",
     arg: "dir",
+    trl: ["model_name_or_path"],
     help: "Hugging Face model folder (the SFT model); required unless --demo or --resume",
     defaultText: "none",
   },
@@ -146,6 +152,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "string",
     group: "Data",
     arg: "file",
+    trl: ["dataset_name"],
     help: "training data, JSONL or Parquet; required unless --demo or --resume",
     defaultText: "none",
   },
@@ -180,8 +187,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "k",
     kind: "int",
     group: "Data",
-    check: atLeast(2),
+    min: 2,
     defaultText: "all",
+    unset: "all",
     help: "responses per prompt (K) to use from reward data; 'all' for every one",
   },
   {
@@ -208,7 +216,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Data",
     default: 1024,
-    check: atLeast(2),
+    min: 2,
+    trl: ["max_length"],
     help: "max tokens of prompt + response",
   },
   {
@@ -217,8 +226,21 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Data",
     default: 512,
-    check: atLeast(1),
+    defaultText: "512, or --max-length − 1 when smaller",
+    min: 1,
+    trl: ["max_prompt_length"],
     help: "max prompt tokens (longer prompts keep their end)",
+  },
+  {
+    key: "chatTemplateKwargs",
+    flag: "chat-template-kwargs",
+    kind: "json",
+    group: "Data",
+    arg: "json",
+    defaultText: "none",
+    parse: (raw, flag) => parseTemplateKwargs(raw, flag),
+    help: `variables for the chat template, a JSON object ('{"enable_thinking": false}' for Qwen3): ` +
+      "prompts and responses are rendered with them (give sample and eval the same)",
   },
   // Loss
   {
@@ -228,6 +250,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Loss",
     choices: ["sft", "infonca", "nca", "dpo", "nca_pair", "ipo"],
     default: "nca",
+    trl: [T.loss_type],
     help: "training objective",
   },
   {
@@ -237,6 +260,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Loss",
     default: 0.01,
     check: positive,
+    trl: ["beta"],
     help: "β, scale of the implicit reward β·(log π − log μ)",
   },
   {
@@ -267,7 +291,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 5e-6,
     check: positive,
-    aliases: ["learning-rate"],
+    trl: ["learning_rate"],
     help: "peak learning rate",
   },
   {
@@ -277,6 +301,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     choices: ["cosine", "linear", "constant"],
     default: "cosine",
+    trl: [T.lr_scheduler_type],
     help: "learning-rate schedule (as in transformers)",
   },
   {
@@ -286,6 +311,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 0.1,
     check: fractionClosed,
+    trl: ["warmup_ratio"],
     help: "warmup as a fraction of the total steps",
   },
   {
@@ -293,8 +319,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "warmup-steps",
     kind: "int",
     group: "Optimization",
-    check: nonNegative,
+    min: 0,
     defaultText: "from --warmup-ratio",
+    trl: [T.warmup_steps],
     help: "warmup steps (overrides --warmup-ratio)",
   },
   {
@@ -304,7 +331,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 1,
     check: positive,
-    aliases: ["num-train-epochs"],
+    trl: ["num_train_epochs"],
     help: "passes over the training data (may be fractional)",
   },
   {
@@ -312,8 +339,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "max-steps",
     kind: "int",
     group: "Optimization",
-    check: atLeast(1),
+    min: 1,
     defaultText: "from --epochs",
+    trl: [T.max_steps],
     help: "optimizer steps to run (overrides --epochs)",
   },
   {
@@ -322,8 +350,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Optimization",
     default: 8,
-    check: atLeast(1),
-    aliases: ["per-device-train-batch-size"],
+    min: 1,
+    trl: ["per_device_train_batch_size"],
     help: "prompts per micro-batch",
   },
   {
@@ -332,9 +360,21 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Optimization",
     default: 1,
-    check: atLeast(1),
-    aliases: ["gradient-accumulation-steps"],
+    min: 1,
+    trl: ["gradient_accumulation_steps"],
     help: "micro-batches accumulated per optimizer step",
+  },
+  {
+    key: "zero",
+    flag: "zero",
+    kind: "int",
+    group: "Optimization",
+    default: 0,
+    min: 0,
+    check: (v) => (v > 1 ? "must be 0 (DDP) or 1 (ZeRO-1)" : undefined),
+    resume: "may-change",
+    help: "with several ranks (torchrun, mpirun, srun): 0 keeps AdamW's moments on every rank (DDP); 1 " +
+      "shards them across the ranks (ZeRO-1), the same weights in 1/N of the optimizer memory",
   },
   {
     key: "maxGradNorm",
@@ -343,6 +383,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 1.0,
     check: nonNegative,
+    trl: ["max_grad_norm"],
     help: "clip gradients to this global norm; 0: no clipping",
   },
   {
@@ -352,6 +393,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 0,
     check: nonNegative,
+    trl: ["weight_decay"],
     help: "AdamW's decoupled weight decay (not on norms and biases)",
   },
   {
@@ -361,6 +403,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 0.9,
     check: belowOne,
+    trl: ["adam_beta1"],
     help: "AdamW's β1, the first moment's decay",
   },
   {
@@ -370,6 +413,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 0.999,
     check: belowOne,
+    trl: ["adam_beta2"],
     help: "AdamW's β2, the second moment's decay",
   },
   {
@@ -379,6 +423,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Optimization",
     default: 1e-8,
     check: positive,
+    trl: ["adam_epsilon"],
     help: "AdamW's ε, added to the denominator",
   },
   {
@@ -387,7 +432,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Optimization",
     default: 42,
+    min: 0,
     check: uint32,
+    trl: ["seed"],
     help: "seed for data order, sampling and initialization",
   },
   // Model
@@ -397,6 +444,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "boolean",
     group: "Model",
     default: false,
+    trl: [T.use_peft],
     help: "full fine-tuning instead of LoRA",
   },
   {
@@ -405,7 +453,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Model",
     default: 16,
-    check: atLeast(1),
+    min: 1,
+    trl: ["lora_r"],
     help: "LoRA rank",
   },
   {
@@ -415,6 +464,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Model",
     default: 16,
     check: positive,
+    trl: ["lora_alpha"],
     help: "LoRA scale numerator (scale = alpha / r)",
   },
   {
@@ -424,6 +474,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Model",
     default: 0.05,
     check: fraction,
+    trl: ["lora_dropout"],
     help: "dropout on the LoRA input",
   },
   {
@@ -433,18 +484,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Model",
     arg: "a,b,..",
     defaultText: "per model family",
+    trl: [T.lora_target_modules],
     help: "comma-separated modules to adapt, e.g. q,k,v,o,gate,up,down",
   },
-  {
-    key: "device",
-    flag: "device",
-    kind: "enum",
+  deviceOption({
     group: "Model",
-    choices: ["cpu", "cuda", "auto"],
-    hints: { gpu: "cuda", nvidia: "cuda" },
     default: "auto",
     help: "where to train; auto: CUDA when it works, else CPU",
-  },
+    resume: "may-change",
+  }),
   {
     key: "precision",
     flag: "precision",
@@ -452,6 +500,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Model",
     choices: ["fp32", "fp16"],
     default: "fp32",
+    trl: [T.bf16, T.fp16],
     help: "compute precision (fp16: mixed precision with loss scaling, CUDA only)",
   },
   {
@@ -460,6 +509,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "boolean",
     group: "Model",
     defaultText: "auto",
+    trl: ["gradient_checkpointing"],
+    resume: "may-change",
     help: "recompute each layer's activations in the backward pass instead of keeping them; auto: when " +
       "the memory estimate printed at the start says the run would take over half the CPU's free memory " +
       "(90% of a GPU's) without it",
@@ -469,8 +520,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "steps-per-run",
     kind: "int",
     group: "Model",
-    check: atLeast(1),
+    min: 1,
     defaultText: "8; 64 for --full on CUDA",
+    resume: "may-change",
     help: "optimizer steps per ONNX Runtime call",
   },
   {
@@ -481,6 +533,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     choices: ["float32", "float16", "bfloat16"],
     hints: { fp32: "float32", fp16: "float16", bf16: "bfloat16", half: "float16" },
     defaultText: "the model's",
+    resume: "may-change",
     help: "dtype of the exported policy's weights",
   },
   // Run
@@ -491,7 +544,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     arg: "dir",
     defaultText: "runs/<name>-<YYYYmmdd-HHMMSS>",
-    aliases: ["output-dir"],
+    trl: ["output_dir"],
+    resume: "may-change",
     help: "the run folder to write",
   },
   {
@@ -500,7 +554,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "string",
     group: "Run",
     defaultText: "the loss name",
-    aliases: ["run-name"],
+    trl: ["run_name"],
+    resume: "may-change",
     help: "run name, the start of the run folder's name",
   },
   {
@@ -508,22 +563,48 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     flag: "eval-every",
     kind: "int",
     group: "Run",
-    check: atLeast(1),
+    min: 1,
     defaultText: "at the end only",
     arg: "steps",
-    aliases: ["eval-steps"],
-    help: "evaluate every this many steps",
+    trl: ["eval_steps"],
+    resume: "may-change",
+    help: "evaluate after each step that is a multiple of this (a session run ends there)",
+  },
+  {
+    key: "evalStrategy",
+    flag: "eval-strategy",
+    kind: "enum",
+    group: "Run",
+    choices: ["no", "steps", "epoch"],
+    defaultText: "as --eval-every says",
+    resume: "may-change",
+    trl: ["eval_strategy", "evaluation_strategy"],
+    help: "when to evaluate, as TRL says it: steps: every --eval-every steps (unset: every " +
+      "--logging-steps); epoch: at each epoch's end; no: at the end only",
   },
   {
     key: "saveEvery",
     flag: "save-every",
     kind: "int",
     group: "Run",
-    check: atLeast(1),
+    min: 1,
     defaultText: "at the end only",
     arg: "steps",
-    aliases: ["save-steps"],
-    help: "save a resumable checkpoint every this many steps",
+    trl: ["save_steps"],
+    resume: "may-change",
+    help: "save a resumable checkpoint after each step that is a multiple of this",
+  },
+  {
+    key: "saveStrategy",
+    flag: "save-strategy",
+    kind: "enum",
+    group: "Run",
+    choices: ["no", "steps", "epoch"],
+    defaultText: "as --save-every says",
+    resume: "may-change",
+    trl: ["save_strategy"],
+    help: "when to save a checkpoint, as TRL says it: steps: every --save-every steps (unset: every " +
+      "500, as in transformers); epoch: at each epoch's end; no: at the end only",
   },
   {
     key: "keepCheckpoints",
@@ -531,8 +612,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Run",
     default: 2,
-    check: atLeast(1),
-    aliases: ["save-total-limit"],
+    min: 1,
+    trl: ["save_total_limit"],
+    resume: "may-change",
     help: "checkpoints kept (older ones are deleted)",
   },
   {
@@ -541,9 +623,23 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "int",
     group: "Run",
     default: 1,
-    check: atLeast(1),
+    min: 1,
     arg: "steps",
-    help: "write metrics every this many steps, each line the mean over them (TRL's logging_steps)",
+    trl: ["logging_steps"],
+    resume: "may-change",
+    help: "write metrics every this many steps, each line the mean over them",
+  },
+  {
+    key: "loggingStrategy",
+    flag: "logging-strategy",
+    kind: "enum",
+    group: "Run",
+    choices: ["steps", "epoch"],
+    defaultText: "steps",
+    resume: "may-change",
+    trl: [T.logging_strategy],
+    help: "when to write metrics, as TRL says it: steps: a line every --logging-steps steps; epoch: one " +
+      "line per epoch (its mean)",
   },
   {
     key: "reportTo",
@@ -552,6 +648,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     choices: ["jsonl", "tensorboard", "none"],
     default: "jsonl",
+    trl: [T.report_to],
+    resume: "may-change",
     help: "where metrics go besides metrics.jsonl (always written): tensorboard writes event files to " +
       "<run>/tensorboard/; jsonl and none add nothing",
   },
@@ -562,6 +660,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     arg: "run-dir",
     defaultText: "none",
+    resume: "may-change",
     help: "continue a run from its latest checkpoint",
   },
   {
@@ -570,6 +669,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "boolean",
     group: "Run",
     default: false,
+    resume: "may-change",
     help: "with --resume: continue although the data or a model's files changed since the checkpoint " +
       "(refused otherwise, saying what changed)",
   },
@@ -580,6 +680,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     group: "Run",
     arg: "file",
     defaultText: "none",
+    resume: "may-change",
     help: "JSON file of options (camelCase, kebab-case or TRL's snake_case names); flags win",
   },
   {
@@ -604,6 +705,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     kind: "boolean",
     group: "Run",
     default: false,
+    resume: "may-change",
     help: "no progress line, only warnings and errors",
   },
-] as OptionSpec[]);
+] as TrainOptionSpec[]);

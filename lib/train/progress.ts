@@ -8,29 +8,7 @@
  * @module
  */
 
-/**
- * A duration for people: `42s`, `3m 05s`, `1h 02m`, `2d 03h`; `--` when unknown (NaN, negative, infinite).
- */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return "--";
-  const s = Math.round(seconds);
-  const pad = (n: number) => String(n).padStart(2, "0");
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
-  return `${Math.floor(s / 86400)}d ${pad(Math.floor((s % 86400) / 3600))}h`;
-}
-
-/** A count with a k/M/G suffix and 3 significant digits: `950`, `1.23k`, `45.6M`. */
-export function formatCount(n: number): string {
-  if (!Number.isFinite(n)) return "--";
-  const a = Math.abs(n);
-  if (a < 1000) return String(Math.round(n));
-  for (const [div, suffix] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]] as const) {
-    if (a >= div) return `${Number((n / div).toPrecision(3))}${suffix}`;
-  }
-  return String(n);
-}
+import { EtaEstimator, formatCount, formatDuration, progressBar } from "../cli/progress.ts";
 
 /** A metric value in at most ~8 characters: 4 significant digits, scientific when very small or large. */
 export function formatMetric(v: number): string {
@@ -41,23 +19,6 @@ export function formatMetric(v: number): string {
   if (a >= 1e-3 && a < 1e5) return String(Number(v.toPrecision(4)));
   const [m, e] = v.toExponential(2).split("e");
   return `${m.replace(/\.?0+$/, "")}e${e.replace("+", "")}`;
-}
-
-/**
- * A progress bar of `width` cells; on a terminal with eighth-blocks (`█▌ `), otherwise `#` and `-`.
- * The fraction is clamped to [0, 1].
- */
-export function progressBar(fraction: number, width: number, ascii = false): string {
-  const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
-  if (ascii) {
-    const full = Math.round(f * width);
-    return "#".repeat(full) + "-".repeat(width - full);
-  }
-  const eighths = Math.round(f * width * 8);
-  const full = Math.floor(eighths / 8);
-  const rest = eighths % 8;
-  const partial = rest ? "▏▎▍▌▋▊▉"[rest - 1] : "";
-  return "█".repeat(full) + partial + " ".repeat(width - full - (rest ? 1 : 0));
 }
 
 /** The metrics shown, in order, with their short labels. */
@@ -71,7 +32,7 @@ export const SHOWN_METRICS: readonly (readonly [string, string])[] = Object.free
 export type ProgressState = {
   step: number;
   totalSteps: number;
-  /** Estimated seconds left (omitted or non-finite: unknown). */
+  /** Estimated seconds left (omitted or non-finite: unknown, shown as `eta …`). */
   etaS?: number;
   /** Seconds since the start (shown when the run is done instead of the ETA). */
   elapsedS?: number;
@@ -110,7 +71,8 @@ export function formatProgressLine(state: ProgressState): string {
   if (total > 0 && state.step >= total && state.elapsedS !== undefined) {
     parts.push(`took ${formatDuration(state.elapsedS)}`);
   } else {
-    parts.push(`eta ${formatDuration(state.etaS ?? NaN)}`);
+    const eta = state.etaS ?? NaN;
+    parts.push(`eta ${Number.isFinite(eta) && eta >= 0 ? formatDuration(eta) : "…"}`);
   }
   if (state.tokensPerS !== undefined && Number.isFinite(state.tokensPerS)) {
     parts.push(`${formatCount(state.tokensPerS)} tok/s`);
@@ -131,51 +93,6 @@ export function formatProgressLine(state: ProgressState): string {
   return line;
 }
 
-/**
- * Seconds per step as an exponential moving average with bias correction (tqdm's smoothing), so the ETA
- * follows speed changes without jumping around on every chunk. Steps may arrive in chunks (a graph run of
- * several optimizer steps); each chunk's time is divided over its steps.
- */
-export class EtaEstimator {
-  readonly #smoothing: number;
-  #avg = 0;
-  #weight = 0;
-  #lastStep: number | undefined;
-  #lastTime: number | undefined;
-
-  /** `smoothing` in (0, 1]: the weight of the newest chunk (1 = no smoothing). */
-  constructor(smoothing = 0.3) {
-    if (!(smoothing > 0 && smoothing <= 1)) {
-      throw new RangeError(`smoothing must be in (0, 1], got ${smoothing}`);
-    }
-    this.#smoothing = smoothing;
-  }
-
-  /** Record that `step` steps are done at time `timeS` (seconds, any origin). The first call sets the origin. */
-  update(step: number, timeS: number): void {
-    if (this.#lastStep !== undefined && this.#lastTime !== undefined && step > this.#lastStep) {
-      const perStep = (timeS - this.#lastTime) / (step - this.#lastStep);
-      this.#avg = this.#smoothing * perStep + (1 - this.#smoothing) * this.#avg;
-      this.#weight = this.#smoothing + (1 - this.#smoothing) * this.#weight;
-    }
-    if (this.#lastStep === undefined || step >= this.#lastStep) {
-      this.#lastStep = step;
-      this.#lastTime = timeS;
-    }
-  }
-
-  /** Smoothed seconds per step; NaN before two updates. */
-  get secondsPerStep(): number {
-    return this.#weight > 0 ? this.#avg / this.#weight : NaN;
-  }
-
-  /** Seconds left until `totalSteps`; NaN when not yet known. */
-  eta(totalSteps: number): number {
-    if (this.#lastStep === undefined) return NaN;
-    return Math.max(0, totalSteps - this.#lastStep) * this.secondsPerStep;
-  }
-}
-
 /** Options for {@link ProgressDisplay}. */
 export type ProgressDisplayOptions = {
   totalSteps: number;
@@ -189,6 +106,13 @@ export type ProgressDisplayOptions = {
   now?: () => number;
   /** Terminal width (default: the console's, else 100). */
   columns?: number;
+  /** The step the timing starts from (default 0; a resumed run: the step it resumed at). */
+  startStep?: number;
+  /**
+   * Seconds already spent since `startStep` (default 0): a display made after its first chunk ran gets that
+   * chunk's time, so the first line has a rate to base its ETA on, and `took` counts that chunk.
+   */
+  elapsedS?: number;
 };
 
 /** What the trainer reports after a step or chunk of steps. */
@@ -231,8 +155,8 @@ export class ProgressDisplay {
     });
     this.#now = options.now ?? (() => performance.now() / 1000);
     this.#columns = options.columns ?? consoleColumns();
-    this.#start = this.#now();
-    this.#eta.update(0, this.#start);
+    this.#start = this.#now() - Math.max(0, options.elapsedS ?? 0);
+    this.#eta.update(options.startStep ?? 0, this.#start);
   }
 
   /** Report that `step` steps are done. */

@@ -5,20 +5,16 @@
  * parameters (LoRA: B = 0, so exactly the base model with the adapters off; full fine-tuning: the model's
  * own weights); with `--reference` it is another model folder sharing the tokenizer (iterative rounds:
  * the policy starts from the last round's, the reference stays the SFT model), scored by a session of its
- * own that is released before training starts.
+ * own (lib/model/open.ts' `openScorer`) that is closed before training starts.
  * @module
  */
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { loadModelFolder, type ModelFolder } from "../model/model_folder.ts";
-import { storedWeights } from "../model/stored_weights.ts";
-import type { GraphFolder } from "../runtime/graph_folder.ts";
-import { type Device, ModelSession } from "../runtime/session.ts";
 import type { TrainConfig } from "./option_specs.ts";
 import { type RunPaths, writeJsonAtomic } from "./run_folder.ts";
 import type { RunInputs } from "./run_inputs.ts";
 import { fingerprintExamples, scoreExamples, type Scorer } from "./scoring.ts";
-import { buildScoringGraph, type Precision } from "./train_graph.ts";
 
 /** A tokenizer.json's vocabulary: what two tokenizers must share for token ids to mean the same text. */
 async function tokenizerVocab(dir: string): Promise<string | undefined> {
@@ -67,24 +63,8 @@ export async function loadReferenceModel(
   return ref;
 }
 
-/** A scoring session of a `--reference` model (release it once the reference log-probs are cached). */
-export async function referenceModelScorer(
-  ref: ModelFolder,
-  o: { device: Device; graphs?: GraphFolder; precision?: Precision; chunk?: number },
-): Promise<ModelSession> {
-  const graph = buildScoringGraph(ref.config, storedWeights(ref.stored), undefined, {
-    precision: o.precision,
-    chunk: o.chunk,
-  }).build();
-  return await ModelSession.create(graph, {
-    device: o.device,
-    graphFolder: o.graphs,
-    graphName: "reference",
-  });
-}
-
-/** A scorer, or how to open one (only when the cache does not hold the log-probs already). */
-export type ReferenceSource = Scorer | (() => Promise<Scorer & { release(): Promise<unknown> }>);
+/** A scorer, or how to open one (only when the cache does not hold the log-probs already; closed after). */
+export type ReferenceSource = Scorer | (() => Promise<Scorer & AsyncDisposable>);
 
 /**
  * The reference log-probs of the training and held-out examples, from the cache when it matches, else
@@ -114,14 +94,12 @@ export async function referenceScores(
   }
   const t0 = performance.now();
   const opts = { padId: p.padId, batchSize: Math.max(1, cfg.batchSize) };
-  const opened = typeof reference === "function" ? await reference() : undefined;
-  const scorer = opened ?? (reference as Scorer);
   let train: Float32Array[], evalScores: Float32Array[];
-  try {
+  {
+    await using opened = typeof reference === "function" ? await reference() : undefined;
+    const scorer = opened ?? (reference as Scorer);
     train = (await scoreExamples(scorer, p.train, opts)).logps;
     evalScores = (await scoreExamples(scorer, p.eval, opts)).logps;
-  } finally {
-    await opened?.release();
   }
   const n = p.train.length + p.eval.length;
   log(

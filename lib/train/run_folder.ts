@@ -3,7 +3,7 @@
  * inspect, resume, compare or serve the run. One place defines the layout so the trainer, the charts, the
  * server and the tests agree on file names:
  *
- * ```
+ * ```text
  * runs/nca-20240601-153000/
  *   config.json       the resolved options (what `--resume` re-reads)
  *   metrics.jsonl     one JSON object per logged step
@@ -18,6 +18,7 @@
  */
 
 import { join } from "node:path";
+import { RUN_POLICY_DIR } from "../model/open.ts";
 import { exists, writeJsonAtomic } from "../files.ts";
 
 /** Re-exported: run-folder code writes its JSON files with it. */
@@ -48,7 +49,7 @@ export function runPaths(dir: string): RunPaths {
     reference: join(dir, "reference.json"),
     charts: join(dir, "charts"),
     checkpoints: join(dir, "checkpoints"),
-    policy: join(dir, "policy"),
+    policy: join(dir, RUN_POLICY_DIR),
   };
 }
 

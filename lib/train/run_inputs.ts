@@ -92,7 +92,14 @@ export async function loadRunInputs(cfg: TrainConfig, log: (l: string) => void):
     : splitHeldOut(all.examples, cfg.evalFraction, cfg.seed);
   const maxPromptLength = Math.min(cfg.maxPromptLength, maxLength - 1);
   const stats = truncationStats();
-  const tokOpts = { maxLength, maxPromptLength, alpha: cfg.alpha, stats };
+  // prompts and responses rendered as the template renders them, with the run's template variables
+  const tokOpts = {
+    maxLength,
+    maxPromptLength,
+    alpha: cfg.alpha,
+    stats,
+    templateKwargs: cfg.chatTemplateKwargs,
+  };
   const trainEx = prepareExamples(tokenizer, split.train, tokOpts);
   const evalEx = prepareExamples(tokenizer, split.eval, tokOpts);
   // a cut response loses its end-of-response token too: say how much was cut, so nobody trains on it unaware

@@ -93,8 +93,10 @@ export function lrFactor(step: number, cfg: ScheduleConfig): number {
  *
  * @example
  * ```ts
- * lrAt(0, { kind: "cosine", lr: 5e-6, warmupSteps: 10, totalSteps: 100 }); // 0
- * lrAt(10, { kind: "cosine", lr: 5e-6, warmupSteps: 10, totalSteps: 100 }); // 5e-6
+ * import assert from "node:assert/strict";
+ * const cosine = { kind: "cosine", lr: 5e-6, warmupSteps: 10, totalSteps: 100 } as const;
+ * assert.equal(lrAt(0, cosine), 0); // warm-up from 0
+ * assert.equal(lrAt(10, cosine), 5e-6); // the peak, then down to 0 at step 100
  * ```
  */
 export function lrAt(step: number, cfg: ScheduleConfig): number {

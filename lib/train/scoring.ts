@@ -5,7 +5,7 @@
  * @module
  */
 import { makeBatch } from "../data/batch.ts";
-import type { HostTensor } from "../runtime/session.ts";
+import type { HostTensor } from "../runtime/tensor.ts";
 import { BATCH_INPUTS } from "./chunks.ts";
 import type { PreparedExample } from "./prepare.ts";
 

@@ -1,32 +1,25 @@
 /**
- * The graphs of an alignment run, built from a model and a loss: the training graph (policy log-probs →
- * loss → gradients → optimizer, as a Loop over the steps of a chunk) and the scoring graph (per-sequence
- * log-probs of the policy or the reference, for the reference cache and for evaluation).
+ * The training graph of an alignment run, built from a model and a loss: policy log-probs → loss →
+ * gradients → optimizer, as a Loop over the steps of a chunk (the scoring graph, per-sequence log-probs of
+ * the policy or the reference, is lib/model/scoring_graph.ts').
  *
  * Precision `fp16` builds the decoder in float16 (mixed precision, see lib/model/decoder.ts) with dynamic
  * loss scaling ({@link FP16_LOSS_SCALING}); the scoring graphs of an fp16 run must be fp16 too, so that the
  * reference log-probs are the policy's at step 0. Log-probs, losses and optimizer state stay float32.
  * @module
  */
-import { GraphBuilder, type Value } from "../graph/builder.ts";
+import type { GraphBuilder } from "../graph/builder.ts";
 import * as op from "../graph/ops.ts";
 import type { SegmentMode } from "../graph/autodiff.ts";
 import type { BatchInput, LossScaling } from "../graph/training.ts";
-import { buildTrainingGraph, type TrainingIO } from "../graph/training.ts";
+import { buildTrainingGraph, type TrainingIO, type TrainingSpec } from "../graph/training.ts";
 import type { OptimizerConfig } from "../graph/optim.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { policyLogProbs, referenceLogProbs, type Trainable } from "../model/decoder.ts";
-import type { FloatDType, WeightSource } from "../model/weights.ts";
+import { policyLogProbs, type Trainable } from "../model/decoder.ts";
+import type { WeightSource } from "../model/weights.ts";
+import { computeDtype, type Precision } from "../model/scoring_graph.ts";
 import { BATCH_INPUTS } from "./chunks.ts";
 import { graphLoss, type TrainLossName } from "./graph_losses.ts";
-
-/** The `--precision` of a run. */
-export type Precision = "fp32" | "fp16";
-
-/** The decoder's compute dtype for a precision. */
-export function computeDtype(precision: Precision = "fp32"): FloatDType {
-  return precision === "fp16" ? "float16" : "float32";
-}
 
 /**
  * Loss scaling of fp16 runs, PyTorch's GradScaler defaults: start at 2^16, halve on a non-finite gradient
@@ -65,7 +58,7 @@ export type AlignmentGraphSpec = {
   chunk?: number;
   /**
    * Give the graph a scoring mode (see lib/graph/training.ts): the policy's `logps`, `counts` and
-   * `token_logps` of a batch (`input_ids`, `attention_mask`, `labels`), as {@link buildScoringGraph}
+   * `token_logps` of a batch (`input_ids`, `attention_mask`, `labels`), as lib/model/scoring_graph.ts' `buildScoringGraph`
    * computes them, from the session's own weights and current parameters. Default false.
    */
   scoring?: boolean;
@@ -81,6 +74,15 @@ export function usesDropoutKey(t: Trainable): boolean {
 
 /** Builds the chunked training graph of an alignment run. */
 export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilder; io: TrainingIO } {
+  return buildTrainingGraph(alignmentTrainingSpec(s));
+}
+
+/**
+ * The training spec of an alignment run (what {@link buildAlignmentGraph} builds; lib/graph/distributed.ts
+ * builds the data-parallel graphs from it). `rowOffset`: keyed LoRA dropout also takes a per-micro-batch
+ * `dropout_row_offset`, the rows of the global micro-batch before this rank's share.
+ */
+export function alignmentTrainingSpec(s: AlignmentGraphSpec & { rowOffset?: boolean }): TrainingSpec {
   const batch: BatchInput[] = [
     { name: BATCH_INPUTS.inputIds, dtype: "int32", shape: ["rows", "width"] },
     { name: BATCH_INPUTS.attentionMask, dtype: "int32", shape: ["rows", "width"] },
@@ -94,8 +96,10 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
   }
   const keyed = usesDropoutKey(s.trainable);
   if (keyed) batch.push({ name: BATCH_INPUTS.dropoutKey, dtype: "float32", shape: [] });
+  const offset = keyed && s.rowOffset;
+  if (offset) batch.push({ name: BATCH_INPUTS.dropoutRowOffset, dtype: "float32", shape: [] });
   const dtype = computeDtype(s.precision);
-  return buildTrainingGraph({
+  return {
     name: `align-${s.loss}`,
     scoring: s.scoring
       ? {
@@ -129,6 +133,7 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
       }, {
         dtype,
         dropoutKey: keyed ? b[BATCH_INPUTS.dropoutKey] : undefined,
+        dropoutRowOffset: offset ? b[BATCH_INPUTS.dropoutRowOffset] : undefined,
         chunk: s.chunk,
         recomputeDropout: (s.segments ?? "inline") !== "inline",
       });
@@ -141,36 +146,5 @@ export function buildAlignmentGraph(s: AlignmentGraphSpec): { graph: GraphBuilde
       }, { beta: s.beta, k: s.k, ranked: s.ranked });
       return out;
     },
-  });
-}
-
-/**
- * A graph that scores sequences: inputs `input_ids`, `attention_mask`, `labels` `[rows, width]` (and the
- * trainable parameters by name when `trainable` is given: the current policy); outputs `logps` (per-sequence
- * sums) and `counts` `[rows]`, and `token_logps` `[rows, width − 1]`, all float32. Without `trainable` it
- * is the reference model: the frozen weights with no adapters. `precision` must be the training graph's.
- */
-export function buildScoringGraph(
-  cfg: ModelConfig,
-  frozen: WeightSource,
-  trainable?: Trainable,
-  opts: { precision?: Precision; chunk?: number } = {},
-): GraphBuilder {
-  const g = new GraphBuilder(trainable ? "policy-logps" : "reference-logps");
-  const dtype = computeDtype(opts.precision);
-  const batch = {
-    inputIds: g.input(BATCH_INPUTS.inputIds, "int32", ["rows", "width"]),
-    attentionMask: g.input(BATCH_INPUTS.attentionMask, "int32", ["rows", "width"]),
-    labels: g.input(BATCH_INPUTS.labels, "int32", ["rows", "width"]),
   };
-  let lp;
-  if (trainable) {
-    const params: Record<string, Value> = {};
-    for (const p of trainable.params) params[p.name] = g.input(p.name, "float32", p.shape);
-    lp = policyLogProbs(g, cfg, trainable, params, frozen, batch, { train: false, dtype, chunk: opts.chunk });
-  } else lp = referenceLogProbs(g, cfg, frozen, batch, { dtype, chunk: opts.chunk });
-  g.output(lp.sums, "logps");
-  g.output(lp.counts, "counts");
-  g.output(lp.tokenLogps, "token_logps");
-  return g;
 }

@@ -8,42 +8,63 @@
 import { join, resolve } from "node:path";
 import { type Trainable, trainableParamsFor } from "../model/decoder.ts";
 import { type ModelFolder, readModelWeights, storedDtype } from "../model/model_folder.ts";
-import { readStoredTensor } from "../model/checkpoint.ts";
+import { readStoredTensor } from "../model/weight_files.ts";
 import { storedWeights } from "../model/stored_weights.ts";
 import type { TensorReader } from "../model/safetensors.ts";
-import { mergeLoraTensor, saveAdapter } from "../model/peft.ts";
+import { LoraUpdateMeter, loraUpdateWarning, mergeLoraTensor, saveAdapter } from "../model/peft.ts";
 import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
-import { deviceMemory, PhasePeaks, processMemory } from "../runtime/device_memory.ts";
-import type { Device } from "../runtime/session.ts";
-import { type LoraConfig, loraModules } from "../model/lora.ts";
-import { describeEstimate, planRun, type RunPlan } from "./memory.ts";
-import { exampleLength } from "./scoring.ts";
+import { PhasePeaks, processMemory } from "../runtime/device_memory.ts";
+import type { LoraConfig } from "../model/lora.ts";
+import { explainRunError, planMemory } from "./run_plan.ts";
 import { assertFloat16Device } from "../runtime/precision.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
-import { hashConfig, loadLatestCheckpoint, newestCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
 import {
-  compareData,
-  compareFolder,
-  type DataDigest,
-  dataDigest,
-  folderDigest,
-  type InputsDigest,
-} from "./inputs_digest.ts";
-import { assembleChunk, defaultStepsPerRun, groupChunks, planSteps } from "./chunks.ts";
+  compareModels,
+  digestInputs,
+  ensureRun,
+  notARunFolder,
+  refuseChanged,
+  resumedConfig,
+  trainingIdentity,
+} from "./resume.ts";
+import { hashConfig, loadLatestCheckpoint, newestCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
+import { compareData, dataDigest, type InputsDigest } from "./inputs_digest.ts";
+import { assembleChunk, defaultStepsPerRun, fractionalEpochs, groupChunks, planSteps } from "./chunks.ts";
 import { isFile, writeFolderAtomic, writeTextAtomic } from "../files.ts";
 import { lockFolder } from "../lock.ts";
-import { OPTION_SPECS, type TrainConfig } from "./option_specs.ts";
-import { defaultTrainOptions, givenOptions } from "./options.ts";
-import { loadRunInputs, type RunInputs } from "./run_inputs.ts";
-import { loadReferenceModel, referenceModelScorer, referenceScores } from "./reference.ts";
+import type { TrainConfig } from "./option_specs.ts";
+import { stepIntervals } from "./options.ts";
+import { loadRunInputs } from "./run_inputs.ts";
+import { loadReferenceModel, referenceScores } from "./reference.ts";
+import { openScorer } from "../model/open.ts";
 import { evaluatePolicy, finalEvalOf, prefixed } from "./evaluate.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics, summarize } from "./metrics_log.ts";
 import { createRunFolder, type RunPaths, runPaths, writeJsonAtomic } from "./run_folder.ts";
 import { lrsFor, type ScheduleConfig } from "./schedule.ts";
-import { buildAlignmentGraph, FP16_CPU_GAPS, FP16_LOSS_SCALING, usesDropoutKey } from "./train_graph.ts";
+import {
+  type AlignmentGraphSpec,
+  buildAlignmentGraph,
+  FP16_CPU_GAPS,
+  FP16_LOSS_SCALING,
+  usesDropoutKey,
+} from "./train_graph.ts";
+import type { Communicator } from "../runtime/comm/communicator.ts";
+import { assembleRankChunk, type DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
+import {
+  anyRank,
+  distributedSession,
+  openTrainWorld,
+  plannedWorld,
+  rankHooks,
+  rankRunFolder,
+  rescaledBatch,
+  sharedRunFolder,
+  sumRanks,
+  type TrainWorld,
+} from "./distributed_run.ts";
 
 export type { TrainConfig };
 
@@ -72,6 +93,11 @@ export type TrainHooks = {
   allowFloat16OnCpu?: boolean;
   /** The bytes the device can give the run, instead of its free memory: tests of the memory plan. */
   memoryBudget?: number;
+  /**
+   * This process's rank of several (tests: lib/runtime/comm's localWorld); by default the world comes from
+   * the launcher's environment (torchrun, mpirun, srun), see lib/train/distributed_run.ts.
+   */
+  comm?: Communicator;
 };
 
 /** What a run returns. */
@@ -88,23 +114,55 @@ export type TrainResult = {
 
 /** Trains a policy per `cfg`; see the module documentation. */
 export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  // one rank of several (torchrun, mpirun, srun, or a test's communicator): only rank 0 prints, and every
+  // rank's error names it
+  const launched = plannedWorld(hooks.comm);
+  if (launched.size === 1) return await trainRank(cfg, hooks, launched);
+  try {
+    return await trainRank(cfg, rankHooks(hooks, launched), launched);
+  } catch (e) {
+    throw rankError(launched, e);
+  }
+}
+
+async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWorld): Promise<TrainResult> {
   const log = hooks.log ?? ((l: string) => console.log(l));
   const resumed = cfg.resume ? runPaths(cfg.resume) : undefined;
   // one run at a time in a folder: a second `--out`, or `--resume` of a running run, is refused at once
   if (resumed && !(await isFile(resumed.config))) throw notARunFolder(resumed);
-  await using _resumedLock = resumed ? await lockFolder(resumed.dir, { log }) : null;
-  if (resumed) Object.assign(cfg, await resumedConfig(resumed, cfg));
-  const { device, notice } = await resolveDevice(cfg.device, { log });
+  await using _resumedLock = resumed && launched.rank === 0 ? await lockFolder(resumed.dir, { log }) : null;
+  if (resumed) {
+    Object.assign(cfg, await resumedConfig(resumed, cfg));
+    // the saved run's world size (config.json's `worldSize`, absent: 1): keep its global batch
+    const c = cfg as TrainConfig & { worldSize?: number };
+    cfg.batchSize = rescaledBatch(cfg.batchSize, c.worldSize ?? 1, launched.size, log);
+    delete c.worldSize;
+  }
+  const { device, notice, fallback } = await resolveDevice(cfg.device, { log });
   // fp16 runs on CUDA only: refuse it before a run folder is made or any data is loaded
   if (cfg.precision === "fp16" && !hooks.allowFloat16OnCpu) {
-    assertFloat16Device(device, FP16_CPU_GAPS, notice);
+    assertFloat16Device(device, FP16_CPU_GAPS, fallback);
   }
-  const run = resumed ?? (cfg.out ? await ensureRun(cfg.out) : await createRunFolder("runs", cfg.name));
-  await using _lock = resumed ? null : await lockFolder(run.dir, { log });
-  const configHash = await hashConfig(trainingIdentity(cfg));
-  await writeJsonAtomic(run.config, { ...cfg, resume: undefined });
+  const world = await openTrainWorld(launched, device, { precision: cfg.precision });
+  await using _comm = world.comm && !hooks.comm ? world.comm : null;
+  // rank 0 makes the folder and holds its lock; the other ranks write into private ones (distributed_run.ts)
+  const shared = resumed ??
+    await sharedRunFolder(
+      world,
+      async () => cfg.out ? await ensureRun(cfg.out) : await createRunFolder("runs", cfg.name),
+    );
+  await using _lock = resumed || world.rank !== 0 ? null : await lockFolder(shared.dir, { log });
+  await using own = await rankRunFolder(world, shared);
+  const run = own.run;
+  // the identity of a run on N ranks is that of one process with N times the per-device batch
+  const configHash = await hashConfig(trainingIdentity({ ...cfg, batchSize: cfg.batchSize * world.size }));
+  await writeJsonAtomic(run.config, {
+    ...cfg,
+    resume: undefined,
+    ...(world.size > 1 ? { worldSize: world.size } : {}),
+  });
   if (notice) log(notice);
-  const phases = new PhasePeaks();
+  using phases = new PhasePeaks(); // its sampler thread stops however the run ends
   phases.enter("load");
   const p = await loadRunInputs(cfg, log);
   // --reference: a model folder of its own, checked against the policy's vocabulary before any work
@@ -113,7 +171,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     : undefined;
   // what the run trains on, against the checkpoint a resume continues from: the data now, before any work;
   // the models' files, hashed meanwhile, before anything is scored with them
-  const saved = resumed ? await newestCheckpointMeta(run.checkpoints) : undefined;
+  const saved = resumed ? await newestCheckpointMeta(shared.checkpoints) : undefined;
   const savedInputs = saved?.meta.inputs as InputsDigest | undefined;
   const data = dataDigest(p.train, p.eval);
   if (saved && savedInputs) refuseChanged(compareData(savedInputs.data, data), run, saved.path, cfg, log);
@@ -150,24 +208,20 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   );
 
   // a step is --grad-accum micro-batches of --batch-size prompts; a last step that cannot be split so is left out
-  const steps = planSteps(p.train, {
-    batchSize: cfg.batchSize * cfg.gradAccum,
-    epochs: cfg.epochs,
-    seed: cfg.seed,
-    maxSteps: cfg.maxSteps,
-  }).filter((st) => st.indices.length % cfg.gradAccum === 0);
+  const planned = (o: { epochs: number; maxSteps?: number }) =>
+    planSteps(p.train, { batchSize: cfg.batchSize * cfg.gradAccum * world.size, seed: cfg.seed, ...o })
+      .filter((st) => st.indices.length % (cfg.gradAccum * world.size) === 0);
+  const steps = planned({ epochs: cfg.epochs, maxSteps: cfg.maxSteps });
   if (steps.length === 0) {
     throw new Error(`no training steps: ${p.train.length} prompts, batch size ${cfg.batchSize}`);
   }
-  // fractional epoch after each step (HF's convention: 1.0 at the end of the first pass)
-  const perEpoch = new Map<number, number>();
-  for (const st of steps) perEpoch.set(st.epoch, (perEpoch.get(st.epoch) ?? 0) + 1);
-  const seen = new Map<number, number>();
-  const epochAt = steps.map((st) => {
-    const n = (seen.get(st.epoch) ?? 0) + 1;
-    seen.set(st.epoch, n);
-    return st.epoch + n / perEpoch.get(st.epoch)!;
-  });
+  // when to evaluate, save and log, in steps: TRL's `epoch` strategies need the steps of an epoch
+  const intervals = stepIntervals(cfg, () => planned({ epochs: 1 }).length);
+  // fractional epoch after each step, against whole epochs (not the steps --max-steps keeps of the last one)
+  const epochAt = fractionalEpochs(
+    steps,
+    cfg.maxSteps === undefined ? steps : planned({ epochs: steps[steps.length - 1].epoch + 1 }),
+  );
   const schedule: ScheduleConfig = {
     kind: cfg.schedule,
     lr: cfg.lr,
@@ -179,22 +233,29 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   // one session holds the frozen weights, read by ONNX Runtime from the model's files (linked into the run's
   // graph folder), for training, the reference log-probs and evaluation (its scoring mode)
   phases.enter("session");
+  // the graph folder and the session live until the export, or until an error or an interruption ends the
+  // run: released together, the session first
+  await using held = new AsyncDisposableStack();
   const graphs = await GraphFolder.open(join(run.dir, "graphs"), log);
+  held.defer(() => graphs.remove());
   // a --reference model is scored (or read from the cache) before the training session exists, so the two
   // models are never loaded together
   let reference: { train: Float32Array[]; eval: Float32Array[] } | undefined;
   if (refModel) {
     phases.enter("reference");
     const open = () =>
-      referenceModelScorer(refModel, { device, graphs, precision: cfg.precision, chunk: plan.chunk });
+      openScorer(refModel, {
+        device,
+        graphs,
+        graphName: "reference",
+        precision: cfg.precision,
+        chunk: plan.chunk,
+      });
     const identity = (await inputs).reference!.sha256;
-    reference = await referenceScores(cfg, run, p, open, log, identity).catch(async (e) => {
-      await graphs.remove();
-      throw e;
-    });
+    reference = await referenceScores(cfg, run, p, open, log, identity);
     phases.enter("session");
   }
-  const built = buildAlignmentGraph({
+  const alignment: AlignmentGraphSpec = {
     cfg: p.model.config,
     frozen,
     trainable,
@@ -215,15 +276,25 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     segments: plan.segments,
     chunk: plan.chunk,
     scoring: true,
-  });
+  };
   const trainableParams = trainable.params.reduce((n, x) => n + x.shape.reduce((a, b) => a * b, 1), 0);
   const stepsPerRun = cfg.stepsPerRun ?? defaultStepsPerRun(device, trainable.mode, trainableParams);
-  const session = await TrainingSession.create(built, trainable.init, {
-    device,
-    lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
-    graphFolder: graphs,
-    graphName: "train",
-  });
+  // several ranks: the data-parallel step (lib/train/distributed.ts); one: the chunk graph's Loop
+  const session: TrainingSession | DistributedSession = held.use(
+    world.size > 1
+      ? await distributedSession(alignment, trainable.init, world, {
+        device,
+        zero: cfg.zero as ZeroStage,
+        graphFolder: graphs,
+        graphName: "train",
+      })
+      : await TrainingSession.create(buildAlignmentGraph(alignment), trainable.init, {
+        device,
+        lossScale: fp16 ? FP16_LOSS_SCALING.init : undefined,
+        graphFolder: graphs,
+        graphName: "train",
+      }),
+  );
   // the session holds the initial values now (full fine-tuning: a copy of the model the run need not keep)
   for (const k of Object.keys(trainable.init)) delete trainable.init[k];
   const scorer = session.scorer();
@@ -237,7 +308,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
 
   phases.enter("train");
   let step = 0;
-  const ckpt = await loadLatestCheckpoint(run.checkpoints, { configHash, warn: log });
+  const ckpt = await loadLatestCheckpoint(shared.checkpoints, { configHash, warn: log });
   if (ckpt) {
     // the checkpoint checked above, unless it turned out damaged and an older one is used
     const then = ckpt.meta.inputs as InputsDigest | undefined, now = await inputs;
@@ -251,14 +322,15 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       );
     }
     if (ckpt.version >= 2) session.restoreNamed(ckpt.tensors, ckpt.scalars);
-    else session.restore(ckpt.tensors); // version 1: the graph's own state names
+    else if (session instanceof TrainingSession) session.restore(ckpt.tensors); // version 1: the graph's names
+    else throw new Error(`${ckpt.path} is a version 1 checkpoint: resume it in one process first`);
     step = ckpt.step;
     log(`resumed from ${ckpt.path} at step ${step}`);
   } else if (cfg.resume) log(`no checkpoint in ${run.checkpoints}: starting from step 0`);
   const metrics = await MetricsWriter.open(run.metrics, {
     append: step > 0,
     truncateAfterStep: step,
-    every: cfg.loggingSteps ?? 1,
+    every: intervals.loggingSteps,
     tensorboard: cfg.reportTo === "tensorboard" ? join(run.dir, "tensorboard") : undefined,
   });
 
@@ -269,7 +341,9 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
 
   const save = async () => {
     await metrics.flush(); // a resumed log then has every step up to the checkpoint
-    const { tensors, scalars } = session.namedState();
+    // several ranks: gathered by all (a collective), written by rank 0 alone
+    const { tensors, scalars } = await session.namedState();
+    if (world.rank !== 0) return;
     await saveCheckpoint(run.checkpoints, {
       tensors,
       scalars,
@@ -284,29 +358,30 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     }, { keep: cfg.keepCheckpoints });
   };
 
-  let interrupted = false, completed = false;
+  let interrupted = false;
   const started = step;
-  const release = async () => {
-    await session.release();
-    await graphs.remove();
-  };
   try {
-    for (const c of groupChunks(steps, stepsPerRun, step)) {
-      if (
-        hooks.signal?.aborted ||
-        (hooks.stopAfterSteps !== undefined && step - started >= hooks.stopAfterSteps)
-      ) {
+    // chunks end where an evaluation or a checkpoint falls, so both happen at exact multiples of their step
+    for (const c of groupChunks(steps, stepsPerRun, step, [intervals.evalEvery, intervals.saveEvery])) {
+      // several ranks stop together: a Ctrl-C reaches them at different chunks
+      const stop = hooks.signal?.aborted ||
+        (hooks.stopAfterSteps !== undefined && step - started >= hooks.stopAfterSteps);
+      if (await anyRank(world, stop)) {
         interrupted = true;
         break;
       }
       const chunkSteps = steps.slice(c.from, c.to);
-      const tensors = assembleChunk(p.train, chunkSteps, reference?.train, {
+      const chunkOptions = {
         loss: cfg.loss,
         k: p.k,
         padId: p.padId,
         accumulation: cfg.gradAccum,
         dropout: usesDropoutKey(trainable) ? { seed: cfg.seed, fromStep: c.from } : undefined,
-      });
+      };
+      // several ranks: this rank's share of each global step (distributed.ts)
+      const tensors = world.size > 1
+        ? assembleRankChunk(p.train, chunkSteps, reference?.train, chunkOptions, world, true)
+        : assembleChunk(p.train, chunkSteps, reference?.train, chunkOptions);
       const lrs = lrsFor(c.from, chunkSteps.length, schedule);
       const t0 = performance.now();
       let res;
@@ -316,7 +391,8 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         throw explainRunError(e, { ...cfg, stepsPerRun }, c.from);
       }
       const seconds = (performance.now() - t0) / 1000;
-      const tokens = tensors.tokens.reduce((a, b) => a + b, 0);
+      // the global batch's tokens (several ranks: the sum of their shares)
+      const tokens = await sumRanks(world, tensors.tokens.reduce((a, b) => a + b, 0));
       const records: MetricsRecord[] = [];
       for (let i = 0; i < res.steps; i++) {
         const s = c.from + i;
@@ -362,9 +438,8 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         records.push(r);
       }
       step = c.to;
-      const crossed = (every?: number) =>
-        every !== undefined && every > 0 && Math.floor(c.to / every) > Math.floor(c.from / every);
-      if (crossed(cfg.evalEvery) && step < steps.length) {
+      const due = (every?: number) => every !== undefined && every > 0 && step % every === 0;
+      if (due(intervals.evalEvery) && step < steps.length) {
         const ev = await evaluate();
         if (ev) Object.assign(records[records.length - 1], prefixed(ev));
       }
@@ -377,7 +452,7 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
         tokens,
         memory: processMemory().rss,
       });
-      if (crossed(cfg.saveEvery) && step < steps.length) await save();
+      if (due(intervals.saveEvery) && step < steps.length) await save();
     }
     if (interrupted || step < steps.length) {
       await save();
@@ -385,40 +460,52 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
       return { run, config: cfg, steps: step, totalSteps: steps.length, interrupted: true };
     }
     // a run resumed after its last checkpoint (killed during the export) has its final evaluation logged
-    const logged = step === started &&
-      (await readMetrics(run.metrics)).some((r) =>
-        r.step === step && Object.keys(r).some((k) => k.startsWith("eval/"))
-      );
+    // (rank 0's log decides for every rank: evaluating is a collective)
+    const logged = await anyRank(
+      world,
+      step === started &&
+        (await readMetrics(run.metrics)).some((r) =>
+          r.step === step && Object.keys(r).some((k) => k.startsWith("eval/"))
+        ),
+    );
     const finalEval = logged ? undefined : await evaluate();
     if (finalEval) {
       await metrics.write({ step, epoch: epochAt[step - 1], ...prefixed(finalEval) });
     }
     await save();
-    completed = true;
   } finally {
     await metrics.close();
-    if (!completed) await release();
   }
 
+  // rank 0 alone exports and summarizes
+  if (world.rank !== 0) {
+    return { run: shared, config: cfg, steps: step, totalSteps: steps.length, interrupted: false };
+  }
   // the trained policy: adapters saved as PEFT does; sessions released before the export streams the
   // merged weights tensor by tensor, in the model's own dtype (or --save-dtype)
   const state = session.current();
-  await release();
+  await held.disposeAsync();
   if (trainable.mode === "lora") {
     await saveAdapter(join(run.dir, "adapter"), p.model.config, trainable.lora!, state, {
       baseModelNameOrPath: resolve(cfg.model),
     });
   }
   phases.enter("export");
+  const saveDtype = cfg.saveDtype ?? storedDtype(p.model);
+  // what of the LoRA update survives rounding to the save dtype (bf16 rounds a small one away)
+  const meter = trainable.mode === "lora" ? new LoraUpdateMeter(saveDtype) : undefined;
   // into a temporary folder that then replaces policy/: a full disk or a kill leaves no broken model
   await writeFolderAtomic(run.policy, (dir) =>
     exportForServing(dir, {
       cfg: p.model.config,
-      weights: policyReader(p.model, trainable, state),
-      dtype: cfg.saveDtype ?? storedDtype(p.model),
+      weights: policyReader(p.model, trainable, state, meter),
+      dtype: saveDtype,
       tokenizerDir: p.model.tokenizerDir ?? undefined,
       log,
     }).then(() => {}));
+  const loraKept = meter?.result() ?? null;
+  const loraWarning = loraKept && loraUpdateWarning(loraKept, saveDtype);
+  if (loraWarning) log(loraWarning);
 
   phases.enter();
   const records = await readMetrics(run.metrics);
@@ -434,7 +521,12 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
     data: p.data,
     gradient_checkpointing: plan.checkpointing,
     memory_estimate_gib: Object.fromEntries(Object.entries(plan.estimate).map(([k, v]) => [k, gib(v)])),
-    peak_memory_gib: Object.fromEntries(Object.entries(phases.peaks).map(([k, v]) => [k, gib(v)])),
+    // each phase's resident peak, and the process's since it started (what /usr/bin/time -v reports)
+    peak_memory_gib: Object.fromEntries(
+      Object.entries({ ...phases.peaks, process: phases.process }).map(([k, v]) => [k, gib(v)]),
+    ),
+    // the policy's dtype, and what of the LoRA update it keeps (null: full fine-tuning)
+    export: { dtype: saveDtype, lora_update_kept: loraKept },
   };
   await writeJsonAtomic(run.summary, summary);
   return {
@@ -448,147 +540,15 @@ export async function train(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<T
   };
 }
 
-async function ensureRun(dir: string): Promise<RunPaths> {
-  await Deno.mkdir(dir, { recursive: true });
-  return runPaths(dir);
-}
-
-/** The saved config of a run being resumed; flags given now may only change how it runs, not what. */
-/**
- * Settings a resumed run may change: where and how it runs, not what it computes (LoRA dropout masks and
- * the results do not depend on the chunking or on recomputation).
- */
-const RESUME_MAY_CHANGE = new Set([
-  "resume",
-  "allowChangedInputs",
-  "device",
-  "quiet",
-  "stepsPerRun",
-  "gradientCheckpointing",
-  "evalEvery",
-  "saveEvery",
-  "keepCheckpoints",
-  "loggingSteps",
-  "reportTo",
-  "saveDtype",
-  "out",
-  "name",
-  "config",
-]);
-
-/**
- * The configuration of a resumed run: the saved one whole, with the settings given now that may change
- * (see {@link RESUME_MAY_CHANGE}). A setting that changes the math and differs from the saved value is
- * refused, naming both. "Given now": the flags and `--config` keys (parseTrainOptions records them); for a
- * config built in code, every value that is not the default.
- */
-async function resumedConfig(run: RunPaths, now: TrainConfig): Promise<TrainConfig> {
-  let saved: TrainConfig;
-  try {
-    saved = JSON.parse(await Deno.readTextFile(run.config));
-  } catch {
-    throw notARunFolder(run);
-  }
-  const defaults = defaultTrainOptions() as Record<string, unknown>;
-  const nowAll = now as unknown as Record<string, unknown>;
-  const given = givenOptions(now) ??
-    new Set(Object.keys(now).filter((k) => !sameValue(nowAll[k], defaults[k])));
-  const out: Record<string, unknown> = { ...saved };
-  const refused: string[] = [];
-  for (const key of given) {
-    const v = nowAll[key], old = (saved as unknown as Record<string, unknown>)[key];
-    if (v === undefined) continue;
-    if (RESUME_MAY_CHANGE.has(key)) out[key] = v;
-    else if (!sameValue(v, old)) {
-      refused.push(`${flagOf(key)} ${JSON.stringify(v)} (the run has ${JSON.stringify(old ?? null)})`);
-    }
-  }
-  if (refused.length) {
-    throw new Error(
-      `--resume ${run.dir}: a resumed run keeps the settings it started with; these differ: ${
-        refused.join(", ")
-      }. ` +
-        `Leave them out, or start a new run to change them`,
-    );
-  }
-  return out as TrainConfig;
-}
-
-/**
- * The digest of the run's inputs: `data`, and the model's (and a `--reference` model's) config and weight
- * files, hashed in the background; `known` (the checkpoint's) spares hashing files that did not change.
- */
-function digestInputs(
-  cfg: TrainConfig,
-  p: RunInputs,
-  ref: ModelFolder | undefined,
-  data: DataDigest,
-  known?: InputsDigest,
-): Promise<InputsDigest> {
-  const files = (m: ModelFolder) => [...m.stored.values()].map((t) => t.file);
-  return (async () => ({
-    data,
-    model: await folderDigest(cfg.model, files(p.model), known?.model),
-    reference: ref ? await folderDigest(ref.dir, files(ref), known?.reference) : undefined,
-  }))();
-}
-
-/** How the model folders changed from `then` to `now`, in words. */
-function compareModels(then: InputsDigest, now: InputsDigest): string[] {
-  return [
-    ...compareFolder("the model", then.model, now.model),
-    ...(then.reference && now.reference ? compareFolder("the reference", then.reference, now.reference) : []),
-  ];
-}
-
-/** Refuses to resume on `changes` to the inputs since `checkpoint`, unless `--allow-changed-inputs`. */
-function refuseChanged(
-  changes: string[],
-  run: RunPaths,
-  checkpoint: string,
-  cfg: TrainConfig,
-  log: (line: string) => void,
-): void {
-  if (!changes.length) return;
-  if (cfg.allowChangedInputs) {
-    log(
-      `note: resuming from ${checkpoint} on changed inputs (--allow-changed-inputs): ${changes.join("; ")}`,
-    );
-    return;
-  }
-  throw new Error(
-    `--resume ${run.dir}: the inputs changed since ${checkpoint}: ${changes.join("; ")}. The run would ` +
-      `continue on other inputs than it started with: restore them, start a new run, or pass ` +
-      `--allow-changed-inputs to continue anyway`,
-  );
-}
-
-function notARunFolder(run: RunPaths): Error {
-  return new Error(`--resume ${run.dir}: no readable config.json there (is it a run folder?)`);
-}
-
-function sameValue(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
-
-function flagOf(key: string): string {
-  return `--${OPTION_SPECS.find((s) => s.key === key)?.flag ?? key}`;
-}
-
-/** The settings that define a run's results (checkpoints from another identity are refused). */
-function trainingIdentity(cfg: TrainConfig): Record<string, unknown> {
-  const skip = new Set([...RESUME_MAY_CHANGE, "demo", "compare"]);
-  return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
-}
-
 /**
  * The policy's weights, tensor by tensor (canonical names): the trained ones (full fine-tuning), or each
- * base weight read from the model's files with its adapter merged in.
+ * base weight read from the model's files with its adapter merged in (measured by `meter` when given).
  */
 export function policyReader(
   model: ModelFolder,
   trainable: Trainable,
   state: Record<string, Float32Array>,
+  meter?: LoraUpdateMeter,
 ): TensorReader {
   return async (name) => {
     if (trainable.mode === "full") {
@@ -598,86 +558,11 @@ export function policyReader(
     }
     const stored = model.stored.get(name);
     if (!stored) throw new Error(`${model.dir}: no weight "${name}"`);
-    return mergeLoraTensor(model.config, trainable.lora!, state, name, await readStoredTensor(stored));
+    return mergeLoraTensor(model.config, trainable.lora!, state, name, await readStoredTensor(stored), meter);
   };
-}
-
-/**
- * The run's memory plan, logged; refuses a run that will not fit the device's free memory, naming the
- * settings that lower it.
- */
-async function planMemory(
-  cfg: TrainConfig,
-  p: RunInputs,
-  device: Device,
-  lora: LoraConfig,
-  log: (line: string) => void,
-  budget?: number,
-): Promise<RunPlan> {
-  const model = p.model.config;
-  const modules = cfg.full ? [] : loraModules(model, lora);
-  const trainableParams = cfg.full
-    ? [...p.model.stored.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0)
-    : modules.reduce((n, m) => n + lora.r * (m.inFeatures + m.outFeatures), 0);
-  const width = p.train.reduce((w, e) => Math.max(w, Math.ceil(exampleLength(e) / 8) * 8), 8);
-  const memory = budget === undefined ? await deviceMemory(device) : { free: budget, total: budget };
-  const plan = planRun({
-    cfg: model,
-    stored: p.model.stored,
-    rows: cfg.batchSize * p.k,
-    width,
-    trainableParams,
-    lora: cfg.full ? null : { dropout: lora.dropout! > 0, modules: modules.length, r: lora.r },
-    computeBytes: cfg.precision === "fp16" ? 2 : 4,
-    checkpointing: cfg.gradientCheckpointing,
-    budget: memory?.free,
-    device: device === "cuda" ? "cuda" : "cpu",
-  });
-  const inGib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
-  log(
-    `${describeEstimate(plan.estimate)}${memory ? `; ${device} has ${inGib(memory.free)} free` : ""}` +
-      (plan.checkpointing
-        ? ` · gradient checkpointing${
-          cfg.gradientCheckpointing ? "" : ` (on: ${inGib(plan.without.total)} without it)`
-        }`
-        : ""),
-  );
-  if (memory && plan.estimate.total > memory.free) {
-    const lower = [
-      `--batch-size (now ${cfg.batchSize})`,
-      `--max-length (now ${cfg.maxLength}; the longest example takes ${width} tokens)`,
-      ...(plan.checkpointing ? [] : ["--gradient-checkpointing"]),
-      ...(cfg.precision === "fp16" || device !== "cuda" ? [] : ["--precision fp16"]),
-      ...(cfg.full ? ["LoRA instead of --full"] : []),
-    ];
-    const how = plan.checkpointing ? " (with gradient checkpointing)" : "";
-    throw new Error(
-      `this run needs about ${inGib(plan.estimate.total)} but the ${device} has ${inGib(memory.free)} ` +
-        `free${how}. Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
-    );
-  }
-  return plan;
 }
 
 /** Bytes in GiB, rounded to 0.01 (summaries). */
 function gib(bytes: number): number {
   return Math.round(bytes / 2 ** 30 * 100) / 100;
-}
-
-/** Errors of a training run, made actionable: CUDA out of memory says which settings to lower. */
-export function explainRunError(e: unknown, cfg: TrainConfig, fromStep: number): Error {
-  const msg = e instanceof Error ? e.message : String(e);
-  if (
-    /out of memory|Failed to allocate memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation/i.test(msg)
-  ) {
-    return new Error(
-      `out of device memory at step ${
-        fromStep + 1
-      }: lower --batch-size (now ${cfg.batchSize}), --max-length ` +
-        `(now ${cfg.maxLength}) or --steps-per-run (now ${cfg.stepsPerRun}), or raise --grad-accum ` +
-        `(now ${cfg.gradAccum})${cfg.full ? ", or train LoRA adapters instead of --full" : ""}.\n${msg}`,
-      { cause: e },
-    );
-  }
-  return e instanceof Error ? e : new Error(msg);
 }

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { compare, computeOurs, main, type ParityReference } from "../../bench/parity/ours.ts";
 import { UsageError } from "../../bench/_common.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { mulberry32 } from "../../lib/data/random.ts";

@@ -26,7 +26,7 @@ import {
 } from "../../lib/data/tokenize.ts";
 import type { Message } from "../../lib/data/types.ts";
 import { prepareExamples } from "../../lib/train/prepare.ts";
-import { TextCodec } from "../../lib/serve/codec.ts";
+import { TextCodec } from "../../lib/data/codec.ts";
 import { TINY_CHAT_TEMPLATE, writeTinyTokenizer } from "../fixtures/tokenizer.ts";
 import { LLAMA3_STYLE_TEMPLATE, type TemplatePlace, writeLlama3StyleTokenizer } from "./_chat_fixtures.ts";
 

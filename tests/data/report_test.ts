@@ -10,7 +10,7 @@ import { loadDataset } from "../../lib/data/load.ts";
 import { parseTrainOptions } from "../../lib/train/options.ts";
 import { shapeDataset } from "../../lib/train/prepare.ts";
 import { loadRunInputs } from "../../lib/train/run_inputs.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import type { TrainConfig } from "../../lib/train/option_specs.ts";

@@ -1,6 +1,6 @@
 /** Shared fixtures of the sampling tests: a tiny random Llama folder with a chat template, and prompt files. */
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import { writeTinyTokenizer } from "../fixtures/tokenizer.ts";

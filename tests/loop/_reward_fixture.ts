@@ -4,10 +4,11 @@
  * (`model.…`, GPT-2's `transformer.…`) and `score.weight`, and the test tokenizer (Zephyr-style template).
  */
 import { join } from "node:path";
-import { type Family, type ModelConfig, type ModelType, tinyConfig } from "../../lib/model/config.ts";
+import type { Family, ModelConfig, ModelType } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { configToJson } from "../../lib/model/config_json.ts";
 import { initWeights } from "../../lib/model/init.ts";
-import { saveCheckpoint } from "../../lib/model/checkpoint.ts";
+import { saveWeights } from "../../lib/model/weight_files.ts";
 import type { WeightMap } from "../../lib/model/weights.ts";
 import { GPT2_PREFIX } from "../../lib/model/weights_names.ts";
 import { mulberry32 } from "../../lib/data/random.ts";
@@ -60,7 +61,7 @@ export async function writeRewardFolder(
     [...weights].map(([n, t]) => [cfg.family === "gpt2" && n !== "score.weight" ? GPT2_PREFIX + n : n, t]),
   );
   await Deno.mkdir(dir, { recursive: true });
-  await saveCheckpoint(dir, named);
+  await saveWeights(dir, named);
   const json = configToJson(cfg);
   json.architectures = o.architectures ?? [ARCH[cfg.modelType]];
   json.id2label = Object.fromEntries(Array.from({ length: numLabels }, (_, i) => [String(i), `LABEL_${i}`]));

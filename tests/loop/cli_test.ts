@@ -54,14 +54,14 @@ Deno.test("sample CLI: flags are parsed and checked before any work", () => {
   for (
     const [args, msg] of [
       [["--k", "0"], /--k must be a whole number ≥ 1, got 0/],
-      [["--k", "two"], /--k must be a number, got "two"/],
+      [["--k", "two"], /--k must be a whole number ≥ 1, got "two"/],
       [["--shard", "4/4"], /--shard must be i\/n .* got "4\/4"/],
       [["--shard", "1of4"], /--shard must be i\/n/],
       [["--top-p", "0"], /--top-p must be in \(0, 1\]/],
       [["--temperature=-1"], /--temperature must be ≥ 0/],
       [["--batch", "0"], /--batch must be a whole number ≥ 1/],
-      [["--device", "tpu"], /--device must be cpu, cuda or auto/],
-      [["--bogus"], /Unknown option '--bogus'/],
+      [["--device", "tpu"], /--device must be one of cpu, cuda, auto/],
+      [["--bogus"], /unknown option --bogus/],
     ] as const
   ) {
     assert.throws(() => parseSampleArgs([...base, ...args]), msg, args.join(" "));

@@ -5,20 +5,26 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { storedWeights } from "../../lib/model/stored_weights.ts";
-import { evaluateAgainstReference, writeEval } from "../../lib/loop/eval.ts";
+import {
+  evalChart,
+  evalProgressWriter,
+  type EvalReport,
+  evaluateAgainstReference,
+  writeEval,
+} from "../../lib/loop/eval.ts";
 import { rewardFnScorer } from "../../lib/loop/scorers/reward_fn.ts";
 import { ModelSession } from "../../lib/runtime/session.ts";
 import { scoreExamples } from "../../lib/train/scoring.ts";
-import { buildScoringGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/model/scoring_graph.ts";
 import { loadTokenizer, tokenizePrompt } from "../../lib/data/tokenize.ts";
-import { parseEvalArgs } from "../../eval/main.ts";
+import { EVAL_USAGE, parseEvalArgs } from "../../eval/main.ts";
 import { UsageError } from "../../lib/loop/scorers/from_flags.ts";
-import { openDecoder } from "../../lib/loop/decoder_session.ts";
-import { sampleSeed } from "../../lib/loop/sample.ts";
+import { openGenerator } from "../../lib/model/open.ts";
+import { sampleSeed } from "../../lib/loop/sample_settings.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { loopSetup, writePrompts } from "./_fixtures.ts";
 
@@ -106,14 +112,14 @@ Deno.test("eval: two models: log-probs, KL, rewards and win rate as computed dir
     );
   });
   // log π through another path: the KV-cache decoder's own log-probs of the same draws (the same seeds)
-  const decoder = await openDecoder(other, { log: () => {} });
+  const decoder = await openGenerator(other, { log: () => {}, withTokenizer: true });
   const gen = await generate(decoder.session, [promptIds, promptIds], {
     maxNewTokens: 8,
     temperature: 0.7,
     eosTokenIds: decoder.eosIds,
     seeds: [0, 1].map((j) => sampleSeed(1, e.policyRows[0].id as number, j)),
   });
-  await decoder.release();
+  await decoder.close();
   gen.rows.forEach((g, j) => {
     assert.deepEqual(g.tokens, row0.responses[j].ids);
     const sum = g.logprobs.reduce((x, y) => x + y, 0);
@@ -211,4 +217,118 @@ Deno.test("eval CLI: arguments, and bad input named", async () => {
   assert.equal(bad.code, 1);
   assert.match(new TextDecoder().decode(bad.stderr), /nope\.jsonl/);
   await Deno.remove(s.dir, { recursive: true });
+});
+
+Deno.test("eval CLI: samples at 1 / 1 / 0 whatever generation_config.json says, and its KL is exact; a flag wins; a log gets plain progress lines", async () => {
+  const s = await loopSetup();
+  const prompts = await writePrompts(s.dir, 2);
+  // a model whose own sampling defaults (Qwen3-style) differ from eval's
+  const genPath = join(s.model, "generation_config.json");
+  const gen = JSON.parse(await Deno.readTextFile(genPath));
+  await Deno.writeTextFile(genPath, JSON.stringify({ ...gen, temperature: 0.6, top_p: 0.95, top_k: 20 }));
+  const run = async (name: string, extra: string[]) => {
+    const out = join(s.dir, name);
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../../eval/main.ts", import.meta.url).pathname,
+        ...["--model", s.model, "--reference", s.model, "--prompts", prompts, "--reward-fn", REWARD],
+        ...["--k", "1", "--max-new-tokens", "3", "--device", "cpu", "--out", out, ...extra],
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(r.stdout);
+    const stderr = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, stderr);
+    // stderr is a pipe here, as in a redirected log: progress as plain lines, no control characters
+    assert.ok(!stderr.includes("\r") && !stderr.includes("\x1b"), JSON.stringify(stderr));
+    assert.match(stderr, /^eval: policy \d+\/\d+$/m);
+    return { stdout, report: JSON.parse(await Deno.readTextFile(join(out, "eval.json"))) };
+  };
+  try {
+    const plain = await run("plain", []);
+    assert.deepEqual(
+      [plain.report.settings.temperature, plain.report.settings.topP, plain.report.settings.topK],
+      [1, 1, 0],
+    );
+    assert.equal(plain.report.kl.note, undefined);
+    assert.doesNotMatch(plain.stdout, /not KL/);
+    const warm = await run("warm", ["--temperature", "0.7"]);
+    assert.deepEqual(
+      [warm.report.settings.temperature, warm.report.settings.topP, warm.report.settings.topK],
+      [0.7, 1, 0],
+    );
+    assert.match(warm.report.kl.note, /not KL\(π‖μ\) exactly/);
+    assert.match(warm.stdout, /not KL\(π‖μ\) exactly/);
+  } finally {
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+Deno.test("eval --help lists --device once, with eval's default", () => {
+  const lines = EVAL_USAGE.split("\n").filter((l) => /^\s+--device\b/.test(l));
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(
+    lines[0],
+    /--device cpu\|cuda\|auto +where both models and a reward model run \(default: auto\)/,
+  );
+  assert.equal(EVAL_USAGE.split("\n").filter((l) => /^\s+--threads\b/.test(l)).length, 1);
+  assert.match(EVAL_USAGE, /--reward-model <folder>/, "the scorer flags are still there");
+});
+
+Deno.test("eval progress: a live line on a terminal; plain, throttled lines without control characters in a log", () => {
+  let t = 0;
+  const feed = (tty: boolean) => {
+    let text = "";
+    const w = evalProgressWriter({ tty, write: (x) => text += x, everyMs: 10_000, now: () => t });
+    t = 0;
+    for (let done = 1; done <= 4; done++) {
+      t += 6000;
+      w.progress({ phase: "policy", done, total: 4 });
+    }
+    w.log("a note");
+    w.progress({ phase: "reference", done: 1, total: 4 });
+    w.end();
+    return text;
+  };
+  const log = feed(false);
+  assert.ok(!log.includes("\r") && !log.includes("\x1b"), JSON.stringify(log));
+  assert.deepEqual(log.split("\n"), [
+    "eval: policy 1/4", // a phase's first
+    "eval: policy 3/4", // 10 s later
+    "eval: policy 4/4", // its end
+    "a note",
+    "eval: reference 1/4",
+    "",
+  ]);
+  const tty = feed(true);
+  assert.ok(tty.startsWith("\reval: policy 1/4\x1b[K\reval: policy 2/4\x1b[K"), JSON.stringify(tty));
+  assert.ok(
+    tty.includes("\reval: policy 4/4\x1b[K\r\x1b[Ka note\n\reval: reference 1/4\x1b[K"),
+    JSON.stringify(tty),
+  );
+  assert.ok(tty.endsWith("\r\x1b[K"), "the live line is cleared at the end");
+});
+
+Deno.test("eval chart: values written with the digits that make them right (0.55 is not 0.6)", () => {
+  const side = (model: string, mean_reward: number) => ({
+    model,
+    samples: 20,
+    mean_reward,
+    reward_stderr: 0.21,
+    mean_tokens: 9,
+    cut_by_length: 0,
+  });
+  const report = {
+    prompts: 10,
+    k: 2,
+    policy: side("policy", 3.27),
+    reference: side("reference", 2.9),
+    win_rate: { win: 0.55, tie: 0, loss: 0.45, pairs: 20, win_ties_half: 0.55 },
+  } as unknown as EvalReport;
+  const labels = [...evalChart(report).matchAll(/<text [^>]*fill="#222">([^<]*)<\/text>/g)].map((m) => m[1]);
+  for (const v of ["3.27", "2.9", "0.55", "0", "0.45"]) assert.ok(labels.includes(v), `${v} in ${labels}`);
+  assert.ok(!labels.includes("0.6") && !labels.includes("0.5") && !labels.includes("3.3"), labels.join(" "));
 });

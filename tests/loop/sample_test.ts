@@ -4,20 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  mergeSamples,
-  metaPath,
-  promptJobs,
-  resolveSettings,
-  type SampleOptions,
-  sampleRows,
-  sampleSeed,
-  sampleToFile,
-} from "../../lib/loop/sample.ts";
+import { mergeSamples, metaPath, type SampleOptions, sampleToFile } from "../../lib/loop/sample.ts";
+import { promptJobs, sampleRows } from "../../lib/loop/sample_rows.ts";
+import { resolveSettings, sampleSeed } from "../../lib/loop/sample_settings.ts";
 import { readPrompts } from "../../lib/loop/prompts.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { loadModelFolder, readModelWeights, saveModelFolder } from "../../lib/model/model_folder.ts";
-import { modelName, openDecoder } from "../../lib/loop/decoder_session.ts";
+import { modelName, openGenerator } from "../../lib/model/open.ts";
 import { tokenizePrompt } from "../../lib/data/tokenize.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { loopSetup, promptText, withSetup, writePrompts } from "./_fixtures.ts";
@@ -294,10 +287,10 @@ Deno.test("sample: a plain HF folder, its exported folder and a run folder give 
 Deno.test("sample: generation_config.json's stop ids end rows; its sampling defaults are used", async () => {
   await withSetup(async (s) => {
     // the greedy continuation of the first prompt, without stop ids of its own
-    const d = await openDecoder(s.model, { device: "cpu", threads: 1, log: quiet });
+    const d = await openGenerator(s.model, { device: "cpu", threads: 1, log: quiet, withTokenizer: true });
     const ids = tokenizePrompt(d.tokenizer, [{ role: "user", content: promptText(0) }]);
     const { rows } = await generate(d.session, [ids], { maxNewTokens: 10, temperature: 0 });
-    await d.release();
+    await d.close();
     const greedy = rows[0].tokens;
     const at = greedy.findIndex((t, i) => i >= 2 && !greedy.slice(0, i).includes(t) && !d.eosIds.includes(t));
     assert.ok(at > 0, `a token to stop at in ${greedy}`);
@@ -317,8 +310,13 @@ Deno.test("sample: generation_config.json's stop ids end rows; its sampling defa
 
 Deno.test("sample: tokens are drawn in ONNX Runtime, the host sampler's for the same seeds", async () => {
   await withSetup(async (s) => {
-    const d = await openDecoder(s.model, { device: "cpu", threads: 1, log: quiet });
-    try {
+    await using d = await openGenerator(s.model, {
+      device: "cpu",
+      threads: 1,
+      log: quiet,
+      withTokenizer: true,
+    });
+    {
       const { prompts } = await readPrompts(s.prompts);
       const settings = resolveSettings({ k: 2, maxNewTokens: 8, topP: 0.9, topK: 50 }, d);
       const jobs = promptJobs(d, prompts.slice(0, 4), settings);
@@ -337,8 +335,6 @@ Deno.test("sample: tokens are drawn in ONNX Runtime, the host sampler's for the 
         seeds: jobs.flatMap((j) => [0, 1].map((k) => sampleSeed(settings.seed, j.row.id, k))),
       });
       assert.deepEqual(got, rows.map((r) => r.tokens));
-    } finally {
-      await d.release();
     }
   });
 });
@@ -351,8 +347,8 @@ Deno.test("sample: a graph folder left by a killed run is removed by the next; l
   const dead = join(parent, ".nca-graphs-4194305-dead"), mine = join(parent, `.nca-graphs-${Deno.pid}-live`);
   for (const d of [dead, mine]) await Deno.mkdir(d);
   await Deno.writeTextFile(join(dead, "model.onnx"), "left by a SIGKILL");
-  const decoder = await openDecoder(s.model, { graphParents: [parent], log: () => {} });
-  await decoder.release();
+  const generator = await openGenerator(s.model, { graphParents: [parent], log: () => {} });
+  await generator.close();
   const left = [...Deno.readDirSync(parent)].map((e) => e.name).sort();
   // without /proc (Deno asks --allow-all for it) and without `ps`, no process can be looked up: all is kept
   const canTell =

@@ -71,10 +71,10 @@ Deno.test("score CLI: flags parse into one scorer; wrong combinations are usage 
     [["--out", "o", "--reward-fn", "a.ts"], /--data is required/],
     [[...base, "--reward-fn", "a.ts", "--device", "cuda"], /--device applies to --reward-model only/],
     [[...base, "--reward-model", "m", "--concurrency", "2"], /--concurrency applies to --judge-url only/],
-    [[...base, "--reward-model", "m", "--device", "tpu"], /--device must be cpu, cuda or auto/],
+    [[...base, "--reward-model", "m", "--device", "tpu"], /--device must be one of cpu, cuda, auto/],
     [[...base, "--judge-url", "u", "--retries", "two"], /--retries must be a whole number ≥ 0/],
     [[...base, "--reward-fn", "a.ts", "--batch", "0"], /--batch must be a whole number ≥ 1/],
-    [[...base, "--reward-fn", "a.ts", "--bogus"], /Unknown option '--bogus'/],
+    [[...base, "--reward-fn", "a.ts", "--bogus"], /unknown option --bogus/],
     [[...base, "--judge-url", "u", "--judge-max-bytes", "0"], /--judge-max-bytes must be a whole number ≥ 1/],
     [
       [...base, "--reward-fn", "a.ts", "--judge-max-bytes", "9"],

@@ -5,13 +5,8 @@
  * while real configs (old Llama's `pad_token_id: -1` included) still load.
  */
 import assert from "node:assert/strict";
-import {
-  CONFIG_LIMITS,
-  loadConfig,
-  parseConfig,
-  tinyConfig,
-  validateModelConfig,
-} from "../../lib/model/config.ts";
+import { CONFIG_LIMITS, loadConfig, parseConfig, validateModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { configToJson } from "../../lib/model/config_json.ts";
 
 const LLAMA = configToJson(tinyConfig("llama"));

@@ -11,9 +11,9 @@ import {
   type Phi3ModelConfig,
   ropeAttentionFactor,
   ropeInverseFrequencies,
-  tinyConfig,
   validateModelConfig,
 } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 
 // Field sets as published on the Hugging Face Hub.
 

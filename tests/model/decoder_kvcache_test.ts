@@ -3,7 +3,8 @@
  * sequence; left and right padding give the same log-probs; logits for the last k positions only.
  */
 import assert from "node:assert/strict";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { buildDecoder } from "../../lib/model/decoder.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
 import { initWeights } from "../../lib/model/init.ts";

@@ -20,8 +20,8 @@ import {
   type ModelConfig,
   type Phi3ModelConfig,
   ropeInverseFrequencies,
-  tinyConfig,
 } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import type { WeightMap } from "../../lib/model/weights.ts";
 import { assertClose, decoderRunner, floats, tokens } from "./_decoder_helpers.ts";

@@ -8,7 +8,7 @@ import * as op from "../../lib/graph/ops.ts";
 import { buildTrainingGraph, type TrainingSpec } from "../../lib/graph/training.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
 import type { HostTensor } from "../../lib/runtime/session.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import {
   policyLogProbs,
   referenceLogProbs,

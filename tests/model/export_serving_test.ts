@@ -12,14 +12,15 @@ import { GraphBuilder } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { serializeModel } from "../../lib/graph/serialize.ts";
 import { type HostTensor, i64, ModelSession } from "../../lib/runtime/session.ts";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { buildDecoder } from "../../lib/model/decoder.ts";
 import { exportForServing, type ExportResult } from "../../lib/model/export.ts";
 import { generate, SERVING_NAMES } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { generationConfigJson, loadModelFolder, readModelWeights } from "../../lib/model/model_folder.ts";
 import { frozenWeights, type WeightMap } from "../../lib/model/weights.ts";
-import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/model/safetensors.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/model/float_codec.ts";
 import { TINY_CHAT_TEMPLATE, writeTinyTokenizer } from "../fixtures/tokenizer.ts";
 
 const VOCAB = 128; // the tiny tokenizer's vocabulary
@@ -232,7 +233,7 @@ async function checkArchitecture(t: Deno.TestContext, cfg: ModelConfig) {
       const eosAt = tf.indexOf(EOS);
       const expected = eosAt >= 0 ? tf.slice(0, eosAt + 1) : tf;
       assert.deepEqual(ours.rows[r].tokens, expected, `row ${r}`);
-      assert.equal(ours.rows[r].finishReason, eosAt >= 0 ? "eos" : "length");
+      assert.equal(ours.rows[r].stopReason, eosAt >= 0 ? "eos" : "length");
     }
     // a varied continuation, not one token repeated: the comparison means something
     assert.ok(

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { configToJson } from "../../lib/model/config_json.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";

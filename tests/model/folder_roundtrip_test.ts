@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, readModelWeights, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { storedWeights } from "../../lib/model/stored_weights.ts";

@@ -4,7 +4,7 @@
  * masks, positions, cache plumbing or row dropping changes the tokens.
  */
 import assert from "node:assert/strict";
-import { type DecoderSession, generate, type KvLayout, SERVING_NAMES } from "../../lib/model/generate.ts";
+import { generate, type GenerationSession, type KvLayout, SERVING_NAMES } from "../../lib/model/generate.ts";
 import type { HostTensor } from "../../lib/runtime/session.ts";
 
 const V = 11;
@@ -13,7 +13,7 @@ const LAYOUT: KvLayout = { numLayers: 2, numKvHeads: 1, headDim: 1, positionIds:
 /** Next token after `history` in the scripted model. */
 const nextOf = (history: readonly number[]) => history.reduce((a, b) => a + b, 0) % V;
 
-class ScriptedModel implements DecoderSession {
+class ScriptedModel implements GenerationSession {
   runs: { batch: number; seq: number; past: number }[] = [];
   inputNames = [
     "input_ids",
@@ -80,7 +80,7 @@ Deno.test("greedy batch with left padding equals each prompt alone", async () =>
   const { rows } = await generate(model, prompts, { maxNewTokens: 6, temperature: 0, layout: LAYOUT });
   prompts.forEach((p, i) => {
     assert.deepEqual(rows[i].tokens, greedyReference(p, 6));
-    assert.equal(rows[i].finishReason, "length");
+    assert.equal(rows[i].stopReason, "length");
     assert.equal(rows[i].logprobs.length, 6);
   });
   assert.deepEqual(model.runs[0], { batch: 3, seq: 4, past: 0 });
@@ -118,9 +118,9 @@ Deno.test("rows stop at EOS (kept, scored), others continue in a smaller batch",
   });
   prompts.forEach((p, i) => {
     assert.deepEqual(rows[i].tokens, greedyReference(p, 8, eos), `row ${i}`);
-    assert.equal(rows[i].finishReason, rows[i].tokens.at(-1) === 4 ? "eos" : "length");
+    assert.equal(rows[i].stopReason, rows[i].tokens.at(-1) === 4 ? "eos" : "length");
   });
-  assert.equal(rows[0].finishReason, "eos");
+  assert.equal(rows[0].stopReason, "eos");
   assert.ok(model.runs.some((r) => r.batch < 3), "finished rows leave the batch");
 });
 
@@ -133,7 +133,7 @@ Deno.test("stop callback, onToken and abort", async () => {
     stop: (tokens, row) => row === 1 && tokens.length === 2,
     onToken: (_, tokens) => steps.push([...tokens]),
   });
-  assert.equal(rows[1].finishReason, "stop");
+  assert.equal(rows[1].stopReason, "stop");
   assert.equal(rows[1].tokens.length, 2);
   assert.equal(rows[0].tokens.length, 10);
   assert.deepEqual(steps[0], [rows[0].tokens[0], rows[1].tokens[0]]);
@@ -147,7 +147,7 @@ Deno.test("stop callback, onToken and abort", async () => {
     signal: ctl.signal,
     onToken: (step) => step === 3 && ctl.abort(),
   });
-  assert.equal(aborted.rows[0].finishReason, "abort");
+  assert.equal(aborted.rows[0].stopReason, "abort");
   assert.equal(aborted.rows[0].tokens.length, 4);
 });
 

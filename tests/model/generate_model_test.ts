@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type HostTensor, i64, ModelSession } from "../../lib/runtime/session.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { generate, type GenerateOptions, kvLayoutOf, SERVING_NAMES } from "../../lib/model/generate.ts";
 import { GraphSampler } from "../../lib/model/graph_sampler.ts";
@@ -112,7 +112,7 @@ Deno.test("generate on an exported model", async (t) => {
         eosTokenIds: [first],
       });
       assert.deepEqual(rows[0].tokens, [first]);
-      assert.equal(rows[0].finishReason, "eos");
+      assert.equal(rows[0].stopReason, "eos");
     });
   });
 });
@@ -136,7 +136,7 @@ Deno.test("generate: the KV cache kept in ONNX Runtime (ffi backend) gives onnxr
     };
     const [a, b] = [await generate(node, PROMPTS, opts), await generate(ffi, PROMPTS, opts)];
     assert.equal(b.steps, a.steps);
-    assert.equal(a.rows[1].finishReason, "stop");
+    assert.equal(a.rows[1].stopReason, "stop");
     assert.deepEqual(b.rows, a.rows);
     // a cancelled generation stops at the next step, its cache released
     const ctl = new AbortController();
@@ -146,7 +146,7 @@ Deno.test("generate: the KV cache kept in ONNX Runtime (ffi backend) gives onnxr
       signal: ctl.signal,
       onToken: (step) => step === 2 && ctl.abort(),
     });
-    assert.deepEqual(cut.rows.map((r) => [r.tokens.length, r.finishReason]), [[3, "abort"], [3, "abort"], [
+    assert.deepEqual(cut.rows.map((r) => [r.tokens.length, r.stopReason]), [[3, "abort"], [3, "abort"], [
       3,
       "abort",
     ]]);
@@ -172,7 +172,7 @@ Deno.test("generate: with a seed per row each row samples what it samples alone;
       assert.deepEqual(batch.rows[i].tokens, alone.rows[0].tokens, `prompt ${i}`);
       // each row's end is reported once, at the step of its last token
       const ends = finishedAt.map((f) => f[i]).filter((f) => f !== null);
-      assert.deepEqual(ends, [batch.rows[i].finishReason]);
+      assert.deepEqual(ends, [batch.rows[i].stopReason]);
       assert.equal(finishedAt.findIndex((f) => f[i] !== null), batch.rows[i].tokens.length - 1);
     }
     assert.notDeepEqual(batch.rows[0].tokens, batch.rows[1].tokens);
@@ -210,7 +210,7 @@ Deno.test("generate: sampling in the graph gives the host's tokens and log-probs
         const graph = await generate(session, PROMPTS, { ...opts, sampler });
         // the same draws: the same tokens (a float32 boundary aside, which these draws do not meet)
         assert.deepEqual(graph.rows.map((r) => r.tokens), host.rows.map((r) => r.tokens), session.backend);
-        assert.deepEqual(graph.rows.map((r) => r.finishReason), host.rows.map((r) => r.finishReason));
+        assert.deepEqual(graph.rows.map((r) => r.stopReason), host.rows.map((r) => r.stopReason));
         assert.equal(graph.steps, host.steps);
         graph.rows.forEach((r, i) => close(r.logprobs, host.rows[i].logprobs));
       }

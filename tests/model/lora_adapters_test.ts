@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { GraphBuilder } from "../../lib/graph/builder.ts";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import {
   initLoraTensors,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { loadCheckpoint, saveCheckpoint } from "../../lib/model/checkpoint.ts";
-import { parseConfig, tinyConfig } from "../../lib/model/config.ts";
+import { loadWeights, saveWeights } from "../../lib/model/weight_files.ts";
+import { parseConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { linearModules } from "../../lib/model/lora.ts";
 import {
   canonicalizeCheckpoint,
@@ -256,8 +257,8 @@ Deno.test("a saved random-init checkpoint validates after loading", async () => 
     }),
   );
   const dir = await Deno.makeTempDir();
-  await saveCheckpoint(dir, tensors, { maxShardSize: 8 * 1024, dtype: "bfloat16" });
-  const loaded = await loadCheckpoint(dir);
+  await saveWeights(dir, tensors, { maxShardSize: 8 * 1024, dtype: "bfloat16" });
+  const loaded = await loadWeights(dir);
   assert.equal(loaded.size, tensors.size);
   assert.deepEqual(validateCheckpoint(cfg, loaded).missing, []);
   await Deno.remove(dir, { recursive: true });

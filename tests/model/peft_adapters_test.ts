@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initLoraTensors, type LoraConfig } from "../../lib/model/lora.ts";
 import { adapterConfigJson, loadAdapter, parseAdapterConfig, saveAdapter } from "../../lib/model/peft.ts";
 import { readSafetensorsHeader, writeSafetensors } from "../../lib/model/safetensors.ts";

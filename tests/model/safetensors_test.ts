@@ -1,18 +1,20 @@
 import assert from "node:assert/strict";
 import {
-  bf16BitsToF32,
   decodeSafetensors,
   encodeSafetensors,
-  f16BitsToF32,
-  f32Bits,
-  f32FromBits,
-  f32ToBf16Bits,
-  f32ToF16Bits,
   headerFromBytes,
   readSafetensors,
   readSafetensorsHeader,
   writeSafetensors,
 } from "../../lib/model/safetensors.ts";
+import {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32Bits,
+  f32FromBits,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+} from "../../lib/model/float_codec.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers: build files by hand, independently of the writer under test

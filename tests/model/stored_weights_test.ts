@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { GraphBuilder } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { deserializeModel } from "../../lib/graph/serialize.ts";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { buildDecoder } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";
@@ -19,7 +20,7 @@ import {
   f32ToBf16Bits,
   f32ToF16Bits,
   type OutputDtype,
-} from "../../lib/model/safetensors.ts";
+} from "../../lib/model/float_codec.ts";
 import { storedWeights } from "../../lib/model/stored_weights.ts";
 import { type WeightMap, type WeightSource } from "../../lib/model/weights.ts";
 import { GraphFolder } from "../../lib/runtime/graph_folder.ts";

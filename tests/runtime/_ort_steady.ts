@@ -11,7 +11,7 @@ import { serializeModel } from "../../lib/graph/serialize.ts";
 import { processMemory } from "../../lib/runtime/device_memory.ts";
 import { OrtSession, OrtValue } from "../../lib/runtime/ort/mod.ts";
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";

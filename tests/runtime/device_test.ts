@@ -66,15 +66,18 @@ Deno.test("device: cuda without the NVIDIA libraries fails, naming each missing 
 });
 
 Deno.test("device: cuda on this machine's real library paths fails clearly or works", async () => {
-  const r = await resolveDevice("auto", { download: false });
-  if (r.device === "cpu") assert.match(r.notice!, /^CUDA is not available \(.+\); running on the CPU$/);
+  const r = await resolveDevice("auto", { download: false, said: new Set() });
+  if (r.device === "cpu") assert.match(r.fallback!, /^CUDA is not available \(.+\)/);
+  if (r.notice) {
+    assert.match(r.notice, /^CUDA is not available \(.+\), although a GPU is there; running on the CPU/);
+  }
 });
 
-Deno.test("device: auto falls back to the CPU with a one-line notice", async () => {
+Deno.test("device: auto with a GPU but no libraries falls back to the CPU with a one-line notice", async () => {
   const dir = await fakeLibDir([]);
-  const r = await resolveDevice("auto", { searchDirs: [dir], download: false });
+  const r = await resolveDevice("auto", { searchDirs: [dir], download: false, gpu: true, said: new Set() });
   assert.equal(r.device, "cpu");
-  assert.match(r.notice!, /^CUDA is not available \(CUDA libraries not found: libcuda\.so\.1/);
+  assert.match(r.notice!, /^CUDA is not available \(missing libcuda\.so\.1, libcudart\.so\.13 and 5 more\)/);
   assert.ok(!r.notice!.includes("\n"));
   await Deno.remove(dir, { recursive: true });
 });

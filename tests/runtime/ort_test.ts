@@ -9,7 +9,7 @@ import { GraphBuilder } from "../../lib/graph/builder.ts";
 import type { DType } from "../../lib/graph/dtype.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { serializeModel } from "../../lib/graph/serialize.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
@@ -24,7 +24,7 @@ import {
 import { copyByRun } from "../../lib/runtime/ort/transfer.ts";
 import { backendFromEnv, type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { TrainingSession } from "../../lib/runtime/training_session.ts";
-import { buildScoringGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/model/scoring_graph.ts";
 import { syntheticChunk } from "../../bench/_common.ts";
 import { alignmentGraph, lora } from "../train/_fingerprints.ts";
 
@@ -44,14 +44,14 @@ function tokens(rows: number, width: number, seed: number): Record<string, HostT
 Deno.test("ort: a decoder graph gives onnxruntime-node's outputs bit for bit", async () => {
   for (const trainable of [undefined, trainableParamsFor(cfg, { mode: "lora", lora: lora(0), seed: 3 })]) {
     const model = serializeModel(buildScoringGraph(cfg, frozenWeights(W), trainable).build()).model;
-    const node = await ModelSession.create(model, { intraOpThreads: 1 });
+    const node = await ModelSession.create(model, { intraOpThreads: 1, backend: "node" });
     const ffi = await ModelSession.create(model, { intraOpThreads: 1, backend: "ffi" });
     assert.deepEqual(ffi.inputNames, node.inputNames);
     assert.deepEqual(ffi.outputNames, node.outputNames);
     const feeds = tokens(4, 12, 5);
     if (trainable) {
       // the LoRA factors' shapes as the C API reads them from the model
-      const meta = (ffi.session as OrtSession).inputMetadata;
+      const meta = ffi.inputMetadata;
       for (const [name, v] of Object.entries(trainable.init)) {
         const shape = meta.find((m) => m.name === name)?.shape;
         if (shape) feeds[name] = { dtype: "float32", dims: shape as number[], data: v };

@@ -15,7 +15,7 @@
  * @module
  */
 import { join } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { gaussian, initWeights } from "../../lib/model/init.ts";
 import type { WeightMap } from "../../lib/model/weights.ts";

@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import { join } from "node:path";
 import { buildFixture, RUN_NAME, serve } from "./_fixture.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -96,8 +97,17 @@ Deno.test({
       const remote = requests.filter((u) => !u.startsWith("data:") && !u.startsWith(server.url));
       assert.deepEqual(remote, [], "no request leaves the server (no CDN)");
 
-      // the inspector: submit the prefilled form, tokens appear, coloured by log-ratio
-      await page.fill("#prompt", "sort 3 1 2");
+      // the inspector: the demo's run (named "demo") gets the demo's example; submit it, tokens appear,
+      // coloured by log-ratio
+      assert.equal(await page.inputValue("#prompt"), "sort 3 1 2");
+      assert.deepEqual(
+        await page.$$eval(".candidate-text", (as) => as.map((a) => (a as HTMLTextAreaElement).value)),
+        [
+          "1 2 3",
+          "1 3 2",
+          "3 2 1",
+        ],
+      );
       await page.click("#score");
       await page.waitForSelector(".tok", { timeout: 10_000 });
       const tokens = await page.$$eval(
@@ -182,6 +192,78 @@ Deno.test({
       );
       assert.deepEqual(asked, ["prompt"], "asked once for both requests");
       assert.equal(await second.evaluate(() => sessionStorage.getItem("nca-align-api-key")), KEY);
+    } finally {
+      await browser.close();
+      await server.close();
+      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+      await fx.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: HAVE_CHROMIUM
+    ? "dashboard in chromium: a final eval point inside its chart, steps counted once, no demo prompt for another run"
+    : `dashboard with a final eval — SKIPPED: ${CHROMIUM} is not installed (apt-get install -y chromium)`,
+  ignore: !HAVE_CHROMIUM,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const fx = await buildFixture();
+    // 6 training steps and the final evaluation, logged (as the trainer does) as a record of its own at
+    // step 6, above every training loss; a run of the user's own, not the demo's
+    const records: Record<string, number>[] = [];
+    for (let step = 1; step <= 6; step++) {
+      records.push({
+        step,
+        epoch: step / 6,
+        loss: 1.386 - 0.001 * step,
+        "rewards/chosen": 0.01 * step,
+        "rewards/rejected": -0.01 * step,
+        "logps/chosen": -10 + 0.1 * step,
+        "logps/rejected": -12,
+      });
+    }
+    records.push({ step: 6, epoch: 1, "eval/loss": 1.41 });
+    await Deno.writeTextFile(
+      join(fx.runDir, "metrics.jsonl"),
+      records.map((r) => JSON.stringify(r)).join("\n") + "\n",
+    );
+    const configPath = join(fx.runDir, "config.json");
+    const config = JSON.parse(await Deno.readTextFile(configPath));
+    await Deno.writeTextFile(configPath, JSON.stringify({ ...config, name: "mine" }));
+    const server = await serve({ model: fx.runDir });
+    const userDataDir = await Deno.makeTempDir({ prefix: "serve_chromium_" });
+    const { chromium } = await loadPlaywright();
+    const browser = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(server.url + "/");
+      await page.waitForFunction(() => document.querySelectorAll(".uplot canvas").length === 3, null, {
+        timeout: 10_000,
+      });
+      assert.match((await page.textContent("#training-note")) ?? "", / · 6 logged steps$/);
+      // the loss chart: the eval point is within the y range (not above it), and drawn as a dot
+      const [lo, hi] = await page.evaluate(
+        "[plots[0].plot.scales.y.min, plots[0].plot.scales.y.max]",
+      ) as number[];
+      assert.ok(lo < 1.38 && hi > 1.41, `y range ${lo}..${hi}`);
+      const steps = await page.evaluate("plots[0].plot.data[0]") as number[];
+      assert.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
+      // not the demo's model: no sorting prompt, empty candidates
+      assert.equal(await page.inputValue("#prompt"), "");
+      const texts = await page.$$eval(
+        ".candidate-text",
+        (as) => as.map((a) => (a as HTMLTextAreaElement).value),
+      );
+      assert.deepEqual(texts, ["", ""]);
+      assert.deepEqual(errors, []);
     } finally {
       await browser.close();
       await server.close();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { TextCodec } from "../../lib/serve/codec.ts";
+import { TextCodec } from "../../lib/data/codec.ts";
 import type {
   Engine,
   GenerationHandle,

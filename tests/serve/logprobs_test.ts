@@ -3,7 +3,9 @@
  * policy and under the reference recomputed from the exported serving models (a full forward pass and a
  * log-softmax here, not the server's scoring graph), sums, implicit rewards β·(log π − log μ), and the
  * objectives' view written out from the paper's formulas. With the policy as its own reference every
- * implicit reward is 0. Also: the run's metrics endpoint, and a model folder served without a reference.
+ * implicit reward is 0. Also: the run's metrics endpoint, and a model folder served without a reference;
+ * and a template that, like Qwen3's, puts text between the generation prompt and the answer: the candidates
+ * are scored as the template renders them, `chat_template_kwargs` included.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -13,6 +15,10 @@ import { type HostTensor, i64, ModelSession } from "../../lib/runtime/session.ts
 import { FALLBACK_BETA } from "../../lib/serve/model_source.ts";
 import type { LogprobsResponse } from "../../lib/serve/routes/logprobs.ts";
 import { buildFixture, CFG, RUN_ALPHA, RUN_BETA, RUN_NAME, RUN_STEPS, serve } from "./_fixture.ts";
+import { exportForServing } from "../../lib/model/export.ts";
+import { initWeights } from "../../lib/model/init.ts";
+import { tinyVocab } from "../fixtures/tokenizer.ts";
+import { writeThinkingTemplate } from "../fixtures/thinking_template.ts";
 
 const PROMPT = "sort 3 1 2";
 const CANDIDATES = ["1 2 3", "1 3 2", "3 2 1"];
@@ -88,7 +94,7 @@ Deno.test({
         assert.equal(res.prompt_tokens, promptIds.length);
         const z: number[] = [];
         for (const [k, c] of res.candidates.entries()) {
-          const ids = tokenizeResponse(tok, CANDIDATES[k]);
+          const ids = tokenizeResponse(tok, [{ role: "user", content: PROMPT }], CANDIDATES[k]);
           assert.equal(c.text, CANDIDATES[k]);
           assert.equal(c.reward, REWARDS[k]);
           assert.deepEqual(c.tokens.map((x) => x.id), ids);
@@ -232,6 +238,58 @@ Deno.test({
     } finally {
       await policy.release();
       await reference.release();
+      await server.close();
+      await fx.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "log-prob inspection: candidates are scored as the template renders them after the prompt",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const fx = await buildFixture();
+    const tokDir = join(fx.root, "thinking-tokenizer");
+    await Deno.mkdir(tokDir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+      await Deno.copyFile(join(fx.tokenizerDir, f), join(tokDir, f));
+    }
+    await writeThinkingTemplate(tokDir);
+    const modelDir = join(fx.root, "thinking");
+    await exportForServing(modelDir, {
+      cfg: CFG,
+      weights: initWeights(CFG, { seed: 4, std: 0.3, normStd: 0.1 }),
+      tokenizerDir: tokDir,
+    });
+    const server = await serve({ model: modelDir });
+    const vocab = tinyVocab();
+    const ids = (s: string) => s.split(" ").map((t) => vocab.indexOf(t));
+    const inspect = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${server.url}/v1/logprobs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "what is two plus two", candidates: ["four", "five"], ...body }),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    try {
+      const on = (await inspect({})).body as LogprobsResponse;
+      assert.deepEqual(on.candidates[0].tokens.map((t) => t.id), ids("answer : four <eos>"));
+      assert.deepEqual(on.candidates[1].tokens.map((t) => t.id), ids("answer : five <eos>"));
+      const off = (await inspect({ chat_template_kwargs: { enable_thinking: false } }))
+        .body as LogprobsResponse;
+      assert.equal(off.prompt_tokens, on.prompt_tokens + 2, "the generation prompt has `answer :`");
+      assert.deepEqual(off.candidates[0].tokens.map((t) => t.id), ids("four <eos>"));
+      // the same sequence either way: the tokens both score have the same log-probs
+      const tail = on.candidates[0].tokens.slice(2);
+      off.candidates[0].tokens.forEach((t, j) =>
+        near(t.policy_logprob, tail[j].policy_logprob, 1e-4, `token ${j}`)
+      );
+      const bad = await inspect({ chat_template_kwargs: { add_generation_prompt: false } });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.param, "chat_template_kwargs");
+    } finally {
       await server.close();
       await fx.cleanup();
     }

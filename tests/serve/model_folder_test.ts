@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadTokenizer, tokenizePrompt } from "../../lib/data/tokenize.ts";
 import type { Message } from "../../lib/data/types.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { generate, type GenerateOptions } from "../../lib/model/generate.ts";
 import { initWeights } from "../../lib/model/init.ts";

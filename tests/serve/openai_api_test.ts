@@ -56,7 +56,7 @@ Deno.test({
         assert.equal(res.object, "chat.completion");
         assert.equal(choice.message.role, "assistant");
         assert.equal(choice.message.content, tok.decode(textTokens, { skip_special_tokens: true }));
-        assert.equal(choice.finish_reason, row.finishReason === "eos" ? "stop" : "length");
+        assert.equal(choice.finish_reason, row.stopReason === "eos" ? "stop" : "length");
         assert.deepEqual(res.usage, {
           prompt_tokens: promptIds.length,
           completion_tokens: row.tokens.length,

@@ -74,7 +74,7 @@ Deno.test("parseServeArgs: defaults, every flag, and errors that name the flag",
   assert.throws(() => parseServeArgs(["--port", "eighty"]), /--port must be a whole number/);
   assert.throws(() => parseServeArgs(["--port", "70000"]), /--port must be at most 65535/);
   assert.throws(() => parseServeArgs(["--max-concurrent", "0"]), /--max-concurrent/);
-  assert.throws(() => parseServeArgs(["--device", "tpu"]), /--device must be cpu, cuda or auto/);
+  assert.throws(() => parseServeArgs(["--device", "tpu"]), /--device must be one of cpu, cuda, auto/);
   assert.throws(() => parseServeArgs(["--nope"]), /nope/);
   assert.throws(() => parseServeArgs(["runs/x"]), /--model/);
 });
@@ -101,6 +101,7 @@ Deno.test("resolveModelSource: run folder, default demo run, model folder, --ref
 
     const folder = await resolveModelSource({ model: fx.baseDir });
     assert.equal(folder.id, "base");
+    assert.equal(folder.kind, "exported");
     assert.equal(folder.runDir, null);
     assert.equal(folder.referenceDir, null);
     assert.equal(folder.beta, FALLBACK_BETA);
@@ -112,7 +113,7 @@ Deno.test("resolveModelSource: run folder, default demo run, model folder, --ref
 
     await assert.rejects(
       resolveModelSource({ model: fx.tokenizerDir }),
-      /neither a run folder.*nor an exported model/,
+      /--model .*tokenizer: a folder without config\.json; expected a Hugging Face model folder .* or a training run folder/,
     );
     await assert.rejects(
       resolveModelSource({ model: fx.runDir, reference: fx.tokenizerDir }),

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { generate, type KvLayout } from "../../lib/model/generate.ts";
 import { applyRepetitionPenalty } from "../../lib/model/sampling.ts";
 import type { HostTensor } from "../../lib/runtime/session.ts";
-import { samplingDefaultsOf, sharedSettings } from "../../lib/serve/request_checks.ts";
+import { samplingDefaultsOf } from "../../lib/model/sampling.ts";
+import { sharedSettings } from "../../lib/serve/request_checks.ts";
 
 Deno.test("generation_config.json's sampling defaults; a request's values win", () => {
   const warnings: string[] = [];

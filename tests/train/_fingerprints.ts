@@ -6,7 +6,8 @@
  */
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
 import type { Graph } from "../../lib/graph/ir.ts";
-import { type ModelConfig, tinyConfig } from "../../lib/model/config.ts";
+import type { ModelConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import {
   buildDecoder,
   policyLogProbs,
@@ -16,7 +17,8 @@ import {
 } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { type FloatDType, frozenWeights, type WeightMap } from "../../lib/model/weights.ts";
-import { buildAlignmentGraph, buildScoringGraph, type Precision } from "../../lib/train/train_graph.ts";
+import { buildAlignmentGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph, type Precision } from "../../lib/model/scoring_graph.ts";
 
 /**
  * A canonical text of a graph: every name the global name counter makes is renamed in order of appearance

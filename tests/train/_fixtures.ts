@@ -1,5 +1,5 @@
 /** Shared fixtures of the trainer tests: a tiny model folder with a tokenizer, and small datasets. */
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import { defaultTrainOptions } from "../../lib/train/options.ts";

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { escapeXml, formatTick, lineChart, niceTicks, trainingCharts } from "../../lib/train/charts.ts";
+import { lineChart, trainingCharts } from "../../lib/train/charts.ts";
+import { barChart } from "../../lib/train/bar_chart.ts";
+import { escapeXml, formatTick, niceTicks, valueLabel } from "../../lib/train/svg.ts";
 import type { MetricsRecord } from "../../lib/train/metrics_log.ts";
 
 /**
@@ -236,4 +238,22 @@ Deno.test("trainingCharts falls back to rewards/A0.. and logps/A0 for K-response
   assert.ok(checkXml(charts["logps_chosen.svg"]).texts.includes("logps/A0"));
   const empty = trainingCharts([]);
   for (const svg of Object.values(empty)) assert.ok(checkXml(svg).texts.includes("no data"));
+});
+
+Deno.test("bar labels keep their digits: 0.55 and 0.45 are not written as the axis' 0.6 and 0.5", () => {
+  assert.equal(valueLabel(0.55), "0.55");
+  assert.equal(valueLabel(0.45), "0.45");
+  assert.equal(valueLabel(0.4523), "0.452");
+  assert.equal(valueLabel(3.14159), "3.14");
+  assert.equal(valueLabel(1234.6), "1235");
+  assert.equal(valueLabel(-0.5), "-0.5");
+  assert.equal(valueLabel(0), "0");
+  assert.equal(valueLabel(2.5e-5), "2.5e-5");
+  const svg = barChart({
+    title: "win rate",
+    yLabel: "rate",
+    groups: [{ caption: "A", bars: [{ label: "policy", value: 0.55 }, { label: "reference", value: 0.45 }] }],
+  });
+  const labels = [...svg.matchAll(/fill="#222">([^<]+)<\/text>/g)].map((m) => m[1]);
+  assert.ok(labels.includes("0.55") && labels.includes("0.45"), labels.join(", "));
 });

@@ -114,3 +114,36 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await Deno.remove(s.dir, { recursive: true });
   });
 }
+
+Deno.test("train CLI: --max-length alone lowers the default prompt length; progress has an ETA from the first line", async () => {
+  const { tinySetup } = await import("./_fixtures.ts");
+  const s = await tinySetup();
+  const r = await cli([
+    "--model",
+    s.model,
+    "--data",
+    `${s.dir}/reward.jsonl`,
+    "--out",
+    `${s.dir}/run`,
+    "--device",
+    "cpu",
+    "--batch-size",
+    "4",
+    "--steps-per-run",
+    "3",
+    "--lora-r",
+    "2",
+    "--max-length",
+    "40", // below the default --max-prompt-length 512
+  ]);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^note: --max-prompt-length is 39, not its default 512/m);
+  const progress = r.out.split("\n").filter((l) => /^step\s+\d+\/\d+/.test(l));
+  assert.ok(progress.length >= 2, r.out);
+  // the first line (after the first chunk) already has a measured ETA; the last says how long it took
+  assert.match(progress[0], /^step\s+\d+\/\d+ .*\| eta (\d+ms|\d\.\ds|\d+s|\d+m \d\ds) \|/);
+  assert.doesNotMatch(progress[0], /eta 0s/);
+  assert.match(progress[progress.length - 1], /\| took (\d+ms|\d\.\ds|\d+s|\d+m \d\ds) \|/);
+  assert.doesNotMatch(progress[progress.length - 1], /took 0s/);
+  await Deno.remove(s.dir, { recursive: true });
+});

@@ -5,7 +5,8 @@
  * tests/model/decoder_reference_test.ts; this proves the pipeline around it takes every family.
  */
 import assert from "node:assert/strict";
-import { type ModelConfig, parseConfig, tinyConfig } from "../../lib/model/config.ts";
+import { type ModelConfig, parseConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import { generate } from "../../lib/model/generate.ts";

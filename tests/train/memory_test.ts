@@ -4,8 +4,8 @@
  * activation checkpointing training the same weights as one without.
  */
 import assert from "node:assert/strict";
-import { tinyConfig } from "../../lib/model/config.ts";
-import type { StoredTensor } from "../../lib/model/checkpoint.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
+import type { StoredTensor } from "../../lib/model/weight_files.ts";
 import { estimateMemory, headChunk, planRun } from "../../lib/train/memory.ts";
 import { loadLatestCheckpoint } from "../../lib/train/checkpoint.ts";
 import { train } from "../../lib/train/trainer.ts";

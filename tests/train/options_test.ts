@@ -5,11 +5,15 @@ import {
   defaultTrainOptions,
   editDistance,
   formatDefault,
+  givenOptions,
+  optionNotices,
   OptionsError,
   parseConfigObject,
   parseTrainArgs,
   parseTrainOptions,
   resolveTrainOptions,
+  RESUME_MAY_CHANGE,
+  stepIntervals,
   trainHelp,
 } from "../../lib/train/options.ts";
 import { OPTION_SPECS, type TrainOptions } from "../../lib/train/option_specs.ts";
@@ -69,6 +73,7 @@ Deno.test("defaults follow the brief and the paper's recipe", () => {
     epochs: 1,
     batchSize: 8,
     gradAccum: 1,
+    zero: 0,
     maxLength: 1024,
     maxPromptLength: 512,
     loraR: 16,
@@ -150,10 +155,14 @@ Deno.test("every flag parses to its camelCase field", () => {
     "4",
     "--grad-accum",
     "8",
+    "--zero",
+    "1",
     "--max-length",
     "512",
     "--max-prompt-length",
     "256",
+    "--chat-template-kwargs",
+    '{"enable_thinking": false}',
     "--lora-r",
     "8",
     "--lora-alpha",
@@ -176,6 +185,12 @@ Deno.test("every flag parses to its camelCase field", () => {
     "50",
     "--save-every",
     "25",
+    "--eval-strategy",
+    "steps",
+    "--save-strategy",
+    "steps",
+    "--logging-strategy",
+    "steps",
     "--keep-checkpoints",
     "3",
     "--resume",
@@ -225,8 +240,10 @@ Deno.test("every flag parses to its camelCase field", () => {
     maxSteps: 100,
     batchSize: 4,
     gradAccum: 8,
+    zero: 1,
     maxLength: 512,
     maxPromptLength: 256,
+    chatTemplateKwargs: { enable_thinking: false },
     loraR: 8,
     loraAlpha: 32,
     loraDropout: 0,
@@ -239,6 +256,9 @@ Deno.test("every flag parses to its camelCase field", () => {
     stepsPerRun: 4,
     evalEvery: 50,
     saveEvery: 25,
+    evalStrategy: "steps",
+    saveStrategy: "steps",
+    loggingStrategy: "steps",
     keepCheckpoints: 3,
     resume: "runs/x",
     allowChangedInputs: true,
@@ -366,7 +386,7 @@ Deno.test("unknown flags are errors that suggest the closest known flag", () => 
   failsWith(["--learning-rat", "1"], "unknown option --learning-rat (did you mean --learning-rate?)");
   failsWith(["--save_step", "1"], "unknown option --save_step (did you mean --save-steps?)");
   failsWith(["--max-step", "10"], "unknown option --max-step (did you mean --max-steps?)");
-  failsWith(["--lora_r", "8"], "unknown option --lora_r (did you mean --lora-r?)");
+  failsWith(["--lora_rank", "8"], "unknown option --lora_rank (did you mean --lora-r?)");
   failsWith(["--no-beta"], "unknown option --no-beta: --beta is not an on/off flag");
   failsWith(["stray"], /unexpected argument "stray"/);
   // Every problem is reported at once.
@@ -387,7 +407,7 @@ Deno.test("every validation error names the flag and the bad value", () => {
       '--save-dtype must be one of float32, float16, bfloat16, got "bf16" (did you mean bfloat16?)',
     ],
     [["--report-to", "wandb"], '--report-to must be one of jsonl, tensorboard, none, got "wandb"'],
-    [["--logging-steps", "0"], "--logging-steps must be ≥ 1, got 0"],
+    [["--logging-steps", "0"], "--logging-steps must be a whole number ≥ 1, got 0"],
     [
       ["--loss", "sft", "--reference", "m"],
       "--reference is for the alignment losses; --loss sft has no reference model",
@@ -395,8 +415,8 @@ Deno.test("every validation error names the flag and the bad value", () => {
     [["--lr", "-5e-6"], "--lr must be > 0, got -5e-6"],
     [["--eval-fraction", "1"], "--eval-fraction must be in [0, 1), got 1"],
     [["--eval-fraction", "-0.1"], "--eval-fraction must be in [0, 1), got -0.1"],
-    [["--k", "1"], "--k must be ≥ 2, got 1"],
-    [["--k", "2.5"], "--k must be an integer, got 2.5"],
+    [["--k", "1"], "--k must be a whole number ≥ 2, got 1"],
+    [["--k", "2.5"], "--k must be a whole number ≥ 2, got 2.5"],
     [["--k-mode", "best"], '--k-mode must be one of first, random, got "best"'],
     [
       ["--pair-strategy", "best-vs-wrst"],
@@ -412,27 +432,28 @@ Deno.test("every validation error names the flag and the bad value", () => {
       '--schedule must be one of cosine, linear, constant, got "cosin" (did you mean cosine?)',
     ],
     [["--warmup-ratio", "1.5"], "--warmup-ratio must be in [0, 1], got 1.5"],
-    [["--warmup-steps", "-1"], "--warmup-steps must be ≥ 0, got -1"],
+    [["--warmup-steps", "-1"], "--warmup-steps must be a whole number ≥ 0, got -1"],
     [["--epochs", "0"], "--epochs must be > 0, got 0"],
-    [["--max-steps", "0"], "--max-steps must be ≥ 1, got 0"],
-    [["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"],
-    [["--batch-size", "2.5"], "--batch-size must be an integer, got 2.5"],
-    [["--grad-accum", "0"], "--grad-accum must be ≥ 1, got 0"],
-    [["--max-length", "1"], "--max-length must be ≥ 2, got 1"],
-    [["--max-prompt-length", "0"], "--max-prompt-length must be ≥ 1, got 0"],
+    [["--max-steps", "0"], "--max-steps must be a whole number ≥ 1, got 0"],
+    [["--batch-size", "0"], "--batch-size must be a whole number ≥ 1, got 0"],
+    [["--batch-size", "2.5"], "--batch-size must be a whole number ≥ 1, got 2.5"],
+    [["--grad-accum", "0"], "--grad-accum must be a whole number ≥ 1, got 0"],
+    [["--max-length", "1"], "--max-length must be a whole number ≥ 2, got 1"],
+    [["--max-prompt-length", "0"], "--max-prompt-length must be a whole number ≥ 1, got 0"],
     [["--max-prompt-length", "1024"], "--max-prompt-length must be < --max-length (1024), got 1024"],
-    [["--lora-r", "0"], "--lora-r must be ≥ 1, got 0"],
+    [["--lora-r", "0"], "--lora-r must be a whole number ≥ 1, got 0"],
     [["--lora-alpha", "0"], "--lora-alpha must be > 0, got 0"],
     [["--lora-dropout", "1"], "--lora-dropout must be in [0, 1), got 1"],
-    [["--lora-targets", " , "], '--lora-targets must name at least one module, got " , "'],
-    [["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"],
-    [["--seed", "1.5"], "--seed must be an integer, got 1.5"],
+    [["--lora-targets", " , "], '--lora-targets must list at least one value, got " , "'],
+    [["--seed", "-1"], "--seed must be a whole number ≥ 0, got -1"],
+    [["--seed", "4294967296"], "--seed must be at most 4294967295, got 4294967296"],
+    [["--seed", "1.5"], "--seed must be a whole number ≥ 0, got 1.5"],
     [["--device", "gpu"], '--device must be one of cpu, cuda, auto, got "gpu" (did you mean cuda?)'],
     [["--precision", "bf16"], '--precision must be one of fp32, fp16, got "bf16" (did you mean fp16?)'],
-    [["--steps-per-run", "0"], "--steps-per-run must be ≥ 1, got 0"],
-    [["--eval-every", "0"], "--eval-every must be ≥ 1, got 0"],
-    [["--save-every", "-5"], "--save-every must be ≥ 1, got -5"],
-    [["--keep-checkpoints", "0"], "--keep-checkpoints must be ≥ 1, got 0"],
+    [["--steps-per-run", "0"], "--steps-per-run must be a whole number ≥ 1, got 0"],
+    [["--eval-every", "0"], "--eval-every must be a whole number ≥ 1, got 0"],
+    [["--save-every", "-5"], "--save-every must be a whole number ≥ 1, got -5"],
+    [["--keep-checkpoints", "0"], "--keep-checkpoints must be a whole number ≥ 1, got 0"],
     [["--max-grad-norm", "-1"], "--max-grad-norm must be ≥ 0, got -1"],
     [["--weight-decay", "-0.1"], "--weight-decay must be ≥ 0, got -0.1"],
     [["--full=maybe"], '--full must be true or false, got "maybe"'],
@@ -678,18 +699,27 @@ Deno.test("TRL's spellings work as flags, and --help names them", () => {
   assert.equal(o.keepCheckpoints, 5);
   assert.equal(o.name, "r");
   const help = trainHelp();
+  // each option's line names TRL's names for it
+  const entry = (flag: string) => {
+    const lines = help.split("\n");
+    const at = lines.findIndex((l) => l.startsWith(`  --${flag} `));
+    let end = at + 1;
+    while (end < lines.length && lines[end].startsWith(" ".repeat(10))) end++;
+    return lines.slice(at, end).join(" ");
+  };
   for (
-    const alias of [
-      "--learning-rate",
-      "--per-device-train-batch-size",
-      "--gradient-accumulation-steps",
-      "--num-train-epochs",
-      "--save-steps",
-      "--eval-steps",
-      "--output-dir",
+    const [flag, trl] of [
+      ["lr", "learning_rate"],
+      ["batch-size", "per_device_train_batch_size"],
+      ["grad-accum", "gradient_accumulation_steps"],
+      ["epochs", "num_train_epochs"],
+      ["save-every", "save_steps"],
+      ["eval-every", "eval_steps"],
+      ["out", "output_dir"],
+      ["precision", "bf16, fp16"],
     ]
   ) {
-    assert.ok(help.includes(`(alias ${alias})`), alias);
+    assert.match(entry(flag), new RegExp(`\\(TRL: ${trl}\\)`), flag);
   }
   for (
     const flag of ["--weight-decay", "--adam-beta1", "--adam-beta2", "--adam-epsilon", "--logging-steps"]
@@ -713,4 +743,263 @@ Deno.test("--alpha 0 is accepted: the soft labels put all weight on the best res
   // and it is the limit α → 0
   const near = lossByName.nca(x, { beta: o.beta, alpha: 1e-9 }).loss;
   assert.ok(Math.abs(near - want) < 1e-12, `${near} vs ${want}`);
+});
+
+Deno.test("a default --max-prompt-length gives way to a smaller --max-length; set values that conflict are refused", async () => {
+  // the default 512 is not below 384: lowered, with a notice, and nothing counts it as set
+  const lowered = parse("--max-length", "384");
+  assert.equal(lowered.maxLength, 384);
+  assert.equal(lowered.maxPromptLength, 383);
+  assert.equal(optionNotices(lowered).length, 1);
+  assert.match(
+    optionNotices(lowered)[0],
+    /--max-prompt-length is 383, not its default 512.*--max-length 384/,
+  );
+  assert.deepEqual([...givenOptions(lowered)!].sort(), ["data", "maxLength", "model"]);
+  // a default that fits stays, silently
+  assert.equal(parse("--max-length", "600").maxPromptLength, 512);
+  assert.deepEqual(optionNotices(parse("--max-length", "600")), []);
+  assert.equal(parse("--max-length", "384", "--max-prompt-length", "100").maxPromptLength, 100);
+  // the same from a config file, TRL's name or ours
+  await withConfig({ max_length: 384 }, (path) => {
+    assert.equal(parse("--config", path).maxPromptLength, 383);
+  });
+  // both set and in conflict: refused, wherever each came from
+  failsWith(
+    ["--max-length", "384", "--max-prompt-length", "512"],
+    "--max-prompt-length must be < --max-length (384), got 512",
+  );
+  await withConfig({ maxPromptLength: 512 }, (path) => {
+    failsWith(
+      ["--config", path, "--max-length", "384"],
+      `--max-prompt-length must be < --max-length (384), got 512 (in ${path})`,
+    );
+  });
+  // a set prompt length that the default --max-length does not leave room for is refused too
+  failsWith(["--max-prompt-length", "1024"], "--max-prompt-length must be < --max-length (1024), got 1024");
+});
+
+/**
+ * TRL's names as README's "Training your own model" lists them, each with a config value and the same value
+ * as a flag's text (nothing for an on/off flag): a flag, in snake_case or kebab-case, reads as the config.
+ */
+const TRL_CASES: [name: string, config: unknown, flag: string[]][] = [
+  ["model_name_or_path", "models/zephyr-sft", ["models/zephyr-sft"]],
+  ["dataset_name", "data/uf.parquet", ["data/uf.parquet"]],
+  ["output_dir", "runs/dpo-trl", ["runs/dpo-trl"]],
+  ["run_name", "dpo-trl", ["dpo-trl"]],
+  ["learning_rate", 5e-7, ["5e-7"]],
+  ["per_device_train_batch_size", 2, ["2"]],
+  ["gradient_accumulation_steps", 16, ["16"]],
+  ["num_train_epochs", 3, ["3"]],
+  ["max_steps", -1, ["-1"]],
+  ["max_steps", 200, ["200"]],
+  ["max_length", 1024, ["1024"]],
+  ["max_prompt_length", 256, ["256"]],
+  ["lr_scheduler_type", "constant_with_warmup", ["constant_with_warmup"]],
+  ["lr_scheduler_type", "linear", ["linear"]],
+  ["warmup_ratio", 0.05, ["0.05"]],
+  ["warmup_steps", 0, ["0"]],
+  ["warmup_steps", 10, ["10"]],
+  ["logging_steps", 10, ["10"]],
+  ["logging_strategy", "epoch", ["epoch"]],
+  ["save_steps", 100, ["100"]],
+  ["save_strategy", "epoch", ["epoch"]],
+  ["save_strategy", "no", ["no"]],
+  ["eval_steps", 50, ["50"]],
+  ["eval_strategy", "steps", ["steps"]],
+  ["evaluation_strategy", "epoch", ["epoch"]],
+  ["save_total_limit", 3, ["3"]],
+  ["adam_beta1", 0.85, ["0.85"]],
+  ["adam_beta2", 0.98, ["0.98"]],
+  ["adam_epsilon", 1e-6, ["1e-6"]],
+  ["weight_decay", 0.01, ["0.01"]],
+  ["max_grad_norm", 10, ["10"]],
+  ["seed", 7, ["7"]],
+  ["beta", 0.1, ["0.1"]],
+  ["loss_type", "sigmoid", ["sigmoid"]],
+  ["loss_type", "ipo", ["ipo"]],
+  ["loss_type", "nca_pair", ["nca_pair"]],
+  ["fp16", true, []],
+  ["bf16", true, []],
+  ["bf16", false, ["false"]],
+  ["report_to", "tensorboard", ["tensorboard"]],
+  ["report_to", ["tensorboard", "none"], ["tensorboard,none"]],
+  ["report_to", "none", ["none"]],
+  ["gradient_checkpointing", true, []],
+  ["use_peft", true, []],
+  ["use_peft", false, ["false"]],
+  ["lora_r", 64, ["64"]],
+  ["lora_alpha", 128, ["128"]],
+  ["lora_dropout", 0.1, ["0.1"]],
+  ["lora_target_modules", ["q_proj", "v_proj"], ["q_proj,v_proj"]],
+  ["lora_target_modules", "all-linear", ["all-linear"]],
+];
+
+/** Kebab-case spellings that are our own flags, which keep our reading of these values. */
+const OURS = new Set(["max_steps -1", "warmup_steps 0", 'report_to ["tensorboard","none"]']);
+
+Deno.test("every TRL name works as a flag, snake_case and kebab-case, read as in a config file", () => {
+  const flagValues = (argv: string[]) => parseTrainArgs(argv).layer.values;
+  for (const [name, config, text] of TRL_CASES) {
+    const want = parseConfigObject({ [name]: config }, "c.json").values;
+    const label = `${name} ${JSON.stringify(config)}`;
+    assert.deepEqual(flagValues([`--${name}`, ...text]), want, `--${label}`);
+    const kebab = name.replaceAll("_", "-");
+    if (OURS.has(`${name} ${JSON.stringify(config)}`)) continue;
+    assert.deepEqual(flagValues([`--${kebab}`, ...text]), want, `--${kebab} ${JSON.stringify(config)}`);
+  }
+  // where the kebab-case spelling is our own flag, ours it stays: --warmup-steps 0 is no warmup
+  assert.deepEqual(flagValues(["--warmup-steps", "0"]), { warmupSteps: 0 });
+  assert.deepEqual(flagValues(["--warmup_steps", "0"]), { warmupSteps: undefined });
+  assert.throws(() => flagValues(["--max-steps", "-1"]), /--max-steps must be a whole number ≥ 1, got -1/);
+  // the table above has every TRL name the options know, and the README's paragraph names each
+  const known = new Set(
+    OPTION_SPECS.flatMap((s) => (s.trl ?? []).map((t) => (typeof t === "string" ? t : t.name))),
+  );
+  assert.deepEqual([...new Set(TRL_CASES.map(([n]) => n))].sort(), [...known].sort());
+  // a whole TRL command line, as TRL's scripts take it, resolves like its config file
+  const argv = [
+    "--model_name_or_path=m",
+    "--dataset_name",
+    "d.jsonl",
+    "--loss_type",
+    "sigmoid",
+    "--learning_rate",
+    "5e-7",
+    "--bf16",
+    "--use_peft",
+    "--lora_r",
+    "32",
+    "--max_steps=-1",
+    "--gradient_checkpointing",
+    "--report_to",
+    "none",
+  ];
+  const viaFlags = parseTrainOptions(argv) as TrainOptions;
+  const viaConfig = resolveTrainOptions(
+    parseConfigObject({
+      model_name_or_path: "m",
+      dataset_name: "d.jsonl",
+      loss_type: "sigmoid",
+      learning_rate: 5e-7,
+      bf16: true,
+      use_peft: true,
+      lora_r: 32,
+      max_steps: -1,
+      gradient_checkpointing: true,
+      report_to: "none",
+    }, "c.json"),
+  );
+  assert.deepEqual(viaFlags, viaConfig);
+  assert.deepEqual(
+    [viaFlags.loss, viaFlags.lr, viaFlags.precision, viaFlags.full, viaFlags.loraR, viaFlags.maxSteps],
+    ["dpo", 5e-7, "fp32", false, 32, undefined],
+  );
+});
+
+Deno.test("two names for one option that disagree are refused naming both; TRL's bad values name the flag", () => {
+  failsWith(
+    ["--lr", "1e-5", "--learning_rate", "2e-5"],
+    "--lr 1e-5 and --learning_rate 2e-5 both set --lr, to different values",
+  );
+  failsWith(["--bf16", "--fp16"], "--bf16 and --fp16 both set --precision, to different values");
+  failsWith(
+    ["--precision", "fp16", "--bf16"],
+    "--precision fp16 and --bf16 both set --precision, to different values",
+  );
+  failsWith(
+    ["--eval-every", "10", "--eval-steps", "20"],
+    /--eval-every 10 and --eval-steps 20 both set --eval-every/,
+  );
+  assert.equal(parse("--lr", "1e-5", "--learning-rate", "1e-5").lr, 1e-5); // the same value twice is fine
+  failsWith(["--learning_rate", "-1"], "--learning_rate (--lr) must be > 0, got -1");
+  failsWith(
+    ["--loss_type", "hinge"],
+    /^--loss_type "hinge" has no counterpart here: TRL's "sigmoid" is --loss dpo/,
+  );
+  failsWith(
+    ["--save_strategy", "best"],
+    '--save_strategy must be one of no, steps, epoch, got "best"',
+  );
+  failsWith(
+    ["--logging_strategy", "no"],
+    /^--logging_strategy "no" is not supported: metrics\.jsonl is always written/,
+  );
+  assert.match(
+    errorsOf(() => parseConfigObject({ logging_strategy: "no" }, "c.json"))[0],
+    /^logging_strategy "no" is not supported.*\(in c\.json\)$/,
+  );
+});
+
+Deno.test("TRL's strategies: steps, epoch and no, in steps once an epoch's length is known", () => {
+  const perEpoch = () => 7;
+  const at = (o: Partial<TrainOptions>) => stepIntervals({ loggingSteps: 1, ...o }, perEpoch);
+  // without a strategy: our flags as they are
+  assert.deepEqual(at({}), { evalEvery: undefined, saveEvery: undefined, loggingSteps: 1 });
+  assert.deepEqual(at({ evalEvery: 5, saveEvery: 10 }), { evalEvery: 5, saveEvery: 10, loggingSteps: 1 });
+  // steps: every eval_steps (default: logging_steps) and every save_steps (default: 500)
+  assert.deepEqual(at({ evalStrategy: "steps", saveStrategy: "steps", loggingSteps: 4 }), {
+    evalEvery: 4,
+    saveEvery: 500,
+    loggingSteps: 4,
+  });
+  assert.deepEqual(at({ evalStrategy: "steps", evalEvery: 3, saveStrategy: "steps", saveEvery: 9 }), {
+    evalEvery: 3,
+    saveEvery: 9,
+    loggingSteps: 1,
+  });
+  // epoch: at each epoch's end; no: only at the end (a step count given with it is not used)
+  assert.deepEqual(at({ evalStrategy: "epoch", evalEvery: 3, saveStrategy: "no", saveEvery: 9 }), {
+    evalEvery: 7,
+    saveEvery: undefined,
+    loggingSteps: 1,
+  });
+  assert.deepEqual(at({ loggingStrategy: "epoch", loggingSteps: 2 }).loggingSteps, 7);
+  // the epoch's length is asked only when needed
+  assert.deepEqual(stepIntervals({ loggingSteps: 1, evalStrategy: "no" }, () => assert.fail("asked")), {
+    evalEvery: undefined,
+    saveEvery: undefined,
+    loggingSteps: 1,
+  });
+  // a step count a strategy sets aside is said, not silently dropped
+  const o = parse(
+    "--eval_strategy",
+    "epoch",
+    "--eval_steps",
+    "50",
+    "--save-strategy",
+    "no",
+    "--save-every",
+    "5",
+  );
+  assert.deepEqual(optionNotices(o), [
+    "--eval-every 50 is not used: --eval-strategy epoch evaluates at each epoch's end (as in TRL)",
+    "--save-every 5 is not used: --save-strategy no saves at the end only (as in TRL)",
+  ]);
+  assert.deepEqual(optionNotices(parse("--eval_strategy", "steps", "--eval_steps", "50")), []);
+});
+
+Deno.test("the options a --resume may change are marked in the table", () => {
+  assert.deepEqual([...RESUME_MAY_CHANGE].sort(), [
+    "allowChangedInputs",
+    "config",
+    "device",
+    "evalEvery",
+    "evalStrategy",
+    "gradientCheckpointing",
+    "keepCheckpoints",
+    "loggingSteps",
+    "loggingStrategy",
+    "name",
+    "out",
+    "quiet",
+    "reportTo",
+    "resume",
+    "saveDtype",
+    "saveEvery",
+    "saveStrategy",
+    "stepsPerRun",
+    "zero",
+  ]);
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { GraphBuilder, type Value } from "../../lib/graph/builder.ts";
 import * as op from "../../lib/graph/ops.ts";
 import { serializeModel } from "../../lib/graph/serialize.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { trainableParamsFor } from "../../lib/model/decoder.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
@@ -22,7 +22,8 @@ import {
 } from "../../lib/runtime/precision.ts";
 import { type HostTensor, ModelSession } from "../../lib/runtime/session.ts";
 import { readMetrics } from "../../lib/train/metrics_log.ts";
-import { buildAlignmentGraph, buildScoringGraph, FP16_CPU_GAPS } from "../../lib/train/train_graph.ts";
+import { buildAlignmentGraph, FP16_CPU_GAPS } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/model/scoring_graph.ts";
 import { train } from "../../lib/train/trainer.ts";
 import { floatDtypeProblems } from "../model/_dtypes.ts";
 import { alignmentGraph, fingerprint, fp32Graphs, lora } from "./_fingerprints.ts";

@@ -1,16 +1,10 @@
 import assert from "node:assert/strict";
-import {
-  EtaEstimator,
-  formatCount,
-  formatDuration,
-  formatMetric,
-  formatProgressLine,
-  progressBar,
-  ProgressDisplay,
-} from "../../lib/train/progress.ts";
+import { formatMetric, formatProgressLine, ProgressDisplay } from "../../lib/train/progress.ts";
+import { EtaEstimator, formatCount, formatDuration, progressBar } from "../../lib/cli/progress.ts";
 
 Deno.test("formatDuration: seconds, minutes, hours, days; unknown as --", () => {
   assert.equal(formatDuration(0), "0s");
+  assert.equal(formatDuration(1), "1s");
   assert.equal(formatDuration(42.4), "42s");
   assert.equal(formatDuration(59.6), "1m 00s");
   assert.equal(formatDuration(185), "3m 05s");
@@ -67,7 +61,7 @@ Deno.test("formatProgressLine shows step/total, bar, percent, ETA, tokens/s and 
     epoch: 0.5,
     metrics: { loss: 1 },
   });
-  assert.equal(plain, "step  5/10 50% | epoch 0.50 | eta -- | loss 1");
+  assert.equal(plain, "step  5/10 50% | epoch 0.50 | eta … | loss 1");
   const done = formatProgressLine({ step: 10, totalSteps: 10, elapsedS: 65, etaS: 0, barWidth: 0 });
   assert.equal(done, "step 10/10 100% | took 1m 05s");
   const cut = formatProgressLine({ step: 1, totalSteps: 10, etaS: 1, maxWidth: 20 });
@@ -162,4 +156,52 @@ Deno.test("finish prints the last state when it was not printed yet (a stopped r
   p.finish();
   assert.equal(out.length, 2);
   assert.ok(out[1].startsWith("step   7/100"));
+});
+
+Deno.test("formatDuration: under a second it keeps its digits, not 0s", () => {
+  assert.equal(formatDuration(0.4), "0.4s");
+  assert.equal(formatDuration(0.12), "0.1s");
+  assert.equal(formatDuration(0.042), "42ms");
+  assert.equal(formatDuration(0.0004), "0ms");
+  assert.equal(formatDuration(0.96), "1s");
+  const done = formatProgressLine({ step: 4, totalSteps: 4, elapsedS: 0.4, tokensPerS: 85, barWidth: 0 });
+  assert.equal(done, "step 4/4 100% | took 0.4s | 85 tok/s");
+});
+
+Deno.test("no ETA until there is a rate: a display updated the moment it is made says eta …", () => {
+  const out: string[] = [];
+  const clock = fakeClock();
+  const p = new ProgressDisplay({
+    totalSteps: 12,
+    tty: false,
+    every: 1,
+    write: (s) => out.push(s),
+    now: clock.now,
+  });
+  p.update(3, { metrics: { loss: 1 } });
+  assert.equal(out[0], "step  3/12 25% | eta … | loss 1\n");
+  // the next chunk gives the rate, measured from the start: 6 steps in 3 s
+  clock.advance(3);
+  p.update(6, { metrics: { loss: 1 } });
+  assert.ok(out[1].includes("eta 3s"), out[1]);
+});
+
+Deno.test("a display made after its first chunk takes that chunk's time: a rate from the first line", () => {
+  const out: string[] = [];
+  const clock = fakeClock();
+  // a resumed run: the first chunk, steps 6 → 9, took 3 s
+  const p = new ProgressDisplay({
+    totalSteps: 12,
+    tty: false,
+    every: 1,
+    write: (s) => out.push(s),
+    now: clock.now,
+    startStep: 6,
+    elapsedS: 3,
+  });
+  p.update(9);
+  assert.ok(out[0].includes("eta 3s"), out[0]); // 1 s a step, 3 left
+  clock.advance(3);
+  p.update(12);
+  assert.ok(out[1].includes("took 6s"), out[1]); // both chunks
 });

@@ -5,7 +5,7 @@
  * value, broken JSON are each noticed, said, and scored again to the same values).
  */
 import assert from "node:assert/strict";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import { compareData, compareFolder, dataDigest, folderDigest } from "../../lib/train/inputs_digest.ts";

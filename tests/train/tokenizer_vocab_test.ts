@@ -7,12 +7,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { checkSpecialIdsInVocab, loadTokenizer } from "../../lib/data/tokenize.ts";
 import { writeWordPieceTokenizer } from "../../lib/data/wordpiece.ts";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { saveModelFolder } from "../../lib/model/model_folder.ts";
 import { loadRunInputs } from "../../lib/train/run_inputs.ts";
-import { inspectDecoder } from "../../lib/loop/decoder_session.ts";
-import { TextCodec } from "../../lib/serve/codec.ts";
+import { inspectModel } from "../../lib/model/open.ts";
+import { TextCodec } from "../../lib/data/codec.ts";
 import { startServer } from "../../lib/serve/server.ts";
 import { exportForServing } from "../../lib/model/export.ts";
 import { TINY_CHAT_TEMPLATE, tinyVocab, writeTinyTokenizer } from "../fixtures/tokenizer.ts";
@@ -88,7 +88,7 @@ Deno.test("sampling and serving: a tokenizer EOS or a generation_config eos past
     const cfg = tinyConfig("llama", { vocabSize: 64 });
     await saveModelFolder(model, cfg, initWeights(cfg, { seed: 1 }), { tokenizerFrom: join(root, "tok") });
     await assert.rejects(
-      inspectDecoder(model, { log: () => {} }),
+      inspectModel(model, { log: () => {} }),
       new RegExp(`eos_token "<eos>" has id ${eosId}, outside the model's vocabulary \\(vocab_size 64`),
     );
     await assert.rejects(

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
-import { tinyConfig } from "../../lib/model/config.ts";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { loadModelFolder, saveModelFolder } from "../../lib/model/model_folder.ts";
 import { storedWeights } from "../../lib/model/stored_weights.ts";
@@ -13,7 +13,7 @@ import { loadLatestCheckpoint } from "../../lib/train/checkpoint.ts";
 import { readMetrics } from "../../lib/train/metrics_log.ts";
 import { loadRunInputs } from "../../lib/train/run_inputs.ts";
 import { scoreExamples } from "../../lib/train/scoring.ts";
-import { buildScoringGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/model/scoring_graph.ts";
 import { train } from "../../lib/train/trainer.ts";
 import { tinyConfigFor, tinySetup } from "./_fixtures.ts";
 import { readEventDir } from "./_tfevents.ts";

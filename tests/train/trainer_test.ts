@@ -13,8 +13,10 @@ import { assembleChunk, planSteps } from "../../lib/train/chunks.ts";
 import { readMetrics } from "../../lib/train/metrics_log.ts";
 import { prepareExamples, shapeExamples } from "../../lib/train/prepare.ts";
 import { scoreExamples } from "../../lib/train/scoring.ts";
-import { buildAlignmentGraph, buildScoringGraph } from "../../lib/train/train_graph.ts";
-import { explainRunError, train } from "../../lib/train/trainer.ts";
+import { buildAlignmentGraph } from "../../lib/train/train_graph.ts";
+import { buildScoringGraph } from "../../lib/model/scoring_graph.ts";
+import { train } from "../../lib/train/trainer.ts";
+import { explainRunError } from "../../lib/train/run_plan.ts";
 import { tinyConfigFor, tinySetup } from "./_fixtures.ts";
 
 const close = (a: number, b: number, tol: number, what: string) =>

@@ -3,7 +3,8 @@
  * scorer. Each (prompt, response) is rendered with the reward model's OWN chat template as the
  * conversation [prompt messages…, assistant response] without a generation prompt, and tokenized as
  * `apply_chat_template(conversation, tokenize=True)` tokenizes it: no special tokens added beyond what the
- * template writes. A folder without a template renders the plain `User:/Assistant:` fallback.
+ * template writes (`templateKwargs` are its variables). A folder without a template renders the plain
+ * `User:/Assistant:` fallback.
  *
  * Truncation (`maxLength`, default the model's longest exact length) keeps the END of the sequence: the
  * head reads the last token, which must stay the response's end (its end-of-turn token) as in the model's
@@ -34,6 +35,8 @@ export type RewardModelOptions = SkipOptions & {
   batch?: number;
   /** Longest sequence in tokens; longer ones keep their end (default: the model's longest exact length). */
   maxLength?: number;
+  /** Variables for the reward model's chat template (`--chat-template-kwargs`). */
+  templateKwargs?: Record<string, unknown>;
   /** Where notices go (a CUDA fallback); default console.error. */
   log?: (line: string) => void;
 };
@@ -53,9 +56,11 @@ export function rewardModelIds(
   tokenizer: Tokenizer,
   item: Pick<ScoreItem, "prompt" | "response">,
   maxLength: number,
+  templateKwargs?: Record<string, unknown>,
 ): { ids: number[]; cut: boolean } {
   const text = renderChat(tokenizer, [...item.prompt, { role: "assistant", content: item.response }], {
     addGenerationPrompt: false,
+    templateKwargs,
   });
   const ids = tokenizer.encode(text, { add_special_tokens: false });
   if (ids.length <= maxLength) return { ids, cut: false };
@@ -126,7 +131,12 @@ export async function rewardModelScorer(dir: string, o: RewardModelOptions = {})
   return {
     kind: "reward-model",
     name: dir,
-    settings: { model: resolve(dir), architecture: folder.architecture, maxLength },
+    settings: {
+      model: resolve(dir),
+      architecture: folder.architecture,
+      maxLength,
+      ...(o.templateKwargs ? { chat_template_kwargs: o.templateKwargs } : {}),
+    },
     device,
     maxLength,
     get truncated() {
@@ -138,7 +148,7 @@ export async function rewardModelScorer(dir: string, o: RewardModelOptions = {})
     async score(items: readonly ScoreItem[]): Promise<number[]> {
       const rewards = new Array<number>(items.length);
       const seqs = items.map((item, i) => {
-        const { ids, cut } = rewardModelIds(tokenizer, item, maxLength);
+        const { ids, cut } = rewardModelIds(tokenizer, item, maxLength, o.templateKwargs);
         if (ids.length === 0) rewards[i] = failItem(item, i, "the conversation renders to no tokens", o);
         if (cut) truncated++;
         return ids;

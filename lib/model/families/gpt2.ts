@@ -1,5 +1,6 @@
 /**
- * GPT-2 as one readable forward pass:
+ * The GPT-2 family (`model_type` gpt2): its config (read from and written to `config.json`), its tensor
+ * names, and its forward pass:
  *
  * ```
  * h = wte[ids] + wpe[positions]
@@ -10,14 +11,115 @@
  * logits = ln_f(h) · wte^T                                 (lm_head.weight when untied)
  * ```
  * Positions come from the attention mask (see decoder.ts), so left padding works too. Each block is a
- * graph segment (see autodiff.ts); the decoder applies the LM head.
+ * graph segment (see autodiff.ts); the decoder applies the LM head. {@link GPT2} is what registry.ts lists.
  * @module
  */
 import * as op from "../../graph/ops.ts";
-import type { Gpt2ModelConfig } from "../config.ts";
-import type { FamilyInputs, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import type { FamilyInputs, FamilyModule, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import {
+  type BaseModelConfig,
+  CONFIG_LIMITS,
+  type FieldReader,
+  readCommon,
+  type SizeKeys,
+} from "./common.ts";
 import { attention, type Ctx, embedding, geluNew, layerNorm, linear, toHeads, withPast } from "../layers.ts";
 import type { ParamNames } from "./llama.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------------------
+
+/** A GPT-2 config. */
+export interface Gpt2ModelConfig extends BaseModelConfig {
+  family: "gpt2";
+  modelType: "gpt2";
+  layerNormEps: number;
+}
+
+/** GPT-2's own size keys first, then the generic ones. */
+const GPT2_SIZE_KEYS: SizeKeys = {
+  layers: ["n_layer", "num_hidden_layers"],
+  vocab: ["vocab_size"],
+  hidden: ["n_embd", "hidden_size"],
+};
+
+/** Reads a GPT-2 `config.json` (`n_embd`, `n_layer`, …), refusing the variants the toolkit does not build. */
+export function parseGpt2(r: FieldReader): Gpt2ModelConfig {
+  const L = CONFIG_LIMITS, K = GPT2_SIZE_KEYS;
+  const hiddenSize = r.positiveInt(K.hidden, undefined, 1, L.hiddenSize);
+  const numHeads = r.positiveInt(["n_head", "num_attention_heads"], undefined, 1, L.numHeads);
+  const act = r.string(["activation_function"]) ?? "gelu_new";
+  if (act !== "gelu_new" && act !== "gelu_pytorch_tanh" && act !== "gelu_fast") {
+    r.fail(`activation_function "${act}" is not supported (supported: "gelu_new", "gelu_pytorch_tanh")`);
+  }
+  if (!r.bool("scale_attn_weights", true)) r.fail(`scale_attn_weights=false is not supported`);
+  if (r.bool("scale_attn_by_inverse_layer_idx", false)) {
+    r.fail(`scale_attn_by_inverse_layer_idx=true is not supported`);
+  }
+  if (r.bool("add_cross_attention", false)) r.fail(`add_cross_attention=true is not supported`);
+  if (hiddenSize % numHeads !== 0) r.fail(`n_embd ${hiddenSize} is not divisible by n_head ${numHeads}`);
+  return {
+    family: "gpt2",
+    modelType: "gpt2",
+    vocabSize: r.positiveInt(K.vocab, undefined, 1, L.vocabSize),
+    hiddenSize,
+    numLayers: r.positiveInt(K.layers, undefined, 1, L.numLayers),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim: hiddenSize / numHeads,
+    intermediateSize: r.positiveInt(["n_inner"], 4 * hiddenSize, 1, L.intermediateSize),
+    maxPositions: r.positiveInt(
+      ["n_positions", "n_ctx", "max_position_embeddings"],
+      undefined,
+      1,
+      L.maxPositions,
+    ),
+    attentionBias: { q: true, k: true, v: true, o: true },
+    mlpBias: true,
+    tieWordEmbeddings: r.bool("tie_word_embeddings", true),
+    activation: "gelu_new",
+    ...readCommon(r),
+    layerNormEps: r.positiveNumber(["layer_norm_epsilon"], 1e-5),
+  };
+}
+
+function validateGpt2(cfg: Gpt2ModelConfig, fail: (msg: string) => never): void {
+  if (cfg.numKvHeads !== cfg.numHeads) {
+    fail(`GPT-2 has no grouped-query attention (numKvHeads must equal numHeads)`);
+  }
+  if (cfg.headDim * cfg.numHeads !== cfg.hiddenSize) fail(`GPT-2 headDim must be hiddenSize / numHeads`);
+  if (!(cfg.layerNormEps > 0)) fail(`layer_norm_epsilon must be positive`);
+  if (cfg.activation !== "gelu_new") fail(`activation must be "gelu_new"`);
+  const b = cfg.attentionBias;
+  if (!(b.q && b.k && b.v && b.o)) {
+    fail(`attentionBias ${JSON.stringify(cfg.attentionBias)} is not expressible for this model type`);
+  }
+  if (cfg.mlpBias !== true) fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
+}
+
+/** The `config.json` of a GPT-2 config. */
+function gpt2ToJson(cfg: Gpt2ModelConfig, tail: Record<string, unknown>): Record<string, unknown> {
+  return {
+    architectures: ["GPT2LMHeadModel"],
+    model_type: "gpt2",
+    activation_function: "gelu_new",
+    vocab_size: cfg.vocabSize,
+    n_embd: cfg.hiddenSize,
+    n_layer: cfg.numLayers,
+    n_head: cfg.numHeads,
+    n_inner: cfg.intermediateSize,
+    n_positions: cfg.maxPositions,
+    n_ctx: cfg.maxPositions,
+    layer_norm_epsilon: cfg.layerNormEps,
+    tie_word_embeddings: cfg.tieWordEmbeddings,
+    ...tail,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensors and forward
+// ---------------------------------------------------------------------------------------------------------
 
 /** The prefix `GPT2LMHeadModel` checkpoints put before the `GPT2Model` names. */
 export const GPT2_PREFIX = "transformer.";
@@ -118,3 +220,20 @@ export function gpt2Forward(ctx: Ctx, cfg: Gpt2ModelConfig, inp: FamilyInputs): 
     present,
   };
 }
+
+/** The GPT-2 family, as registry.ts lists it. */
+export const GPT2: FamilyModule<Gpt2ModelConfig> = {
+  modelTypes: ["gpt2"],
+  parse: parseGpt2,
+  sizeKeys: GPT2_SIZE_KEYS,
+  validate: validateGpt2,
+  toJson: gpt2ToJson,
+  rotaryDim: () => null,
+  layerRope: null,
+  tensors: gpt2Tensors,
+  forward: gpt2Forward,
+  embedding: gpt2GlobalNames().wte,
+  layers: "h",
+  prefix: GPT2_PREFIX,
+  layout: "conv1d",
+};

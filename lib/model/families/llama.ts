@@ -1,5 +1,6 @@
 /**
- * The Llama family (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM, TinyLlama) as one readable forward pass:
+ * The Llama family (`model_type` llama — Llama 2/3, SmolLM, TinyLlama —, mistral, qwen2 — Qwen2/2.5 —,
+ * qwen3): its config (read from and written to `config.json`), its tensor names, and its forward pass:
  *
  * ```
  * h = embed_tokens[ids]
@@ -13,13 +14,28 @@
  * logits = rmsnorm(h) · lm_head^T                                     (lm_head = embed_tokens when tied)
  * ```
  * Each layer is a graph segment, so a backward pass can recompute it from its input (see autodiff.ts);
- * the decoder applies the LM head (decoder.ts).
+ * the decoder applies the LM head (decoder.ts). {@link LLAMA} is what registry.ts lists.
  * @module
  */
 import type { Value } from "../../graph/builder.ts";
 import * as op from "../../graph/ops.ts";
-import { layerRope, layerWindow, type LlamaModelConfig } from "../config.ts";
-import type { FamilyInputs, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import type { FamilyInputs, FamilyModule, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import {
+  type AttentionBias,
+  type FieldReader,
+  layerTypes,
+  layerWindow,
+  readCommon,
+  readRope,
+  readSizes,
+  readWindows,
+  requireActivation,
+  ROTARY_SIZE_KEYS,
+  rotaryJson,
+  type RotaryModelConfig,
+  rotaryRope,
+  validateRotary,
+} from "./common.ts";
 import {
   applyRotary,
   attention,
@@ -32,6 +48,130 @@ import {
   toHeads,
   withPast,
 } from "../layers.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------------------
+
+/** `model_type`s of the Llama family. */
+export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2", "qwen3"] as const;
+/** A `model_type` of the Llama family. */
+export type LlamaModelType = typeof LLAMA_MODEL_TYPES[number];
+
+/** A Llama-family config (llama, mistral, qwen2, qwen3). */
+export interface LlamaModelConfig extends RotaryModelConfig {
+  family: "llama";
+  modelType: LlamaModelType;
+  /** RMSNorm of each head's queries and keys before rotary (Qwen3's q_norm/k_norm). */
+  qkNorm: boolean;
+}
+
+/** Reads a Llama-family `config.json`: Qwen2's hard-wired q/k/v biases, each model type's sliding layers. */
+export function parseLlama(r: FieldReader, modelType: LlamaModelType): LlamaModelConfig {
+  const sizes = readSizes(r);
+  requireActivation(r, ["hidden_act"], ["silu", "swish"], "silu");
+  if (r.raw(["partial_rotary_factor"]) && r.json.partial_rotary_factor !== 1) {
+    r.fail(`partial_rotary_factor ${JSON.stringify(r.json.partial_rotary_factor)} is not supported (only 1)`);
+  }
+  let attentionBias: AttentionBias;
+  let mlpBias = false;
+  if (modelType === "llama") {
+    const b = r.bool("attention_bias", false);
+    attentionBias = { q: b, k: b, v: b, o: b };
+    mlpBias = r.bool("mlp_bias", false);
+  } else if (modelType === "qwen2") {
+    attentionBias = { q: true, k: true, v: true, o: false };
+  } else if (modelType === "qwen3") {
+    const b = r.bool("attention_bias", false);
+    attentionBias = { q: b, k: b, v: b, o: b };
+  } else {
+    attentionBias = { q: false, k: false, v: false, o: false };
+  }
+  const window = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : null;
+  let windows;
+  if (modelType === "mistral") windows = readWindows(r, sizes.numLayers, window, () => true);
+  else if (modelType === "qwen2" || modelType === "qwen3") {
+    // transformers' Qwen2/Qwen3: layers from max_window_layers on slide, when use_sliding_window is set
+    const on = r.bool("use_sliding_window", false);
+    const from = r.positiveInt(["max_window_layers"], 28, 0);
+    windows = readWindows(r, sizes.numLayers, on ? window : null, (i) => i >= from);
+  } else windows = readWindows(r, sizes.numLayers, null, () => false);
+  return {
+    family: "llama",
+    modelType,
+    ...sizes,
+    attentionBias,
+    mlpBias,
+    tieWordEmbeddings: r.bool("tie_word_embeddings", false),
+    activation: "silu",
+    ...readCommon(r),
+    ...readRope(r, sizes.headDim),
+    ...windows,
+    qkNorm: modelType === "qwen3",
+  };
+}
+
+/** The attention biases each model type can express. */
+const EXPECTED_BIAS: Record<LlamaModelType, (b: AttentionBias) => boolean> = {
+  llama: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+  mistral: (b) => !b.q && !b.k && !b.v && !b.o,
+  qwen2: (b) => b.q && b.k && b.v && !b.o,
+  qwen3: (b) => b.q === b.k && b.k === b.v && b.v === b.o,
+};
+
+function validateLlama(cfg: LlamaModelConfig, fail: (msg: string) => never): void {
+  validateRotary(cfg, cfg.headDim, "silu", fail);
+  if (!EXPECTED_BIAS[cfg.modelType](cfg.attentionBias)) {
+    fail(`attentionBias ${JSON.stringify(cfg.attentionBias)} is not expressible for this model type`);
+  }
+  // only Llama itself has mlp_bias
+  if (cfg.modelType !== "llama" && cfg.mlpBias !== false) {
+    fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
+  }
+}
+
+const ARCHITECTURES: Record<LlamaModelType, string> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+  qwen3: "Qwen3ForCausalLM",
+};
+
+/** The `config.json` of a Llama-family config. */
+function llamaToJson(cfg: LlamaModelConfig, tail: Record<string, unknown>): Record<string, unknown> {
+  const out = rotaryJson(cfg, ARCHITECTURES[cfg.modelType], tail, cfg.modelType === "qwen2");
+  out.hidden_act = "silu";
+  if (cfg.modelType === "llama" || cfg.modelType === "qwen3") {
+    out.attention_bias = cfg.attentionBias.q;
+    if (cfg.modelType === "llama") out.mlp_bias = cfg.mlpBias;
+  }
+  if (cfg.modelType === "mistral") out.sliding_window = cfg.slidingWindow;
+  if (cfg.modelType === "qwen2" || cfg.modelType === "qwen3") Object.assign(out, qwenWindows(cfg));
+  return out;
+}
+
+/**
+ * Qwen's window fields: layers from `max_window_layers` on slide. When the sliding layers are not such a
+ * suffix, `layer_types` says which (older transformers would then slide a different set).
+ */
+function qwenWindows(cfg: LlamaModelConfig): Record<string, unknown> {
+  if (cfg.slidingWindow === null) {
+    return { use_sliding_window: false, sliding_window: null, max_window_layers: cfg.numLayers };
+  }
+  const slides = cfg.slidingLayers ?? Array(cfg.numLayers).fill(true);
+  const from = slides.indexOf(true);
+  const suffix = slides.every((s, i) => s === i >= from);
+  return {
+    use_sliding_window: true,
+    sliding_window: cfg.slidingWindow,
+    max_window_layers: from,
+    ...(suffix ? {} : { layer_types: layerTypes(cfg) }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensors and forward
+// ---------------------------------------------------------------------------------------------------------
 
 /** Llama-family names outside the decoder layers. */
 export const LLAMA_NAMES = {
@@ -120,7 +260,7 @@ export function llamaForward(ctx: Ctx, cfg: LlamaModelConfig, inp: FamilyInputs)
   const { ids } = inp;
   const bt = op.shapeOf(ids);
   const eps = cfg.rmsNormEps;
-  const { invFreq } = layerRope(cfg, 0); // one rope for every layer
+  const { invFreq } = rotaryRope(cfg, cfg.headDim); // one rope for every layer
   const rope = rotaryTables(ctx, inp.positions, invFreq);
   let h = embedding(ctx, LLAMA_NAMES.embedTokens, ids); // [B·T, D]
   const present: KvPair[] = [];
@@ -163,3 +303,20 @@ export function llamaForward(ctx: Ctx, cfg: LlamaModelConfig, inp: FamilyInputs)
     present,
   };
 }
+
+/** The Llama family, as registry.ts lists it. */
+export const LLAMA: FamilyModule<LlamaModelConfig> = {
+  modelTypes: LLAMA_MODEL_TYPES,
+  parse: parseLlama,
+  sizeKeys: ROTARY_SIZE_KEYS,
+  validate: validateLlama,
+  toJson: llamaToJson,
+  rotaryDim: (cfg) => cfg.headDim,
+  layerRope: (cfg) => rotaryRope(cfg, cfg.headDim),
+  tensors: llamaTensors,
+  forward: llamaForward,
+  embedding: LLAMA_NAMES.embedTokens,
+  layers: "model.layers",
+  prefix: "",
+  layout: "linear",
+};

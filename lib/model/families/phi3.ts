@@ -1,5 +1,6 @@
 /**
- * Phi-3 (Phi-3, Phi-3.5, Phi-4-mini) as one readable forward pass:
+ * The Phi-3 family (`model_type` phi3: Phi-3, Phi-3.5, Phi-4-mini): its config (read from and written to
+ * `config.json`), its tensor names, and its forward pass:
  *
  * ```
  * h = embed_tokens[ids]
@@ -12,12 +13,26 @@
  *   h += down_proj(up · silu(gate))
  * logits = rmsnorm(h) · lm_head^T                            (Phi-4-mini: tied to embed_tokens)
  * ```
- * Each layer is a graph segment (see autodiff.ts); the decoder applies the LM head.
+ * Each layer is a graph segment (see autodiff.ts); the decoder applies the LM head. {@link PHI3} is what
+ * registry.ts lists.
  * @module
  */
 import * as op from "../../graph/ops.ts";
-import { layerRope, layerWindow, type Phi3ModelConfig } from "../config.ts";
-import type { FamilyInputs, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import type { FamilyInputs, FamilyModule, FamilyOutputs, KvPair, TensorSpec } from "../types.ts";
+import {
+  type FieldReader,
+  layerWindow,
+  readCommon,
+  readRope,
+  readSizes,
+  readWindows,
+  requireActivation,
+  ROTARY_SIZE_KEYS,
+  rotaryJson,
+  type RotaryModelConfig,
+  rotaryRope,
+  validateRotary,
+} from "./common.ts";
 import {
   applyRotary,
   attention,
@@ -30,6 +45,74 @@ import {
   toHeads,
   withPast,
 } from "../layers.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------------------
+
+/** A Phi-3 config (Phi-3, Phi-3.5, Phi-4-mini): fused qkv and gate/up projections, partial rotary. */
+export interface Phi3ModelConfig extends RotaryModelConfig {
+  family: "phi3";
+  modelType: "phi3";
+  /** Rotated dimensions of each head: headDim × partial_rotary_factor. */
+  rotaryDim: number;
+}
+
+/** Reads a Phi-3 `config.json`: partial rotary, longrope's original length at the top level. */
+export function parsePhi3(r: FieldReader): Phi3ModelConfig {
+  const sizes = readSizes(r);
+  requireActivation(r, ["hidden_act"], ["silu", "swish"], "silu");
+  const factor = r.positiveNumber(["partial_rotary_factor"], 1);
+  if (factor > 1) r.fail(`partial_rotary_factor must be at most 1, got ${factor}`);
+  const rotaryDim = Math.floor(sizes.headDim * factor);
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    r.fail(`partial_rotary_factor ${factor} gives ${rotaryDim} rotary dimensions; an even number is needed`);
+  }
+  const b = r.bool("attention_bias", false);
+  const window = r.raw(["sliding_window"]) ? r.positiveInt(["sliding_window"]) : null;
+  return {
+    family: "phi3",
+    modelType: "phi3",
+    ...sizes,
+    attentionBias: { q: b, k: b, v: b, o: b },
+    mlpBias: false,
+    tieWordEmbeddings: r.bool("tie_word_embeddings", false),
+    activation: "silu",
+    ...readCommon(r),
+    ...readRope(r, rotaryDim),
+    ...readWindows(r, sizes.numLayers, window, () => true),
+    rotaryDim,
+  };
+}
+
+function validatePhi3(cfg: Phi3ModelConfig, fail: (msg: string) => never): void {
+  validateRotary(cfg, cfg.rotaryDim, "silu", fail);
+  const b = cfg.attentionBias;
+  if (!(b.q === b.k && b.k === b.v && b.v === b.o)) {
+    fail(`attentionBias ${JSON.stringify(cfg.attentionBias)} is not expressible for this model type`);
+  }
+  if (cfg.mlpBias !== false) fail(`mlpBias ${cfg.mlpBias} is not expressible for this model type`);
+}
+
+/** The `config.json` of a Phi-3 config. */
+function phi3ToJson(cfg: Phi3ModelConfig, tail: Record<string, unknown>): Record<string, unknown> {
+  const out = rotaryJson(cfg, "Phi3ForCausalLM", tail);
+  out.hidden_act = "silu";
+  out.partial_rotary_factor = cfg.rotaryDim / cfg.headDim;
+  out.attention_bias = cfg.attentionBias.q;
+  out.sliding_window = cfg.slidingWindow;
+  if (cfg.ropeScaling) {
+    // older transformers want exactly type/short_factor/long_factor in Phi-3's rope_scaling
+    const { original_max_position_embeddings: original, ...rest } = cfg.ropeScaling;
+    out.original_max_position_embeddings = original;
+    out.rope_scaling = rest;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensors and forward
+// ---------------------------------------------------------------------------------------------------------
 
 const EMBED = "model.embed_tokens.weight", NORM = "model.norm.weight";
 
@@ -61,7 +144,7 @@ export function phi3Forward(ctx: Ctx, cfg: Phi3ModelConfig, inp: FamilyInputs): 
   const { ids } = inp;
   const bt = op.shapeOf(ids);
   const eps = cfg.rmsNormEps, hd = cfg.headDim, ff = cfg.intermediateSize;
-  const { invFreq, scale } = layerRope(cfg, 0);
+  const { invFreq, scale } = rotaryRope(cfg, cfg.rotaryDim);
   const rope = rotaryTables(ctx, inp.positions, invFreq, scale);
   const b = cfg.attentionBias.q;
   let h = embedding(ctx, EMBED, ids); // [B·T, D]
@@ -104,3 +187,20 @@ export function phi3Forward(ctx: Ctx, cfg: Phi3ModelConfig, inp: FamilyInputs): 
     present,
   };
 }
+
+/** The Phi-3 family, as registry.ts lists it. */
+export const PHI3: FamilyModule<Phi3ModelConfig> = {
+  modelTypes: ["phi3"],
+  parse: parsePhi3,
+  sizeKeys: ROTARY_SIZE_KEYS,
+  validate: validatePhi3,
+  toJson: phi3ToJson,
+  rotaryDim: (cfg) => cfg.rotaryDim,
+  layerRope: (cfg) => rotaryRope(cfg, cfg.rotaryDim),
+  tensors: phi3Tensors,
+  forward: phi3Forward,
+  embedding: EMBED,
+  layers: "model.layers",
+  prefix: "",
+  layout: "linear",
+};

@@ -1,38 +1,38 @@
 /**
- * The model families by name: each is one forward file with its tensor names. A new family is a file
- * here, an entry below, and its `model_type`s in config.ts.
+ * The model families by name. A family is one file here (its config type, `config.json` reading and
+ * writing, tensor names, forward pass and module layout, exported as one {@link FamilyModule}) and one entry
+ * below; config.ts, weights_names.ts, config_json.ts, lora.ts and peft.ts reach it through this table.
  * @module
  */
-import type { Family, ModelConfig } from "../config.ts";
-import type { Ctx } from "../layers.ts";
-import type { FamilyInputs, FamilyOutputs, TensorSpec } from "../types.ts";
-import { llamaForward, llamaTensors } from "./llama.ts";
-import { gemmaForward, gemmaTensors } from "./gemma.ts";
-import { phi3Forward, phi3Tensors } from "./phi3.ts";
-import { gpt2Forward, gpt2Tensors } from "./gpt2.ts";
+import type { FamilyModule } from "../types.ts";
+import { LLAMA, type LlamaModelConfig } from "./llama.ts";
+import { GEMMA, type GemmaModelConfig } from "./gemma.ts";
+import { PHI3, type Phi3ModelConfig } from "./phi3.ts";
+import { GPT2, type Gpt2ModelConfig } from "./gpt2.ts";
 
-/** What the decoder and the weight code need from a family. */
-export type FamilyModule<C extends ModelConfig> = {
-  /** Embeddings and layers: the final normalized rows, the head's weight, the KV cache. */
-  forward(ctx: Ctx, cfg: C, inputs: FamilyInputs): FamilyOutputs;
-  /** Every parameter tensor of a checkpoint, in module order, HF names and shapes. */
-  tensors(cfg: C): TensorSpec[];
-  /** Linear weights are `[out, in]` (`linear`) or GPT-2's Conv1D `[in, out]`. */
-  layout: "linear" | "conv1d";
-  /** The prefix PEFT puts before canonical module paths (GPT-2's checkpoints nest them in `transformer.`). */
-  peftPrefix: string;
-};
+export type { FamilyModule };
+
+/** A normalized config; narrow on `family`. */
+export type ModelConfig = LlamaModelConfig | GemmaModelConfig | Phi3ModelConfig | Gpt2ModelConfig;
+
+/** The graph families the toolkit implements (one file each, lib/model/families/). */
+export type Family = ModelConfig["family"];
+
+/** A supported `model_type`. */
+export type ModelType = ModelConfig["modelType"];
 
 type Modules = { [F in Family]: FamilyModule<Extract<ModelConfig, { family: F }>> };
 
-const FAMILIES: Modules = {
-  llama: { forward: llamaForward, tensors: llamaTensors, layout: "linear", peftPrefix: "" },
-  gemma: { forward: gemmaForward, tensors: gemmaTensors, layout: "linear", peftPrefix: "" },
-  phi3: { forward: phi3Forward, tensors: phi3Tensors, layout: "linear", peftPrefix: "" },
-  gpt2: { forward: gpt2Forward, tensors: gpt2Tensors, layout: "conv1d", peftPrefix: "transformer." },
-};
+/** The families, in the order error messages list their model types. */
+export const FAMILIES: Readonly<Modules> = { llama: LLAMA, gemma: GEMMA, phi3: PHI3, gpt2: GPT2 };
+
+/** The family module of a family name. */
+export function familyModule<F extends Family>(family: F): Modules[F] {
+  if (!Object.hasOwn(FAMILIES, family)) throw new Error(`unknown model family "${family}"`);
+  return FAMILIES[family];
+}
 
 /** The family module of a config. */
 export function familyOf<C extends ModelConfig>(cfg: C): FamilyModule<C> {
-  return FAMILIES[cfg.family] as unknown as FamilyModule<C>;
+  return familyModule(cfg.family) as unknown as FamilyModule<C>;
 }

@@ -80,4 +80,9 @@ export class IoBinding {
     this.#ptr = null;
     this.#inputs.clear();
   }
+
+  /** `using` releases it. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }

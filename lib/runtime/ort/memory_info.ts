@@ -42,4 +42,9 @@ export class MemoryInfo {
     if (this.#ptr) ortApi().ReleaseMemoryInfo(this.#ptr);
     this.#ptr = null;
   }
+
+  /** `using` releases it. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }

@@ -35,4 +35,9 @@ export class RunOptions {
     if (this.#ptr) ortApi().ReleaseRunOptions(this.#ptr);
     this.#ptr = null;
   }
+
+  /** `using` releases it. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }

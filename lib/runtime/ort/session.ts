@@ -167,6 +167,11 @@ export class OrtSession {
     if (this.#ptr) ortApi().ReleaseSession(this.#ptr);
     this.#ptr = null;
   }
+
+  /** `using` releases it. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }
 
 function names(session: Deno.PointerValue, which: "input" | "output"): string[] {

@@ -6,7 +6,7 @@
  */
 import { GraphBuilder } from "../../graph/builder.ts";
 import { serializeModel } from "../../graph/serialize.ts";
-import type { HostTensor } from "../session.ts";
+import type { HostTensor } from "../tensor.ts";
 import { MemoryInfo } from "./memory_info.ts";
 import { OrtSession } from "./session.ts";
 import type { OrtValue } from "./value.ts";

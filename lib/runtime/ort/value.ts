@@ -6,7 +6,7 @@
  * @module
  */
 import { type DType, ONNX_DTYPE } from "../../graph/dtype.ts";
-import type { HostTensor } from "../session.ts";
+import type { HeldTensor, HostTensor } from "../tensor.ts";
 import { check, ortApi, outPointer } from "./api.ts";
 import { cpuMemoryInfo, defaultAllocator } from "./env.ts";
 
@@ -29,8 +29,8 @@ const ARRAY = {
 
 const registry = new FinalizationRegistry<bigint>((p) => ortApi().ReleaseValue(Deno.UnsafePointer.create(p)));
 
-/** A tensor ONNX Runtime holds or reads. */
-export class OrtValue {
+/** A tensor ONNX Runtime holds or reads: what a C API session holds for its caller ({@link HeldTensor}). */
+export class OrtValue implements HeldTensor {
   #ptr: Deno.PointerValue;
   #shape?: { type: ElementType; dims: number[] };
   /** The JavaScript buffer a host value reads (kept alive as long as the value). */
@@ -84,6 +84,11 @@ export class OrtValue {
 
   /** Element type and dimensions. */
   get type(): ElementType {
+    return this.#info().type;
+  }
+
+  /** The element type (the {@link HeldTensor} name of {@link type}). */
+  get dtype(): ElementType {
     return this.#info().type;
   }
 
@@ -153,5 +158,10 @@ export class OrtValue {
     ortApi().ReleaseValue(this.#ptr);
     this.#ptr = null;
     void this.#keep;
+  }
+
+  /** `using` releases it. */
+  [Symbol.dispose](): void {
+    this.release();
   }
 }

@@ -22,10 +22,10 @@ import {
   resolveMaxTokens,
   sharedSettings,
   templateFailure,
+  templateKwargsOf,
 } from "../request_checks.ts";
 import { type CompletionFormat, openAiFinish, respondWithGeneration, responseId } from "../respond.ts";
 import { type ChatMessage, chatRequestSchema } from "../schemas.ts";
-import { RESERVED_TEMPLATE_KWARGS } from "../../data/chat.ts";
 
 /** OpenAI's per-token log-prob object. */
 export type ChatTokenLogprob = {
@@ -68,15 +68,7 @@ export function chatCompletionsRoute(ctx: ServeContext): Hono {
     if (body.top_logprobs && !body.logprobs) {
       throw invalidRequest("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
     }
-    const templateKwargs = body.chat_template_kwargs ?? undefined;
-    const reserved = Object.keys(templateKwargs ?? {}).filter((k) => RESERVED_TEMPLATE_KWARGS.includes(k));
-    if (reserved.length) {
-      throw invalidRequest(
-        `chat_template_kwargs may not set ${reserved.join(", ")} (the server sets them)`,
-        "chat_template_kwargs",
-        "invalid_value",
-      );
-    }
+    const templateKwargs = templateKwargsOf(ctx, body.chat_template_kwargs);
     const messages = body.messages.map(toTemplateMessage);
     checkPromptChars(ctx, messages.reduce((a, m) => a + m.content.length, 0), "messages");
     let promptIds: number[];

@@ -2,7 +2,9 @@
  * POST /v1/logprobs — the inspection endpoint: how the policy and the reference score candidate responses to
  * a prompt, token by token, and how InfoNCA, NCA and DPO see the set (inspect.ts). Prompts and responses are
  * tokenized exactly as the trainer does (a `prompt` string is one user message through the chat template;
- * each candidate is its text then EOS, and EOS is scored), so the numbers are the training numbers.
+ * each candidate is what the template renders after the prompt — Qwen3's thinking block included — then
+ * its end, which is scored; `chat_template_kwargs` as in chat completions), so the numbers are the training
+ * numbers.
  * @module
  */
 import { Hono } from "hono";
@@ -16,6 +18,7 @@ import {
   checkPromptChars,
   checkPromptLength,
   templateFailure,
+  templateKwargsOf,
 } from "../request_checks.ts";
 import { acquireSlot } from "../respond.ts";
 import { logprobsRequestSchema } from "../schemas.ts";
@@ -87,13 +90,14 @@ export function logprobsRoute(ctx: ServeContext): Hono {
       ? body.messages.map(toTemplateMessage)
       : [{ role: "user" as const, content: body.prompt! }];
     const promptParam = body.messages ? "messages" : "prompt";
+    const templateKwargs = templateKwargsOf(ctx, body.chat_template_kwargs);
     // sizes first, in characters: tokenizing is the expensive part
     checkPromptChars(ctx, messages.reduce((a, m) => a + m.content.length, 0), promptParam);
     body.candidates.forEach((t, i) => checkPromptChars(ctx, t.length, `candidates[${i}]`));
     let promptIds: number[], responses: number[][];
     try {
       ({ prompt: promptIds, responses } = await ctx.tokens.chat(
-        { messages, candidates: body.candidates },
+        { messages, candidates: body.candidates, templateKwargs },
         c.req.raw.signal,
       ));
     } catch (e) {
@@ -123,13 +127,13 @@ export function logprobsRoute(ctx: ServeContext): Hono {
     }
 
     const candidates: InspectedCandidate[] = body.candidates.map((text, i) => {
-      const decoder = ctx.codec.decoder([], true);
+      const pieces = ctx.codec.detokenizer([], true);
       const tokens = responses[i].map((id, j): InspectedToken => {
         const p = policy.tokenLogprobs[i][j];
         const r = reference ? reference.tokenLogprobs[i][j] : null;
         return {
           id,
-          text: decoder.push(id),
+          text: pieces.push(id),
           policy_logprob: p,
           reference_logprob: r,
           log_ratio: r === null ? null : p - r,

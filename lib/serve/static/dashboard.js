@@ -5,18 +5,21 @@
 // A server started with --api-key answers /v1/* only with "Authorization: Bearer <key>": the page takes
 // the key from `?key=…` in its address (then removes it from the address bar) or asks for it when the
 // server answers 401, and keeps it in sessionStorage (this tab only, gone when the tab closes).
+//
+// The page starts only where there is a document: the pure functions below (rowsByStep, yRange,
+// isDemoRun) are also loaded by tests/serve/dashboard_logic_test.ts outside a browser.
 "use strict";
 
 const KEY_ITEM = "nca-align-api-key";
 
-(function takeKeyFromAddress() {
+function takeKeyFromAddress() {
   const url = new URL(location.href);
   const key = url.searchParams.get("key");
   if (key === null) return;
   if (key.trim()) sessionStorage.setItem(KEY_ITEM, key.trim());
   url.searchParams.delete("key");
   history.replaceState(null, "", url.pathname + url.search + url.hash);
-})();
+}
 
 /** The one prompt for a key while several requests wait for it. */
 let asking = null;
@@ -100,6 +103,35 @@ function signed(v, digits = 3) {
 // Header and charts
 // ---------------------------------------------------------------------------------------------------
 
+/**
+ * The run's records as chart rows: one per step, in step order. The trainer logs an evaluation as a record
+ * of its own at the step of a training record; two rows at one x made uPlot leave the second (the eval
+ * point) out of the y range, and counted one step twice.
+ */
+function rowsByStep(records) {
+  const byStep = new Map();
+  for (const r of records) {
+    if (typeof r.step !== "number") continue;
+    byStep.set(r.step, { ...byStep.get(r.step), ...r });
+  }
+  return [...byStep.values()].sort((a, b) => a.step - b.step);
+}
+
+/**
+ * A chart's y range around its values, padded so that a point at the top or bottom is drawn whole; a
+ * single value (a lone eval point, a flat curve) gets a range around it.
+ */
+function yRange(min, max) {
+  if (typeof min !== "number" || typeof max !== "number" || !isFinite(min) || !isFinite(max)) return [0, 1];
+  const pad = min === max ? Math.abs(min) * 0.1 || 1 : (max - min) * 0.08;
+  return [min - pad, max + pad];
+}
+
+/** The demo's runs (`deno task train` without arguments) are named "demo": its task's example fits them. */
+function isDemoRun(run) {
+  return Boolean(run && run.run && run.config && run.config.name === "demo");
+}
+
 function fillFacts(model, run) {
   $("model-id").textContent = model.id;
   const facts = [];
@@ -107,7 +139,7 @@ function fillFacts(model, run) {
     facts.push(["loss", run.run.loss ?? "?"], ["β", run.run.beta], ["α", run.run.alpha]);
     const cfg = run.config ?? {};
     if (cfg.k !== undefined && cfg.k !== null) facts.push(["K", cfg.k]);
-    const steps = run.records.length ? run.records[run.records.length - 1].step : 0;
+    const steps = run.records.reduce((m, r) => Math.max(m, typeof r.step === "number" ? r.step : 0), 0);
     facts.push(["steps", steps]);
   } else facts.push(["run", "none (a model folder)"]);
   facts.push(["reference", model.reference ?? "none"], ["context", `${model.max_model_len} tokens`]);
@@ -127,12 +159,14 @@ function drawCharts(records) {
       box.replaceChildren(el("div", { class: "empty", text: "no values logged" }));
       continue;
     }
-    const rows = records.filter((r) => present.some((s) => typeof r[s.key] === "number"));
+    const rows = rowsByStep(records).filter((r) => present.some((s) => typeof r[s.key] === "number"));
     const data = [rows.map((r) => r.step), ...present.map((s) => rows.map((r) => r[s.key] ?? null))];
+    // a series of one value is a dot, or it would not show at all
+    const lone = (s) => rows.filter((r) => typeof r[s.key] === "number").length === 1;
     const opts = {
       width: Math.max(200, box.clientWidth),
       height: PLOT_HEIGHT,
-      scales: { x: { time: false } },
+      scales: { x: { time: false }, y: { range: (_u, min, max) => yRange(min, max) } },
       axes: [{ label: "step", size: 36 }, { size: 56 }],
       series: [
         { label: "step" },
@@ -142,7 +176,7 @@ function drawCharts(records) {
           width: 2,
           dash: s.dash,
           spanGaps: true,
-          points: { show: s.points ?? false, size: 6 },
+          points: { show: (s.points ?? false) || lone(s), size: 6 },
           value: (_u, v) => fmt(v),
         })),
       ],
@@ -153,11 +187,11 @@ function drawCharts(records) {
   }
 }
 
-addEventListener("resize", () => {
+function resizePlots() {
   for (const { box, plot } of plots) {
     plot.setSize({ width: Math.max(200, box.clientWidth), height: PLOT_HEIGHT });
   }
-});
+}
 
 /** A response's JSON; an API error (401 without a key) as an Error with its message. */
 async function json(res) {
@@ -173,15 +207,18 @@ async function loadRun() {
       api("/v1/runs/current/metrics").then(json),
     ]);
     fillFacts(models.data[0], run);
+    fillInspector(isDemoRun(run));
     const note = $("training-note");
+    const steps = rowsByStep(run.records).length;
     if (!run.run) {
       note.textContent =
         "This server was started on an exported model folder, not a run: no training curves.";
-    } else if (run.records.length === 0) {
+    } else if (steps === 0) {
       note.textContent = `${run.run.dir}: metrics.jsonl has no records yet.`;
-    } else note.textContent = `${run.run.dir} · ${run.records.length} logged steps`;
+    } else note.textContent = `${run.run.dir} · ${steps} logged step${steps === 1 ? "" : "s"}`;
     drawCharts(run.records);
   } catch (e) {
+    fillInspector(false);
     $("training-note").textContent = `Could not load the run: ${e}`;
   }
 }
@@ -190,7 +227,16 @@ async function loadRun() {
 // Inspector
 // ---------------------------------------------------------------------------------------------------
 
-const DEFAULT_CANDIDATES = [["1 2 3", "1"], ["1 3 2", "0.33"], ["3 2 1", "0.33"]];
+/** The demo's example (a prompt of its sorting task, three answers and their rewards). */
+const DEMO_PROMPT = "sort 3 1 2";
+const DEMO_CANDIDATES = [["1 2 3", "1"], ["1 3 2", "0.33"], ["3 2 1", "0.33"]];
+
+/** The form's first candidates: the demo's example for the demo's model, else two empty ones. */
+function fillInspector(demo) {
+  if (document.querySelectorAll(".candidate").length) return;
+  if (demo && $("prompt").value === "") $("prompt").value = DEMO_PROMPT;
+  for (const [text, reward] of demo ? DEMO_CANDIDATES : [["", ""], ["", ""]]) addCandidate(text, reward);
+}
 
 function addCandidate(text = "", reward = "") {
   const area = el("textarea", { rows: "1", class: "candidate-text", "aria-label": "candidate response" });
@@ -355,7 +401,12 @@ async function inspect(event) {
   }
 }
 
-for (const [text, reward] of DEFAULT_CANDIDATES) addCandidate(text, reward);
-$("add-candidate").addEventListener("click", () => addCandidate());
-$("inspect-form").addEventListener("submit", inspect);
-loadRun();
+function start() {
+  takeKeyFromAddress();
+  addEventListener("resize", resizePlots);
+  $("add-candidate").addEventListener("click", () => addCandidate());
+  $("inspect-form").addEventListener("submit", inspect);
+  loadRun();
+}
+
+if (typeof document !== "undefined") start();

@@ -12,10 +12,10 @@
 import { join } from "node:path";
 import { loadTokenizer } from "../../data/tokenize.ts";
 import { mulberry32 } from "../../data/random.ts";
-import { tinyConfig } from "../../model/config.ts";
+import { type LlamaModelConfig, validateModelConfig } from "../../model/config.ts";
 import { initWeights } from "../../model/init.ts";
 import { saveModelFolder } from "../../model/model_folder.ts";
-import type { Device } from "../../runtime/session.ts";
+import type { Device } from "../../runtime/tensor.ts";
 import { type DeviceRequest, resolveDevice } from "../../runtime/device.ts";
 import { lineChart } from "../charts.ts";
 import { readMetrics } from "../metrics_log.ts";
@@ -44,6 +44,41 @@ export type DemoOptions = {
   /** Overrides of the SFT run's settings. */
   sft?: Partial<TrainConfig>;
 };
+
+/**
+ * The demo's model: a 2-layer Llama, hidden 64, 4 heads (2 kv heads), 32 positions, tied embeddings, over
+ * the demo tokenizer's vocabulary (no BOS). Validated like a parsed config.
+ */
+export function demoModelConfig(tok: { vocabSize: number; eosId: number; padId: number }): LlamaModelConfig {
+  const cfg: LlamaModelConfig = {
+    family: "llama",
+    modelType: "llama",
+    vocabSize: tok.vocabSize,
+    hiddenSize: 64,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 16,
+    intermediateSize: 128,
+    maxPositions: 32,
+    attentionBias: { q: false, k: false, v: false, o: false },
+    mlpBias: false,
+    tieWordEmbeddings: true,
+    activation: "silu",
+    bosTokenId: null,
+    eosTokenId: tok.eosId,
+    padTokenId: tok.padId,
+    torchDtype: "float32",
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    ropeScaling: null,
+    slidingWindow: null,
+    slidingLayers: null,
+    qkNorm: false,
+  };
+  validateModelConfig(cfg, "the demo's model config");
+  return cfg;
+}
 
 /** One aligned model's results. */
 export type DemoRow = {
@@ -107,20 +142,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   // 1. a tokenizer and a tiny model from scratch
   const tokDir = join(stages, "tokenizer");
   const tokInfo = await writeDemoTokenizer(tokDir);
-  const cfg = tinyConfig("llama", {
-    vocabSize: tokInfo.vocabSize,
-    hiddenSize: 64,
-    numLayers: 2,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    intermediateSize: 128,
-    maxPositions: 32,
-    tieWordEmbeddings: true,
-    bosTokenId: null,
-    eosTokenId: tokInfo.eosId,
-    padTokenId: tokInfo.padId,
-  });
+  const cfg = demoModelConfig(tokInfo);
   const baseDir = join(stages, "base");
   await saveModelFolder(baseDir, cfg, initWeights(cfg, { seed }), { tokenizerFrom: tokDir });
   const tok = await loadTokenizer(baseDir);

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Tokenizer } from "../../data/tokenize.ts";
-import type { Device } from "../../runtime/session.ts";
+import type { Device } from "../../runtime/tensor.ts";
 import { sampleResponses, scoreUnder } from "./sampling.ts";
 import type { SortPrompt } from "./task.ts";
 

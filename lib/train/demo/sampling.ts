@@ -4,15 +4,12 @@
  * model folder (the scoring graph the trainer uses for the reference model).
  * @module
  */
-import { join } from "node:path";
 import type { Tokenizer } from "../../data/tokenize.ts";
 import { tokenizePrompt } from "../../data/tokenize.ts";
 import { generate } from "../../model/generate.ts";
-import { loadModelFolder } from "../../model/model_folder.ts";
-import { storedWeights } from "../../model/stored_weights.ts";
-import { type Device, ModelSession } from "../../runtime/session.ts";
+import { openGenerator, openScorer } from "../../model/open.ts";
+import type { Device } from "../../runtime/tensor.ts";
 import { scoreExamples } from "../scoring.ts";
-import { buildScoringGraph } from "../train_graph.ts";
 import { promptText, reward, type SortPrompt } from "./task.ts";
 
 /** A sampled response: its tokens (EOS included when it ended there), text, reward and log-prob. */
@@ -30,7 +27,7 @@ export async function sampleResponses(
   prompts: SortPrompt[],
   o: { k: number; temperature: number; seed: number; device: Device; maxNewTokens?: number; batch?: number },
 ): Promise<Sample[][]> {
-  const session = await ModelSession.create(join(policyDir, "onnx", "model.onnx"), { device: o.device });
+  await using generator = await openGenerator(policyDir, { device: o.device, log: () => {} });
   const eos = tok.eos_token_id as number;
   const out: Sample[][] = prompts.map(() => []);
   const ids = prompts.map((p) => promptIds(tok, p));
@@ -39,7 +36,7 @@ export async function sampleResponses(
   for (let i = 0; i < prompts.length; i++) for (let j = 0; j < o.k; j++) jobs.push(i);
   for (let at = 0; at < jobs.length; at += batch) {
     const part = jobs.slice(at, at + batch);
-    const res = await generate(session, part.map((i) => ids[i]), {
+    const res = await generate(generator.session, part.map((i) => ids[i]), {
       maxNewTokens: o.maxNewTokens ?? 10,
       eosTokenIds: [eos],
       temperature: o.temperature,
@@ -57,7 +54,6 @@ export async function sampleResponses(
       });
     });
   }
-  await session.release();
   return out;
 }
 
@@ -69,12 +65,9 @@ export async function scoreUnder(
   responses: number[][],
   device: Device,
 ): Promise<number[]> {
-  const model = await loadModelFolder(modelDir);
-  const g = buildScoringGraph(model.config, storedWeights(model.stored));
-  const s = await ModelSession.create(g.build(), { device, describe: (n) => g.describe(n) });
+  await using scorer = await openScorer(modelDir, { device });
   const examples = prompts.map((p, i) => ({ promptIds: promptIds(tok, p), responseIds: [responses[i]] }));
   const pad = (tok.pad_token_id ?? tok.eos_token_id) as number;
-  const scores = await scoreExamples(s, examples, { padId: pad, batchSize: 256 });
-  await s.release();
+  const scores = await scoreExamples(scorer, examples, { padId: pad, batchSize: 256 });
   return scores.logps.map((x) => x[0]);
 }

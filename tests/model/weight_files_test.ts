@@ -1,19 +1,15 @@
 import assert from "node:assert/strict";
 import {
-  loadCheckpoint,
+  loadWeights,
   parseShardSize,
   planShards,
   readShardIndex,
-  saveCheckpoint,
+  saveWeights,
   shardFileName,
   shardIndexJson,
-} from "../../lib/model/checkpoint.ts";
-import {
-  f32FromBits,
-  type Float32Tensor,
-  readSafetensorsHeader,
-  writeSafetensors,
-} from "../../lib/model/safetensors.ts";
+} from "../../lib/model/weight_files.ts";
+import { type Float32Tensor, readSafetensorsHeader, writeSafetensors } from "../../lib/model/safetensors.ts";
+import { f32FromBits } from "../../lib/model/float_codec.ts";
 
 function tensor(shape: number[], start: number): Float32Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -113,7 +109,7 @@ Deno.test("shardIndexJson matches json.dumps(indent=2, sort_keys=True) + newline
 Deno.test("sharded save writes HF names and index; load reads it back exactly", async () => {
   const dir = await Deno.makeTempDir();
   const src = sample();
-  const plan = await saveCheckpoint(dir, src, { maxShardSize: 40 });
+  const plan = await saveWeights(dir, src, { maxShardSize: 40 });
   assert.deepEqual(names(dir), [
     "model-00001-of-00003.safetensors",
     "model-00002-of-00003.safetensors",
@@ -136,14 +132,14 @@ Deno.test("sharded save writes HF names and index; load reads it back exactly", 
   assert.deepEqual(header.metadata, { format: "pt" });
   assert.deepEqual(header.entries.map((e) => e.name), ["lm_head.weight", "model.norm.weight"]); // sorted in-file
 
-  const back = await loadCheckpoint(dir);
+  const back = await loadWeights(dir);
   assert.deepEqual([...back.keys()].sort(), [...src.keys()].sort());
   for (const [name, t] of src) {
     assert.deepEqual(back.get(name)!.shape, t.shape, name);
     assert.deepEqual(back.get(name)!.data, t.data, name);
   }
   // Direct paths to the index also work, and the filter applies across shards.
-  const some = await loadCheckpoint(`${dir}/model.safetensors.index.json`, {
+  const some = await loadWeights(`${dir}/model.safetensors.index.json`, {
     filter: (n) => n.startsWith("model."),
   });
   assert.deepEqual([...some.keys()].sort(), [...src.keys()].filter((n) => n.startsWith("model.")).sort());
@@ -152,7 +148,7 @@ Deno.test("sharded save writes HF names and index; load reads it back exactly", 
 
 Deno.test("each shard is opened exactly once while loading", async () => {
   const dir = await Deno.makeTempDir();
-  await saveCheckpoint(dir, sample(), { maxShardSize: 40 });
+  await saveWeights(dir, sample(), { maxShardSize: 40 });
   const opens = new Map<string, number>();
   const realOpen = Deno.open;
   // deno-lint-ignore no-explicit-any
@@ -161,7 +157,7 @@ Deno.test("each shard is opened exactly once while loading", async () => {
     return realOpen(path, options);
   };
   try {
-    await loadCheckpoint(dir);
+    await loadWeights(dir);
   } finally {
     // deno-lint-ignore no-explicit-any
     (Deno as any).open = realOpen;
@@ -173,12 +169,12 @@ Deno.test("each shard is opened exactly once while loading", async () => {
 
 Deno.test("single-file save, bf16 output, and cleanup of a previous sharded save", async () => {
   const dir = await Deno.makeTempDir();
-  await saveCheckpoint(dir, sample(), { maxShardSize: 40 });
+  await saveWeights(dir, sample(), { maxShardSize: 40 });
   await Deno.writeTextFile(`${dir}/config.json`, "{}");
-  const plan = await saveCheckpoint(dir, sample(), { dtype: "bfloat16" });
+  const plan = await saveWeights(dir, sample(), { dtype: "bfloat16" });
   assert.equal(plan.index, null);
   assert.deepEqual(names(dir), ["config.json", "model.safetensors"]);
-  const back = await loadCheckpoint(dir);
+  const back = await loadWeights(dir);
   // 10.25 is exact in bf16; 20.25 (0x41a20000) too; check one value that rounds.
   assert.equal(back.get("model.layers.0.self_attn.q_proj.weight")!.data[1], 10.25);
   assert.equal((await readSafetensorsHeader(`${dir}/model.safetensors`)).entries[0].dtype, "BF16");
@@ -188,19 +184,19 @@ Deno.test("single-file save, bf16 output, and cleanup of a previous sharded save
     shape: [1],
     data: new Float32Array([1.00390625 + 1e-7]),
   }]]);
-  await saveCheckpoint(dir, rounding, { dtype: "bfloat16" });
-  assert.equal((await loadCheckpoint(dir)).get("x")!.data[0], f32FromBits(0x3f810000));
+  await saveWeights(dir, rounding, { dtype: "bfloat16" });
+  assert.equal((await loadWeights(dir)).get("x")!.data[0], f32FromBits(0x3f810000));
 
   // Sharding again removes the stale single file, which would otherwise shadow the index.
-  await saveCheckpoint(dir, sample(), { maxShardSize: 40 });
+  await saveWeights(dir, sample(), { maxShardSize: 40 });
   assert.ok(!names(dir).includes("model.safetensors"));
-  assert.equal((await loadCheckpoint(dir)).size, 5);
+  assert.equal((await loadWeights(dir)).size, 5);
   await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("errors: missing weights, bad index, shard missing a tensor, shard path escaping the folder", async () => {
   const dir = await Deno.makeTempDir();
-  await assert.rejects(loadCheckpoint(dir), /no model\.safetensors or model\.safetensors\.index\.json found/);
+  await assert.rejects(loadWeights(dir), /no model\.safetensors or model\.safetensors\.index\.json found/);
 
   await writeSafetensors(`${dir}/model-00001-of-00001.safetensors`, { a: tensor([1], 0) });
   const writeIndex = (weightMap: Record<string, string>) =>
@@ -211,22 +207,22 @@ Deno.test("errors: missing weights, bad index, shard missing a tensor, shard pat
 
   await writeIndex({ a: "model-00001-of-00001.safetensors", b: "model-00001-of-00001.safetensors" });
   await assert.rejects(
-    loadCheckpoint(dir),
+    loadWeights(dir),
     /model-00001-of-00001\.safetensors: tensor "b" listed in model\.safetensors\.index\.json is not in this shard/,
   );
   await writeIndex({ a: "model-00002-of-00002.safetensors" });
   await assert.rejects(
-    loadCheckpoint(dir),
+    loadWeights(dir),
     /shard model-00002-of-00002\.safetensors \(holding e\.g\. "a"\) not found/,
   );
   await writeIndex({ a: "../secret.safetensors" });
   await assert.rejects(
-    loadCheckpoint(dir),
+    loadWeights(dir),
     /weight_map\["a"\] = "\.\.\/secret\.safetensors" is not a plain file name/,
   );
   await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, `{"metadata": {}}`);
-  await assert.rejects(loadCheckpoint(dir), /missing "weight_map" object/);
+  await assert.rejects(loadWeights(dir), /missing "weight_map" object/);
   await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, `{"weight_map": `);
-  await assert.rejects(loadCheckpoint(dir), /model\.safetensors\.index\.json: not valid JSON/);
+  await assert.rejects(loadWeights(dir), /model\.safetensors\.index\.json: not valid JSON/);
   await Deno.remove(dir, { recursive: true });
 });

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { TextCodec } from "../../lib/serve/codec.ts";
-import { IncrementalDecoder } from "../../lib/serve/decoder.ts";
+import { TextCodec } from "../../lib/data/codec.ts";
+import { IncrementalDetokenizer } from "../../lib/data/detokenizer.ts";
 import { StopMatcher } from "../../lib/serve/stop.ts";
 import { writeTinyTokenizer } from "../fixtures/tokenizer.ts";
 
@@ -28,7 +28,7 @@ Deno.test("stop matcher: earliest stop string, across chunks; holdback of a poss
 Deno.test("incremental decoding with a fake byte tokenizer holds back split UTF-8 characters", () => {
   const bytes = [...new TextEncoder().encode("né ✓")];
   const decode = (ids: number[]) => new TextDecoder().decode(new Uint8Array(ids));
-  const d = new IncrementalDecoder(decode);
+  const d = new IncrementalDetokenizer(decode);
   let text = "";
   const deltas: string[] = [];
   for (const b of bytes) {
@@ -52,7 +52,7 @@ Deno.test("incremental decoding with the test tokenizer equals decoding the whol
     const ids = codec.responseIds(text);
     assert.equal(ids.at(-1), 1, "EOS appended, as the trainer does");
     const whole = codec.decode(ids);
-    const d = codec.decoder();
+    const d = codec.detokenizer();
     let streamed = "";
     for (const id of ids) streamed += d.push(id);
     streamed += d.flush();
@@ -61,10 +61,10 @@ Deno.test("incremental decoding with the test tokenizer equals decoding the whol
 
     // after a prompt, the first token's text is its continuation (a space before a new word)
     const prompt = codec.textPromptIds("the answer is");
-    const cont = codec.decoder(prompt);
+    const cont = codec.detokenizer(prompt);
     assert.equal(cont.push(codec.textPromptIds("four")[0]), " four");
     // a peek does not commit
-    const p = codec.decoder(prompt);
+    const p = codec.detokenizer(prompt);
     assert.equal(p.peek(ids[3]), " four");
     assert.equal(p.push(ids[0]), " the");
 

@@ -1,8 +1,8 @@
 /**
- * Text ↔ token ids for the server, with the training code's own functions (lib/data/tokenize.ts), so a
- * prompt is tokenized exactly as the trainer tokenized it: the chat template through `renderChat`, BOS
- * first, responses as `text + end` (the template's end-of-turn token, else EOS). Lives on the HTTP thread:
- * transformers.js does not load in a Worker.
+ * Text ↔ token ids for generation (the server, `sample`, `eval`), with the training code's own functions
+ * (tokenize.ts), so a prompt is tokenized exactly as the trainer tokenized it: the chat template through `renderChat`, BOS
+ * first, responses as the template renders them after the prompt, then their end (the template's
+ * end-of-turn token, else EOS). Lives on the HTTP thread: transformers.js does not load in a Worker.
  * @module
  */
 import { join } from "node:path";
@@ -10,12 +10,13 @@ import {
   checkSpecialIdsInVocab,
   endOfTurnToken,
   loadTokenizer,
+  responseEndId,
   tokenizePrompt,
   type Tokenizer,
-  tokenizeResponse,
-} from "../data/tokenize.ts";
-import type { Message } from "../data/types.ts";
-import { IncrementalDecoder } from "./decoder.ts";
+  tokenizeResponses,
+} from "./tokenize.ts";
+import type { Message } from "./types.ts";
+import { IncrementalDetokenizer } from "./detokenizer.ts";
 
 /** Token ids the model treats specially. */
 export type SpecialIds = {
@@ -78,9 +79,22 @@ export class TextCodec {
     return ids;
   }
 
-  /** A candidate response as the trainer scores it: its tokens, then its end (end-of-turn, else EOS). */
+  /**
+   * Candidate responses to `messages` as the trainer scores them: each as the chat template renders it
+   * after the prompt (Qwen3's thinking block included; `templateKwargs` as for the prompt), then its end
+   * (end-of-turn, else EOS).
+   */
+  candidateIds(
+    messages: Message[],
+    texts: readonly string[],
+    templateKwargs?: Record<string, unknown>,
+  ): number[][] {
+    return tokenizeResponses(this.tokenizer, messages, texts, { templateKwargs });
+  }
+
+  /** A text's tokens then a response's end (end-of-turn, else EOS), with no template around it. */
   responseIds(text: string): number[] {
-    return tokenizeResponse(this.tokenizer, text);
+    return [...this.tokenizer.encode(text, { add_special_tokens: false }), responseEndId(this.tokenizer)];
   }
 
   /** Text of token ids (special tokens dropped unless `keepSpecial`). */
@@ -89,7 +103,7 @@ export class TextCodec {
   }
 
   /** An incremental decoder that continues after `context` (the prompt's ids). */
-  decoder(context: readonly number[] = [], keepSpecial = false): IncrementalDecoder {
-    return new IncrementalDecoder((ids) => this.decode(ids, keepSpecial), context);
+  detokenizer(context: readonly number[] = [], keepSpecial = false): IncrementalDetokenizer {
+    return new IncrementalDetokenizer((ids) => this.decode(ids, keepSpecial), context);
   }
 }

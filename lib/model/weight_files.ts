@@ -11,16 +11,11 @@
 
 import { basename, dirname, join, resolve } from "node:path";
 import {
-  decodeToFloat32,
   type Float32Tensor,
-  isLoadableDtype,
   numelOf,
-  type OutputDtype,
-  outputDtypeSize,
   type ReadOptions,
   readSafetensors,
   readSafetensorsHeader,
-  type SafetensorsDtype,
   type SafetensorsEntry,
   type SafetensorsHeader,
   type TensorHeader,
@@ -29,9 +24,16 @@ import {
   type TensorSource,
   writeSafetensorsStream,
 } from "./safetensors.ts";
+import {
+  decodeToFloat32,
+  isLoadableDtype,
+  type OutputDtype,
+  outputDtypeSize,
+  type SafetensorsDtype,
+} from "./float_codec.ts";
 import { isFile, writeTextAtomic } from "../files.ts";
 
-/** File name of an unsharded checkpoint. */
+/** File name of unsharded weights. */
 export const SAFE_WEIGHTS_NAME = "model.safetensors";
 /** File name of the shard index. */
 export const SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json";
@@ -89,7 +91,7 @@ export async function readShardIndex(indexPath: string): Promise<ShardIndex> {
 }
 
 /**
- * A tensor as a checkpoint stores it: which file, where in it, in which dtype. Nothing of its data is read;
+ * A tensor as the weight files store it: which file, where in it, in which dtype. Nothing of its data is read;
  * ONNX Runtime reads frozen weights straight from these byte ranges (see lib/model/stored.ts).
  */
 export interface StoredTensor {
@@ -164,10 +166,10 @@ async function weightsPath(path: string): Promise<string> {
 }
 
 /**
- * Where each tensor of a model's checkpoint lives, from the headers alone (cheap for any size): a folder
+ * Where each tensor of a model's weights lives, from the headers alone (cheap for any size): a folder
  * (its `model.safetensors` wins over an index, as in `transformers`), a `.safetensors` file or an index.
  */
-export async function checkpointEntries(
+export async function weightEntries(
   path: string,
   options: ReadOptions = {},
 ): Promise<Map<string, StoredTensor>> {
@@ -233,7 +235,7 @@ async function readRange(f: Deno.FsFile, file: string, t: StoredTensor): Promise
  * Load a model's weights as fp32 from a folder (or directly from a `.safetensors` file or an index file).
  * Like `transformers`, a folder's `model.safetensors` wins over an index.
  */
-export async function loadCheckpoint(
+export async function loadWeights(
   path: string,
   options: ReadOptions = {},
 ): Promise<Map<string, Float32Tensor>> {
@@ -345,8 +347,8 @@ export function shardIndexJson(index: ShardIndex): string {
   return text + "\n";
 }
 
-/** Options for `saveCheckpoint`. */
-export interface SaveCheckpointOptions {
+/** Options for `saveWeights`. */
+export interface SaveWeightsOptions {
   /** Largest shard in bytes or as "5GB"/"2GiB"; default "5GB" like `transformers`. */
   maxShardSize?: number | string;
   /** Output dtype; fp32 by default. */
@@ -364,25 +366,25 @@ const SHARD_PATTERN = /^model-\d{5}-of-\d{5}\.safetensors$/;
  * that the new one does not use are removed (stale shards, and a stale single file or index that would
  * otherwise shadow or contradict the new weights).
  */
-export async function saveCheckpoint(
+export async function saveWeights(
   dir: string,
   tensors: TensorSource,
-  options: SaveCheckpointOptions = {},
+  options: SaveWeightsOptions = {},
 ): Promise<ShardPlan> {
   const byName = new Map(tensorPairs(tensors));
   const specs = [...byName].map(([name, t]) => ({ name, shape: t.shape }));
-  return await saveCheckpointStream(dir, specs, (n) => byName.get(n)!.data, options);
+  return await saveWeightsStream(dir, specs, (n) => byName.get(n)!.data, options);
 }
 
 /**
- * {@link saveCheckpoint} for tensors read only when written (`read(name)`, once each, shard by shard),
+ * {@link saveWeights} for tensors read only when written (`read(name)`, once each, shard by shard),
  * so a model of any size is saved with one tensor in memory.
  */
-export async function saveCheckpointStream(
+export async function saveWeightsStream(
   dir: string,
   specs: readonly TensorHeader[],
   read: TensorReader,
-  options: SaveCheckpointOptions = {},
+  options: SaveWeightsOptions = {},
 ): Promise<ShardPlan> {
   const shapes = new Map(specs.map((t) => [t.name, t.shape]));
   const plan = planShards(specs.map((t) => ({ name: t.name, numel: numelOf(t.shape) })), options);

@@ -14,7 +14,7 @@ export type DecodeFn = (ids: number[]) => string;
 const CONTEXT_TOKENS = 6;
 
 /** Text of a growing token sequence, one token at a time. */
-export class IncrementalDecoder {
+export class IncrementalDetokenizer {
   #ids: number[];
   /** Start of the window: tokens before it never change the text again. */
   #prefix = 0;

@@ -1,0 +1,211 @@
+/**
+ * The graphs of a data-parallel step (lib/train/distributed.ts): collectives run between session runs
+ * (stock ONNX Runtime builds have no collective operators), so the chunk graph's one Loop body is cut in two
+ * where the gradient must be reduced across ranks.
+ *
+ * - The gradient graph: one optimizer step's forward and backward, with the in-graph accumulation of
+ *   micro-batches, from the packed parameters `train.params` `[rows, C]` (the layout of the chunk graph,
+ *   {@link rowLayout}); it gives the packed mean gradient `grad.packed` `[rows, C]`, unclipped, the loss and
+ *   the metrics. With a scoring mode, as the chunk graph has (`train.mode` false: scoring outputs).
+ * - The optimizer graph: AdamW on a contiguous flat slice of the packed state (parameters, gradient, both
+ *   moments), with the step count, the learning rate, the clipping factor (from the global norm, which only
+ *   the ranks together know) and where weight decay ends in the slice. It is the chunk graph's update, the
+ *   same operations in the same order (optim.ts' {@link adamwUpdate}), so that a world of one through these
+ *   two graphs ends where the Loop does.
+ * @module
+ */
+import { GraphBuilder, type Value } from "./builder.ts";
+import { gradients } from "./autodiff.ts";
+import * as op from "./ops.ts";
+import { type AdamWOptions, adamwSchedule, adamwUpdate, type OptimizerConfig } from "./optim.ts";
+import {
+  accumulate,
+  type BatchInput,
+  FLAT_PARAMS,
+  ifElse,
+  rowLayout,
+  splitRows,
+  toRows,
+  type TrainingIO,
+  type TrainingSpec,
+} from "./training.ts";
+
+/** The gradient graph's output: the packed mean gradient. */
+export const GRADIENT_OUTPUT = "grad.packed";
+
+/** Names of a built gradient graph's interface. */
+export type GradientIO = {
+  /** The packed parameters' input (and layout), as {@link TrainingIO.packed}. */
+  packed: TrainingIO["packed"];
+  /** Every parameter, as the spec lists them. */
+  params: { name: string; shape: number[] }[];
+  /** Batch inputs of one step (`[accumulation, ...]` when accumulating). */
+  batch: BatchInput[];
+  gradient: string;
+  loss: string;
+  metrics: string[];
+  accumulation: number;
+  /** Elements of the packed vector that get weight decay: the first ones (decayed parameters come first). */
+  decayElements: number;
+  /** As {@link TrainingIO.scoring}. */
+  scoring?: TrainingIO["scoring"];
+};
+
+/** Builds the gradient graph of `spec` (see the module's note). fp16 loss scaling is not supported here. */
+export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; io: GradientIO } {
+  const acc = spec.accumulation ?? 1;
+  if (!Number.isInteger(acc) || acc < 1) {
+    throw new RangeError(`accumulation must be a positive integer, got ${acc}`);
+  }
+  if (spec.lossScaling) {
+    throw new RangeError(
+      `${spec.name}: loss scaling (fp16) is not supported by the data-parallel step: train with fp32 on ` +
+        "several devices",
+    );
+  }
+  const layout = rowLayout(spec.params);
+  const { total, width } = layout;
+  const c = new GraphBuilder(`${spec.name}.grad`);
+  const flat = c.input(FLAT_PARAMS, "float32", [total, width]);
+  const batchShapes = spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape }));
+  const batch = batchShapes.map((b) => c.input(b.name, b.dtype, b.shape));
+
+  // forward + backward (+ accumulation) in builder `s` over (captured) parameters and batch
+  const compute = (s: GraphBuilder, pFlat: Value, bv: Value[]) => {
+    const params: Value[] = new Array(spec.params.length);
+    splitRows(pFlat, layout, spec.params, (i, p) => (params[i] = p));
+    let loss: Value, grads: Value[], metrics: Record<string, Value>;
+    if (acc === 1) {
+      const out = spec.forward(
+        s,
+        Object.fromEntries(spec.params.map((p, i) => [p.name, params[i]])),
+        Object.fromEntries(spec.batch.map((b, i) => [b.name, bv[i]])),
+      );
+      loss = out.loss;
+      metrics = out.metrics ?? {};
+      grads = gradients(loss, params, { segments: spec.segments });
+    } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, bv, undefined));
+    grads = grads.map((g) => op.cast(g, "float32"));
+    const names = Object.keys(metrics);
+    return {
+      values: [
+        toRows(grads, layout),
+        op.cast(loss, "float32"),
+        ...names.map((k) => op.cast(metrics[k], "float32")),
+      ],
+      metrics: names,
+    };
+  };
+  const outNames = (metrics: string[]) => [GRADIENT_OUTPUT, "train.loss", ...metrics];
+  let metricNames: string[];
+  let scoringIO: GradientIO["scoring"];
+  const scoring = spec.scoring;
+  if (!scoring) {
+    const r = compute(c, flat, batch);
+    metricNames = r.metrics;
+    r.values.forEach((v, i) => c.output(v, outNames(metricNames)[i]));
+  } else {
+    const mode = c.input("train.mode", "bool", []);
+    const inputs = scoring.inputs.map((b) => c.input(`score.${b.name}`, b.dtype, b.shape));
+    const trainBranch = new GraphBuilder(`${spec.name}.grad.train`, c);
+    const r = compute(trainBranch, trainBranch.capture(flat), batch.map((b) => trainBranch.capture(b)));
+    metricNames = r.metrics;
+    const scoreBranch = new GraphBuilder(`${spec.name}.grad.score`, c);
+    const params: Record<string, Value> = {};
+    splitRows(scoreBranch.capture(flat), layout, spec.params, (k, v) => (params[spec.params[k].name] = v));
+    const sb = Object.fromEntries(scoring.inputs.map((b, i) => [b.name, scoreBranch.capture(inputs[i])]));
+    const scored = scoring.forward(scoreBranch, params, sb);
+    const scoreNames = Object.keys(scored);
+    const empty = (g: GraphBuilder, v: Value) =>
+      op.constantOfShape(g.ints(v.shape.map(() => 0)), 0, v.dtype, v.shape.map(() => 0));
+    const outs = ifElse(
+      mode,
+      trainBranch,
+      [...r.values, ...scoreNames.map((n) => empty(trainBranch, scored[n]))],
+      scoreBranch,
+      [...r.values.map((v) => empty(scoreBranch, v)), ...scoreNames.map((n) => scored[n])],
+    );
+    const all = [...outNames(metricNames), ...scoreNames.map((n) => `score.${n}`)];
+    outs.forEach((v, i) => c.output(v, all[i]));
+    scoringIO = {
+      mode: mode.name,
+      inputs: scoring.inputs.map((b, i) => ({ ...b, graph: inputs[i].name })),
+      outputs: Object.fromEntries(scoreNames.map((n) => [n, `score.${n}`])),
+    };
+  }
+  let offset = 0;
+  const members = layout.order.map((k, j) => {
+    const m = { name: spec.params[k].name, offset, length: layout.rows[j] * width };
+    offset += m.length;
+    return m;
+  });
+  return {
+    graph: c,
+    io: {
+      packed: { name: FLAT_PARAMS, shape: [total, width], members },
+      params: spec.params.map((p) => ({ name: p.name, shape: p.shape })),
+      batch: batchShapes,
+      gradient: GRADIENT_OUTPUT,
+      loss: "train.loss",
+      metrics: metricNames,
+      accumulation: acc,
+      decayElements: layout.nDecay * width,
+      scoring: scoringIO,
+    },
+  };
+}
+
+/** The optimizer graph's inputs and outputs (all flat float32 `[n]` but the scalars). */
+export const SHARD_OPTIMIZER = {
+  params: "opt.params",
+  grad: "opt.grad",
+  m: "opt.m",
+  v: "opt.v",
+  /** Optimizer steps done before this one (float32 scalar, as the chunk graph's `train.step`). */
+  step: "opt.step",
+  lr: "opt.lr",
+  /** The clipping factor min(1, maxNorm / (‖g‖ + 1e-6)) of the global norm (graphs built with `clip`). */
+  coef: "opt.coef",
+  /** Elements of the slice, from its start, that get weight decay (int64 scalar). */
+  decayUntil: "opt.decay_until",
+  nextParams: "opt.params.next",
+  nextM: "opt.m.next",
+  nextV: "opt.v.next",
+} as const;
+
+/**
+ * AdamW on a flat slice (see the module's note). `clip`: the gradient is scaled by `opt.coef` (the chunk graph
+ * with `maxGradNorm`), folded into the moments' factors as there; without it the update is the unclipped one.
+ */
+export function buildShardOptimizerGraph(o: OptimizerConfig, clip: boolean): GraphBuilder {
+  if (o.kind !== "adamw") {
+    throw new RangeError(
+      `the data-parallel step runs AdamW; the optimizer "${o.kind}" is not supported there`,
+    );
+  }
+  const a: AdamWOptions = o;
+  const s = new GraphBuilder("adamw.shard");
+  const n = "n";
+  const p = s.input(SHARD_OPTIMIZER.params, "float32", [n]);
+  const g = s.input(SHARD_OPTIMIZER.grad, "float32", [n]);
+  const m = s.input(SHARD_OPTIMIZER.m, "float32", [n]);
+  const v = s.input(SHARD_OPTIMIZER.v, "float32", [n]);
+  const stepIn = s.input(SHARD_OPTIMIZER.step, "float32", []);
+  const lr = s.input(SHARD_OPTIMIZER.lr, "float32", []);
+  const coef = clip ? s.input(SHARD_OPTIMIZER.coef, "float32", []) : undefined;
+  const until = s.input(SHARD_OPTIMIZER.decayUntil, "int64", []);
+  const step = op.add(stepIn, 1);
+  // 1 for the elements with weight decay, 0 after them: the chunk graph's [rows, 1] column, per element
+  const length = op.reshape(op.shapeOf(p, 0, 1), []);
+  const index = op.range(s.scalar(0, "int64"), length, s.scalar(1, "int64"), n);
+  const mask = op.cast(op.less(index, until), "float32");
+  const decay = (a.weightDecay ?? 0) > 0 ? mask : false;
+  const update = adamwUpdate(p, g, m, v, lr, adamwSchedule(lr, step, a), a, decay, {
+    coef,
+    square: op.mul(g, g),
+  });
+  s.output(update.param, SHARD_OPTIMIZER.nextParams);
+  s.output(update.slots[0], SHARD_OPTIMIZER.nextM);
+  s.output(update.slots[1], SHARD_OPTIMIZER.nextV);
+  return s;
+}

@@ -1,0 +1,186 @@
+/**
+ * What the trainer (trainer.ts) does differently when its process is one rank of several: the world from
+ * the launcher's environment (torchrun, mpirun, SLURM: lib/runtime/comm/launch.ts) or a communicator given
+ * by a test; rank 0 alone prints and writes the run folder (the others write what they must into a private
+ * temporary folder, and read checkpoints from the shared one); the ranks agree on when to stop; a resume
+ * with another world size keeps the global batch where it can.
+ * @module
+ */
+import { copyFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Communicator } from "../runtime/comm/communicator.ts";
+import { openCommunicator, worldFromEnv } from "../runtime/comm/launch.ts";
+import type { Device } from "../runtime/tensor.ts";
+import type { GraphFolder } from "../runtime/graph_folder.ts";
+import { buildGradientGraph } from "../graph/distributed.ts";
+import { type RunPaths, runPaths } from "./run_folder.ts";
+import { DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
+import { type AlignmentGraphSpec, alignmentTrainingSpec } from "./train_graph.ts";
+
+/** A run's place in the world: a communicator where there are several ranks. */
+export type TrainWorld = { rank: number; size: number; localRank: number; comm?: Communicator };
+
+/** The world as the launcher (or a test's communicator) says, before any communicator is open. */
+export function plannedWorld(comm?: Communicator, env?: Record<string, string | undefined>): TrainWorld {
+  if (comm) return { rank: comm.rank, size: comm.size, localRank: comm.localRank, comm };
+  const w = worldFromEnv(env);
+  return { rank: w.rank, size: w.size, localRank: w.localRank };
+}
+
+/**
+ * Opens the communicator of a world of several ranks (Open MPI on the CPU, NCCL on CUDA, each collective
+ * under the watchdog), unless a test gave one. fp16 is refused there: its loss scaling skips a step on an
+ * overflow of this rank's gradient, which would have to be agreed on by all ranks.
+ */
+export async function openTrainWorld(
+  world: TrainWorld,
+  device: Device,
+  o: { precision?: string; timeoutMs?: number } = {},
+): Promise<TrainWorld> {
+  if (world.size === 1 || world.comm) return checkPrecision(world, o.precision);
+  checkPrecision(world, o.precision);
+  if (device === "cuda") {
+    // the step hands the collectives host arrays (the session's outputs come back to JavaScript), and NCCL
+    // reads device memory only: refused here, before NCCL starts, rather than at the first gradient
+    throw new Error(
+      `rank ${world.rank}/${world.size}: training on ${world.size} CUDA devices is not supported yet: the ` +
+        "data-parallel step exchanges the gradient through host memory, and NCCL takes device buffers only. " +
+        "Train on one GPU, or on the CPU with `mpirun -np N deno task train … --device cpu` (Open MPI)",
+    );
+  }
+  const comm = await openCommunicator({ device, timeoutMs: o.timeoutMs });
+  return { ...world, comm };
+}
+
+function checkPrecision(world: TrainWorld, precision?: string): TrainWorld {
+  if (world.size > 1 && precision === "fp16") {
+    throw new Error(
+      `rank ${world.rank}/${world.size}: --precision fp16 is not supported with several ranks yet (its loss ` +
+        "scaling would have to skip overflowing steps on all ranks at once): train with --precision fp32",
+    );
+  }
+  return world;
+}
+
+/** The hooks of a rank: rank 0's as given; the others print nothing and report no progress. */
+export function rankHooks<H extends { log?: (l: string) => void; onChunk?: unknown }>(
+  hooks: H,
+  world: TrainWorld,
+): H {
+  return world.rank === 0 ? hooks : { ...hooks, log: () => {}, onChunk: undefined };
+}
+
+/**
+ * The run folder every rank trains in: rank 0 makes it (`make`) and tells the others its path (so a fresh
+ * timestamped folder is the same for all).
+ */
+export async function sharedRunFolder(world: TrainWorld, make: () => Promise<RunPaths>): Promise<RunPaths> {
+  if (world.size === 1 || !world.comm) return await make();
+  const bytes = new Uint8Array(4096);
+  if (world.rank === 0) {
+    const run = await make();
+    const path = new TextEncoder().encode(run.dir);
+    if (path.length > bytes.length - 4) {
+      throw new Error(
+        `rank 0/${world.size}: the run folder's path is over ${bytes.length - 4} bytes: ${run.dir}`,
+      );
+    }
+    new DataView(bytes.buffer).setUint32(0, path.length);
+    bytes.set(path, 4);
+    await world.comm.broadcast(bytes, 0);
+    return run;
+  }
+  await world.comm.broadcast(bytes, 0);
+  const n = new DataView(bytes.buffer).getUint32(0);
+  return runPaths(new TextDecoder().decode(bytes.subarray(4, 4 + n)));
+}
+
+/**
+ * Where a rank writes: rank 0 the run folder itself; another rank a private temporary folder (its graphs,
+ * its metrics, nothing anyone reads) holding a copy of the run's reference log-prob cache, so that it
+ * decides as rank 0 does whether to score (scoring is a collective). Removed by the returned `dispose`.
+ */
+export async function rankRunFolder(
+  world: TrainWorld,
+  shared: RunPaths,
+): Promise<{ run: RunPaths; [Symbol.asyncDispose](): Promise<void> }> {
+  if (world.rank === 0) return { run: shared, [Symbol.asyncDispose]: () => Promise.resolve() };
+  const dir = await Deno.makeTempDir({ prefix: `train-rank${world.rank}-` });
+  const run = runPaths(dir);
+  await mkdir(run.checkpoints, { recursive: true });
+  await copyFile(join(shared.dir, "reference_logps.json"), join(dir, "reference_logps.json")).catch(() => {});
+  return { run, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }).catch(() => {}) };
+}
+
+/**
+ * Whether `flag` holds on any rank (a collective): decisions every rank must take alike, such as stopping at
+ * a chunk's boundary (a Ctrl-C reaches the ranks at different moments, and a rank that stopped alone would
+ * leave the others waiting in a collective) or what only rank 0's files say.
+ */
+export async function anyRank(world: TrainWorld, flag: boolean): Promise<boolean> {
+  if (world.size === 1 || !world.comm) return flag;
+  const flags = Int32Array.of(flag ? 1 : 0);
+  await world.comm.allReduce(flags, "max");
+  return flags[0] > 0;
+}
+
+/**
+ * The per-device batch of a run resumed with another world size: the saved one × saved ranks / ranks now,
+ * so that the global batch (and with it the plan of steps) stays the same and the resume is exact; where
+ * that does not divide, the saved per-device batch, and a note that the global batch changed.
+ */
+export function rescaledBatch(
+  batchSize: number,
+  savedWorld: number,
+  world: number,
+  log: (line: string) => void,
+): number {
+  if (savedWorld === world) return batchSize;
+  const global = batchSize * savedWorld;
+  if (global % world === 0) {
+    log(
+      `resuming a run of ${savedWorld} rank${savedWorld > 1 ? "s" : ""} on ${world}: --batch-size ${
+        global / world
+      } per device keeps the global batch of ${global} prompts per micro-batch step`,
+    );
+    return global / world;
+  }
+  log(
+    `note: resuming a run of ${savedWorld} ranks on ${world}: ${global} prompts per micro-batch do not split ` +
+      `evenly, so each device keeps --batch-size ${batchSize}; the global batch changes and the resume is not exact`,
+  );
+  return batchSize;
+}
+
+/** The data-parallel session of an alignment run (see distributed.ts), on CUDA device `localRank`. */
+export async function distributedSession(
+  spec: AlignmentGraphSpec,
+  init: Record<string, Float32Array>,
+  world: TrainWorld,
+  o: { device: Device; zero?: ZeroStage; graphFolder?: GraphFolder; graphName?: string; hashEvery?: number },
+): Promise<DistributedSession> {
+  if (!world.comm) throw new Error("distributedSession: no communicator");
+  try {
+    const built = buildGradientGraph(alignmentTrainingSpec({ ...spec, rowOffset: true }));
+    return await DistributedSession.create(built, init, world.comm, {
+      device: o.device,
+      deviceId: o.device === "cuda" ? world.localRank : undefined,
+      graphFolder: o.graphFolder,
+      graphName: o.graphName,
+      optimizer: spec.optimizer,
+      maxGradNorm: spec.maxGradNorm,
+      zero: o.zero,
+      hashEvery: o.hashEvery,
+    });
+  } catch (e) {
+    throw rankError(world.comm, e);
+  }
+}
+
+/** The sum of `x` over the ranks (a collective; `x` itself with one rank): a global batch's token count. */
+export async function sumRanks(world: TrainWorld, x: number): Promise<number> {
+  if (world.size === 1 || !world.comm) return x;
+  const v = Float64Array.of(x);
+  await world.comm.allReduce(v, "sum");
+  return v[0];
+}

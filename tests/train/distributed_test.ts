@@ -1,0 +1,380 @@
+/**
+ * Data-parallel training through the in-process world (lib/runtime/comm's localWorld): the gradient and
+ * AdamW graphs with a world of one end where the chunk graph's Loop does; 2 ranks × B prompts end where
+ * 1 rank × 2B does (LoRA and full, NCA and DPO, with accumulation and LoRA dropout); the ranks' weights are
+ * bit-identical; ZeRO-1 equals DDP and holds half the optimizer state per rank; checkpoints move between
+ * world sizes.
+ */
+import assert from "node:assert/strict";
+import { tinyConfig } from "../fixtures/tiny_config.ts";
+import { initWeights } from "../../lib/model/init.ts";
+import { frozenWeights } from "../../lib/model/weights.ts";
+import { trainableParamsFor, type TrainableSpec } from "../../lib/model/decoder.ts";
+import { alignmentTrainingSpec, buildAlignmentGraph, usesDropoutKey } from "../../lib/train/train_graph.ts";
+import { buildGradientGraph } from "../../lib/graph/distributed.ts";
+import { TrainingSession } from "../../lib/runtime/training_session.ts";
+import { localWorld } from "../../lib/runtime/comm/local.ts";
+import { type Communicator, singleCommunicator } from "../../lib/runtime/comm/communicator.ts";
+import {
+  assembleRankChunk,
+  DistributedSession,
+  rankSteps,
+  type ZeroStage,
+} from "../../lib/train/distributed.ts";
+import { assembleChunk, type ChunkOptions, type PlannedStep } from "../../lib/train/chunks.ts";
+import type { PreparedExample } from "../../lib/train/prepare.ts";
+import { openTrainWorld, rescaledBatch } from "../../lib/train/distributed_run.ts";
+import { estimateMemory, rankStateBytes } from "../../lib/train/memory.ts";
+import { parseDdpCheckArgs } from "../../bench/gpu/ddp_check.ts";
+
+const cfg = tinyConfig("llama", { numLayers: 1, hiddenSize: 16, vocabSize: 40 });
+const W = initWeights(cfg, { seed: 5, std: 0.1 });
+const K = 2, STEPS = 5, LR = 2e-2;
+
+// 40 prompts of varied lengths, K = 2 responses each; 5 steps of 8 prompts
+const rand = (() => {
+  let s = 7;
+  return () => ((s = Math.imul(s, 1103515245) + 12345 >>> 0) / 2 ** 32);
+})();
+const tok = (n: number) => Array.from({ length: n }, () => 1 + Math.floor(rand() * 37));
+const examples: PreparedExample[] = Array.from({ length: 40 }, (_, i) => ({
+  promptIds: tok(2 + (i % 5)),
+  responseIds: [tok(1 + (i % 3)), tok(2 + (i % 4))],
+  labels: [0.7, 0.3],
+}));
+const reference = examples.map(() => Float32Array.from([-20 - rand() * 5, -22 - rand() * 5]));
+const order = Array.from({ length: 40 }, (_, i) => (i * 17) % 40);
+const steps: PlannedStep[] = Array.from({ length: STEPS }, (_, s) => ({
+  epoch: 0,
+  indices: order.slice(s * 8, s * 8 + 8),
+}));
+const lrs = new Array(STEPS).fill(LR);
+
+type Case = { mode: "lora" | "full"; loss: "nca" | "dpo"; acc: number; dropout?: number };
+
+function trainableOf(c: Case) {
+  const spec: TrainableSpec = c.mode === "lora"
+    ? {
+      mode: "lora",
+      lora: { r: 2, alpha: 4, dropout: c.dropout ?? 0, targetModules: "all-linear" },
+      seed: 3,
+    }
+    : { mode: "full", weights: W };
+  return trainableParamsFor(cfg, spec);
+}
+
+function specOf(c: Case, rowOffset = false) {
+  const trainable = trainableOf(c);
+  return {
+    trainable,
+    spec: {
+      cfg,
+      frozen: frozenWeights(W),
+      trainable,
+      loss: c.loss,
+      beta: 0.1,
+      k: K,
+      ranked: false,
+      optimizer: { kind: "adamw" as const, weightDecay: 0.01 },
+      maxGradNorm: 1,
+      accumulation: c.acc,
+      rowOffset,
+    },
+  };
+}
+
+function chunkOptions(c: Case, keyed: boolean): ChunkOptions {
+  return {
+    loss: c.loss,
+    k: K,
+    padId: 0,
+    accumulation: c.acc,
+    dropout: keyed ? { seed: 3, fromStep: 0 } : undefined,
+  };
+}
+
+/** One process, today's chunk graph (a Loop of STEPS steps): the packed parameters after `upTo` steps. */
+async function loopRun(c: Case, upTo = STEPS) {
+  const { trainable, spec } = specOf(c);
+  const ts = await TrainingSession.create(buildAlignmentGraph(spec), trainable.init, { intraOpThreads: 1 });
+  const tensors = assembleChunk(
+    examples,
+    steps.slice(0, upTo),
+    reference,
+    chunkOptions(c, usesDropoutKey(trainable)),
+  );
+  const res = await ts.run(tensors.feeds, lrs.slice(0, upTo));
+  const named = ts.namedState();
+  const state = Object.fromEntries(Object.entries(named.tensors).map(([k, v]) => [k, v.data.slice()]));
+  return { ts, state, res, scalars: named.scalars };
+}
+
+/** `comms.length` ranks of the data-parallel step, all running `from`..`to` of the steps concurrently. */
+async function openRanks(c: Case, comms: Communicator[], zero: ZeroStage = 0, hashEvery = 1) {
+  return await Promise.all(comms.map((comm) => {
+    const { trainable, spec } = specOf(c, true);
+    return DistributedSession.create(buildGradientGraph(alignmentTrainingSpec(spec)), trainable.init, comm, {
+      optimizer: spec.optimizer,
+      maxGradNorm: spec.maxGradNorm,
+      zero,
+      hashEvery,
+      intraOpThreads: 1,
+    });
+  }));
+}
+
+async function runRanks(c: Case, sessions: DistributedSession[], from = 0, to = STEPS) {
+  const keyed = usesDropoutKey(trainableOf(c));
+  const o = { ...chunkOptions(c, keyed), dropout: keyed ? { seed: 3, fromStep: from } : undefined };
+  return await Promise.all(sessions.map((s) => {
+    const t = assembleRankChunk(examples, steps.slice(from, to), reference, o, s.comm, true);
+    return s.run(t.feeds, lrs.slice(from, to));
+  }));
+}
+
+async function named(s: DistributedSession[]) {
+  const all = await Promise.all(s.map((x) => x.namedState()));
+  return all.map((n) => Object.fromEntries(Object.entries(n.tensors).map(([k, v]) => [k, v.data.slice()])));
+}
+
+/** max |a − b| over max |b|, over every tensor of `b` (parameters and moments). */
+function relativeDiff(
+  a: Record<string, Float32Array>,
+  b: Record<string, Float32Array>,
+  only?: RegExp,
+): number {
+  let diff = 0, scale = 0;
+  for (const [k, v] of Object.entries(b)) {
+    if (only && !only.test(k)) continue;
+    const u = a[k];
+    assert.ok(u, `missing ${k}`);
+    for (let i = 0; i < v.length; i++) {
+      diff = Math.max(diff, Math.abs(u[i] - v[i]));
+      scale = Math.max(scale, Math.abs(v[i]));
+    }
+  }
+  return diff / scale;
+}
+
+const PARAMS = /^(?!.*\.exp_avg)/; // the parameters, not their moments
+
+async function release(...xs: { release(): Promise<unknown> }[]) {
+  for (const x of xs) await x.release();
+}
+
+for (const c of [{ mode: "lora", loss: "nca", acc: 2 }, { mode: "full", loss: "dpo", acc: 2 }] as Case[]) {
+  Deno.test(`distributed: a world of one through the gradient and AdamW graphs equals the Loop (${c.mode}, ${c.loss}, accumulation ${c.acc})`, async () => {
+    const loop = await loopRun(c);
+    const [one] = await openRanks(c, [singleCommunicator()]);
+    const res = await runRanks(c, [one]);
+    const [state] = await named([one]);
+    const d = relativeDiff(state, loop.state);
+    assert.ok(d < 1e-6, `world of one vs the Loop: relative difference ${d}`);
+    assert.ok(relativeDiff(state, trainableOf(c).init, PARAMS) > 1e-3, "the parameters moved");
+    for (let i = 0; i < STEPS; i++) {
+      assert.ok(Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6);
+    }
+    await release(loop.ts, one);
+  });
+}
+
+const cases: Case[] = [
+  { mode: "lora", loss: "nca", acc: 2, dropout: 0.1 },
+  { mode: "lora", loss: "dpo", acc: 1, dropout: 0.1 },
+  { mode: "full", loss: "nca", acc: 1 },
+  { mode: "full", loss: "dpo", acc: 2 },
+];
+for (const c of cases) {
+  Deno.test(
+    `distributed: 2 ranks × B prompts equal 1 rank × 2B after ${STEPS} steps (${c.mode}, ${c.loss}, accumulation ${c.acc}${
+      c.dropout ? ", LoRA dropout" : ""
+    })`,
+    async () => {
+      const loop = await loopRun(c);
+      const ranks = await openRanks(c, localWorld(2));
+      const res = await runRanks(c, ranks);
+      const [a, b] = await named(ranks);
+      for (const k of Object.keys(a)) {
+        assert.deepEqual(a[k], b[k], `${k}: the ranks' values are not bit-identical`);
+      }
+      const d = relativeDiff(a, loop.state);
+      assert.ok(d < 1e-6, `2 ranks vs 1: relative difference ${d}`);
+      // the logged loss is the global batch's
+      for (let i = 0; i < STEPS; i++) {
+        assert.ok(Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6);
+      }
+      await release(loop.ts, ...ranks);
+    },
+  );
+}
+
+Deno.test("distributed: keyed dropout masks follow the global position, not the rank's (without the row offset they differ)", async () => {
+  // the same run with every rank keying its rows from 0: measurably apart from one process
+  const c: Case = { mode: "lora", loss: "nca", acc: 1, dropout: 0.3 };
+  const loop = await loopRun(c);
+  const ranks = await openRanks(c, localWorld(2));
+  await Promise.all(ranks.map((s) => {
+    const o = chunkOptions(c, true);
+    const t = assembleRankChunk(examples, steps, reference, o, s.comm, true);
+    (t.feeds.dropout_row_offset.data as Float32Array).fill(0);
+    return s.run(t.feeds, lrs);
+  }));
+  const [a] = await named(ranks);
+  assert.ok(relativeDiff(a, loop.state, PARAMS) > 1e-4, "rows keyed by local position should differ");
+  await release(loop.ts, ...ranks);
+});
+
+Deno.test("distributed: --zero 1 equals DDP bit for bit and holds 1/N of the optimizer state per rank", async () => {
+  const c: Case = { mode: "full", loss: "nca", acc: 2 };
+  const ddp = await openRanks(c, localWorld(2), 0);
+  const zero = await openRanks(c, localWorld(2), 1);
+  await runRanks(c, ddp);
+  await runRanks(c, zero);
+  const [d] = await named(ddp), [z0, z1] = await named(zero);
+  for (const k of Object.keys(d)) {
+    assert.deepEqual(z0[k], d[k], `${k}: ZeRO-1 differs from DDP`);
+    assert.deepEqual(z1[k], d[k], `${k}: ZeRO-1's ranks differ`);
+  }
+  const full = ddp[0].optimizerStateBytes;
+  assert.equal(full, 2 * 4 * ddp[0].size);
+  for (const s of zero) {
+    assert.ok(Math.abs(s.optimizerStateBytes / full - 0.5) < 0.01, `${s.optimizerStateBytes} of ${full}`);
+  }
+  await release(...ddp, ...zero);
+});
+
+Deno.test("distributed: a 2-rank checkpoint resumes on 1 rank, and a 1-rank one on 2, exactly where the run would be", async () => {
+  const c: Case = { mode: "lora", loss: "nca", acc: 2, dropout: 0.1 };
+  const whole = await loopRun(c);
+  // 2 ranks (ZeRO-1) for 3 steps → checkpoint → one process (the Loop) for the last 2
+  const ranks = await openRanks(c, localWorld(2), 1);
+  await runRanks(c, ranks, 0, 3);
+  // namedState is a collective: both ranks call it together (rank 0 would write it)
+  const both = await Promise.all(ranks.map((s) => s.namedState()));
+  const saved = Object.fromEntries(Object.entries(both[0].tensors).map(([k, v]) => [k, v.data.slice()]));
+  const { trainable, spec } = specOf(c);
+  const one = await TrainingSession.create(buildAlignmentGraph(spec), trainable.init, { intraOpThreads: 1 });
+  one.restoreNamed(saved, both[0].scalars);
+  const rest = assembleChunk(examples, steps.slice(3), reference, {
+    ...chunkOptions(c, true),
+    dropout: { seed: 3, fromStep: 3 },
+  });
+  await one.run(rest.feeds, lrs.slice(3));
+  const after = Object.fromEntries(Object.entries(one.namedState().tensors).map(([k, v]) => [k, v.data]));
+  assert.ok(relativeDiff(after, whole.state) < 1e-6, `2 → 1: ${relativeDiff(after, whole.state)}`);
+
+  // one process for 3 steps → checkpoint → 2 ranks (DDP) for the last 2
+  const first = await loopRun(c, 3);
+  const two = await openRanks(c, localWorld(2), 0);
+  for (const s of two) s.restoreNamed(first.state, first.scalars);
+  await runRanks(c, two, 3, STEPS);
+  const [x] = await named(two);
+  assert.ok(relativeDiff(x, whole.state) < 1e-6, `1 → 2: ${relativeDiff(x, whole.state)}`);
+  await release(whole.ts, first.ts, one, ...ranks, ...two);
+});
+
+Deno.test("distributed: ranks whose parameters drift apart fail, naming the rank", async () => {
+  const c: Case = { mode: "lora", loss: "dpo", acc: 1 };
+  const ranks = await openRanks(c, localWorld(2), 0, 2);
+  const n = await Promise.all(ranks.map((s) => s.namedState()));
+  const state = Object.fromEntries(Object.entries(n[1].tensors).map(([k, v]) => [k, v.data.slice()]));
+  const first = Object.keys(state).find((k) => !k.includes(".exp_avg"))!;
+  state[first][0] += 1e-3;
+  ranks[1].restoreNamed(state, n[1].scalars);
+  const outcomes = await Promise.allSettled(ranks.map((s) => {
+    const t = assembleRankChunk(examples, steps.slice(0, 2), reference, chunkOptions(c, false), s.comm, true);
+    return s.run(t.feeds, lrs.slice(0, 2));
+  }));
+  outcomes.forEach((o, r) => {
+    assert.equal(o.status, "rejected", `rank ${r} should fail`);
+    assert.match(
+      String((o as PromiseRejectedResult).reason),
+      new RegExp(
+        `rank ${r}/2: the ranks' parameters differ after step 2: rank 1 holds other values than rank 0`,
+      ),
+    );
+  });
+  await release(...ranks);
+});
+
+Deno.test("distributed: each rank takes its contiguous share of every micro-batch of a global step", () => {
+  const st: PlannedStep[] = [{ epoch: 0, indices: [10, 11, 12, 13, 14, 15, 16, 17] }];
+  // accumulation 2: micro-batches [10..13] and [14..17]; rank 1 of 2 takes 12, 13 and 16, 17
+  assert.deepEqual(rankSteps(st, { rank: 0, size: 2 }, 2)[0].indices, [10, 11, 14, 15]);
+  assert.deepEqual(rankSteps(st, { rank: 1, size: 2 }, 2)[0].indices, [12, 13, 16, 17]);
+  assert.deepEqual(rankSteps(st, { rank: 3, size: 4 }, 1)[0].indices, [16, 17]);
+  assert.throws(
+    () => rankSteps(st, { rank: 0, size: 3 }, 1),
+    /8 prompts cannot be split into 1 micro-batches on each of 3 ranks/,
+  );
+});
+
+Deno.test("distributed: several CUDA ranks and fp16 on several ranks are refused before any communicator opens, naming the rank", async () => {
+  const world = { rank: 1, size: 2, localRank: 1 };
+  await assert.rejects(
+    openTrainWorld(world, "cuda"),
+    /^Error: rank 1\/2: training on 2 CUDA devices is not supported yet/,
+  );
+  await assert.rejects(
+    openTrainWorld(world, "cpu", { precision: "fp16" }),
+    /^Error: rank 1\/2: --precision fp16 is not supported with several ranks/,
+  );
+});
+
+Deno.test("distributed: a resume with another world size keeps the global batch where it divides", () => {
+  const lines: string[] = [];
+  assert.equal(rescaledBatch(2, 2, 1, (l) => lines.push(l)), 4);
+  assert.equal(rescaledBatch(4, 1, 2, (l) => lines.push(l)), 2);
+  assert.equal(rescaledBatch(3, 1, 2, (l) => lines.push(l)), 3);
+  assert.equal(rescaledBatch(5, 2, 2, (l) => lines.push(l)), 5);
+  assert.match(lines[2], /3 prompts per micro-batch do not split evenly.*the resume is not exact/);
+  assert.equal(lines.length, 3);
+});
+
+Deno.test("distributed: memory per rank — ZeRO-1 holds 1/N of AdamW's moments; 7B full fine-tuning on 8 × 80 GB", () => {
+  const P = 7.24e9; // Mistral-7B
+  const ddp = rankStateBytes(P, { size: 8, zero: 0 }), zero = rankStateBytes(P, { size: 8, zero: 1 });
+  assert.equal(ddp.moments, P * 8);
+  assert.equal(zero.moments, Math.ceil(P / 8) * 8);
+  assert.equal(zero.params, ddp.params); // parameters and gradient stay whole on every rank
+  const GB = 80e9;
+  assert.ok(ddp.total > 2 * GB, `DDP: ${ddp.total / 1e9} GB`);
+  assert.ok(zero.total < GB, `ZeRO-1: ${zero.total / 1e9} GB`);
+  // the estimate takes the world: one process's trainable state vs a rank's
+  const base = {
+    cfg: tinyConfig("llama"),
+    weightBytes: 0,
+    headElementBytes: 4,
+    trainableParams: 1000,
+    rows: 2,
+    width: 8,
+    computeBytes: 4,
+    lora: null,
+    checkpointing: false,
+    chunk: 0,
+  };
+  assert.equal(estimateMemory(base).trainable, 1000 * 40);
+  assert.equal(
+    estimateMemory({ ...base, world: { size: 4, zero: 1 } }).trainable,
+    rankStateBytes(1000, { size: 4, zero: 1 }).total,
+  );
+});
+
+Deno.test("bench/gpu/ddp_check.ts: its arguments, and what is wrong with them", () => {
+  assert.deepEqual(parseDdpCheckArgs([]), {
+    steps: 5,
+    mode: ["lora", "full"],
+    tolerance: 1e-5,
+    device: "cuda",
+  });
+  assert.deepEqual(parseDdpCheckArgs(["--steps", "3", "--mode", "full", "--device", "cpu"]), {
+    steps: 3,
+    mode: ["full"],
+    tolerance: 1e-5,
+    device: "cpu",
+  });
+  assert.throws(() => parseDdpCheckArgs(["--steps", "0"]), /--steps must be a whole number ≥ 1, got 0/);
+  assert.throws(() => parseDdpCheckArgs(["--mode", "half"]), /--mode must be lora, full or both, got half/);
+  assert.throws(() => parseDdpCheckArgs(["--steps"]), /--steps needs a value/);
+  assert.throws(() => parseDdpCheckArgs(["--nproc", "2"]), /unknown argument --nproc/);
+});

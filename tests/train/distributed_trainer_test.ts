@@ -1,0 +1,111 @@
+/**
+ * `train()` on several ranks through the in-process world (two ranks in this process, as two launched
+ * processes would be): it ends where one process with the same global batch does, rank 0 alone prints and
+ * writes the run folder, and a 2-rank run resumes on one process (and a 1-process run on 2 ranks).
+ */
+import assert from "node:assert/strict";
+import { loadLatestCheckpoint } from "../../lib/train/checkpoint.ts";
+import { train, type TrainConfig } from "../../lib/train/trainer.ts";
+import { localWorld } from "../../lib/runtime/comm/local.ts";
+import { tinyConfigFor, tinySetup } from "./_fixtures.ts";
+
+/** max |a − b| / max |b| over the checkpoint's tensors. */
+function relativeDiff(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
+  let diff = 0, scale = 0;
+  for (const [k, v] of Object.entries(b)) {
+    assert.ok(a[k], `missing ${k}`);
+    for (let i = 0; i < v.length; i++) {
+      diff = Math.max(diff, Math.abs(a[k][i] - v[i]));
+      scale = Math.max(scale, Math.abs(v[i]));
+    }
+  }
+  return diff / scale;
+}
+
+async function tensorsOf(dir: string) {
+  const ck = await loadLatestCheckpoint(`${dir}/checkpoints`);
+  assert.ok(ck, `no checkpoint in ${dir}`);
+  return ck;
+}
+
+/** Two ranks of `cfg` in this process; each rank's log lines. */
+async function twoRanks(cfg: TrainConfig, hooks: { stopAfterSteps?: number } = {}) {
+  const logs: string[][] = [[], []];
+  const res = await Promise.all(
+    localWorld(2).map((comm) =>
+      train(structuredClone(cfg), { ...hooks, comm, log: (l) => logs[comm.rank].push(l) })
+    ),
+  );
+  return { res, logs };
+}
+
+Deno.test("train() on 2 ranks equals one process with the same global batch; rank 0 alone prints and writes", async () => {
+  const s = await tinySetup();
+  const base = { loraDropout: 0.1, gradAccum: 2, epochs: 1, evalFraction: 0.2 };
+  await train(tinyConfigFor(s, { ...base, out: `${s.dir}/one`, batchSize: 4 }), { log: () => {} });
+  const { res, logs } = await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/two`, batchSize: 2 }));
+  assert.equal(res[0].steps, res[1].steps);
+  const one = await tensorsOf(`${s.dir}/one`), two = await tensorsOf(`${s.dir}/two`);
+  assert.equal(two.step, one.step);
+  const d = relativeDiff(two.tensors, one.tensors);
+  assert.ok(d < 1e-6, `2 ranks vs one process: relative difference ${d}`);
+  assert.ok(logs[0].length > 0, "rank 0 prints");
+  assert.deepEqual(logs[1], [], "rank 1 prints nothing");
+  const config = JSON.parse(await Deno.readTextFile(`${s.dir}/two/config.json`));
+  assert.equal(config.worldSize, 2);
+  // the run folder has what one process writes: the policy, the summary, the evaluation
+  for (const f of ["policy/config.json", "summary.json", "metrics.jsonl", "reference_logps.json"]) {
+    assert.ok((await Deno.stat(`${s.dir}/two/${f}`)).isFile, f);
+  }
+  const evalOne = res[0].eval!, summary = JSON.parse(await Deno.readTextFile(`${s.dir}/one/summary.json`));
+  for (const [k, v] of Object.entries(summary.finalEval as Record<string, number>)) {
+    assert.ok(
+      Math.abs(evalOne[k] - v) <= 1e-4 * Math.max(1, Math.abs(v)),
+      `eval ${k}: ${evalOne[k]} vs ${v}`,
+    );
+  }
+  await Deno.remove(s.dir, { recursive: true });
+});
+
+Deno.test("train(): a 2-rank run resumes in one process, and a one-process run on 2 ranks, exactly", async () => {
+  const s = await tinySetup();
+  // 20 training prompts: every step of 4 splits over 2 ranks (a last, smaller step that cannot be split
+  // evenly is left out on several ranks and kept by one process, which would shift the plan)
+  const base = { loraDropout: 0.1, epochs: 2, saveEvery: 100, evalFraction: 0.17 };
+  await train(tinyConfigFor(s, { ...base, out: `${s.dir}/whole`, batchSize: 4 }), { log: () => {} });
+  const whole = await tensorsOf(`${s.dir}/whole`);
+  assert.equal(whole.step, 10);
+
+  // 2 ranks × 2 prompts for 3 steps, then one process: it takes --batch-size 4 by itself
+  await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/a`, batchSize: 2 }), { stopAfterSteps: 3 });
+  assert.equal((await tensorsOf(`${s.dir}/a`)).step, 3);
+  const logs: string[] = [];
+  await train({ ...tinyConfigFor(s, { ...base, batchSize: 2 }), out: undefined, resume: `${s.dir}/a` }, {
+    log: (l) => logs.push(l),
+  });
+  assert.ok(logs.some((l) => /resuming a run of 2 ranks on 1: --batch-size 4/.test(l)), logs.join("\n"));
+  const a = await tensorsOf(`${s.dir}/a`);
+  assert.equal(a.step, whole.step);
+  assert.ok(
+    relativeDiff(a.tensors, whole.tensors) < 1e-6,
+    `2 → 1: ${relativeDiff(a.tensors, whole.tensors)}`,
+  );
+
+  // one process for 3 steps, then 2 ranks (ZeRO-1)
+  await train(tinyConfigFor(s, { ...base, out: `${s.dir}/b`, batchSize: 4 }), {
+    log: () => {},
+    stopAfterSteps: 3,
+  });
+  await twoRanks({
+    ...tinyConfigFor(s, { ...base, batchSize: 4, zero: 1 }),
+    out: undefined,
+    resume: `${s.dir}/b`,
+  });
+  const b = await tensorsOf(`${s.dir}/b`);
+  assert.equal(b.step, whole.step);
+  assert.ok(
+    relativeDiff(b.tensors, whole.tensors) < 1e-6,
+    `1 → 2: ${relativeDiff(b.tensors, whole.tensors)}`,
+  );
+  await Deno.remove(s.dir, { recursive: true });
+});
