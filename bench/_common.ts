@@ -21,7 +21,7 @@ import { TrainingSession } from "../lib/runtime/training_session.ts";
 import { resolveDevice } from "../lib/runtime/device.ts";
 import { nvidiaSmi } from "../lib/runtime/device_memory.ts";
 import type { Device } from "../lib/runtime/tensor.ts";
-import { UsageError } from "../lib/cli/options.ts";
+import { UsageError } from "../lib/cli/spec.ts";
 
 /** A wrong or missing flag (the entries' own): scripts print the message and their usage, and exit 2. */
 export { UsageError };

@@ -200,7 +200,10 @@ export function onPaper() {
     }
   }
   const P7 = 7.24e9; // Mistral-7B
-  const memory = [0, 1].map((zero) => ({ zero, ...rankStateBytes(P7, { size: 8, zero: zero as 0 | 1 }) }));
+  const memory = [0, 1].map((zero) => ({
+    zero,
+    ...rankStateBytes(P7, { size: 8, zero: zero as 0 | 1, device: "cuda" }),
+  }));
   return { rows, memory };
 }
 
@@ -233,7 +236,9 @@ if (import.meta.main) {
     console.log(
       `| 7B full, 8 ranks, --zero ${m.zero} | params ${gib(m.params)} | gradient ${
         gib(m.gradient)
-      } | moments ${gib(m.moments)} | update ${gib(m.update)} | total ${gib(m.total)} GiB |`,
+      } | staging ${gib(m.staging)} | moments ${gib(m.moments)} | update ${gib(m.update)} | total ${
+        gib(m.total)
+      } GiB |`,
     );
   }
 }

@@ -35,6 +35,7 @@ import type { Scorer } from "../lib/loop/scorers/types.ts";
 import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
 import { type Lock, lockFolder } from "../lib/lock.ts";
+import { launcherRefusal } from "../lib/loop/score.ts";
 
 /** What `deno task eval` reads besides the sampling and scorer flags. */
 type EvalFlags = {
@@ -234,6 +235,11 @@ export function parseEvalArgs(
 async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseEvalArgs(argv), EVAL_USAGE, "eval");
   if (typeof args === "number") return args;
+  const refused = launcherRefusal("eval");
+  if (refused) {
+    console.error(`error: ${refused}`);
+    return 1;
+  }
   // a live progress line on a terminal, plain lines in a log
   const encoder = new TextEncoder();
   const display = evalProgressWriter({

@@ -25,7 +25,15 @@ import {
   usageErrorExit,
 } from "../lib/cli/mod.ts";
 import type { DeviceRequest } from "../lib/runtime/device.ts";
-import { mergeSamples, type SampleOptions, type SampleProgress, sampleToFile } from "../lib/loop/sample.ts";
+import {
+  mergeSamples,
+  type RankSampleResult,
+  sampleAsRank,
+  type SampleOptions,
+  type SampleProgress,
+  sampleToFile,
+} from "../lib/loop/sample.ts";
+import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
 import { parseShard, SAMPLE_DEFAULTS, SampleOptionError, type Shard } from "../lib/loop/sample_settings.ts";
 
 /** What `deno task sample` reads besides the shared sampling flags. */
@@ -233,12 +241,29 @@ async function main(argv: string[]): Promise<number> {
     write(`${live ? "\r\x1b[K" : ""}${line}\n`);
     live = false;
   };
+  // under torchrun, mpirun or srun (no --shard): this rank's shard, merged by rank 0 (docs/distributed.md)
+  let world;
+  try {
+    world = worldFromEnv();
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
+  }
+  if (world.size > 1 && parsed.sample.shard) {
+    return usageErrorExit([
+      `--shard with ${world.size} ranks (${world.launcher}): every rank would write the same --out; leave ` +
+      `--shard out and each rank samples its share (rank r writes ${parsed.sample.out}.shard-r-of-${world.size}, ` +
+      "rank 0 merges them)",
+    ], "sample");
+  }
+  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
+  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
   using stop = stopOnSignals(
     "interrupted: writing the finished rows (Ctrl-C again to quit now); rerun the command to continue",
     log,
   );
   try {
-    const r = await sampleToFile({
+    const options: SampleOptions = {
       ...parsed.sample,
       device: parsed.device,
       signal: stop.signal,
@@ -253,11 +278,24 @@ async function main(argv: string[]): Promise<number> {
           lastPlain = p.seconds;
         }
       },
-    });
+    };
+    if (ranked && ranked.rank > 0) options.onProgress = undefined; // rank 0 alone shows progress
+    const r: RankSampleResult = ranked ? await sampleAsRank(options, ranked) : await sampleToFile(options);
     if (live) write("\n");
     if (r.interrupted) {
-      console.error(`stopped after ${r.done} of ${r.total} prompts; rerun the same command to continue`);
+      console.error(
+        `${who}stopped after ${r.done} of ${r.total} prompts; rerun the same command to continue`,
+      );
       return 130;
+    }
+    if (ranked) {
+      const merged = r.merged;
+      console.error(
+        merged
+          ? `merged the ${merged.shards} ranks' shards, ${merged.rows} prompts, into ${merged.out}`
+          : `${who}wrote ${r.out} (shard ${r.meta.shard.index}/${r.meta.shard.count}); rank 0 merges`,
+      );
+      return 0;
     }
     const shard = r.meta.shard.count > 1 ? ` (shard ${r.meta.shard.index}/${r.meta.shard.count})` : "";
     console.error(
@@ -270,7 +308,8 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (live) write("\n");
     if (e instanceof SampleOptionError) return usageErrorExit([e.message], "sample");
-    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    const m = e instanceof Error ? e.message : String(e);
+    console.error(`error: ${who && !m.startsWith("rank ") ? who : ""}${m}`);
     return 1;
   }
 }

@@ -12,7 +12,7 @@ import {
   parsedOrExitCode,
   stopOnSignals,
 } from "../lib/cli/mod.ts";
-import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
+import { launcherRefusal, scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
 import {
@@ -138,6 +138,11 @@ export function parseScoreArgs(
 async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseScoreArgs(argv), SCORE_USAGE, "score");
   if (typeof args === "number") return args;
+  const refused = launcherRefusal("score");
+  if (refused) {
+    console.error(`error: ${refused}`);
+    return 1;
+  }
   const log = (line: string) => console.error(line);
   // a reward function runs in a process of its own, which is killed at once; other scorers finish their batch
   const when = args.scorer.kind === "reward-fn" ? "now" : "after the current batch";

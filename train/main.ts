@@ -9,6 +9,9 @@ import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.t
 import { runDemo } from "../lib/train/demo/demo.ts";
 import { parsedOrExitCode, stopOnSignals } from "../lib/cli/mod.ts";
 import { plannedWorld } from "../lib/train/distributed_run.ts";
+import { findMpirun, freePortPair, nprocCommands, runRanks } from "../lib/train/nproc.ts";
+import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 
 async function main(argv: string[]): Promise<number> {
   const opts = parsedOrExitCode(
@@ -21,6 +24,9 @@ async function main(argv: string[]): Promise<number> {
   );
   if (typeof opts === "number") return opts;
   for (const notice of optionNotices(opts)) console.log(`note: ${notice}`);
+  if (opts.nproc !== undefined && opts.nproc > 1) {
+    return await startRanks(opts.nproc, opts.device, !!opts.demo, argv);
+  }
 
   // Ctrl-C or SIGTERM: finish the current chunk, save a checkpoint, exit; a second signal exits at once
   using stop = stopOnSignals(
@@ -67,6 +73,43 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     display?.finish();
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+}
+
+/** `--nproc N`: this process starts the N ranks (lib/train/nproc.ts) and waits for them; their exit status. */
+async function startRanks(
+  nproc: number,
+  request: DeviceRequest,
+  demo: boolean,
+  argv: string[],
+): Promise<number> {
+  try {
+    if (demo) throw new Error("--nproc starts ranks of a training run (--model, --data), not of the demo");
+    const world = worldFromEnv();
+    if (world.launcher !== "none") {
+      throw new Error(
+        `--nproc ${nproc} starts the ranks itself, and this process is already rank ${world.rank}/${world.size} ` +
+          `of ${world.launcher}: leave --nproc out under a launcher`,
+      );
+    }
+    // auto is resolved once here (not differently per rank); cpu and cuda need no library loaded here
+    const { device, notice } = request === "auto"
+      ? await resolveDevice(request)
+      : { device: request, notice: "" };
+    if (notice) console.log(notice);
+    const procs = nprocCommands({
+      nproc,
+      device,
+      argv,
+      mpirun: device === "cpu" ? findMpirun() : undefined,
+      root: Deno.uid() === 0,
+      env: Deno.env.toObject(),
+      port: device === "cuda" ? freePortPair() : undefined,
+    });
+    return await runRanks(procs);
+  } catch (e) {
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }

@@ -5,6 +5,9 @@
  * none of them.
  * @module
  */
+export * from "./spec.ts";
 export * from "./options.ts";
+export * from "./help.ts";
+export * from "./usage.ts";
 export * from "./signals.ts";
 export * from "./progress.ts";

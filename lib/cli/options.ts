@@ -3,7 +3,7 @@
  * {@link OptionSpec}s gives each option's flag, value check, `--help` line, config-file names and TRL's
  * names; {@link parseArgv} reads a command line against it, listing every problem at once (unknown flags
  * with the closest known one, missing and bad values, two names setting one option differently);
- * {@link helpText} writes the grouped help; {@link parsedOrExitCode} is the one usage-error path (`error:`
+ * help.ts writes the grouped help; usage.ts is the one usage-error path (`error:`
  * lines, a pointer to `--help`, exit status 2).
  *
  * Flags are kebab-case (`--max-prompt-length`), values keyed by the spec's `key` (camelCase). A spec's
@@ -14,95 +14,14 @@
  * @module
  */
 
-/** How a value is read. `json`: a JSON object, given as the flag's text or a config file's value. */
-export type OptionKind = "string" | "number" | "int" | "enum" | "boolean" | "list" | "json";
-
-/** A value converted to the option's type, or what is wrong with it (the text after the option's name). */
-export type Converted = { value: unknown } | { error: string };
-
-/**
- * One of TRL's (or transformers') names for an option, where its values differ from ours: `translate`
- * turns TRL's value into ours (`{ value: null }`: leave the option unset, as `max_steps: -1` means).
- */
-export type TrlName = {
-  name: string;
-  /** TRL's argument is on/off (`--bf16`): as a flag it takes no value; `translate` gets true or false. */
-  boolean?: boolean;
-  translate?: (raw: unknown) => Converted;
-};
-
-/** How one option is parsed, checked and documented. `O` is the object the parsed values fill. */
-export type OptionSpec<O> = {
-  /** The field of `O` the value goes to. */
-  key: Extract<keyof O, string>;
-  /** The flag, without `--`. */
-  flag: string;
-  kind: OptionKind;
-  /** The `--help` section it is listed in (sections come in the order of their first option). */
-  group: string;
-  help: string;
-  /** Default value (undefined: unset unless given). The parser never fills it in: see {@link defaultsOf}. */
-  default?: unknown;
-  /** How the default reads in `--help` when it is not a plain value; "" shows none. */
-  defaultText?: string;
-  /** `enum`: the values allowed. */
-  choices?: readonly string[];
-  /** `enum`: likely mistakes and the choice meant (`gpu` → `cuda`), preferred over spelling suggestions. */
-  hints?: Readonly<Record<string, string>>;
-  /** `int`, `number`: the smallest value allowed. */
-  min?: number;
-  /** `int`, `number`: returns what else is wrong ("must be > 0") or undefined. */
-  check?: (v: number) => string | undefined;
-  /**
-   * A reading of the option's own instead of its kind's: the flag's text (or a config file's value) to the
-   * value, throwing an Error whose message names `flag` and says what is wrong.
-   */
-  parse?: (raw: unknown, flag: string) => unknown;
-  /** A word that leaves the option unset, for an option whose default is "everything" (`--k all`). */
-  unset?: string;
-  /** Placeholder in `--help`. */
-  arg?: string;
-  /** Other flags for the option (kebab-case, without `--`). */
-  aliases?: readonly string[];
-  /** A `--resume`d run may change it: it says where and how a run goes, not what it computes. */
-  resume?: "may-change";
-  /** TRL's and transformers' names for it (snake_case); a plain string takes the option's own values. */
-  trl?: readonly (string | TrlName)[];
-};
-
-/**
- * `--device cpu|cuda|auto`, as every command spells it (`gpu` and `nvidia` hint at `cuda`): its section,
- * default and help line are the command's.
- */
-export function deviceOption<O extends { device?: unknown }>(
-  o: { group: string; default: "cpu" | "cuda" | "auto"; help: string; resume?: "may-change" },
-): OptionSpec<O> {
-  return {
-    key: "device" as Extract<keyof O, string>,
-    flag: "device",
-    kind: "enum",
-    choices: ["cpu", "cuda", "auto"],
-    hints: { gpu: "cuda", nvidia: "cuda" },
-    ...o,
-  };
-}
-
-/** A wrong command line (or config file): `errors` has one line per problem; the message joins them. */
-export class UsageError extends Error {
-  override name = "UsageError";
-  readonly errors: string[];
-  constructor(errors: string | readonly string[]) {
-    const list = typeof errors === "string" ? [errors] : [...errors];
-    super(list.join("\n"));
-    this.errors = list;
-  }
-}
-
-/** Values from one source (the command line, a config file), with the source's name for messages. */
-export type OptionLayer<O> = { values: Partial<O>; source: string };
-
-/** What {@link parseArgv} read: the values given, positionals, whether `--help` was asked, every problem. */
-export type ParsedArgv<O> = OptionLayer<O> & { help: boolean; positionals: string[]; errors: string[] };
+import {
+  type Converted,
+  type OptionLayer,
+  type OptionSpec,
+  type ParsedArgv,
+  type TrlName,
+  UsageError,
+} from "./spec.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Spelling suggestions
@@ -155,7 +74,7 @@ type Table<O> = {
 };
 
 const kebab = (name: string) => name.replaceAll("_", "-");
-const trlNames = <O>(s: OptionSpec<O>): TrlName[] =>
+export const trlNames = <O>(s: OptionSpec<O>): TrlName[] =>
   (s.trl ?? []).map((t) => (typeof t === "string" ? { name: t } : t));
 
 const tables = new WeakMap<readonly unknown[], Table<unknown>>();
@@ -164,7 +83,7 @@ const tables = new WeakMap<readonly unknown[], Table<unknown>>();
  * The lookups of a table, built once per table; a flag or key that two options claim is a mistake in the
  * table, thrown at once.
  */
-function tableOf<O>(specs: readonly OptionSpec<O>[]): Table<O> {
+export function tableOf<O>(specs: readonly OptionSpec<O>[]): Table<O> {
   const known = tables.get(specs) as Table<O> | undefined;
   if (known) return known;
   const flags = new Map<string, Entry<O>>();
@@ -568,146 +487,4 @@ export function respec<O>(
     const p = patches[s.flag];
     return p === null ? [] : [{ ...s, ...p }];
   });
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Help
-// ---------------------------------------------------------------------------------------------------------
-
-/** How a default reads in `--help`: `5e-6` rather than `0.000005`; undefined when none is shown. */
-export function formatDefault<O>(spec: OptionSpec<O>): string | undefined {
-  if (spec.defaultText !== undefined) return spec.defaultText === "" ? undefined : spec.defaultText;
-  const v = spec.default;
-  if (v === undefined) return undefined;
-  if (typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3) return v.toExponential();
-  return Array.isArray(v) ? v.join(",") : String(v);
-}
-
-/** Width the help text is wrapped to, and where the descriptions start. */
-const HELP_COLUMNS = 100;
-const HELP_LEFT = 30;
-
-/** Greedy word wrap of `words` (a word may hold spaces: it is never split); a long word gets its own line. */
-function wrap(words: readonly string[], width: number): string[] {
-  const out: string[] = [];
-  let line = "";
-  for (const word of words) {
-    if (line && line.length + 1 + word.length > width) {
-      out.push(line);
-      line = word;
-    } else {
-      line = line ? `${line} ${word}` : word;
-    }
-  }
-  out.push(line);
-  return out;
-}
-
-/** What a help text says besides the options. */
-export type HelpOptions = {
-  /** The usage line(s), after "Usage:". */
-  usage: string | readonly string[];
-  /** Text between the usage and the options. */
-  intro?: string;
-  /** Text after the options. */
-  outro?: string;
-};
-
-/**
- * The `--help` text: the usage, then every option by section with its placeholder, description, other
- * names and default, wrapped to 100 columns, and `-h, --help` last.
- */
-export function helpText<O>(specs: readonly OptionSpec<O>[], o: HelpOptions): string {
-  tableOf(specs); // a table with a clash fails here too, not only when parsing
-  const usage = typeof o.usage === "string" ? [o.usage] : o.usage;
-  const lines = usage.length === 1 ? [`Usage: ${usage[0]}`] : ["Usage:", ...usage.map((u) => `  ${u}`)];
-  if (o.intro) lines.push("", ...o.intro.split("\n"));
-  const groups = new Map<string, { left: string; right: string[] }[]>();
-  for (const s of specs) {
-    const arg = s.kind === "boolean"
-      ? ""
-      : s.kind === "enum"
-      ? ` ${s.choices!.join("|")}`
-      : ` <${s.arg ?? (s.kind === "list" ? "list" : s.kind === "string" ? "text" : s.kind)}>`;
-    const trl = trlNames(s).map((t) => t.name);
-    const shownDefault = formatDefault(s);
-    // a parenthesis stays on one line when it fits one
-    const unit = (text: string) => (text.length <= HELP_COLUMNS - HELP_LEFT ? [text] : text.split(" "));
-    const row = {
-      left: `  --${s.flag}${arg}`,
-      right: [
-        ...s.help.split(" "),
-        ...(s.aliases?.length ? unit(`(alias ${s.aliases.map((a) => `--${a}`).join(", ")})`) : []),
-        ...(trl.length ? unit(`(TRL: ${trl.join(", ")})`) : []),
-        ...(shownDefault !== undefined ? unit(`(default: ${shownDefault})`) : []),
-      ],
-    };
-    groups.set(s.group, [...(groups.get(s.group) ?? []), row]);
-  }
-  const last = [...groups.values()].at(-1);
-  const helpRow = { left: "  -h, --help", right: ["show", "this", "help"] };
-  if (last) last.push(helpRow);
-  else groups.set("Options", [helpRow]);
-  const textWidth = HELP_COLUMNS - HELP_LEFT;
-  for (const [group, rows] of groups) {
-    lines.push("", ...wrap(`${group}:`.split(" "), HELP_COLUMNS));
-    for (const r of rows) {
-      const text = wrap(r.right, textWidth).map((l) => " ".repeat(HELP_LEFT) + l);
-      if (r.left.length + 1 > HELP_LEFT) lines.push(r.left, ...text);
-      else lines.push(r.left.padEnd(HELP_LEFT) + text[0].trimStart(), ...text.slice(1));
-    }
-  }
-  if (o.outro) lines.push("", ...o.outro.split("\n"));
-  return lines.join("\n") + "\n";
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The usage-error path
-// ---------------------------------------------------------------------------------------------------------
-
-/**
- * Runs `fn`, adding the problems of a {@link UsageError} it throws to `errors` (undefined then), so that a
- * command line's problems are all listed at once.
- */
-export function gather<T>(errors: string[], fn: () => T): T | undefined {
-  try {
-    return fn();
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    errors.push(...e.errors);
-    return undefined;
-  }
-}
-
-/**
- * Prints a wrong command line's problems, one `error: …` line each, and where the options are, to stderr;
- * returns 2, the exit status of every entry for a wrong command line.
- */
-export function usageErrorExit(
-  e: UsageError | readonly string[],
-  task: string,
-  log: (line: string) => void = (l) => console.error(l),
-): number {
-  for (const line of e instanceof UsageError ? e.errors : e) log(`error: ${line}`);
-  log(`(deno task ${task} --help for the options)`);
-  return 2;
-}
-
-/**
- * Runs an entry's `parse` (null: `--help` was asked for): the parsed arguments, or the exit status after
- * printing `help` (0) or a wrong command line's problems (2; see {@link usageErrorExit}).
- */
-export function parsedOrExitCode<T>(parse: () => T | null, help: string, task: string): T | number {
-  let args: T | null;
-  try {
-    args = parse();
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    return usageErrorExit(e, task);
-  }
-  if (args === null) {
-    console.log(help);
-    return 0;
-  }
-  return args;
 }

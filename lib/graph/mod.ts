@@ -33,5 +33,6 @@ export { constValues, sumTo, VJP, type VjpRule } from "./vjp.ts";
 export { addLoop, type LoopResult, type LoopSpec, renameGraph, runOnce } from "./loop.ts";
 export * from "./optim.ts";
 export * from "./training.ts";
+export * from "./distributed.ts";
 export * from "./serialize.ts";
 export { broadcastShapes } from "./shape.ts";

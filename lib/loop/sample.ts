@@ -491,3 +491,108 @@ export async function mergeSamples(out: string, inputs: readonly string[]): Prom
   await writeJsonAtomic(metaPath(target), { ...first.meta, shard: { index: 0, count: 1 } });
   return { out: target, rows: total, shards: n, files: byIndex.map((sh) => sh!.file) };
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Under a launcher: a shard per rank, merged by rank 0
+// ---------------------------------------------------------------------------------------------------------
+
+/** The file rank `index` of `count` writes under a launcher: `<out>.shard-<index>-of-<count>`. */
+export function rankShardPath(out: string, shard: Shard): string {
+  return `${out}.shard-${shard.index}-of-${shard.count}`;
+}
+
+/** How long rank 0 waits for another rank's shard to grow before giving up (ms): 10 minutes. */
+export const SHARD_WAIT_MS = 600_000;
+
+/** Options for {@link waitForShards}. */
+export type ShardWaitOptions = {
+  /** Ms without any missing shard growing after which the wait fails, naming the ranks (default 10 min). */
+  timeoutMs?: number;
+  /** Ms between looks at the files (default 500). */
+  pollMs?: number;
+  /** Ends the wait (the result is then false). */
+  signal?: AbortSignal;
+};
+
+/** Whether `file` is shard `shard` of a run of `total` prompts, written whole (its sidecar says so). */
+async function shardComplete(file: string, shard: Shard): Promise<{ complete: boolean; size: number }> {
+  const meta = await readMeta(metaPath(file)).catch(() => null);
+  if (!meta || !(await isFile(file))) return { complete: false, size: -1 };
+  if (meta.shard.index !== shard.index || meta.shard.count !== shard.count) {
+    throw new Error(
+      `${file} is shard ${meta.shard.index}/${meta.shard.count} by its sidecar, not ${shard.index}/${shard.count}`,
+    );
+  }
+  const lines = await completeLines(file);
+  const want = shardSize(meta.prompts.count, shard);
+  return { complete: lines.end === lines.size && lines.lines === want, size: lines.size };
+}
+
+/**
+ * Waits until every shard file of `count` ranks is complete (its sidecar there and as many whole rows as its
+ * prompts). The other ranks run without a communicator (sampling spawns processes, which Open MPI forbids
+ * after MPI_Init), so their files are the only signal: the wait fails when none of the missing shards has
+ * grown for `timeoutMs`, naming their ranks. False when the signal ended it.
+ */
+export async function waitForShards(
+  out: string,
+  count: number,
+  o: ShardWaitOptions = {},
+): Promise<boolean> {
+  const timeoutMs = o.timeoutMs ?? SHARD_WAIT_MS, pollMs = o.pollMs ?? 500;
+  const sizes = new Map<number, number>();
+  let lastChange = performance.now();
+  for (;;) {
+    const missing: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const { complete, size } = await shardComplete(rankShardPath(out, { index: i, count }), {
+        index: i,
+        count,
+      });
+      if (complete) continue;
+      missing.push(i);
+      if (sizes.get(i) !== size) {
+        sizes.set(i, size);
+        lastChange = performance.now();
+      }
+    }
+    if (missing.length === 0) return true;
+    if (o.signal?.aborted) return false;
+    if (performance.now() - lastChange > timeoutMs) {
+      const files = missing.map((i) => rankShardPath(out, { index: i, count }));
+      throw new Error(
+        `rank 0/${count}: the shard${missing.length > 1 ? "s" : ""} of rank${
+          missing.length > 1 ? "s" : ""
+        } ` +
+          `${missing.join(", ")} did not complete (no progress for ${Math.round(timeoutMs / 1000)} s): ` +
+          `${files.join(", ")}. Did that rank fail? Rerun the same command: the finished rows are kept`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/** What {@link sampleAsRank} did: this rank's sampling, and on rank 0 the merge (absent when interrupted). */
+export type RankSampleResult = SampleResult & { merged?: MergeResult };
+
+/**
+ * `sample` as rank `rank` of `size` under a launcher (torchrun, mpirun, srun; no `--shard`): this rank
+ * samples shard `rank/size` into {@link rankShardPath}, and rank 0 then waits for the other ranks' shards
+ * ({@link waitForShards}) and merges them into `out`, the file one process writes. No communicator is opened.
+ */
+export async function sampleAsRank(
+  o: Omit<SampleOptions, "shard">,
+  world: { rank: number; size: number },
+  wait: Omit<ShardWaitOptions, "signal"> = {},
+): Promise<RankSampleResult> {
+  const shard = { index: world.rank, count: world.size };
+  const r = await sampleToFile({ ...o, shard, out: rankShardPath(o.out, shard) });
+  if (world.rank !== 0 || r.interrupted) return r;
+  const done = await waitForShards(o.out, world.size, { ...wait, signal: o.signal });
+  if (!done) return { ...r, interrupted: true };
+  const files = Array.from(
+    { length: world.size },
+    (_, i) => rankShardPath(o.out, { index: i, count: world.size }),
+  );
+  return { ...r, merged: await mergeSamples(o.out, files) };
+}

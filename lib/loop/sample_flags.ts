@@ -4,7 +4,7 @@
  * once); each entry gives them its own help and defaults (`respec`).
  * @module
  */
-import type { OptionSpec } from "../cli/options.ts";
+import type { OptionSpec } from "../cli/spec.ts";
 import { parseTemplateKwargs } from "../data/chat.ts";
 import { checkSettings, SAMPLE_DEFAULTS, type SampleSettingsInput } from "./sample_settings.ts";
 

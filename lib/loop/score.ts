@@ -28,6 +28,7 @@ import type { Message } from "../data/types.ts";
 import { exists, readJsonObject, withPath, writeJsonAtomic } from "../files.ts";
 import { lockFile } from "../lock.ts";
 import { formatDuration } from "../cli/progress.ts";
+import { worldFromEnv } from "../runtime/comm/launch.ts";
 import type { ScoreItem, Scorer, ScorerKind } from "./scorers/types.ts";
 
 /** A row to score: the prompt, the responses, and how to write the row back with its rewards. */
@@ -461,4 +462,26 @@ export function scoreProgressPrinter(everyS = 10): { update: (p: ScoreProgress) 
       else if (last && last !== shown) write(`${formatScoreProgress(last)}\n`);
     },
   };
+}
+
+/**
+ * Why `task` (score, eval) will not run as one rank of several, or null when this process is no launcher's
+ * rank of several: these commands do not split their work across ranks (sample does, by itself), and N ranks
+ * would each write the same output. Reads the launcher's variables only (lib/runtime/comm/launch.ts); no
+ * communicator is opened.
+ */
+export function launcherRefusal(
+  task: "score" | "eval",
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): string | null {
+  let w;
+  try {
+    w = worldFromEnv(env);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (w.size === 1) return null;
+  return `rank ${w.rank}/${w.size}: deno task ${task} does not split its work across ranks, and ${w.size} ` +
+    `ranks (${w.launcher}) would each write the same output: run it as one process, outside the launcher` +
+    (task === "score" ? " (deno task sample splits by itself under one)" : "");
 }

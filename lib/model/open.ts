@@ -176,6 +176,8 @@ export type Generator = {
 /** Options for {@link openGenerator}. */
 export type OpenGeneratorOptions = {
   device?: Device;
+  /** Which CUDA device (default 0; a rank of several uses its local rank's). */
+  deviceId?: number;
   /** CPU threads inside an operator (default: all cores). */
   threads?: number;
   /**
@@ -226,7 +228,7 @@ export async function openGenerator(
   const fold = opts.foldWeights === undefined || opts.foldWeights === "auto"
     ? folder !== undefined && await foldingPays(narrowElements(folder.stored), device)
     : opts.foldWeights;
-  const settings = { device, intraOpThreads: opts.threads, foldWeights: fold };
+  const settings = { device, deviceId: opts.deviceId, intraOpThreads: opts.threads, foldWeights: fold };
   let session: ModelSession, graphs: GraphFolder | undefined;
   if (loc.onnxPath) session = await ModelSession.create(loc.onnxPath, settings);
   else {
@@ -265,6 +267,8 @@ export type ScoringModel = {
 /** Options for {@link openScorer}. */
 export type OpenScorerOptions = {
   device?: Device;
+  /** Which CUDA device (default 0; a rank of several uses its local rank's). */
+  deviceId?: number;
   threads?: number;
   /** The training run's precision: a reference must be scored as the policy computes (default fp32). */
   precision?: Precision;
@@ -290,6 +294,7 @@ export async function openScorer(
   });
   const session = await ModelSession.create(g.build(), {
     device: o.device ?? "cpu",
+    deviceId: o.deviceId,
     intraOpThreads: o.threads,
     graphFolder: o.graphs,
     graphName: o.graphName,

@@ -74,3 +74,24 @@ export function i64(data: ArrayLike<number>, dims: readonly number[]): HostTenso
 export function i32(data: ArrayLike<number>, dims: readonly number[]): HostTensor {
   return { dtype: "int32", dims, data: data instanceof Int32Array ? data : Int32Array.from(data) };
 }
+
+/**
+ * A zero-filled host tensor of `dims` in `dtype` (float32 for a dtype a host tensor does not hold): what a
+ * session is fed for an input a run does not read.
+ */
+export function zeros(dtype: string, dims: number[]): HostTensor {
+  const n = dims.reduce((a, b) => a * b, 1);
+  switch (dtype) {
+    case "int32":
+      return { dtype, dims, data: new Int32Array(n) };
+    case "int64":
+      return { dtype, dims, data: new BigInt64Array(n) };
+    case "bool":
+    case "uint8":
+      return { dtype, dims, data: new Uint8Array(n) };
+    case "float64":
+      return { dtype, dims, data: new Float64Array(n) };
+    default:
+      return { dtype: "float32", dims, data: new Float32Array(n) };
+  }
+}

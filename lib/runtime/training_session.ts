@@ -16,7 +16,7 @@
 import type { GraphBuilder } from "../graph/builder.ts";
 import type { BatchInput, TrainingIO } from "../graph/training.ts";
 import { ModelSession, type SessionOptions } from "./session.ts";
-import type { HeldTensor, HostTensor, Placement } from "./tensor.ts";
+import { type HeldTensor, type HostTensor, type Placement, zeros } from "./tensor.ts";
 import { releaseFreeMemory } from "./device_memory.ts";
 
 /**
@@ -24,21 +24,7 @@ import { releaseFreeMemory } from "./device_memory.ts";
  * what a mode that does not read an input is fed for it.
  */
 function empty(dtype: BatchInput["dtype"], shape: readonly (number | string)[], first: number): HostTensor {
-  const dims = shape.map((d, i) => (i === 0 ? first : typeof d === "number" ? d : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  switch (dtype) {
-    case "int32":
-      return { dtype, dims, data: new Int32Array(n) };
-    case "int64":
-      return { dtype, dims, data: new BigInt64Array(n) };
-    case "bool":
-    case "uint8":
-      return { dtype, dims, data: new Uint8Array(n) };
-    case "float64":
-      return { dtype, dims, data: new Float64Array(n) };
-    default:
-      return { dtype: "float32", dims, data: new Float32Array(n) };
-  }
+  return zeros(dtype, shape.map((d, i) => (i === 0 ? first : typeof d === "number" ? d : 1)));
 }
 
 /** PyTorch's names of the optimizer slots (`train.m` is AdamW's first moment, …). */

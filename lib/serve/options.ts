@@ -5,14 +5,9 @@
  * may call it (API key, Host names).
  * @module
  */
-import {
-  defaultsOf,
-  deviceOption,
-  helpText,
-  type OptionSpec,
-  parseArgv,
-  UsageError,
-} from "../cli/options.ts";
+import { defaultsOf, parseArgv } from "../cli/options.ts";
+import { helpText } from "../cli/help.ts";
+import { deviceOption, type OptionSpec, UsageError } from "../cli/spec.ts";
 import type { DeviceRequest } from "../runtime/device.ts";
 
 /** The limits a request is held to. */

@@ -33,7 +33,7 @@ import {
   reduceScatterPadded,
 } from "../runtime/comm/communicator.ts";
 import { ModelSession, type SessionOptions } from "../runtime/session.ts";
-import type { HostTensor } from "../runtime/tensor.ts";
+import { type HostTensor, zeros } from "../runtime/tensor.ts";
 import type { ChunkResult } from "../runtime/training_session.ts";
 import { sequenceLengths } from "../data/tokenize.ts";
 import {
@@ -521,21 +521,7 @@ function takeRows(t: HostTensor, pick: number[]): HostTensor {
  */
 function emptyOf(dtype: string, shape: readonly (number | string)[]): HostTensor {
   const first = shape.findIndex((d) => typeof d !== "number");
-  const dims = shape.map((d, i) => (i === first ? 0 : typeof d === "number" ? d : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  switch (dtype) {
-    case "int32":
-      return { dtype, dims, data: new Int32Array(n) };
-    case "int64":
-      return { dtype, dims, data: new BigInt64Array(n) };
-    case "bool":
-    case "uint8":
-      return { dtype, dims, data: new Uint8Array(n) };
-    case "float64":
-      return { dtype, dims, data: new Float64Array(n) };
-    default:
-      return { dtype: "float32", dims, data: new Float32Array(n) };
-  }
+  return zeros(dtype, shape.map((d, i) => (i === first ? 0 : typeof d === "number" ? d : 1)));
 }
 
 /**

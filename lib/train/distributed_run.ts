@@ -9,7 +9,7 @@
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Communicator } from "../runtime/comm/communicator.ts";
-import { openCommunicator, worldFromEnv } from "../runtime/comm/launch.ts";
+import { openCommunicator, type OpenOptions, worldFromEnv } from "../runtime/comm/launch.ts";
 import type { Device } from "../runtime/tensor.ts";
 import type { GraphFolder } from "../runtime/graph_folder.ts";
 import { buildGradientGraph } from "../graph/distributed.ts";
@@ -17,8 +17,17 @@ import { type RunPaths, runPaths } from "./run_folder.ts";
 import { DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
 import { type AlignmentGraphSpec, alignmentTrainingSpec } from "./train_graph.ts";
 
-/** A run's place in the world: a communicator where there are several ranks. */
-export type TrainWorld = { rank: number; size: number; localRank: number; comm?: Communicator };
+/**
+ * A run's place in the world: a communicator where there are several ranks; on CUDA, the device ordinal its
+ * sessions and NCCL use (`deviceId`; the local rank where absent).
+ */
+export type TrainWorld = {
+  rank: number;
+  size: number;
+  localRank: number;
+  comm?: Communicator;
+  deviceId?: number;
+};
 
 /** The world as the launcher (or a test's communicator) says, before any communicator is open. */
 export function plannedWorld(comm?: Communicator, env?: Record<string, string | undefined>): TrainWorld {
@@ -28,28 +37,47 @@ export function plannedWorld(comm?: Communicator, env?: Record<string, string | 
 }
 
 /**
- * Opens the communicator of a world of several ranks (Open MPI on the CPU, NCCL on CUDA, each collective
- * under the watchdog), unless a test gave one. fp16 is refused there: its loss scaling skips a step on an
- * overflow of this rank's gradient, which would have to be agreed on by all ranks.
+ * The CUDA device of a rank: its local rank (torchrun and mpirun start one process per device and leave all
+ * visible), or 0 where CUDA_VISIBLE_DEVICES names a single device (SLURM's `--gpus-per-task`, or a launcher
+ * that gives each process its own).
+ */
+export function rankCudaDevice(
+  world: { localRank: number },
+  cudaVisibleDevices: string | undefined = Deno.env.get("CUDA_VISIBLE_DEVICES"),
+): number {
+  const listed = cudaVisibleDevices?.split(",").filter((d) => d.trim() !== "").length;
+  return listed === 1 ? 0 : world.localRank;
+}
+
+/**
+ * Opens the communicator of a world of several ranks (Open MPI on the CPU, NCCL on CUDA device
+ * {@link rankCudaDevice}, each collective under the watchdog), unless a test gave one. On CUDA the step's
+ * host arrays are staged through device memory by the NCCL communicator (lib/runtime/comm/nccl.ts). fp16 is
+ * refused with several ranks: its loss scaling skips a step on an overflow of this rank's gradient, which
+ * would have to be agreed on by all ranks. `open`: more for {@link openCommunicator} (tests: the
+ * environment, fakes of NCCL).
  */
 export async function openTrainWorld(
   world: TrainWorld,
   device: Device,
-  o: { precision?: string; timeoutMs?: number } = {},
+  o: { precision?: string; timeoutMs?: number; open?: Partial<OpenOptions> } = {},
 ): Promise<TrainWorld> {
   if (world.size === 1 || world.comm) return checkPrecision(world, o.precision);
   checkPrecision(world, o.precision);
-  if (device === "cuda") {
-    // the step hands the collectives host arrays (the session's outputs come back to JavaScript), and NCCL
-    // reads device memory only: refused here, before NCCL starts, rather than at the first gradient
-    throw new Error(
-      `rank ${world.rank}/${world.size}: training on ${world.size} CUDA devices is not supported yet: the ` +
-        "data-parallel step exchanges the gradient through host memory, and NCCL takes device buffers only. " +
-        "Train on one GPU, or on the CPU with `mpirun -np N deno task train … --device cpu` (Open MPI)",
-    );
+  if (device !== "cuda") {
+    const comm = await openCommunicator({ device, timeoutMs: o.timeoutMs, ...o.open });
+    return { ...world, comm };
   }
-  const comm = await openCommunicator({ device, timeoutMs: o.timeoutMs });
-  return { ...world, comm };
+  const env = o.open?.env ?? Deno.env.toObject();
+  const deviceId = o.open?.nccl?.device ?? rankCudaDevice(world, env.CUDA_VISIBLE_DEVICES);
+  const comm = await openCommunicator({
+    device,
+    timeoutMs: o.timeoutMs,
+    ...o.open,
+    env,
+    nccl: { ...o.open?.nccl, device: deviceId },
+  });
+  return { ...world, comm, deviceId };
 }
 
 function checkPrecision(world: TrainWorld, precision?: string): TrainWorld {
@@ -152,7 +180,10 @@ export function rescaledBatch(
   return batchSize;
 }
 
-/** The data-parallel session of an alignment run (see distributed.ts), on CUDA device `localRank`. */
+/**
+ * The data-parallel session of an alignment run (see distributed.ts), on the world's CUDA device (the one
+ * NCCL uses: `deviceId`, else the local rank).
+ */
 export async function distributedSession(
   spec: AlignmentGraphSpec,
   init: Record<string, Float32Array>,
@@ -164,7 +195,7 @@ export async function distributedSession(
     const built = buildGradientGraph(alignmentTrainingSpec({ ...spec, rowOffset: true }));
     return await DistributedSession.create(built, init, world.comm, {
       device: o.device,
-      deviceId: o.device === "cuda" ? world.localRank : undefined,
+      deviceId: o.device === "cuda" ? world.deviceId ?? world.localRank : undefined,
       graphFolder: o.graphFolder,
       graphName: o.graphName,
       optimizer: spec.optimizer,

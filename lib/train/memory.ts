@@ -43,22 +43,34 @@ export type MemoryInputs = {
   world?: MemoryWorld;
 };
 
-/** Data parallelism: how many ranks, and whether AdamW's moments are sharded across them (ZeRO-1). */
-export type MemoryWorld = { size: number; zero: 0 | 1 };
+/**
+ * Data parallelism: how many ranks, whether AdamW's moments are sharded across them (ZeRO-1), and the
+ * device (default the CPU), which decides where the collectives' copies of the gradient are counted.
+ */
+export type MemoryWorld = { size: number; zero: 0 | 1; device?: "cpu" | "cuda" };
 
 /**
  * The trainable state one rank of a data-parallel run holds on its device, by part (bytes, float32): the
- * parameters and the gradient whole (the gradient graph's input and output), AdamW's two moments whole
- * (DDP) or this rank's 1/N slice (ZeRO-1), and the optimizer graph's outputs for its slice (new parameters
- * and moments, the whole state under DDP) while they replace the old ones.
+ * parameters and the gradient whole (the gradient graph's input and output), the collectives' copies
+ * (`staging`: today the step hands them host arrays — on the CPU the gradient and the gathered parameters
+ * in JavaScript, the same memory; on CUDA NCCL's device scratch buffer of the whole gradient, the host
+ * arrays being host memory), AdamW's two moments whole (DDP) or this rank's 1/N slice (ZeRO-1), and the
+ * optimizer graph's outputs for its slice (new parameters and moments, the whole state under DDP) while
+ * they replace the old ones. Keeping the gradient on the device (the next step) drops `staging`.
  */
 export function rankStateBytes(
   params: number,
   w: MemoryWorld,
-): { params: number; gradient: number; moments: number; update: number; total: number } {
+): { params: number; gradient: number; staging: number; moments: number; update: number; total: number } {
   const slice = w.zero === 1 ? Math.ceil(params / w.size) : params;
-  const parts = { params: params * 4, gradient: params * 4, moments: slice * 8, update: slice * 12 };
-  return { ...parts, total: parts.params + parts.gradient + parts.moments + parts.update };
+  const parts = {
+    params: params * 4,
+    gradient: params * 4,
+    staging: params * (w.device === "cuda" ? 4 : 8),
+    moments: slice * 8,
+    update: slice * 12,
+  };
+  return { ...parts, total: parts.params + parts.gradient + parts.staging + parts.moments + parts.update };
 }
 
 /** The estimate, in bytes, by part. */
@@ -177,6 +189,8 @@ export type PlanInputs = {
   budget?: number;
   /** Where the run goes: how much of the budget a run without checkpointing may take (see {@link AUTO_SHARE}). */
   device?: "cpu" | "cuda";
+  /** One rank of several: the trainable state is a rank's (see {@link rankStateBytes}). */
+  world?: MemoryWorld;
 };
 
 /**
@@ -198,7 +212,14 @@ export function planRun(i: PlanInputs): RunPlan {
   const castsWeights = [...i.stored.values()].some((t) => storedBytes(t.dtype) !== i.computeBytes);
   const base = { cfg: i.cfg, ...sizes, trainableParams: i.trainableParams, rows: i.rows, width: i.width };
   const of = (checkpointing: boolean) =>
-    estimateMemory({ ...base, computeBytes: i.computeBytes, lora: i.lora, checkpointing, chunk });
+    estimateMemory({
+      ...base,
+      computeBytes: i.computeBytes,
+      lora: i.lora,
+      checkpointing,
+      chunk,
+      world: i.world,
+    });
   const without = of(false);
   const share = AUTO_SHARE[i.device ?? "cpu"];
   const checkpointing = i.checkpointing ?? (i.budget !== undefined && without.total > share * i.budget);

@@ -1,11 +1,16 @@
 /**
  * The trainer: `train` runs an alignment (or SFT) pipeline into a run folder; `runDemo` is the offline demo;
- * the pieces (graph losses, chunks, checkpoints, metrics, charts, schedules, options) are exported for
- * pipelines of your own.
+ * the pieces (graph losses, chunks, checkpoints, metrics, charts, schedules, options, the data-parallel step
+ * and the ranks' plumbing) are exported for pipelines of your own.
  * @module
  */
 export { policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
-export { explainRunError, planMemory } from "./run_plan.ts";
+export * from "./run_plan.ts";
+// more than one device: the step, what the trainer does as a rank, and --nproc (docs/distributed.md)
+export * from "./distributed.ts";
+export * from "./distributed_run.ts";
+export * from "./nproc.ts";
+export { resumedConfig, trainingIdentity } from "./resume.ts";
 export * from "./option_specs.ts";
 export * from "./options.ts";
 export * from "./graph_losses.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { deviceOption, type OptionSpec } from "../cli/options.ts";
+import { deviceOption, type OptionSpec } from "../cli/spec.ts";
 import { parseTemplateKwargs } from "../data/chat.ts";
 import type { LossName } from "../losses/types.ts";
 import type { PairStrategy } from "../data/convert.ts";
@@ -61,6 +61,8 @@ export type TrainOptions = {
    * (ZeRO stage 1). The same weights either way (lib/train/distributed.ts).
    */
   zero: number;
+  /** `--nproc N` (N ≥ 2): the entry starts N ranks on this machine (lib/train/nproc.ts); 1 or unset: this process trains. */
+  nproc?: number;
   maxLength: number;
   maxPromptLength: number;
   /**
@@ -375,6 +377,18 @@ export const OPTION_SPECS: readonly TrainOptionSpec[] = Object.freeze([
     resume: "may-change",
     help: "with several ranks (torchrun, mpirun, srun): 0 keeps AdamW's moments on every rank (DDP); 1 " +
       "shards them across the ranks (ZeRO-1), the same weights in 1/N of the optimizer memory",
+  },
+  {
+    key: "nproc",
+    flag: "nproc",
+    kind: "int",
+    group: "Optimization",
+    min: 1,
+    arg: "n",
+    defaultText: "1",
+    resume: "may-change",
+    help: "start N ranks on this machine: under mpirun -np N on the CPU, N processes with torchrun's " +
+      "variables on CUDA (one GPU each); not under a launcher",
   },
   {
     key: "maxGradNorm",

@@ -18,14 +18,12 @@ import {
   closest,
   defaultsOf,
   editDistance,
-  formatDefault,
-  helpText,
-  type OptionLayer as Layer,
   parseArgv,
   parseConfigObject as parseConfig,
   resumeMayChange,
-  UsageError,
 } from "../cli/options.ts";
+import { formatDefault, helpText } from "../cli/help.ts";
+import { type OptionLayer as Layer, UsageError } from "../cli/spec.ts";
 import { OPTION_SPECS, type TrainOptions } from "./option_specs.ts";
 
 export { closest, editDistance, formatDefault };

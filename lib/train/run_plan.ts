@@ -14,7 +14,7 @@ import { exampleLength } from "./scoring.ts";
 
 /**
  * The run's memory plan, logged; refuses a run that will not fit the device's free memory, naming the
- * settings that lower it.
+ * settings that lower it. With `worldSize` ranks it is one rank's: AdamW's moments 1/N under `--zero 1`.
  */
 export async function planMemory(
   cfg: TrainConfig,
@@ -23,6 +23,9 @@ export async function planMemory(
   lora: LoraConfig,
   log: (line: string) => void,
   budget?: number,
+  worldSize = 1,
+  /** The CUDA device whose free memory counts (a rank's: its local rank). */
+  deviceId = 0,
 ): Promise<RunPlan> {
   const model = p.model.config;
   const modules = cfg.full ? [] : loraModules(model, lora);
@@ -30,7 +33,9 @@ export async function planMemory(
     ? [...p.model.stored.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0)
     : modules.reduce((n, m) => n + lora.r * (m.inFeatures + m.outFeatures), 0);
   const width = p.train.reduce((w, e) => Math.max(w, Math.ceil(exampleLength(e) / 8) * 8), 8);
-  const memory = budget === undefined ? await deviceMemory(device) : { free: budget, total: budget };
+  const memory = budget === undefined
+    ? await deviceMemory(device, deviceId)
+    : { free: budget, total: budget };
   const plan = planRun({
     cfg: model,
     stored: p.model.stored,
@@ -42,10 +47,16 @@ export async function planMemory(
     checkpointing: cfg.gradientCheckpointing,
     budget: memory?.free,
     device: device === "cuda" ? "cuda" : "cpu",
+    world: worldSize > 1 ? { size: worldSize, zero: cfg.zero === 1 ? 1 : 0, device } : undefined,
   });
   const inGib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  const perRank = worldSize > 1
+    ? ` per rank of ${worldSize} (${cfg.zero === 1 ? "ZeRO-1: AdamW's moments sharded" : "DDP: state whole"})`
+    : "";
   log(
-    `${describeEstimate(plan.estimate)}${memory ? `; ${device} has ${inGib(memory.free)} free` : ""}` +
+    `${describeEstimate(plan.estimate)}${perRank}${
+      memory ? `; ${device} has ${inGib(memory.free)} free` : ""
+    }` +
       (plan.checkpointing
         ? ` · gradient checkpointing${
           cfg.gradientCheckpointing ? "" : ` (on: ${inGib(plan.without.total)} without it)`

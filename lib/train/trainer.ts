@@ -197,7 +197,16 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
     dropout: cfg.loraDropout,
     targetModules: cfg.loraTargets ?? "all-linear",
   };
-  const plan = await planMemory(cfg, p, device, lora, log, hooks.memoryBudget);
+  const plan = await planMemory(
+    cfg,
+    p,
+    device,
+    lora,
+    log,
+    hooks.memoryBudget,
+    world.size,
+    device === "cuda" ? world.deviceId ?? world.localRank : 0,
+  );
 
   const frozen = storedWeights(p.model.stored);
   const trainable = trainableParamsFor(
@@ -246,6 +255,7 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
     const open = () =>
       openScorer(refModel, {
         device,
+        deviceId: world.size > 1 && device === "cuda" ? world.deviceId ?? world.localRank : undefined,
         graphs,
         graphName: "reference",
         precision: cfg.precision,

@@ -5,7 +5,7 @@
  * setting with no counterpart here is refused with what to use instead, rather than ignored.
  * @module
  */
-import type { Converted, TrlName } from "../cli/options.ts";
+import type { Converted, TrlName } from "../cli/spec.ts";
 
 const show = (v: unknown) => JSON.stringify(v);
 

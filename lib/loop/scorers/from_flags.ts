@@ -5,7 +5,7 @@
  * way.
  * @module
  */
-import { deviceOption, type OptionSpec, UsageError } from "../../cli/options.ts";
+import { deviceOption, type OptionSpec, UsageError } from "../../cli/spec.ts";
 import { parseTemplateKwargs } from "../../data/chat.ts";
 import type { DeviceRequest } from "../../runtime/device.ts";
 import { DEFAULT_MAX_RESPONSE_BYTES, judgeScorer } from "./judge.ts";

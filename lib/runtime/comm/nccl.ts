@@ -15,6 +15,16 @@
  *
  * The CUDA device is made current on the main thread with the driver API (libcuda.so.1, part of the
  * driver), because NCCL's initialization takes the calling thread's current device.
+ *
+ * Host arrays (the data-parallel step's gradient, which comes back to JavaScript from each session run) are
+ * staged: copied into a device scratch buffer on the communicator's stream (`cuMemcpyHtoDAsync_v2`), reduced
+ * there by NCCL, copied back (`cuMemcpyDtoHAsync_v2`), the stream polled as for any collective. The scratch
+ * buffer is allocated at the first host collective, grown (freed and allocated anew) when a larger one comes,
+ * reused otherwise, and freed at dispose. The cost is two PCIe copies per collective (for a packed gradient of
+ * P float32, 4·P bytes each way, ~25 GB/s on PCIe 4: about 1 ms per 3 M parameters on top of NCCL's own
+ * time), plus the host round trip of the session's output itself; keeping the gradient on the
+ * device (a resident ONNX Runtime value handed over as a {@link DeviceBuffer}, the zero-copy path this
+ * communicator already takes) is the next step.
  * @module
  */
 import { CUDA_LIBRARIES, findLibraries, librarySearchDirs } from "../cuda.ts";
@@ -28,6 +38,8 @@ import {
   describeBuffer,
   type DeviceBuffer,
   DTYPE_BYTES,
+  dtypeOf,
+  type HostBuffer,
   isDeviceBuffer,
   type ReduceOp,
 } from "./communicator.ts";
@@ -108,6 +120,8 @@ const CUDA_SYMBOLS = {
   cuStreamQuery: { parameters: ["pointer"], result: "i32" },
   cuMemAlloc_v2: { parameters: ["buffer", "usize"], result: "i32" },
   cuMemFree_v2: { parameters: ["u64"], result: "i32" },
+  cuMemcpyHtoDAsync_v2: { parameters: ["u64", "buffer", "usize", "pointer"], result: "i32" },
+  cuMemcpyDtoHAsync_v2: { parameters: ["buffer", "u64", "usize", "pointer"], result: "i32" },
   cuGetErrorString: { parameters: ["i32", "buffer"], result: "i32" },
 } as const;
 
@@ -141,6 +155,8 @@ export type CudaDriverApi = {
   cuStreamQuery(stream: Ptr): number;
   cuMemAlloc_v2(dptr: Out, bytes: bigint): number;
   cuMemFree_v2(dptr: bigint): number;
+  cuMemcpyHtoDAsync_v2(dst: bigint, src: Out, bytes: bigint, stream: Ptr): number;
+  cuMemcpyDtoHAsync_v2(dst: Out, src: bigint, bytes: bigint, stream: Ptr): number;
   cuGetErrorString(code: number, text: Out): number;
 };
 
@@ -324,10 +340,7 @@ export async function openNccl(o: NcclOptions): Promise<NcclCommunicator> {
   }
   const { nccl, cuda } = apis;
   const cu = (what: string, rc: number) => {
-    if (rc === CUDA_SUCCESS) return;
-    const text = new BigUint64Array(1);
-    const name = cuda.cuGetErrorString(rc, text) === 0 ? cString(Deno.UnsafePointer.create(text[0])) : "";
-    fail(`${what} failed: ${name || "CUDA error"} (${rc})`);
+    if (rc !== CUDA_SUCCESS) fail(`${what} failed: ${cuErrorText(cuda, rc)}`);
   };
   cu("cuInit", cuda.cuInit(0));
   const count = new Int32Array(1);
@@ -402,11 +415,31 @@ export async function openNccl(o: NcclOptions): Promise<NcclCommunicator> {
   );
 }
 
+/** A CUresult as the driver names it: `CUDA_ERROR_OUT_OF_MEMORY (2)`. */
+function cuErrorText(cuda: CudaDriverApi, rc: number): string {
+  const text = new BigUint64Array(1);
+  const name = cuda.cuGetErrorString(rc, text) === 0 ? cString(Deno.UnsafePointer.create(text[0])) : "";
+  return `${name || "CUDA error"} (${rc})`;
+}
+
+/**
+ * How a collective on host arrays is staged through the scratch buffer: its size in bytes, what is copied
+ * in before the call (at a byte offset of the scratch buffer) and what is copied back after it.
+ */
+type Staging = {
+  bytes: number;
+  copyIn?: { at: number; from: HostBuffer };
+  copyOut: { at: number; to: HostBuffer };
+};
+
 /** An NCCL communicator as a {@link Communicator}; made by {@link openNccl}. */
 export class NcclCommunicator implements Communicator {
   readonly backend = "nccl" as const;
-  /** NCCL calls made and the bytes handed to them (the payload, not what travels on the links). */
-  readonly stats = { calls: 0, bytes: 0 };
+  /**
+   * NCCL calls made and the bytes handed to them (the payload, not what travels on the links); `staged`:
+   * the bytes host collectives copied between host and device (both ways).
+   */
+  readonly stats = { calls: 0, bytes: 0, staged: 0 };
   #queue: Promise<void> = Promise.resolve();
   #state: "open" | "aborted" | "closed" = "open";
   #reason = "";
@@ -415,6 +448,8 @@ export class NcclCommunicator implements Communicator {
   readonly comm: Deno.PointerValue;
   /** A 4-byte device buffer that barrier() all-reduces. */
   readonly #scratch: bigint;
+  /** The device buffer host arrays are staged through (none until the first host collective). */
+  #staging: { addr: bigint; bytes: number } | undefined;
   /** How long closing may wait for NCCL. */
   readonly #timeoutMs: number;
 
@@ -440,6 +475,11 @@ export class NcclCommunicator implements Communicator {
     return this.#state === "open";
   }
 
+  /** Bytes of the device buffer host arrays are staged through (0 before the first host collective). */
+  get stagingBytes(): number {
+    return this.#staging?.bytes ?? 0;
+  }
+
   #fail(op: CollectiveName | "close", detail: string): never {
     throw new CommError(this.rank, this.size, op, detail);
   }
@@ -456,32 +496,85 @@ export class NcclCommunicator implements Communicator {
     return text;
   }
 
-  /** Device buffers only: NCCL reads and writes CUDA memory. */
-  #device(op: CollectiveName, ...bufs: CommBuffer[]): DeviceBuffer[] {
-    for (const b of bufs) {
-      if (!isDeviceBuffer(b)) {
-        this.#fail(
-          op,
-          `NCCL works on device memory: pass a DeviceBuffer (a CUDA pointer, e.g. a resident value's data), got ${
-            describeBuffer(b)
-          }`,
-        );
+  /**
+   * The staging buffer's device address, at least `bytes` long: the one there, or (freed first) a new one.
+   * Called only between collectives, when the stream has no work of ours left.
+   */
+  #reserve(op: CollectiveName, bytes: number): bigint {
+    if (this.#staging && this.#staging.bytes >= bytes) return this.#staging.addr;
+    if (this.#staging) {
+      const old = this.#staging;
+      this.#staging = undefined;
+      const rc = this.cuda.cuMemFree_v2(old.addr);
+      if (rc !== CUDA_SUCCESS) {
+        this.#fail(op, `freeing the ${old.bytes}-byte staging buffer failed: ${cuErrorText(this.cuda, rc)}`);
       }
     }
-    return bufs as DeviceBuffer[];
+    const out = new BigUint64Array(1);
+    const rc = this.cuda.cuMemAlloc_v2(out, BigInt(bytes));
+    if (rc !== CUDA_SUCCESS) {
+      this.#fail(
+        op,
+        `allocating ${bytes} bytes on CUDA device ${this.device} to stage host arrays failed: ${
+          cuErrorText(this.cuda, rc)
+        }`,
+      );
+    }
+    this.#staging = { addr: out[0], bytes };
+    return out[0];
   }
 
-  /** Issues `call` after the collectives before it, then waits until its work on the stream is done. */
-  #enqueue(op: CollectiveName, bytes: number, call: () => number): Promise<void> {
+  /**
+   * A copy between a host array and the staging buffer on the stream; a failure aborts the communicator (a
+   * rank that cannot take part must not leave its peers waiting) and names the rank, the collective and
+   * the array.
+   */
+  #copy(op: CollectiveName, way: "in" | "out", host: HostBuffer, at: bigint) {
+    // Deno's FFI passes the view's own bytes (its offset included); a SharedArrayBuffer's view is fine too
+    const view = host as unknown as BufferSource, bytes = BigInt(host.byteLength);
+    const rc = way === "in"
+      ? this.cuda.cuMemcpyHtoDAsync_v2(at, view, bytes, this.stream)
+      : this.cuda.cuMemcpyDtoHAsync_v2(view, at, bytes, this.stream);
+    if (rc !== CUDA_SUCCESS) {
+      const what = `copying ${describeBuffer(host)} (${host.byteLength} bytes) ${
+        way === "in" ? "to CUDA device" : "back from CUDA device"
+      } ${this.device} failed: ${cuErrorText(this.cuda, rc)}`;
+      this.abort(what);
+      this.#fail(op, what);
+    }
+    this.stats.staged += host.byteLength;
+  }
+
+  /**
+   * Issues `call` after the collectives before it, then waits until its work on the stream is done. With
+   * `staging` (host arrays): copies in first, issues `call` on the staging buffer's address, waits, then
+   * copies back and waits for that copy (issued only once the collective has run, so that a copy into
+   * pageable memory, which the driver makes synchronously, never blocks the event loop on a peer).
+   */
+  #enqueue(
+    op: CollectiveName,
+    bytes: number,
+    call: (base: bigint) => number,
+    staging?: Staging,
+  ): Promise<void> {
     const run = async () => {
       this.#guard(op);
       this.stats.calls++;
       this.stats.bytes += bytes;
-      const rc = call();
+      let base = 0n;
+      if (staging) {
+        base = this.#reserve(op, staging.bytes);
+        if (staging.copyIn) this.#copy(op, "in", staging.copyIn.from, base + BigInt(staging.copyIn.at));
+      }
+      const rc = call(base);
       if (rc !== NCCL_SUCCESS && rc !== NCCL_IN_PROGRESS) {
         this.#fail(op, `NCCL failed: ${this.#errorText(rc)}`);
       }
       await this.#complete(op);
+      if (staging) {
+        this.#copy(op, "out", staging.copyOut.to, base + BigInt(staging.copyOut.at));
+        await this.#complete(op);
+      }
     };
     const p = this.#queue.then(run, run);
     this.#queue = p.catch(() => {});
@@ -507,82 +600,91 @@ export class NcclCommunicator implements Communicator {
     });
   }
 
-  #count(b: DeviceBuffer): bigint {
-    return BigInt(b.length);
-  }
-
+  /**
+   * Device buffers are passed to NCCL as they are (zero copy); host arrays are staged through the scratch
+   * buffer (see the module's note).
+   */
   allReduce(buf: CommBuffer, op: ReduceOp = "sum"): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "allReduce", { buf, reduce: op });
-      const [b] = this.#device("allReduce", buf);
-      if (b.length === 0) return;
-      return this.#enqueue("allReduce", b.length * bytesOf(b), () =>
-        this.nccl.ncclAllReduce(
-          b.pointer,
-          b.pointer,
-          this.#count(b),
-          NCCL_DTYPES[b.dtype],
-          NCCL_OPS[op],
-          this.comm,
-          this.stream,
-        ));
+      if (buf.length === 0) return;
+      const dt = NCCL_DTYPES[dtypeOf(buf)], n = BigInt(buf.length);
+      const issue = (p: Deno.PointerValue) =>
+        this.nccl.ncclAllReduce(p, p, n, dt, NCCL_OPS[op], this.comm, this.stream);
+      const bytes = buf.length * DTYPE_BYTES[dtypeOf(buf)];
+      if (isDeviceBuffer(buf)) return this.#enqueue("allReduce", bytes, () => issue(buf.pointer));
+      return this.#enqueue("allReduce", bytes, (base) => issue(ptr(base)), {
+        bytes,
+        copyIn: { at: 0, from: buf },
+        copyOut: { at: 0, to: buf },
+      });
     });
   }
 
+  /** Host arrays: `send` staged whole; NCCL's in-place form writes this rank's block where it lies. */
   reduceScatter(send: CommBuffer, recv: CommBuffer, op: ReduceOp = "sum"): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "reduceScatter", { send, recv, reduce: op });
-      const [s, r] = this.#device("reduceScatter", send, recv);
-      if (r.length === 0) return;
-      return this.#enqueue("reduceScatter", s.length * bytesOf(s), () =>
-        this.nccl.ncclReduceScatter(
-          s.pointer,
-          r.pointer,
-          this.#count(r),
-          NCCL_DTYPES[s.dtype],
-          NCCL_OPS[op],
-          this.comm,
-          this.stream,
-        ));
+      if (recv.length === 0) return;
+      const dt = NCCL_DTYPES[dtypeOf(send)],
+        n = BigInt(recv.length),
+        bytes = send.length * DTYPE_BYTES[dtypeOf(send)];
+      const issue = (s: Deno.PointerValue, r: Deno.PointerValue) =>
+        this.nccl.ncclReduceScatter(s, r, n, dt, NCCL_OPS[op], this.comm, this.stream);
+      if (isDeviceBuffer(send)) {
+        return this.#enqueue(
+          "reduceScatter",
+          bytes,
+          () => issue(send.pointer, (recv as DeviceBuffer).pointer),
+        );
+      }
+      const mine = this.rank * (recv as HostBuffer).byteLength;
+      return this.#enqueue("reduceScatter", bytes, (base) => issue(ptr(base), ptr(base + BigInt(mine))), {
+        bytes: send.byteLength,
+        copyIn: { at: 0, from: send },
+        copyOut: { at: mine, to: recv as HostBuffer },
+      });
     });
   }
 
+  /** Host arrays: `send` staged at this rank's block of `recv` (NCCL's in-place form), `recv` copied back. */
   allGather(send: CommBuffer, recv: CommBuffer): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "allGather", { send, recv });
-      const [s, r] = this.#device("allGather", send, recv);
-      if (s.length === 0) return;
-      return this.#enqueue(
-        "allGather",
-        s.length * bytesOf(s),
-        () =>
-          this.nccl.ncclAllGather(
-            s.pointer,
-            r.pointer,
-            this.#count(s),
-            NCCL_DTYPES[s.dtype],
-            this.comm,
-            this.stream,
-          ),
-      );
+      if (send.length === 0) return;
+      const dt = NCCL_DTYPES[dtypeOf(send)],
+        n = BigInt(send.length),
+        bytes = send.length * DTYPE_BYTES[dtypeOf(send)];
+      const issue = (s: Deno.PointerValue, r: Deno.PointerValue) =>
+        this.nccl.ncclAllGather(s, r, n, dt, this.comm, this.stream);
+      if (isDeviceBuffer(send)) {
+        return this.#enqueue("allGather", bytes, () => issue(send.pointer, (recv as DeviceBuffer).pointer));
+      }
+      const mine = this.rank * send.byteLength;
+      return this.#enqueue("allGather", bytes, (base) => issue(ptr(base + BigInt(mine)), ptr(base)), {
+        bytes: (recv as HostBuffer).byteLength,
+        copyIn: { at: mine, from: send },
+        copyOut: { at: 0, to: recv as HostBuffer },
+      });
     });
   }
 
+  /** Host arrays: copied in on the root only (the others' values are overwritten), copied back everywhere. */
   broadcast(buf: CommBuffer, root: number): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "broadcast", { buf, root });
-      const [b] = this.#device("broadcast", buf);
-      if (b.length === 0) return;
-      return this.#enqueue("broadcast", b.length * bytesOf(b), () =>
-        this.nccl.ncclBroadcast(
-          b.pointer,
-          b.pointer,
-          this.#count(b),
-          NCCL_DTYPES[b.dtype],
-          root,
-          this.comm,
-          this.stream,
-        ));
+      if (buf.length === 0) return;
+      const dt = NCCL_DTYPES[dtypeOf(buf)],
+        n = BigInt(buf.length),
+        bytes = buf.length * DTYPE_BYTES[dtypeOf(buf)];
+      const issue = (p: Deno.PointerValue) =>
+        this.nccl.ncclBroadcast(p, p, n, dt, root, this.comm, this.stream);
+      if (isDeviceBuffer(buf)) return this.#enqueue("broadcast", bytes, () => issue(buf.pointer));
+      return this.#enqueue("broadcast", bytes, (base) => issue(ptr(base)), {
+        bytes,
+        copyIn: this.rank === root ? { at: 0, from: buf } : undefined,
+        copyOut: { at: 0, to: buf },
+      });
     });
   }
 
@@ -606,7 +708,7 @@ export class NcclCommunicator implements Communicator {
 
   /**
    * ncclCommFinalize (where NCCL has it, polled to the end, at most the timeout: then ncclCommAbort) and
-   * ncclCommDestroy; frees the barrier's scratch float.
+   * ncclCommDestroy; frees the barrier's scratch float and the staging buffer.
    */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#queue;
@@ -614,6 +716,8 @@ export class NcclCommunicator implements Communicator {
     const aborted = this.#state === "aborted";
     this.#state = "closed";
     this.cuda.cuMemFree_v2(this.#scratch);
+    if (this.#staging) this.cuda.cuMemFree_v2(this.#staging.addr);
+    this.#staging = undefined;
     if (aborted) return; // ncclCommAbort freed the communicator
     if (this.nccl.ncclCommFinalize) {
       const rc = this.nccl.ncclCommFinalize(this.comm);
@@ -638,4 +742,4 @@ export class NcclCommunicator implements Communicator {
   }
 }
 
-const bytesOf = (b: DeviceBuffer) => DTYPE_BYTES[b.dtype];
+const ptr = (addr: bigint) => Deno.UnsafePointer.create(addr);

@@ -5,17 +5,15 @@
  */
 import assert from "node:assert/strict";
 import {
-  type CudaDriverApi,
-  type DeviceBuffer,
   findNcclLibrary,
   NCCL_DTYPES,
-  type NcclApi,
   ncclSearchDirs,
   NcclUnavailableError,
   openCommunicator,
   openNccl,
   pickCudaDevice,
 } from "../../../lib/runtime/comm/mod.ts";
+import { addr, type Call, dev, fakes, withNcclEnv } from "./_nccl_fakes.ts";
 
 Deno.test("nccl: libnccl.so.2 is found on the given folders, in Python's NVIDIA wheels, or at NCCL_LIBRARY", async () => {
   const dir = await Deno.makeTempDir();
@@ -61,112 +59,6 @@ Deno.test("nccl: a rank's device is its local rank, or the one device a launcher
   );
   assert.throws(() => pickCudaDevice(0, 0), /no CUDA device is visible/);
 });
-
-type Call = { fn: string; args: unknown[] };
-
-/**
- * Fakes of NCCL and the driver: init and each call are "in progress" for `pending` polls, the stream busy
- * for `busy` queries; `rc`/`async` force a call's result or the async state.
- */
-function fakes(
-  o: { pending?: number; busy?: number; rc?: Record<string, number>; asyncState?: number } = {},
-) {
-  const calls: Call[] = [];
-  const keep: Uint8Array[] = [];
-  const cstr = (s: string) => {
-    const b = new TextEncoder().encode(s + "\0");
-    keep.push(b);
-    return Deno.UnsafePointer.of(b);
-  };
-  let pending = 0, busy = 0;
-  const comm = Deno.UnsafePointer.create(0xc0ffeen);
-  const rec = (fn: string, ...args: unknown[]) => {
-    calls.push({ fn, args });
-    return o.rc?.[fn] ?? 0;
-  };
-  const issue = (fn: string, ...args: unknown[]) => {
-    const rc = rec(fn, ...args);
-    if (rc) return rc;
-    pending = o.pending ?? 0;
-    busy = o.busy ?? 0;
-    return pending ? 7 : 0;
-  };
-  const nccl: NcclApi = {
-    ncclGetVersion: () => 0,
-    ncclGetUniqueId: (id) => rec("ncclGetUniqueId", (id as Uint8Array).length),
-    ncclCommInitRank: (out, n, id, r) => {
-      (out as BigUint64Array)[0] = Deno.UnsafePointer.value(comm) as bigint;
-      return issue("ncclCommInitRank", n, (id as Uint8Array).length, r);
-    },
-    ncclAllReduce: (...a) => issue("ncclAllReduce", ...a),
-    ncclReduceScatter: (...a) => issue("ncclReduceScatter", ...a),
-    ncclAllGather: (...a) => issue("ncclAllGather", ...a),
-    ncclBroadcast: (...a) => issue("ncclBroadcast", ...a),
-    ncclCommGetAsyncError: (_c, state) => {
-      (state as Int32Array)[0] = o.asyncState ?? (pending > 0 ? 7 : 0);
-      if (pending > 0) pending--;
-      return 0;
-    },
-    ncclCommFinalize: (c) => rec("ncclCommFinalize", c),
-    ncclCommDestroy: (c) => rec("ncclCommDestroy", c),
-    ncclCommAbort: (c) => rec("ncclCommAbort", c),
-    ncclGetErrorString: (code) => cstr(code === 2 ? "unhandled system error" : `error ${code}`),
-    ncclGetLastError: () => cstr("socket closed by peer"),
-  };
-  const cuda: CudaDriverApi = {
-    cuInit: (f) => rec("cuInit", f),
-    cuDeviceGetCount: (out) => {
-      (out as Int32Array)[0] = 2;
-      return rec("cuDeviceGetCount");
-    },
-    cuDeviceGet: (out, ordinal) => {
-      (out as Int32Array)[0] = ordinal;
-      return rec("cuDeviceGet", ordinal);
-    },
-    cuDevicePrimaryCtxRetain: (out, d) => {
-      (out as BigUint64Array)[0] = 0xc7an;
-      return rec("cuDevicePrimaryCtxRetain", d);
-    },
-    cuCtxSetCurrent: (ctx) => rec("cuCtxSetCurrent", Deno.UnsafePointer.value(ctx)),
-    cuStreamQuery: (s) => {
-      calls.push({ fn: "cuStreamQuery", args: [s] });
-      if (busy > 0) {
-        busy--;
-        return 600;
-      }
-      return 0;
-    },
-    cuMemAlloc_v2: (out, bytes) => {
-      (out as BigUint64Array)[0] = 0x5c7a7cn;
-      return rec("cuMemAlloc_v2", bytes);
-    },
-    cuMemFree_v2: (p) => rec("cuMemFree_v2", p),
-    cuGetErrorString: (_code, out) => {
-      (out as BigUint64Array)[0] = Deno.UnsafePointer.value(cstr("CUDA_ERROR_INVALID_DEVICE")) as bigint;
-      return 0;
-    },
-  };
-  return { nccl, cuda, calls, comm };
-}
-
-/** Runs `fn` with NCCL's variables as openNccl leaves them, restoring the environment after. */
-async function withNcclEnv(fn: () => Promise<void>) {
-  const saved = ["NCCL_COMM_ID", "NCCL_COMM_BLOCKING"].map((k) => [k, Deno.env.get(k)] as const);
-  for (const [k] of saved) Deno.env.delete(k);
-  try {
-    await fn();
-  } finally {
-    for (const [k, v] of saved) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
-  }
-}
-
-const dev = (addr: bigint, length: number, dtype: DeviceBuffer["dtype"] = "float32"): DeviceBuffer => ({
-  pointer: Deno.UnsafePointer.create(addr),
-  length,
-  dtype,
-  device: "cuda",
-});
-const addr = (p: unknown) => Deno.UnsafePointer.value(p as Deno.PointerValue);
 
 Deno.test("nccl: opening sets NCCL_COMM_ID and non-blocking mode, makes the rank's device current, and waits for the others", async () => {
   await withNcclEnv(async () => {
@@ -254,13 +146,13 @@ Deno.test("nccl: collectives pass device pointers, counts, types and ops on the 
   });
 });
 
-Deno.test("nccl: host arrays, failed calls and asynchronous errors are refused naming the rank and NCCL's words", async () => {
+Deno.test("nccl: host and device buffers mixed, failed calls and asynchronous errors are refused naming the rank and NCCL's words", async () => {
   await withNcclEnv(async () => {
     const f = fakes({ rc: { ncclAllGather: 2 } });
     await using c = await openNccl({ rank: 1, size: 2, commId: "h:2", apis: f });
     await assert.rejects(
-      c.allReduce(new Float32Array(4)),
-      /^CommError: rank 1\/2: allReduce: NCCL works on device memory: pass a DeviceBuffer .*, got float32\[4\]$/,
+      c.allGather(new Float32Array(2), dev(0x100n, 4)),
+      /^CommError: rank 1\/2: allGather: send and recv must both be on the host or both on the device, got float32\[2\] and cuda:float32\[4\]$/,
     );
     await assert.rejects(
       c.allGather(dev(0x10n, 2), dev(0x100n, 4)),
@@ -340,5 +232,182 @@ Deno.test("openCommunicator: on CUDA, NCCL at MASTER_ADDR:MASTER_PORT+1 under th
     });
     assert.deepEqual([c.backend, c.rank, c.size, c.localRank], ["nccl", 1, 2, 1]);
     assert.equal(Deno.env.get("NCCL_COMM_ID"), "10.0.0.5:29501");
+  });
+});
+
+/** The calls of `f` without the stream polls and the driver's set-up, as `name` or `name(args…)`. */
+const staged = (calls: Call[]) =>
+  calls.filter((x) => x.fn !== "cuStreamQuery").map((x) =>
+    x.fn.startsWith("cuMemcpy") ? `${x.fn}(${x.args[0]}, ${x.args[1]})` : x.fn
+  );
+
+Deno.test("nccl: host arrays are staged through a device buffer on the stream: copied in, reduced there, copied back", async () => {
+  await withNcclEnv(async () => {
+    const f = fakes({ rank: 1, size: 2, busy: 2 });
+    const stream = Deno.UnsafePointer.create(0x57n);
+    const c = await openNccl({ rank: 1, size: 2, commId: "h:2", stream, apis: f });
+    const S = 0x5c7a7cn + 0x100000n; // the staging buffer: the allocation after barrier()'s float
+    f.calls.length = 0;
+    const grad = Float32Array.of(1, 2, 3, 4);
+    await c.allReduce(grad);
+    assert.deepEqual([...grad], [101, 103, 105, 107], "the other rank's 100 + i added");
+    assert.deepEqual(staged(f.calls), [
+      "cuMemAlloc_v2",
+      `cuMemcpyHtoDAsync_v2(${S}, 16)`,
+      "ncclAllReduce",
+      `cuMemcpyDtoHAsync_v2(${S}, 16)`,
+    ]);
+    // the copy back waits until the stream has run the collective (busy twice), then for itself
+    const order = f.calls.map((x) => x.fn);
+    const nccl = order.indexOf("ncclAllReduce"), back = order.indexOf("cuMemcpyDtoHAsync_v2");
+    assert.deepEqual(order.slice(nccl + 1, back), ["cuStreamQuery", "cuStreamQuery", "cuStreamQuery"]);
+    assert.equal(order[back + 1], "cuStreamQuery");
+    const ar = f.calls.find((x) => x.fn === "ncclAllReduce")!;
+    assert.deepEqual([addr(ar.args[0]), addr(ar.args[1]), ar.args[2], ar.args[3], addr(ar.args[6])], [
+      S,
+      S,
+      4n,
+      NCCL_DTYPES.float32,
+      0x57n,
+    ]);
+    assert.ok(
+      f.calls.filter((x) => x.fn.startsWith("cuMemcpy")).every((x) => x.args[2] === 0x57n),
+      "on the stream",
+    );
+
+    // reduce-scatter: send staged whole, NCCL's in-place form, rank 1's block copied back from its offset
+    f.calls.length = 0;
+    const send = Float64Array.of(1, 2, 3, 4, 5, 6), recv = new Float64Array(3);
+    await c.reduceScatter(send, recv);
+    assert.deepEqual([...recv], [4 + 103, 5 + 104, 6 + 105]);
+    assert.deepEqual(staged(f.calls), [
+      "cuMemFree_v2",
+      "cuMemAlloc_v2",
+      `cuMemcpyHtoDAsync_v2(${S + 0x100000n}, 48)`,
+      "ncclReduceScatter",
+      `cuMemcpyDtoHAsync_v2(${S + 0x100000n + 24n}, 24)`,
+    ]);
+    const rs = f.calls.find((x) => x.fn === "ncclReduceScatter")!;
+    assert.deepEqual([addr(rs.args[1]) - addr(rs.args[0]), rs.args[2], rs.args[3]], [
+      24n,
+      3n,
+      NCCL_DTYPES.float64,
+    ]);
+
+    // all-gather: send staged at rank 1's block, the whole of recv copied back
+    f.calls.length = 0;
+    const mine = Int32Array.of(7, 8), all = new Int32Array(4);
+    await c.allGather(mine, all);
+    assert.deepEqual([...all], [100, 101, 7, 8]);
+    const S3 = S + 0x100000n;
+    assert.deepEqual(staged(f.calls), [
+      `cuMemcpyHtoDAsync_v2(${S3 + 8n}, 8)`,
+      "ncclAllGather",
+      `cuMemcpyDtoHAsync_v2(${S3}, 16)`,
+    ], "the 48-byte buffer is reused");
+
+    // broadcast: the root copies in, every rank copies back
+    f.calls.length = 0;
+    const b = Float32Array.of(9, 9);
+    await c.broadcast(b, 0);
+    assert.deepEqual([...b], [100, 101], "rank 0's values");
+    assert.deepEqual(
+      staged(f.calls),
+      ["ncclBroadcast", `cuMemcpyDtoHAsync_v2(${S3}, 8)`],
+      "not the root: no copy in",
+    );
+    f.calls.length = 0;
+    await c.broadcast(b, 1);
+    assert.deepEqual([...b], [100, 101], "its own values stay");
+    assert.deepEqual(staged(f.calls), [
+      `cuMemcpyHtoDAsync_v2(${S3}, 8)`,
+      "ncclBroadcast",
+      `cuMemcpyDtoHAsync_v2(${S3}, 8)`,
+    ]);
+    assert.deepEqual([c.stats.calls, c.stats.staged], [5, 32 + 48 + 24 + 8 + 16 + 8 + 8 + 8]);
+    await c[Symbol.asyncDispose]();
+  });
+});
+
+Deno.test("nccl: the staging buffer is allocated at the first host collective, reused, grown, and freed at dispose", async () => {
+  await withNcclEnv(async () => {
+    const f = fakes();
+    const c = await openNccl({ rank: 0, size: 2, commId: "h:2", apis: f });
+    const allocs = () => f.calls.filter((x) => x.fn === "cuMemAlloc_v2").map((x) => x.args[0]);
+    assert.deepEqual(allocs(), [4n], "only barrier()'s float at opening");
+    assert.equal(c.stagingBytes, 0);
+    await c.allReduce(dev(0x1000n, 1000));
+    assert.equal(c.stagingBytes, 0, "device buffers are not staged");
+    await c.allReduce(new Float32Array(10));
+    await c.allReduce(new Float32Array(5));
+    await c.allReduce(new Uint8Array(40));
+    assert.deepEqual(allocs(), [4n, 40n], "reused for smaller or equal arrays");
+    await c.allReduce(new Float64Array(20));
+    assert.deepEqual(allocs(), [4n, 40n, 160n], "grown for a larger one");
+    const first = 0x5c7a7cn + 0x100000n, second = first + 0x100000n;
+    assert.deepEqual(
+      f.calls.filter((x) => x.fn === "cuMemFree_v2").map((x) => x.args[0]),
+      [first],
+      "the old one freed",
+    );
+    assert.equal(c.stagingBytes, 160);
+    f.calls.length = 0;
+    await c[Symbol.asyncDispose]();
+    assert.deepEqual(
+      f.calls.filter((x) => x.fn === "cuMemFree_v2").map((x) => x.args[0]),
+      [0x5c7a7cn, second],
+      "barrier()'s float and the staging buffer",
+    );
+    assert.equal(f.memory.size, 0, "nothing left on the device");
+    await assert.rejects(
+      c.allReduce(new Float32Array(2)),
+      /rank 0\/2: allReduce: the communicator is closed/,
+    );
+  });
+  // an aborted communicator frees it too
+  await withNcclEnv(async () => {
+    const f = fakes();
+    const c = await openNccl({ rank: 0, size: 2, commId: "h:2", apis: f });
+    await c.allReduce(new Float32Array(3));
+    c.abort("test");
+    await c[Symbol.asyncDispose]();
+    assert.equal(f.memory.size, 0);
+  });
+});
+
+Deno.test("nccl: a failed copy or staging allocation names the rank, the collective and the array, and aborts", async () => {
+  await withNcclEnv(async () => {
+    const f = fakes({ rc: { cuMemcpyHtoDAsync_v2: 1 } });
+    const c = await openNccl({ rank: 1, size: 2, commId: "h:2", apis: f });
+    await assert.rejects(
+      c.allReduce(new Float32Array(4)),
+      /^CommError: rank 1\/2: allReduce: copying float32\[4\] \(16 bytes\) to CUDA device 1 failed: CUDA_ERROR_INVALID_DEVICE \(1\)$/,
+    );
+    assert.ok(!f.calls.some((x) => x.fn === "ncclAllReduce"), "NCCL is not called on data that is not there");
+    assert.ok(f.calls.some((x) => x.fn === "ncclCommAbort"), "the peers are not left waiting");
+    await assert.rejects(
+      c.barrier(),
+      /rank 1\/2: barrier: the communicator was aborted: copying float32\[4\]/,
+    );
+    await c[Symbol.asyncDispose]();
+  });
+  await withNcclEnv(async () => {
+    const f = fakes({ rc: { cuMemcpyDtoHAsync_v2: 700 } });
+    const c = await openNccl({ rank: 0, size: 2, commId: "h:2", apis: f });
+    await assert.rejects(
+      c.allGather(new Int32Array(2), new Int32Array(4)),
+      /^CommError: rank 0\/2: allGather: copying int32\[4\] \(16 bytes\) back from CUDA device 0 failed: .* \(700\)$/,
+    );
+    await c[Symbol.asyncDispose]();
+  });
+  await withNcclEnv(async () => {
+    const f = fakes();
+    const c = await openNccl({ rank: 0, size: 2, commId: "h:2", apis: f });
+    f.cuda.cuMemAlloc_v2 = () => 2;
+    await assert.rejects(
+      c.reduceScatter(new Float32Array(8), new Float32Array(4)),
+      /^CommError: rank 0\/2: reduceScatter: allocating 32 bytes on CUDA device 0 to stage host arrays failed: .* \(2\)$/,
+    );
+    await c[Symbol.asyncDispose]();
   });
 });
