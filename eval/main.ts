@@ -35,7 +35,7 @@ import type { Scorer } from "../lib/loop/scorers/types.ts";
 import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
 import { type Lock, lockFolder } from "../lib/lock.ts";
-import { launcherRefusal } from "../lib/loop/score.ts";
+import { launcherRefusal } from "../lib/loop/rank_shards.ts";
 
 /** What `deno task eval` reads besides the sampling and scorer flags. */
 type EvalFlags = {

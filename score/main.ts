@@ -12,7 +12,9 @@ import {
   parsedOrExitCode,
   stopOnSignals,
 } from "../lib/cli/mod.ts";
-import { launcherRefusal, scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
+import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
+import { type RankScoreResult, scoreAsRank } from "../lib/loop/score_shards.ts";
+import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
 import {
@@ -138,21 +140,27 @@ export function parseScoreArgs(
 async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseScoreArgs(argv), SCORE_USAGE, "score");
   if (typeof args === "number") return args;
-  const refused = launcherRefusal("score");
-  if (refused) {
-    console.error(`error: ${refused}`);
+  // under torchrun, mpirun or srun: this rank's share of the rows, merged by rank 0 (docs/distributed.md)
+  let world;
+  try {
+    world = worldFromEnv();
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
     return 1;
   }
+  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
+  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
   const log = (line: string) => console.error(line);
   // a reward function runs in a process of its own, which is killed at once; other scorers finish their batch
   const when = args.scorer.kind === "reward-fn" ? "now" : "after the current batch";
   using stop = stopOnSignals(`\ninterrupted: stopping ${when} (again to quit now; a rerun continues)`, log);
   let scorer: Scorer | undefined;
-  const progress = args.quiet ? undefined : scoreProgressPrinter();
+  // rank 0 alone shows progress
+  const progress = args.quiet || (ranked && ranked.rank > 0) ? undefined : scoreProgressPrinter();
   try {
     // the signal also stops a reward function in the middle of a call (one stuck in a loop included)
     scorer = await makeScorer(args.scorer, { ...args, signal: stop.signal }, log);
-    const r = await scoreFile({
+    const options = {
       data: args.data,
       out: args.out,
       scorer,
@@ -162,24 +170,31 @@ async function main(argv: string[]): Promise<number> {
       signal: stop.signal,
       onProgress: progress?.update,
       log,
-    });
+    };
+    const r: RankScoreResult = ranked
+      ? await scoreAsRank(options, ranked)
+      : { ...await scoreFile(options), out: args.out };
     progress?.done();
     const cut = scorer.kind === "reward-model" ? (scorer as RewardModelScorer) : undefined;
     const notes = [
-      r.skipped.length ? `${r.skipped.length} rows skipped (listed in ${args.out}.meta.json)` : "",
+      r.skipped.length ? `${r.skipped.length} rows skipped (listed in ${r.out}.meta.json)` : "",
       cut?.truncated ? `${cut.truncated} sequences cut to their last ${cut.maxLength} tokens` : "",
     ].filter(Boolean);
     const state = r.complete ? "done" : "stopped";
     const earlier = r.resumedFrom ? `, after ${r.resumedFrom} earlier` : "";
     const took = `${r.seconds.toFixed(1)} s`, tail = notes.length ? `; ${notes.join("; ")}` : "";
     log(
-      `${state}: ${r.rowsWritten} rows in ${args.out} (${r.rowsThisRun} scored now${earlier}, ${took})${tail}`,
+      `${who}${state}: ${r.rowsWritten} rows in ${r.out} (${r.rowsThisRun} scored now${earlier}, ${took})${tail}`,
     );
-    if (!r.complete) log(`rerun the same command to continue`);
+    if (r.merged) {
+      log(`merged the ${r.merged.shards} ranks' shards, ${r.merged.rows} rows, into ${r.merged.out}`);
+    } else if (ranked && r.complete) log(`${who}rank 0 merges the shards into ${args.out}`);
+    if (!r.complete) log(`${who}rerun the same command to continue`);
     return r.complete ? 0 : 130;
   } catch (e) {
     progress?.done();
-    console.error(`error: ${(e as Error).message}`);
+    const message = (e as Error).message;
+    console.error(`error: ${message.startsWith(who) ? "" : who}${message}`);
     return stop.signal.aborted ? 130 : 1;
   } finally {
     await scorer?.release();

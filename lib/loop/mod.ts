@@ -9,6 +9,8 @@ export * from "./sample.ts";
 export * from "./sample_settings.ts";
 export * from "./sample_rows.ts";
 export * from "./score.ts";
+export * from "./rank_shards.ts";
+export * from "./score_shards.ts";
 // lib/train already exports a `Scorer` (a log-prob session): the response scorer's interface is re-exported
 // as `ResponseScorer` here (scorers/types.ts names it `Scorer`)
 export type { ScoreItem, Scorer as ResponseScorer, ScorerKind, SkipOptions } from "./scorers/types.ts";

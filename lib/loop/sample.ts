@@ -40,6 +40,7 @@ import { lockFile } from "../lock.ts";
 import { modelFingerprint } from "../model/fingerprint.ts";
 import { inspectModel, openGenerator } from "../model/open.ts";
 import { promptKey, type PromptRow, readPrompts } from "./prompts.ts";
+import { rankShardPath, type ShardWaitOptions, waitForRankFiles } from "./rank_shards.ts";
 import { promptJobs, type SampleRow, sampleRows } from "./sample_rows.ts";
 import {
   checkSettings,
@@ -496,24 +497,6 @@ export async function mergeSamples(out: string, inputs: readonly string[]): Prom
 // Under a launcher: a shard per rank, merged by rank 0
 // ---------------------------------------------------------------------------------------------------------
 
-/** The file rank `index` of `count` writes under a launcher: `<out>.shard-<index>-of-<count>`. */
-export function rankShardPath(out: string, shard: Shard): string {
-  return `${out}.shard-${shard.index}-of-${shard.count}`;
-}
-
-/** How long rank 0 waits for another rank's shard to grow before giving up (ms): 10 minutes. */
-export const SHARD_WAIT_MS = 600_000;
-
-/** Options for {@link waitForShards}. */
-export type ShardWaitOptions = {
-  /** Ms without any missing shard growing after which the wait fails, naming the ranks (default 10 min). */
-  timeoutMs?: number;
-  /** Ms between looks at the files (default 500). */
-  pollMs?: number;
-  /** Ends the wait (the result is then false). */
-  signal?: AbortSignal;
-};
-
 /** Whether `file` is shard `shard` of a run of `total` prompts, written whole (its sidecar says so). */
 async function shardComplete(file: string, shard: Shard): Promise<{ complete: boolean; size: number }> {
   const meta = await readMeta(metaPath(file)).catch(() => null);
@@ -534,42 +517,8 @@ async function shardComplete(file: string, shard: Shard): Promise<{ complete: bo
  * after MPI_Init), so their files are the only signal: the wait fails when none of the missing shards has
  * grown for `timeoutMs`, naming their ranks. False when the signal ended it.
  */
-export async function waitForShards(
-  out: string,
-  count: number,
-  o: ShardWaitOptions = {},
-): Promise<boolean> {
-  const timeoutMs = o.timeoutMs ?? SHARD_WAIT_MS, pollMs = o.pollMs ?? 500;
-  const sizes = new Map<number, number>();
-  let lastChange = performance.now();
-  for (;;) {
-    const missing: number[] = [];
-    for (let i = 0; i < count; i++) {
-      const { complete, size } = await shardComplete(rankShardPath(out, { index: i, count }), {
-        index: i,
-        count,
-      });
-      if (complete) continue;
-      missing.push(i);
-      if (sizes.get(i) !== size) {
-        sizes.set(i, size);
-        lastChange = performance.now();
-      }
-    }
-    if (missing.length === 0) return true;
-    if (o.signal?.aborted) return false;
-    if (performance.now() - lastChange > timeoutMs) {
-      const files = missing.map((i) => rankShardPath(out, { index: i, count }));
-      throw new Error(
-        `rank 0/${count}: the shard${missing.length > 1 ? "s" : ""} of rank${
-          missing.length > 1 ? "s" : ""
-        } ` +
-          `${missing.join(", ")} did not complete (no progress for ${Math.round(timeoutMs / 1000)} s): ` +
-          `${files.join(", ")}. Did that rank fail? Rerun the same command: the finished rows are kept`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
+export function waitForShards(out: string, count: number, o: ShardWaitOptions = {}): Promise<boolean> {
+  return waitForRankFiles(out, count, shardComplete, o);
 }
 
 /** What {@link sampleAsRank} did: this rank's sampling, and on rank 0 the merge (absent when interrupted). */

@@ -14,6 +14,10 @@
  *
  * With `skipErrors`, a row that is malformed or whose responses cannot all be scored is left out and
  * counted (the meta file lists them), instead of stopping the run.
+ *
+ * Under a launcher with several ranks ({@link scoreAsRank}), rank r of n scores the rows whose index is r
+ * modulo n into `<out>.shard-r-of-n` (a file like the above, with its own sidecar), and rank 0 interleaves
+ * the finished shards into `<out>`: the file, and sidecar, one process writes.
  * @module
  */
 import { resolve } from "node:path";
@@ -28,8 +32,8 @@ import type { Message } from "../data/types.ts";
 import { exists, readJsonObject, withPath, writeJsonAtomic } from "../files.ts";
 import { lockFile } from "../lock.ts";
 import { formatDuration } from "../cli/progress.ts";
-import { worldFromEnv } from "../runtime/comm/launch.ts";
 import type { ScoreItem, Scorer, ScorerKind } from "./scorers/types.ts";
+import type { RankShard } from "./rank_shards.ts";
 
 /** A row to score: the prompt, the responses, and how to write the row back with its rewards. */
 export type ScoreRow = {
@@ -124,7 +128,11 @@ export type ScoreMeta = {
     inputHash: string;
     /** Rows left out with `skipErrors` (`file:line`). */
     skipped: string[];
+    /** A shard's only: the input index of each row in `skipped`, for rank 0 to interleave the shards. */
+    skippedRows?: number[];
   };
+  /** A rank's shard file's only: its rows are the input's whose index is `index` modulo `count`. */
+  shard?: RankShard;
   complete: boolean;
 };
 
@@ -152,6 +160,11 @@ export type ScoreFileOptions = {
   batch?: number;
   /** Score only the first this many rows of the input. */
   limit?: number;
+  /**
+   * Score only the rows whose index (among the first `limit`) is `index` modulo `count`, for a rank's shard
+   * ({@link scoreAsRank}); `out` then records it. Progress and results count this shard's rows.
+   */
+  shard?: RankShard;
   /** Leave out rows that are malformed or cannot be scored (the scorer must be made with it too). */
   skipErrors?: boolean;
   /**
@@ -205,7 +218,7 @@ export async function countRecords(path: string): Promise<number> {
 }
 
 /** The first difference between a recorded configuration and this run's, or null. */
-function configDifference(a: unknown, b: unknown, path = ""): string | null {
+export function configDifference(a: unknown, b: unknown, path = ""): string | null {
   if (isObject(a) && isObject(b)) {
     for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
       const d = configDifference(a[k], b[k], path ? `${path}.${k}` : k);
@@ -222,7 +235,7 @@ function configDifference(a: unknown, b: unknown, path = ""): string | null {
 }
 
 /** Reads and checks the sidecar of an existing output; null when starting afresh. */
-async function resumeState(
+export async function resumeState(
   out: string,
   fresh: Omit<ScoreMeta, "progress" | "complete">,
 ): Promise<ScoreMeta | null> {
@@ -235,7 +248,8 @@ async function resumeState(
     throw new Error(`${out} exists without ${side}: ${why}`);
   }
   if (meta.version !== 1 || !isObject(meta.progress)) throw new Error(`${side}: not a score run's meta file`);
-  const then = { input: meta.input, scorer: meta.scorer }, now = { input: fresh.input, scorer: fresh.scorer };
+  const then = { input: meta.input, scorer: meta.scorer, shard: meta.shard };
+  const now = { input: fresh.input, scorer: fresh.scorer, shard: fresh.shard };
   const diff = configDifference(then, now);
   if (diff) {
     const what = `to start over remove it and ${side}, or choose another --out`;
@@ -262,11 +276,20 @@ export async function scoreFile(o: ScoreFileOptions): Promise<ScoreFileResult> {
     version: 1 as const,
     input: resolve(o.data),
     scorer: { kind: scorer.kind, name: scorer.name, settings: { ...scorer.settings } },
+    ...(o.shard && o.shard.count > 1 ? { shard: { index: o.shard.index, count: o.shard.count } } : {}),
   };
   const previous = await resumeState(o.out, fresh);
   const meta: ScoreMeta = previous ?? {
     ...fresh,
-    progress: { rowsRead: 0, rowsWritten: 0, sequences: 0, bytes: 0, inputHash: hex(FNV_START), skipped: [] },
+    progress: {
+      rowsRead: 0,
+      rowsWritten: 0,
+      sequences: 0,
+      bytes: 0,
+      inputHash: hex(FNV_START),
+      skipped: [],
+      ...(fresh.shard ? { skippedRows: [] } : {}),
+    },
     complete: false,
   };
   const p = meta.progress;
@@ -308,17 +331,26 @@ async function run(
   const where = (line: number) => unit === "line" ? `${o.data}:${line}` : `${o.data}: row ${line}`;
   const resumedFrom = p.rowsRead;
   const limit = o.limit ?? Infinity;
-  const total = await countRecords(o.data).then((n) => Math.min(n, limit)).catch(() => null);
+  // a shard's counts are of its own rows (input index ≡ index mod count); the sidecar's rowsRead is the input's
+  const shard = meta.shard ?? { index: 0, count: 1 };
+  const ofShard = (inputRows: number) => Math.max(0, Math.ceil((inputRows - shard.index) / shard.count));
+  const total = await countRecords(o.data).then((n) => ofShard(Math.min(n, limit))).catch(() => null);
   const t0 = performance.now();
   let rowsThisRun = 0, sequencesThisRun = 0, hash = FNV_START, consumed = 0;
-  let pending: { line: number; row?: ScoreRow; raw: Record<string, unknown>; error?: DataError }[] = [];
+  let pending: {
+    line: number;
+    index: number;
+    row?: ScoreRow;
+    raw: Record<string, unknown>;
+    error?: DataError;
+  }[] = [];
   const encoder = new TextEncoder();
   const result = (complete: boolean): ScoreFileResult => ({
-    rowsRead: p.rowsRead,
+    rowsRead: ofShard(p.rowsRead),
     rowsWritten: p.rowsWritten,
     rowsThisRun,
     sequencesThisRun,
-    resumedFrom,
+    resumedFrom: ofShard(resumedFrom),
     skipped: [...p.skipped],
     seconds: (performance.now() - t0) / 1000,
     complete,
@@ -353,6 +385,7 @@ async function run(
     for (const r of pending) {
       if (!r.row) {
         p.skipped.push(where(r.line));
+        p.skippedRows?.push(r.index);
         log(`skipped ${r.error!.message}`);
         continue;
       }
@@ -360,6 +393,7 @@ async function run(
       at += k;
       if (mine.some((x) => Number.isNaN(x))) {
         p.skipped.push(where(r.line));
+        p.skippedRows?.push(r.index);
         continue;
       }
       text += stringify(r.row.output(mine, { kind: scorer.kind, name: scorer.name })) + "\n";
@@ -374,7 +408,7 @@ async function run(
       throw withPath(e, o.out);
     }
     p.bytes += bytes.length;
-    p.rowsRead += pending.length;
+    p.rowsRead = consumed; // the input rows up to the last pending one, other shards' rows included
     p.rowsWritten += written;
     p.sequences += sequences;
     p.inputHash = hex(hash);
@@ -383,7 +417,7 @@ async function run(
     sequencesThisRun += items.length;
     pending = [];
     o.onProgress?.({
-      rowsRead: p.rowsRead,
+      rowsRead: ofShard(p.rowsRead),
       rowsTotal: total,
       rowsThisRun,
       sequencesThisRun,
@@ -406,13 +440,14 @@ async function run(
       }
       continue;
     }
+    if ((consumed - 1) % shard.count !== shard.index) continue;
     try {
-      pending.push({ line, row: readScoreRow(row), raw: row });
+      pending.push({ line, index: consumed - 1, row: readScoreRow(row), raw: row });
     } catch (e) {
       if (!(e instanceof FieldError)) throw e;
       const error = new DataError(o.data, line, e.message, e.field, unit);
       if (!o.skipErrors) throw error;
-      pending.push({ line, raw: row, error });
+      pending.push({ line, index: consumed - 1, raw: row, error });
     }
     if (pending.length >= batch) {
       if (!await flush() || o.signal?.aborted) return result(false);
@@ -423,6 +458,9 @@ async function run(
   }
   if (pending.length && !await flush()) return result(false);
   await prepare();
+  // a shard whose last rows are other shards' has consumed them too (as one process would record)
+  p.rowsRead = consumed;
+  p.inputHash = hex(hash);
   meta.complete = true;
   await writeJsonAtomic(scoreMetaPath(o.out), meta);
   return result(true);
@@ -462,26 +500,4 @@ export function scoreProgressPrinter(everyS = 10): { update: (p: ScoreProgress) 
       else if (last && last !== shown) write(`${formatScoreProgress(last)}\n`);
     },
   };
-}
-
-/**
- * Why `task` (score, eval) will not run as one rank of several, or null when this process is no launcher's
- * rank of several: these commands do not split their work across ranks (sample does, by itself), and N ranks
- * would each write the same output. Reads the launcher's variables only (lib/runtime/comm/launch.ts); no
- * communicator is opened.
- */
-export function launcherRefusal(
-  task: "score" | "eval",
-  env: Record<string, string | undefined> = Deno.env.toObject(),
-): string | null {
-  let w;
-  try {
-    w = worldFromEnv(env);
-  } catch (e) {
-    return (e as Error).message;
-  }
-  if (w.size === 1) return null;
-  return `rank ${w.rank}/${w.size}: deno task ${task} does not split its work across ranks, and ${w.size} ` +
-    `ranks (${w.launcher}) would each write the same output: run it as one process, outside the launcher` +
-    (task === "score" ? " (deno task sample splits by itself under one)" : "");
 }

@@ -1,14 +1,17 @@
-/** score and eval under a launcher with several ranks: refused with a message naming the rank and the way out. */
+/**
+ * eval under a launcher with several ranks: refused with a message naming the rank and the way out (score
+ * splits its rows across ranks: tests/loop/score_launch_test.ts).
+ */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launcherRefusal } from "../../lib/loop/score.ts";
+import { launcherRefusal } from "../../lib/loop/rank_shards.ts";
 
 Deno.test("launcherRefusal: several ranks of torchrun, mpirun or srun are refused; one rank or none runs", () => {
-  assert.equal(launcherRefusal("score", {}), null);
+  assert.equal(launcherRefusal("eval", {}), null);
   assert.equal(launcherRefusal("eval", { RANK: "0", WORLD_SIZE: "1" }), null);
   assert.match(
-    launcherRefusal("score", { RANK: "1", WORLD_SIZE: "2" })!,
-    /^rank 1\/2: deno task score does not split its work across ranks, and 2 ranks \(torchrun\).*sample splits/,
+    launcherRefusal("eval", { RANK: "1", WORLD_SIZE: "2" })!,
+    /^rank 1\/2: deno task eval does not split its work across ranks, and 2 ranks \(torchrun\).*sample and deno task score split/,
   );
   assert.match(
     launcherRefusal("eval", { OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "4" })!,
@@ -18,10 +21,10 @@ Deno.test("launcherRefusal: several ranks of torchrun, mpirun or srun are refuse
     launcherRefusal("eval", { SLURM_PROCID: "3", SLURM_STEP_NUM_TASKS: "8" })!,
     /^rank 3\/8: .*\(slurm\)/,
   );
-  assert.match(launcherRefusal("score", { RANK: "0" })!, /RANK and WORLD_SIZE go together/);
+  assert.match(launcherRefusal("eval", { RANK: "0" })!, /RANK and WORLD_SIZE go together/);
 });
 
-Deno.test("deno task score under 2 torchrun ranks exits 1 before reading anything, naming the rank", async () => {
+Deno.test("deno task score with a launcher's variables half set exits 1 before writing anything, naming them", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const o = await new Deno.Command(Deno.execPath(), {
@@ -30,13 +33,13 @@ Deno.test("deno task score under 2 torchrun ranks exits 1 before reading anythin
         ...["--data", join(dir, "in.jsonl"), "--out", join(dir, "out.jsonl")],
         ...["--reward-fn", new URL("./_length_reward.ts", import.meta.url).pathname],
       ],
-      env: { RANK: "1", WORLD_SIZE: "2", NO_COLOR: "1" },
+      env: { RANK: "1", NO_COLOR: "1" },
       stdout: "piped",
       stderr: "piped",
     }).output();
     const err = new TextDecoder().decode(o.stderr);
     assert.equal(o.code, 1, err);
-    assert.match(err, /error: rank 1\/2: deno task score does not split its work/);
+    assert.match(err, /error: .*RANK and WORLD_SIZE go together/);
     assert.equal((await Array.fromAsync(Deno.readDir(dir))).length, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });

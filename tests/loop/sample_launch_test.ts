@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { metaPath, rankShardPath, sampleToFile, waitForShards } from "../../lib/loop/sample.ts";
+import { metaPath, sampleToFile, waitForShards } from "../../lib/loop/sample.ts";
+import { rankShardPath } from "../../lib/loop/rank_shards.ts";
 import { withSetup } from "./_fixtures.ts";
 
 const MAIN = new URL("../../sample/main.ts", import.meta.url).pathname;

@@ -1,0 +1,94 @@
+/**
+ * What `sample` and `score` share under a launcher (torchrun, mpirun, srun) with several ranks: rank r of n
+ * writes `<out>.shard-r-of-n`, and rank 0 waits for every rank's file before merging them into `<out>`. The
+ * ranks open no communicator (both commands spawn processes, which Open MPI forbids after MPI_Init), so the
+ * files are the only signal. `eval` does not split: {@link launcherRefusal} says so.
+ * @module
+ */
+import { worldFromEnv } from "../runtime/comm/launch.ts";
+
+/** A rank's share: `index` of `count`. */
+export type RankShard = { index: number; count: number };
+
+/** The file rank `index` of `count` writes under a launcher: `<out>.shard-<index>-of-<count>`. */
+export function rankShardPath(out: string, shard: RankShard): string {
+  return `${out}.shard-${shard.index}-of-${shard.count}`;
+}
+
+/** How long rank 0 waits for another rank's shard to grow before giving up (ms): 10 minutes. */
+export const SHARD_WAIT_MS = 600_000;
+
+/** Options for {@link waitForRankFiles}. */
+export type ShardWaitOptions = {
+  /** Ms without any missing shard growing after which the wait fails, naming the ranks (default 10 min). */
+  timeoutMs?: number;
+  /** Ms between looks at the files (default 500). */
+  pollMs?: number;
+  /** Ends the wait (the result is then false). */
+  signal?: AbortSignal;
+};
+
+/**
+ * Waits until `state` says every rank's shard file of `count` is complete. `state` gives whether it is and a
+ * number that changes as it grows (its size; -1 when absent); the wait fails when none of the missing shards
+ * has grown for `timeoutMs`, naming their ranks and files. False when the signal ended it.
+ */
+export async function waitForRankFiles(
+  out: string,
+  count: number,
+  state: (file: string, shard: RankShard) => Promise<{ complete: boolean; size: number }>,
+  o: ShardWaitOptions = {},
+): Promise<boolean> {
+  const timeoutMs = o.timeoutMs ?? SHARD_WAIT_MS, pollMs = o.pollMs ?? 500;
+  const sizes = new Map<number, number>();
+  let lastChange = performance.now();
+  for (;;) {
+    const missing: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const shard = { index: i, count };
+      const { complete, size } = await state(rankShardPath(out, shard), shard);
+      if (complete) continue;
+      missing.push(i);
+      if (sizes.get(i) !== size) {
+        sizes.set(i, size);
+        lastChange = performance.now();
+      }
+    }
+    if (missing.length === 0) return true;
+    if (o.signal?.aborted) return false;
+    if (performance.now() - lastChange > timeoutMs) {
+      const files = missing.map((i) => rankShardPath(out, { index: i, count }));
+      const s = missing.length > 1 ? "s" : "";
+      throw new Error(
+        `rank 0/${count}: the shard${s} of rank${s} ${
+          missing.join(", ")
+        } did not complete (no progress for ` +
+          `${Math.round(timeoutMs / 1000)} s): ${files.join(", ")}. Did that rank fail? Rerun the same ` +
+          `command: the finished rows are kept`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/**
+ * Why `deno task eval` will not run as one rank of several, or null when this process is no launcher's rank
+ * of several: it does not split its work across ranks (sample and score do, by themselves), and N ranks
+ * would each write the same output. Reads the launcher's variables only (lib/runtime/comm/launch.ts); no
+ * communicator is opened.
+ */
+export function launcherRefusal(
+  task: "eval",
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): string | null {
+  let w;
+  try {
+    w = worldFromEnv(env);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (w.size === 1) return null;
+  return `rank ${w.rank}/${w.size}: deno task ${task} does not split its work across ranks, and ${w.size} ` +
+    `ranks (${w.launcher}) would each write the same output: run it as one process, outside the launcher ` +
+    "(deno task sample and deno task score split by themselves under one)";
+}
