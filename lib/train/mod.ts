@@ -4,7 +4,8 @@
  * and the ranks' plumbing) are exported for pipelines of your own.
  * @module
  */
-export { policyReader, train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export { train, type TrainHooks, type TrainResult } from "./trainer.ts";
+export { exportPolicy, policyReader } from "./export_policy.ts";
 export * from "./run_plan.ts";
 // more than one device: the step, what the trainer does as a rank, and --nproc (docs/distributed.md)
 export * from "./distributed.ts";

@@ -5,14 +5,10 @@
  * servable folder → write the summary and charts. A run folder can be resumed exactly.
  * @module
  */
-import { join, resolve } from "node:path";
-import { type Trainable, trainableParamsFor } from "../model/decoder.ts";
-import { type ModelFolder, readModelWeights, storedDtype } from "../model/model_folder.ts";
-import { readStoredTensor } from "../model/weight_files.ts";
+import { join } from "node:path";
+import { trainableParamsFor } from "../model/decoder.ts";
+import { readModelWeights } from "../model/model_folder.ts";
 import { storedWeights } from "../model/stored_weights.ts";
-import type { TensorReader } from "../model/safetensors.ts";
-import { LoraUpdateMeter, loraUpdateWarning, mergeLoraTensor, saveAdapter } from "../model/peft.ts";
-import { exportForServing } from "../model/export.ts";
 import { resolveDevice } from "../runtime/device.ts";
 import { GraphFolder } from "../runtime/graph_folder.ts";
 import { PhasePeaks, processMemory } from "../runtime/device_memory.ts";
@@ -21,6 +17,7 @@ import { explainRunError, planMemory } from "./run_plan.ts";
 import { assertFloat16Device } from "../runtime/precision.ts";
 import { TrainingSession } from "../runtime/training_session.ts";
 import { trainingCharts } from "./charts.ts";
+import { exportPolicy } from "./export_policy.ts";
 import {
   compareModels,
   digestInputs,
@@ -33,7 +30,7 @@ import {
 import { hashConfig, loadLatestCheckpoint, newestCheckpointMeta, saveCheckpoint } from "./checkpoint.ts";
 import { compareData, dataDigest, type InputsDigest } from "./inputs_digest.ts";
 import { assembleChunk, defaultStepsPerRun, fractionalEpochs, groupChunks, planSteps } from "./chunks.ts";
-import { isFile, writeFolderAtomic, writeTextAtomic } from "../files.ts";
+import { isFile, writeTextAtomic } from "../files.ts";
 import { lockFolder } from "../lock.ts";
 import type { TrainConfig } from "./option_specs.ts";
 import { stepIntervals } from "./options.ts";
@@ -495,27 +492,8 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
   // merged weights tensor by tensor, in the model's own dtype (or --save-dtype)
   const state = session.current();
   await held.disposeAsync();
-  if (trainable.mode === "lora") {
-    await saveAdapter(join(run.dir, "adapter"), p.model.config, trainable.lora!, state, {
-      baseModelNameOrPath: resolve(cfg.model),
-    });
-  }
   phases.enter("export");
-  const saveDtype = cfg.saveDtype ?? storedDtype(p.model);
-  // what of the LoRA update survives rounding to the save dtype (bf16 rounds a small one away)
-  const meter = trainable.mode === "lora" ? new LoraUpdateMeter(saveDtype) : undefined;
-  // into a temporary folder that then replaces policy/: a full disk or a kill leaves no broken model
-  await writeFolderAtomic(run.policy, (dir) =>
-    exportForServing(dir, {
-      cfg: p.model.config,
-      weights: policyReader(p.model, trainable, state, meter),
-      dtype: saveDtype,
-      tokenizerDir: p.model.tokenizerDir ?? undefined,
-      log,
-    }).then(() => {}));
-  const loraKept = meter?.result() ?? null;
-  const loraWarning = loraKept && loraUpdateWarning(loraKept, saveDtype);
-  if (loraWarning) log(loraWarning);
+  const { saveDtype, loraKept } = await exportPolicy({ run, cfg, p, trainable, state, log });
 
   phases.enter();
   const records = await readMetrics(run.metrics);
@@ -547,28 +525,6 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
     interrupted: false,
     summary,
     eval: finalEvalOf(records),
-  };
-}
-
-/**
- * The policy's weights, tensor by tensor (canonical names): the trained ones (full fine-tuning), or each
- * base weight read from the model's files with its adapter merged in (measured by `meter` when given).
- */
-export function policyReader(
-  model: ModelFolder,
-  trainable: Trainable,
-  state: Record<string, Float32Array>,
-  meter?: LoraUpdateMeter,
-): TensorReader {
-  return async (name) => {
-    if (trainable.mode === "full") {
-      const v = state[name];
-      if (!v) throw new Error(`the trained state has no "${name}"`);
-      return v;
-    }
-    const stored = model.stored.get(name);
-    if (!stored) throw new Error(`${model.dir}: no weight "${name}"`);
-    return mergeLoraTensor(model.config, trainable.lora!, state, name, await readStoredTensor(stored), meter);
   };
 }
 
