@@ -74,6 +74,8 @@ export type ModelLocation = {
   config: ModelConfig;
   /** Prompt + new tokens the model supports. */
   contextLength: number;
+  /** The folder's weights as {@link locateModel} read them (a plain folder's), so a session need not again. */
+  folder?: ModelFolder;
 };
 
 /** A model described for generation: its location, tokenizer, stop ids and sampling defaults. */
@@ -116,7 +118,8 @@ export async function locateModel(model: string, flag = "--model"): Promise<Mode
   }
   const onnx = join(dir, SERVING_ONNX_FILE);
   const onnxPath = (await isFile(onnx)) ? onnx : null;
-  const config = onnxPath ? await loadConfig(dir) : (await loadModelFolder(dir)).config;
+  const folder = onnxPath ? undefined : await loadModelFolder(dir);
+  const config = folder?.config ?? await loadConfig(dir);
   return {
     given,
     dir,
@@ -125,6 +128,7 @@ export async function locateModel(model: string, flag = "--model"): Promise<Mode
     onnxPath,
     config,
     contextLength: maxSupportedLength(config),
+    folder,
   };
 }
 
@@ -221,7 +225,7 @@ export async function openGenerator(
   if (opts.withTokenizer && !("codec" in loc)) loc = await inspectModel(loc, { log });
   const device = opts.device ?? "cpu";
   // the folder's weights, when it has safetensors (an exported folder has them beside onnx/)
-  const folder = await loadModelFolder(loc.dir).catch((e) => {
+  const folder = loc.folder ?? await loadModelFolder(loc.dir).catch((e) => {
     if (loc.onnxPath) return undefined; // an ONNX-only folder: nothing to fold, nothing to build
     throw e;
   });

@@ -222,17 +222,7 @@ export class TrainingSession {
       all[s.name] = s.shape.length ? empty("float32", s.shape, 0) : this.#scalar(s.name);
     }
     for (const b of this.io.stacked) all[b.name] = empty(b.dtype, ["steps", ...b.shape], 0);
-    for (const [name, t] of Object.entries(feeds)) {
-      const input = sc.inputs.find((b) => b.name === name);
-      if (!input) throw new TypeError(`the scoring mode has no input "${name}"`);
-      all[input.graph] = t;
-    }
-    const names = outputs.map((o) => {
-      if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
-      return sc.outputs[o];
-    });
-    const out = await this.session.run(all, names);
-    return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
+    return await runScoringMode(sc, all, feeds, outputs, (f, names) => this.session.run(f, names));
   }
 
   /** A scalar of the state (the step counter, the loss scale) as a host tensor. */
@@ -345,4 +335,30 @@ export class TrainingSession {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }
+}
+
+/**
+ * A run of a training graph's scoring mode: `fixed` (the mode flag, the parameters, what training reads, empty)
+ * with `feeds` under their graph names, and the outputs back under the spec's names. Throws naming an input or
+ * output the mode does not have.
+ */
+export async function runScoringMode<T>(
+  sc: NonNullable<TrainingIO["scoring"]>,
+  fixed: Record<string, T>,
+  feeds: Record<string, HostTensor>,
+  outputs: readonly string[],
+  run: (feeds: Record<string, T | HostTensor>, outputs: string[]) => Promise<Record<string, HostTensor>>,
+): Promise<Record<string, HostTensor>> {
+  const all: Record<string, T | HostTensor> = { ...fixed };
+  for (const [name, t] of Object.entries(feeds)) {
+    const input = sc.inputs.find((b) => b.name === name);
+    if (!input) throw new TypeError(`the scoring mode has no input "${name}"`);
+    all[input.graph] = t;
+  }
+  const names = outputs.map((o) => {
+    if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
+    return sc.outputs[o];
+  });
+  const out = await run(all, names);
+  return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
 }

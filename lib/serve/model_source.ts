@@ -8,7 +8,7 @@
  */
 import { join, resolve } from "node:path";
 import { findLatestRun, runPaths } from "../train/run_folder.ts";
-import { locateModel, type ModelKind } from "../model/open.ts";
+import { locateModel, type ModelKind, type ModelLocation } from "../model/open.ts";
 import { isFile, readJsonObject } from "../files.ts";
 
 /** β and α when the model was not trained here (TRL's DPO default β; α = 1, plain softmax labels). */
@@ -23,6 +23,8 @@ export type ModelSource = {
   modelDir: string;
   /** What `--model` was. */
   kind: ModelKind;
+  /** The model as lib/model/open.ts located it (its config read, a plain folder's weights checked). */
+  location: ModelLocation;
   /** The run folder, when serving a run. */
   runDir: string | null;
   /** The reference model's folder (Hugging Face layout), or null when there is none. */
@@ -123,6 +125,7 @@ export async function resolveModelSource(o: ModelSourceOptions = {}): Promise<Mo
     id: located.name,
     modelDir,
     kind: located.kind,
+    location: located,
     runDir,
     referenceDir,
     referenceFrom,

@@ -74,7 +74,7 @@ export async function startServer(o: StartOptions = {}): Promise<RunningServer> 
   for (const n of source.notices) log(`note: ${n}`);
   // the model as generation reads it: config, tokenizer and chat template, every id that ends a response
   // (config.json's and generation_config.json's with the tokenizer's), the sampling defaults
-  const [info, assets] = await Promise.all([inspectModel(source.modelDir, { log }), loadAssets()]);
+  const [info, assets] = await Promise.all([inspectModel(source.location, { log }), loadAssets()]);
   const { config: cfg, codec, generationDefaults: defaults } = info;
   if (source.referenceDir) {
     const ref = await loadConfig(source.referenceDir);

@@ -34,7 +34,7 @@ import {
 } from "../runtime/comm/communicator.ts";
 import { ModelSession, type SessionOptions } from "../runtime/session.ts";
 import { type HostTensor, zeros } from "../runtime/tensor.ts";
-import type { ChunkResult } from "../runtime/training_session.ts";
+import { type ChunkResult, runScoringMode } from "../runtime/training_session.ts";
 import { sequenceLengths } from "../data/tokenize.ts";
 import {
   assembleChunk,
@@ -425,17 +425,7 @@ export class DistributedSession {
       [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.#packed },
     };
     for (const b of this.io.batch) all[b.name] = emptyOf(b.dtype, b.shape);
-    for (const [name, t] of Object.entries(feeds)) {
-      const input = sc.inputs.find((b) => b.name === name);
-      if (!input) throw new TypeError(`the scoring mode has no input "${name}"`);
-      all[input.graph] = t;
-    }
-    const names = outputs.map((o) => {
-      if (!sc.outputs[o]) throw new TypeError(`the scoring mode has no output "${o}"`);
-      return sc.outputs[o];
-    });
-    const out = await this.gradSession.run(all, names);
-    return Object.fromEntries(outputs.map((o) => [o, out[sc.outputs[o]]]));
+    return await runScoringMode(sc, all, feeds, outputs, (f, names) => this.gradSession.run(f, names));
   }
 
   /**

@@ -61,3 +61,19 @@ export async function sampleCli(args: string[]): Promise<{ code: number; out: st
   const dec = new TextDecoder();
   return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
 }
+
+/** An entry (`sample/main.ts`, `score/main.ts`) run with `args` under `env` (a launcher's variables), spawned. */
+export function spawnEntry(main: string, args: string[], env: Record<string, string>): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", main, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** A spawned process's exit status and everything it printed (stdout, then stderr). */
+export async function finished(p: Deno.ChildProcess): Promise<{ code: number; text: string }> {
+  const o = await p.output();
+  return { code: o.code, text: new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr) };
+}

@@ -7,24 +7,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { metaPath, sampleToFile, waitForShards } from "../../lib/loop/sample.ts";
 import { rankShardPath } from "../../lib/loop/rank_shards.ts";
-import { withSetup } from "./_fixtures.ts";
+import { finished, spawnEntry, withSetup } from "./_fixtures.ts";
 
 const MAIN = new URL("../../sample/main.ts", import.meta.url).pathname;
 
-/** `deno task sample`'s entry with `args`, under `env` (the launcher's variables), spawned. */
-function spawnSample(args: string[], env: Record<string, string>): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-async function finished(p: Deno.ChildProcess): Promise<{ code: number; text: string }> {
-  const o = await p.output();
-  return { code: o.code, text: new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr) };
-}
+const spawnSample = (args: string[], env: Record<string, string>) => spawnEntry(MAIN, args, env);
 
 Deno.test("sample under 2 ranks (RANK/WORLD_SIZE, no --shard) writes the one-process file, byte for byte", async () => {
   await withSetup(async (s) => {

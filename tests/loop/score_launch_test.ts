@@ -11,24 +11,12 @@ import { mergeScoreShards, scoreAsRank } from "../../lib/loop/score_shards.ts";
 import { rankShardPath } from "../../lib/loop/rank_shards.ts";
 import type { ScoreItem, Scorer } from "../../lib/loop/scorers/types.ts";
 import { jsonl, SAMPLE_ROWS } from "./_score_helpers.ts";
+import { finished, spawnEntry } from "./_fixtures.ts";
 
 const MAIN = new URL("../../score/main.ts", import.meta.url).pathname;
 const EXACT = new URL("./_exact_reward.ts", import.meta.url).pathname;
 
-/** `deno task score`'s entry with `args`, under `env` (the launcher's variables), spawned. */
-function spawnScore(args: string[], env: Record<string, string>): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-async function finished(p: Deno.ChildProcess): Promise<{ code: number; text: string }> {
-  const o = await p.output();
-  return { code: o.code, text: new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr) };
-}
+const spawnScore = (args: string[], env: Record<string, string>) => spawnEntry(MAIN, args, env);
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "score_launch_test_" });
