@@ -13,6 +13,7 @@ import {
   parsedOrExitCode,
   respec,
   stopOnSignals,
+  usageErrorExit,
 } from "../lib/cli/mod.ts";
 import {
   evalProgressWriter,
@@ -34,8 +35,9 @@ import {
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
-import { type Lock, lockFolder } from "../lib/lock.ts";
-import { launcherRefusal } from "../lib/loop/rank_shards.ts";
+import { type Lock, lockFile, lockFolder } from "../lib/lock.ts";
+import { evalShardPath, evaluateAsRank } from "../lib/loop/eval_shards.ts";
+import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
 
 /** What `deno task eval` reads besides the sampling and scorer flags. */
 type EvalFlags = {
@@ -235,10 +237,21 @@ export function parseEvalArgs(
 async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseEvalArgs(argv), EVAL_USAGE, "eval");
   if (typeof args === "number") return args;
-  const refused = launcherRefusal("eval");
-  if (refused) {
-    console.error(`error: ${refused}`);
+  // under torchrun, mpirun or srun: this rank's share of the prompts, merged by rank 0 (docs/distributed.md)
+  let world;
+  try {
+    world = worldFromEnv();
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
     return 1;
+  }
+  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
+  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
+  if (ranked && !args.out) {
+    return usageErrorExit([
+      `${who}--out is required with ${world.size} ranks (${world.launcher}): every rank writes its share ` +
+      "there and rank 0 the evaluation",
+    ], "eval");
   }
   // a live progress line on a terminal, plain lines in a log
   const encoder = new TextEncoder();
@@ -249,25 +262,31 @@ async function main(argv: string[]): Promise<number> {
   const log = display.log;
   using stop = stopOnSignals("\ninterrupted: stopping (again to quit now)", log);
   let scorer: Scorer | undefined;
+  // rank 0 alone shows progress
   const progress = (p: { phase: string; done: number; total: number }) => {
-    if (!args.quiet) display.progress(p);
+    if (!args.quiet && !ranked?.rank) display.progress(p);
   };
   let lock: Lock | undefined;
   try {
     // one evaluation per output folder: a second one on the same --out is refused before any work
     const out = args.out ? resolve(args.out) : undefined;
+    // several ranks: rank 0 holds the folder, every other rank its shard file
     if (out) {
       await Deno.mkdir(out, { recursive: true });
-      lock = await lockFolder(out, { log });
+      lock = ranked?.rank
+        ? await lockFile(evalShardPath(out, { index: ranked.rank, count: ranked.size }), { log })
+        : await lockFolder(out, { log });
     }
     const { device, notice } = await resolveDevice(args.device, { log });
     if (notice) log(notice);
+    // a rank of several on its local rank's GPU: both models and a reward model
+    const deviceId = ranked ? rankCudaDevice(world) : undefined;
     scorer = await makeScorer(
-      args.scorer,
+      args.scorer.kind === "reward-model" ? { ...args.scorer, deviceId } : args.scorer,
       { batch: args.batch, skipErrors: false, signal: stop.signal },
       log,
     );
-    const result = await evaluateAgainstReference({
+    const options = {
       policy: args.policy,
       reference: args.reference,
       prompts: args.prompts,
@@ -275,11 +294,34 @@ async function main(argv: string[]): Promise<number> {
       scorer,
       batch: args.batch,
       device,
+      deviceId,
       limit: args.limit,
       log,
       onProgress: progress,
       signal: stop.signal,
-    });
+    };
+    if (ranked) {
+      const r = await evaluateAsRank({ ...options, out: out! }, ranked);
+      display.end();
+      if (r.interrupted) {
+        console.error(`${who}interrupted: nothing written; rerun the same command`);
+        return 130;
+      }
+      if (!r.merged) {
+        console.error(`${who}evaluated ${r.rows} prompts into ${r.shardFile}; rank 0 merges`);
+        return 0;
+      }
+      await writeEval(out!, r.merged);
+      console.log(formatEvalTable(r.merged.report));
+      console.log(
+        `\nmerged the ${ranked.size} ranks' shares; wrote ${
+          join(out!, "eval.json")
+        }, the scored samples and ` +
+          join(out!, "charts", "eval.svg"),
+      );
+      return 0;
+    }
+    const result = await evaluateAgainstReference(options);
     display.end();
     const dir = out ?? (await createRunFolder("runs", "eval")).dir;
     await writeEval(dir, result);
@@ -290,7 +332,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     display.end(true);
-    console.error(`error: ${(e as Error).message}`);
+    const m = (e as Error).message;
+    console.error(`error: ${who && !m.startsWith("rank ") ? who : ""}${m}`);
     return stop.signal.aborted ? 130 : 1;
   } finally {
     await scorer?.release();

@@ -33,7 +33,7 @@ import {
   type SampleProgress,
   sampleToFile,
 } from "../lib/loop/sample.ts";
-import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
 import { parseShard, SAMPLE_DEFAULTS, SampleOptionError, type Shard } from "../lib/loop/sample_settings.ts";
 
 /** What `deno task sample` reads besides the shared sampling flags. */
@@ -266,6 +266,8 @@ async function main(argv: string[]): Promise<number> {
     const options: SampleOptions = {
       ...parsed.sample,
       device: parsed.device,
+      // a rank of several on its local rank's GPU
+      deviceId: ranked ? rankCudaDevice(world) : undefined,
       signal: stop.signal,
       log,
       onProgress: (p) => {

@@ -14,7 +14,7 @@ import {
 } from "../lib/cli/mod.ts";
 import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import { type RankScoreResult, scoreAsRank } from "../lib/loop/score_shards.ts";
-import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
 import {
@@ -159,7 +159,11 @@ async function main(argv: string[]): Promise<number> {
   const progress = args.quiet || (ranked && ranked.rank > 0) ? undefined : scoreProgressPrinter();
   try {
     // the signal also stops a reward function in the middle of a call (one stuck in a loop included)
-    scorer = await makeScorer(args.scorer, { ...args, signal: stop.signal }, log);
+    // a rank of several scores with a reward model on its local rank's GPU
+    const spec = ranked && args.scorer.kind === "reward-model"
+      ? { ...args.scorer, deviceId: rankCudaDevice(world) }
+      : args.scorer;
+    scorer = await makeScorer(spec, { ...args, signal: stop.signal }, log);
     const options = {
       data: args.data,
       out: args.out,

@@ -187,7 +187,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "deno task serve in a terminal: one Ctrl-C exits 0 in bounded time",
+  name: "deno task serve in a terminal: one Ctrl-C stops cleanly in bounded time",
   ignore: !HAVE_SCRIPT,
   async fn() {
     const { buildFixture } = await import("./serve/_fixture.ts");
@@ -202,8 +202,12 @@ Deno.test({
       await ctrlC(term, entry);
       // the shutdown bound (5 s) and slack: a process still alive after this has hung
       const { code } = await term.exit(9000, t0);
-      assert.equal(code, 0, term.output());
+      // the entry exits 0 (tests/serve/shutdown_test.ts checks its own status); `deno task` passes that on,
+      // or reports 130 for a Ctrl-C it saw itself when its signal listener ran first (deno_task_shell's
+      // abort code): both are a clean stop. The fault was exit 1 ("again: exiting now") on one Ctrl-C.
+      assert.ok(code === 0 || code === 130, `exit ${code}:\n${term.output()}`);
       assert.match(term.output(), /SIGINT: shutting down/);
+      assert.match(term.output(), /^stopped\r?$/m);
       assert.doesNotMatch(term.output(), /again/);
     } finally {
       await fx.cleanup();

@@ -160,7 +160,7 @@ export async function visibleGpus(
  */
 async function rankMain(args: DdpCheckArgs, outFile: string) {
   const { openCommunicator } = await import("../../lib/runtime/comm/launch.ts");
-  const { rankCudaDevice } = await import("../../lib/train/distributed_run.ts");
+  const { rankCudaDevice } = await import("../../lib/runtime/comm/launch.ts");
   const { DistributedSession, assembleRankChunk } = await import("../../lib/train/distributed.ts");
   const d = await setup(args);
   await using comm = await openCommunicator({ device: "cuda", timeoutMs: 120_000 });

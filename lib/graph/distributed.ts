@@ -6,7 +6,10 @@
  * - The gradient graph: one optimizer step's forward and backward, with the in-graph accumulation of
  *   micro-batches, from the packed parameters `train.params` `[rows, C]` (the layout of the chunk graph,
  *   {@link rowLayout}); it gives the packed mean gradient `grad.packed` `[rows, C]`, unclipped, the loss and
- *   the metrics. With a scoring mode, as the chunk graph has (`train.mode` false: scoring outputs).
+ *   the metrics. With a scoring mode, as the chunk graph has (`train.mode` false: scoring outputs). With loss
+ *   scaling (fp16) it takes the scale `train.loss_scale` (float32 scalar), seeds the backward pass with it
+ *   and gives the gradient divided by it again, as the chunk graph's step does; the skip on overflow and the
+ *   scale's update are the session's (every rank decides alike from the all-reduced norm).
  * - The optimizer graph: AdamW on a contiguous flat slice of the packed state (parameters, gradient, both
  *   moments), with the step count, the learning rate, the clipping factor (from the global norm, which only
  *   the ranks together know) and where weight decay ends in the slice. It is the chunk graph's update, the
@@ -49,19 +52,22 @@ export type GradientIO = {
   decayElements: number;
   /** As {@link TrainingIO.scoring}. */
   scoring?: TrainingIO["scoring"];
+  /**
+   * With loss scaling: the float32 scalar input of the loss scale, and the spec's growth (PyTorch GradScaler's
+   * defaults where the spec leaves them, as the chunk graph's step takes them).
+   */
+  lossScale?: string;
+  lossScaling?: { growthInterval: number; growthFactor: number };
 };
 
-/** Builds the gradient graph of `spec` (see the module's note). fp16 loss scaling is not supported here. */
+/** The gradient graph's loss-scale input (the chunk graph's state of that name, fed each step here). */
+const LOSS_SCALE_INPUT = "train.loss_scale";
+
+/** Builds the gradient graph of `spec` (see the module's note). */
 export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; io: GradientIO } {
   const acc = spec.accumulation ?? 1;
   if (!Number.isInteger(acc) || acc < 1) {
     throw new RangeError(`accumulation must be a positive integer, got ${acc}`);
-  }
-  if (spec.lossScaling) {
-    throw new RangeError(
-      `${spec.name}: loss scaling (fp16) is not supported by the data-parallel step: train with fp32 on ` +
-        "several devices",
-    );
   }
   const layout = rowLayout(spec.params);
   const { total, width } = layout;
@@ -69,9 +75,12 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   const flat = c.input(FLAT_PARAMS, "float32", [total, width]);
   const batchShapes = spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape }));
   const batch = batchShapes.map((b) => c.input(b.name, b.dtype, b.shape));
+  const scaling = spec.lossScaling;
+  const scaleIn = scaling ? c.input(LOSS_SCALE_INPUT, "float32", []) : undefined;
 
-  // forward + backward (+ accumulation) in builder `s` over (captured) parameters and batch
-  const compute = (s: GraphBuilder, pFlat: Value, bv: Value[]) => {
+  // forward + backward (+ accumulation) in builder `s` over (captured) parameters, batch and loss scale;
+  // the scale as the chunk graph's step (training.ts' buildStep) uses it: the seed, then divided out
+  const compute = (s: GraphBuilder, pFlat: Value, bv: Value[], scale: Value | undefined) => {
     const params: Value[] = new Array(spec.params.length);
     splitRows(pFlat, layout, spec.params, (i, p) => (params[i] = p));
     let loss: Value, grads: Value[], metrics: Record<string, Value>;
@@ -83,9 +92,13 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
       );
       loss = out.loss;
       metrics = out.metrics ?? {};
-      grads = gradients(loss, params, { segments: spec.segments });
-    } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, bv, undefined));
+      grads = gradients(loss, params, {
+        seed: scale ? op.cast(scale, loss.dtype) : undefined,
+        segments: spec.segments,
+      });
+    } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, bv, scale));
     grads = grads.map((g) => op.cast(g, "float32"));
+    if (scale) grads = grads.map((g) => op.div(g, scale));
     const names = Object.keys(metrics);
     return {
       values: [
@@ -101,14 +114,19 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   let scoringIO: GradientIO["scoring"];
   const scoring = spec.scoring;
   if (!scoring) {
-    const r = compute(c, flat, batch);
+    const r = compute(c, flat, batch, scaleIn);
     metricNames = r.metrics;
     r.values.forEach((v, i) => c.output(v, outNames(metricNames)[i]));
   } else {
     const mode = c.input("train.mode", "bool", []);
     const inputs = scoring.inputs.map((b) => c.input(`score.${b.name}`, b.dtype, b.shape));
     const trainBranch = new GraphBuilder(`${spec.name}.grad.train`, c);
-    const r = compute(trainBranch, trainBranch.capture(flat), batch.map((b) => trainBranch.capture(b)));
+    const r = compute(
+      trainBranch,
+      trainBranch.capture(flat),
+      batch.map((b) => trainBranch.capture(b)),
+      scaleIn && trainBranch.capture(scaleIn),
+    );
     metricNames = r.metrics;
     const scoreBranch = new GraphBuilder(`${spec.name}.grad.score`, c);
     const params: Record<string, Value> = {};
@@ -151,6 +169,10 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
       accumulation: acc,
       decayElements: layout.nDecay * width,
       scoring: scoringIO,
+      lossScale: scaleIn?.name,
+      lossScaling: scaling
+        ? { growthInterval: scaling.growthInterval ?? 2000, growthFactor: scaling.growthFactor ?? 2 }
+        : undefined,
     },
   };
 }

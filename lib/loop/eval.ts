@@ -50,8 +50,15 @@ export type EvalOptions = {
   /** Prompts per log-prob batch (default 8). */
   scoreBatch?: number;
   device?: Device;
+  /** Which CUDA device (default 0; a rank under a launcher passes its local rank's, rankCudaDevice). */
+  deviceId?: number;
   /** Only the first n prompts. */
   limit?: number;
+  /**
+   * Only the prompts whose index (after `limit`) is `index` modulo `count`: a rank's share under a launcher
+   * (lib/loop/eval_shards.ts merges the shares into the one-process result).
+   */
+  shard?: { index: number; count: number };
   log?: (line: string) => void;
   /** After each batch of a phase (`policy`, `reference`, `score`, `kl`): done of total. */
   onProgress?: (p: { phase: string; done: number; total: number }) => void;
@@ -95,13 +102,23 @@ export type EvalResponse = SampledResponse & {
 /** One prompt's scored samples of one model. */
 export type EvalRow = { id: unknown; prompt: string | Message[]; responses: EvalResponse[] };
 
-/** An evaluation: the report, and each model's scored samples. */
-export type Evaluation = { report: EvalReport; policyRows: EvalRow[]; referenceRows: EvalRow[] };
+/**
+ * An evaluation: the report, and each model's scored samples. `promptsRead`: the prompts read (after
+ * `limit`) before a `shard` took its share.
+ */
+export type Evaluation = {
+  report: EvalReport;
+  policyRows: EvalRow[];
+  referenceRows: EvalRow[];
+  promptsRead?: number;
+};
 
 /** Samples, scores and compares; see the module documentation. */
 export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluation> {
   const log = o.log ?? ((l: string) => console.error(l));
-  const { prompts } = await readPrompts(o.prompts, { limit: o.limit });
+  const read = await readPrompts(o.prompts, { limit: o.limit });
+  const shard = o.shard ?? { index: 0, count: 1 };
+  const prompts = read.prompts.filter((_, i) => i % shard.count === shard.index);
   // eval's own defaults, never generation_config.json's (KL(π‖μ) needs π unfiltered); a key present but
   // undefined is unset too
   const given = o.sample ?? {};
@@ -141,34 +158,6 @@ export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluati
   // log π and log μ of the policy's exact tokens
   const { policyLogps, referenceLogps } = await klLogps(o, pol, ref, log);
 
-  const n = prompts.length * k;
-  let win = 0, tie = 0, loss = 0;
-  for (let q = 0; q < n; q++) {
-    if (polRewards[q] > refRewards[q]) win++;
-    else if (polRewards[q] < refRewards[q]) loss++;
-    else tie++;
-  }
-  const diffs = policyLogps.map((p, q) => p - referenceLogps[q]);
-  const filtered = s.temperature !== 1 || s.topP < 1 || s.topK > 0 || s.repetitionPenalty !== 1;
-  const report: EvalReport = {
-    prompts: prompts.length,
-    k,
-    settings: s,
-    scorer: { kind: o.scorer.kind, name: o.scorer.name },
-    policy: sideStats(pol, polRewards),
-    reference: sideStats(ref, refRewards),
-    win_rate: { win: win / n, tie: tie / n, loss: loss / n, pairs: n, win_ties_half: (win + tie / 2) / n },
-    kl: {
-      mean: mean(diffs),
-      stderr: stderr(diffs),
-      ...(filtered
-        ? {
-          note: "sampled with temperature ≠ 1, top-k, top-p or a repetition penalty: the samples are not " +
-            "π's, so this is not KL(π‖μ) exactly",
-        }
-        : {}),
-    },
-  };
   const rowsOf = (side: SideSamples, r: number[], withLogps: boolean): EvalRow[] =>
     side.rows.map((responses, i) => ({
       id: prompts[i].id,
@@ -181,10 +170,69 @@ export async function evaluateAgainstReference(o: EvalOptions): Promise<Evaluati
           : {}),
       })),
     }));
+  const policyRows = rowsOf(pol, polRewards, true);
+  const referenceRows = rowsOf(ref, refRewards, false);
+  const report = evalReport({
+    settings: s,
+    scorer: { kind: o.scorer.kind, name: o.scorer.name },
+    models: { policy: pol.name, reference: ref.name },
+    policyRows,
+    referenceRows,
+  });
+  return { report, policyRows, referenceRows, promptsRead: read.prompts.length };
+}
+
+/** What {@link evalReport} computes a report from: both models' scored rows, in prompt order. */
+export type EvalParts = {
+  settings: SampleSettings;
+  scorer: { kind: string; name: string };
+  /** The models' names (as the report shows them). */
+  models: { policy: string; reference: string };
+  policyRows: EvalRow[];
+  referenceRows: EvalRow[];
+};
+
+/**
+ * The report of scored rows (the policy's with both log-probs of each response): one process's rows, or
+ * the rows of every rank's share put back in prompt order, which give the same report.
+ */
+export function evalReport(e: EvalParts): EvalReport {
+  const s = e.settings, k = s.k;
+  const rewardsOf = (rows: EvalRow[]) => rows.flatMap((r) => r.responses.map((x) => x.reward));
+  const polRewards = rewardsOf(e.policyRows), refRewards = rewardsOf(e.referenceRows);
+  const n = polRewards.length;
+  if (refRewards.length !== n || e.referenceRows.length !== e.policyRows.length) {
+    throw new RangeError(
+      `the policy has ${e.policyRows.length} prompts and ${n} samples, the reference ` +
+        `${e.referenceRows.length} and ${refRewards.length}`,
+    );
+  }
+  let win = 0, tie = 0, loss = 0;
+  for (let q = 0; q < n; q++) {
+    if (polRewards[q] > refRewards[q]) win++;
+    else if (polRewards[q] < refRewards[q]) loss++;
+    else tie++;
+  }
+  const diffs = e.policyRows.flatMap((r) => r.responses.map((x) => x.logp_policy! - x.logp_reference!));
+  const filtered = s.temperature !== 1 || s.topP < 1 || s.topK > 0 || s.repetitionPenalty !== 1;
   return {
-    report,
-    policyRows: rowsOf(pol, polRewards, true),
-    referenceRows: rowsOf(ref, refRewards, false),
+    prompts: e.policyRows.length,
+    k,
+    settings: s,
+    scorer: e.scorer,
+    policy: sideStats(e.models.policy, e.policyRows, polRewards),
+    reference: sideStats(e.models.reference, e.referenceRows, refRewards),
+    win_rate: { win: win / n, tie: tie / n, loss: loss / n, pairs: n, win_ties_half: (win + tie / 2) / n },
+    kl: {
+      mean: mean(diffs),
+      stderr: stderr(diffs),
+      ...(filtered
+        ? {
+          note: "sampled with temperature ≠ 1, top-k, top-p or a repetition penalty: the samples are not " +
+            "π's, so this is not KL(π‖μ) exactly",
+        }
+        : {}),
+    },
   };
 }
 
@@ -208,7 +256,12 @@ async function sampleSide(
   o: EvalOptions,
   log: (l: string) => void,
 ): Promise<SideSamples> {
-  await using generator = await openGenerator(model, { device: o.device, log, withTokenizer: true });
+  await using generator = await openGenerator(model, {
+    device: o.device,
+    deviceId: o.deviceId,
+    log,
+    withTokenizer: true,
+  });
   const settings = resolveSettings(input, generator);
   const jobs = promptJobs(generator, prompts, settings);
   const rows: SampledResponse[][] = [];
@@ -239,7 +292,7 @@ async function klLogps(
   }));
   const padId = policyFolder.config.padTokenId ?? 0;
   const score = async (folder: typeof policyFolder, phase: string) => {
-    await using scorer = await openScorer(folder, { device: o.device ?? "cpu" });
+    await using scorer = await openScorer(folder, { device: o.device ?? "cpu", deviceId: o.deviceId });
     const { logps } = await scoreExamples(scorer, examples, {
       padId,
       batchSize: o.scoreBatch ?? 8,
@@ -250,10 +303,10 @@ async function klLogps(
   return { policyLogps: await score(policyFolder, "kl"), referenceLogps: await score(referenceFolder, "kl") };
 }
 
-function sideStats(side: SideSamples, rewards: number[]): EvalSide {
-  const all = side.rows.flat();
+function sideStats(model: string, rows: EvalRow[], rewards: number[]): EvalSide {
+  const all = rows.flatMap((r) => r.responses);
   return {
-    model: side.name,
+    model,
     samples: all.length,
     mean_reward: mean(rewards),
     reward_stderr: stderr(rewards),

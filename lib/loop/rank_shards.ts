@@ -1,11 +1,10 @@
 /**
- * What `sample` and `score` share under a launcher (torchrun, mpirun, srun) with several ranks: rank r of n
- * writes `<out>.shard-r-of-n`, and rank 0 waits for every rank's file before merging them into `<out>`. The
- * ranks open no communicator (both commands spawn processes, which Open MPI forbids after MPI_Init), so the
- * files are the only signal. `eval` does not split: {@link launcherRefusal} says so.
+ * What `sample`, `score` and `eval` share under a launcher (torchrun, mpirun, srun) with several ranks: rank r
+ * of n writes `<out>.shard-r-of-n`, and rank 0 waits for every rank's file before merging them into `<out>`.
+ * The ranks open no communicator (the commands spawn processes, which Open MPI forbids after MPI_Init), so the
+ * files are the only signal.
  * @module
  */
-import { worldFromEnv } from "../runtime/comm/launch.ts";
 
 /** A rank's share: `index` of `count`. */
 export type RankShard = { index: number; count: number };
@@ -69,26 +68,4 @@ export async function waitForRankFiles(
     }
     await new Promise((r) => setTimeout(r, pollMs));
   }
-}
-
-/**
- * Why `deno task eval` will not run as one rank of several, or null when this process is no launcher's rank
- * of several: it does not split its work across ranks (sample and score do, by themselves), and N ranks
- * would each write the same output. Reads the launcher's variables only (lib/runtime/comm/launch.ts); no
- * communicator is opened.
- */
-export function launcherRefusal(
-  task: "eval",
-  env: Record<string, string | undefined> = Deno.env.toObject(),
-): string | null {
-  let w;
-  try {
-    w = worldFromEnv(env);
-  } catch (e) {
-    return (e as Error).message;
-  }
-  if (w.size === 1) return null;
-  return `rank ${w.rank}/${w.size}: deno task ${task} does not split its work across ranks, and ${w.size} ` +
-    `ranks (${w.launcher}) would each write the same output: run it as one process, outside the launcher ` +
-    "(deno task sample and deno task score split by themselves under one)";
 }

@@ -167,6 +167,8 @@ export type SampleOptions = SampleSettingsInput & {
   batch?: number;
   shard?: Shard;
   device?: DeviceRequest;
+  /** Which CUDA device (default 0; a rank under a launcher passes its local rank's, rankCudaDevice). */
+  deviceId?: number;
   threads?: number;
   /** Ends after the current step: the finished rows are written, the run can be resumed. */
   signal?: AbortSignal;
@@ -259,7 +261,12 @@ export async function sampleToFile(o: SampleOptions): Promise<SampleResult> {
   const todo = promptJobs(info, mine.slice(resumed), s);
   const { device, notice } = await resolveDevice(o.device ?? "cpu");
   if (notice) log(notice.replace("training on", "sampling on"));
-  await using generator = await openGenerator(info, { device, threads: o.threads, log });
+  await using generator = await openGenerator(info, {
+    device,
+    deviceId: o.deviceId,
+    threads: o.threads,
+    log,
+  });
   let interrupted = false;
   {
     using file = await Deno.open(out, { append: true, create: true }).catch((e) => {

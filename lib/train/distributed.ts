@@ -13,6 +13,12 @@
  * 4. AdamW: DDP on the whole packed state (every rank holds both moments and computes the same update);
  *    ZeRO-1 on this rank's slice only (only its moments exist), then an all-gather of the new parameters.
  *
+ * fp16 (a gradient graph with loss scaling): each rank feeds the session's loss scale to its gradient run and
+ * gets its gradient unscaled; the all-reduced norm (the same on every rank) decides, as the chunk graph's step
+ * does (PyTorch's GradScaler): not finite, the step is skipped on every rank (parameters, moments and step
+ * count unchanged) and the scale halved; finite, the update, and the scale × growth factor after
+ * `growthInterval` finite steps in a row.
+ *
  * The parameters start equal (rank 0's are broadcast) and are compared every `hashEvery` steps and at each
  * checkpoint ({@link DistributedSession.checkParams}): a rank that drifted fails the run, named.
  *
@@ -44,6 +50,7 @@ import {
   type PlannedStep,
 } from "./chunks.ts";
 import type { PreparedExample } from "./prepare.ts";
+import { FP16_LOSS_SCALING } from "./train_graph.ts";
 
 /** How the optimizer state is held across ranks: 0 replicated (DDP), 1 sharded (ZeRO stage 1). */
 export type ZeroStage = 0 | 1;
@@ -55,6 +62,11 @@ export type DistributedOptions = SessionOptions & {
   zero?: ZeroStage;
   /** Compare the ranks' parameters every this many steps (0: only when asked). Default 50. */
   hashEvery?: number;
+  /**
+   * The initial loss scale of a gradient graph with loss scaling (TrainingSession's `lossScale`). Default
+   * {@link FP16_LOSS_SCALING}'s.
+   */
+  lossScale?: number;
 };
 
 /** `rank r/n: ` — every message of a rank says whose it is. */
@@ -101,6 +113,9 @@ export class DistributedSession {
   #m: Float32Array;
   #v: Float32Array;
   #step = 0;
+  /** With loss scaling: the scale the next step uses, and the finite steps in a row since it last changed. */
+  #lossScale: number;
+  #goodSteps = 0;
   readonly #slice: { start: number; end: number; block: number };
 
   private constructor(
@@ -118,6 +133,7 @@ export class DistributedSession {
     const own = this.zero === 1 ? end - start : n;
     this.#m = new Float32Array(own);
     this.#v = new Float32Array(own);
+    this.#lossScale = Math.fround(opts.lossScale ?? FP16_LOSS_SCALING.init);
   }
 
   get zero(): ZeroStage {
@@ -164,7 +180,7 @@ export class DistributedSession {
         }
         packed.set(v, m.offset);
       }
-      const { optimizer, maxGradNorm, zero: _z, hashEvery: _h, ...session } = opts;
+      const { optimizer, maxGradNorm, zero: _z, hashEvery: _h, lossScale: _l, ...session } = opts;
       const clip = maxGradNorm !== undefined && Number.isFinite(maxGradNorm);
       const optGraph = buildShardOptimizerGraph(optimizer, clip);
       const gradSession = await ModelSession.create(built.graph.build(), {
@@ -193,6 +209,7 @@ export class DistributedSession {
     try {
       const S = lrs.length;
       const loss = new Float32Array(S), gradNorm = new Float32Array(S), skipped = new Float32Array(S);
+      const lossScale = this.io.lossScale ? new Float32Array(S) : undefined;
       const metrics = Object.fromEntries(this.io.metrics.map((m) => [m, new Float32Array(S)]));
       for (const b of this.io.batch) {
         const t = batches[b.name];
@@ -206,14 +223,16 @@ export class DistributedSession {
       for (let i = 0; i < S; i++) {
         const feeds: Record<string, HostTensor> = {};
         for (const b of this.io.batch) feeds[b.name] = stepSlice(batches[b.name], i);
+        if (lossScale) lossScale[i] = this.#lossScale;
         const r = await this.step(feeds, lrs[i]);
         loss[i] = r.loss;
         gradNorm[i] = r.gradNorm;
+        skipped[i] = r.skipped ? 1 : 0;
         for (const m of this.io.metrics) metrics[m][i] = r.metrics[m];
         const every = this.opts.hashEvery ?? 50;
         if (every > 0 && this.#step % every === 0) await this.checkParams();
       }
-      return { steps: S, loss, gradNorm, skipped, metrics };
+      return { steps: S, loss, gradNorm, skipped, lossScale, metrics };
     } catch (e) {
       throw rankError(this.comm, e);
     }
@@ -223,13 +242,14 @@ export class DistributedSession {
   async step(
     feeds: Record<string, HostTensor>,
     lr: number,
-  ): Promise<{ loss: number; gradNorm: number; metrics: Record<string, number> }> {
+  ): Promise<{ loss: number; gradNorm: number; skipped: boolean; metrics: Record<string, number> }> {
     const { comm, io } = this;
     const N = comm.size;
     const all: Record<string, HostTensor> = {
       [io.packed.name]: { dtype: "float32", dims: io.packed.shape, data: this.#packed },
       ...feeds,
     };
+    if (io.lossScale) all[io.lossScale] = this.#scaleTensor();
     if (io.scoring) {
       all[io.scoring.mode] = { dtype: "bool", dims: [], data: Uint8Array.of(1) };
       for (const b of io.scoring.inputs) all[b.graph] = emptyOf(b.dtype, b.shape);
@@ -259,15 +279,19 @@ export class DistributedSession {
     for (let i = 0; i < part.length; i++) sq += part[i] * part[i];
     const sums = Float64Array.of(sq);
     if (N > 1) await comm.allReduce(sums, "sum");
-    const norm = Math.fround(Math.sqrt(sums[0]));
+    // finite as the graphs' float32 sum of squares is (one that overflows float32 is not, as in the Loop)
+    const finite = Number.isFinite(Math.fround(sums[0]));
+    const norm = finite ? Math.fround(Math.sqrt(sums[0])) : Math.fround(sums[0]);
     const coef = clipFactor(norm, this.opts.maxGradNorm);
     const result = {
       loss: mean(scalars[0]),
       gradNorm: norm,
+      skipped: !finite,
       metrics: Object.fromEntries(io.metrics.map((m, j) => [m, mean(scalars[j + 1])])),
     };
+    this.#updateScale(finite);
     // a non-finite gradient: every rank has the same norm, so every rank stops here, the state unchanged
-    if (!Number.isFinite(norm)) return result;
+    if (!finite) return result;
     if (this.zero === 0) {
       const next = await this.#adamw(this.#packed, full!, 0, lr, coef);
       this.#packed = next.params;
@@ -279,6 +303,31 @@ export class DistributedSession {
     }
     this.#step++;
     return result;
+  }
+
+  /** The loss scale as the gradient graph takes it. */
+  #scaleTensor(): HostTensor {
+    return { dtype: "float32", dims: [], data: Float32Array.of(this.#lossScale) };
+  }
+
+  /**
+   * The loss scale after a step, as the chunk graph's step computes it (in float32): halved on a non-finite
+   * gradient (the run of finite steps restarts), × growth factor when the finite steps in a row reach the
+   * growth interval (the count restarts at 0).
+   */
+  #updateScale(finite: boolean): void {
+    const growth = this.io.lossScaling;
+    if (!growth) return;
+    const f = Math.fround;
+    if (!finite) {
+      this.#lossScale = f(this.#lossScale / 2);
+      this.#goodSteps = 0;
+      return;
+    }
+    const good = this.#goodSteps + 1;
+    const grow = good >= growth.growthInterval;
+    if (grow) this.#lossScale = f(this.#lossScale * f(growth.growthFactor));
+    this.#goodSteps = grow ? 0 : good;
   }
 
   /** AdamW on elements [at, at + p.length) of the packed state; this rank's moments are replaced. */
@@ -371,7 +420,12 @@ export class DistributedSession {
           tensors[`${m.name}.${slot}`] = { shape, data: moments[j].subarray(m.offset, m.offset + m.length) };
         });
       }
-      return { tensors, scalars: { step: this.#step } };
+      const scalars: Record<string, number> = { step: this.#step };
+      // the one-process checkpoint's names (TrainingSession's state `train.loss_scale`, `train.good_steps`)
+      if (this.io.lossScale) {
+        Object.assign(scalars, { loss_scale: this.#lossScale, good_steps: this.#goodSteps });
+      }
+      return { tensors, scalars };
     } catch (e) {
       throw rankError(this.comm, e);
     }
@@ -400,14 +454,21 @@ export class DistributedSession {
       m.set(need(`${mem.name}.${SLOTS[0]}`, mem.length), mem.offset);
       v.set(need(`${mem.name}.${SLOTS[1]}`, mem.length), mem.offset);
     }
-    if (typeof scalars.step !== "number") {
-      throw rankError(this.comm, new TypeError(`checkpoint lacks the scalar "step"`));
+    const scalarNames = this.io.lossScale ? ["step", "loss_scale", "good_steps"] : ["step"];
+    for (const k of scalarNames) {
+      if (typeof scalars[k] !== "number") {
+        throw rankError(this.comm, new TypeError(`checkpoint lacks the scalar "${k}"`));
+      }
     }
     const { start, end } = this.#slice;
     this.#packed = packed;
     this.#m = this.zero === 1 ? m.slice(start, end) : m;
     this.#v = this.zero === 1 ? v.slice(start, end) : v;
     this.#step = scalars.step;
+    if (this.io.lossScale) {
+      this.#lossScale = Math.fround(scalars.loss_scale);
+      this.#goodSteps = scalars.good_steps;
+    }
   }
 
   /**
@@ -425,6 +486,7 @@ export class DistributedSession {
       [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.#packed },
     };
     for (const b of this.io.batch) all[b.name] = emptyOf(b.dtype, b.shape);
+    if (this.io.lossScale) all[this.io.lossScale] = this.#scaleTensor();
     return await runScoringMode(sc, all, feeds, outputs, (f, names) => this.gradSession.run(f, names));
   }
 

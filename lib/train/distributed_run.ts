@@ -9,12 +9,12 @@
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Communicator } from "../runtime/comm/communicator.ts";
-import { openCommunicator, type OpenOptions, worldFromEnv } from "../runtime/comm/launch.ts";
+import { openCommunicator, type OpenOptions, rankCudaDevice, worldFromEnv } from "../runtime/comm/launch.ts";
 import type { Device } from "../runtime/tensor.ts";
 import type { GraphFolder } from "../runtime/graph_folder.ts";
 import { buildGradientGraph } from "../graph/distributed.ts";
 import { type RunPaths, runPaths } from "./run_folder.ts";
-import { DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
+import { type DistributedOptions, DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
 import { type AlignmentGraphSpec, alignmentTrainingSpec } from "./train_graph.ts";
 
 /**
@@ -37,33 +37,19 @@ export function plannedWorld(comm?: Communicator, env?: Record<string, string | 
 }
 
 /**
- * The CUDA device of a rank: its local rank (torchrun and mpirun start one process per device and leave all
- * visible), or 0 where CUDA_VISIBLE_DEVICES names a single device (SLURM's `--gpus-per-task`, or a launcher
- * that gives each process its own).
- */
-export function rankCudaDevice(
-  world: { localRank: number },
-  cudaVisibleDevices: string | undefined = Deno.env.get("CUDA_VISIBLE_DEVICES"),
-): number {
-  const listed = cudaVisibleDevices?.split(",").filter((d) => d.trim() !== "").length;
-  return listed === 1 ? 0 : world.localRank;
-}
-
-/**
  * Opens the communicator of a world of several ranks (Open MPI on the CPU, NCCL on CUDA device
  * {@link rankCudaDevice}, each collective under the watchdog), unless a test gave one. On CUDA the step's
- * host arrays are staged through device memory by the NCCL communicator (lib/runtime/comm/nccl.ts). fp16 is
- * refused with several ranks: its loss scaling skips a step on an overflow of this rank's gradient, which
- * would have to be agreed on by all ranks. `open`: more for {@link openCommunicator} (tests: the
- * environment, fakes of NCCL).
+ * host arrays are staged through device memory by the NCCL communicator (lib/runtime/comm/nccl.ts). fp16
+ * needs nothing here: its overflow skip is decided from the all-reduced gradient norm, alike on every rank
+ * (lib/train/distributed.ts). `open`: more for {@link openCommunicator} (tests: the environment, fakes of
+ * NCCL).
  */
 export async function openTrainWorld(
   world: TrainWorld,
   device: Device,
-  o: { precision?: string; timeoutMs?: number; open?: Partial<OpenOptions> } = {},
+  o: { timeoutMs?: number; open?: Partial<OpenOptions> } = {},
 ): Promise<TrainWorld> {
-  if (world.size === 1 || world.comm) return checkPrecision(world, o.precision);
-  checkPrecision(world, o.precision);
+  if (world.size === 1 || world.comm) return world;
   if (device !== "cuda") {
     const comm = await openCommunicator({ device, timeoutMs: o.timeoutMs, ...o.open });
     return { ...world, comm };
@@ -78,16 +64,6 @@ export async function openTrainWorld(
     nccl: { ...o.open?.nccl, device: deviceId },
   });
   return { ...world, comm, deviceId };
-}
-
-function checkPrecision(world: TrainWorld, precision?: string): TrainWorld {
-  if (world.size > 1 && precision === "fp16") {
-    throw new Error(
-      `rank ${world.rank}/${world.size}: --precision fp16 is not supported with several ranks yet (its loss ` +
-        "scaling would have to skip overflowing steps on all ranks at once): train with --precision fp32",
-    );
-  }
-  return world;
 }
 
 /** The hooks of a rank: rank 0's as given; the others print nothing and report no progress. */
@@ -182,13 +158,21 @@ export function rescaledBatch(
 
 /**
  * The data-parallel session of an alignment run (see distributed.ts), on the world's CUDA device (the one
- * NCCL uses: `deviceId`, else the local rank).
+ * NCCL uses: `deviceId`, else the local rank). `lossScale`: the initial loss scale of an fp16 run (default
+ * FP16_LOSS_SCALING's, as one process starts: see {@link DistributedOptions}).
  */
 export async function distributedSession(
   spec: AlignmentGraphSpec,
   init: Record<string, Float32Array>,
   world: TrainWorld,
-  o: { device: Device; zero?: ZeroStage; graphFolder?: GraphFolder; graphName?: string; hashEvery?: number },
+  o: {
+    device: Device;
+    zero?: ZeroStage;
+    graphFolder?: GraphFolder;
+    graphName?: string;
+    hashEvery?: number;
+    lossScale?: DistributedOptions["lossScale"];
+  },
 ): Promise<DistributedSession> {
   if (!world.comm) throw new Error("distributedSession: no communicator");
   try {
@@ -202,6 +186,7 @@ export async function distributedSession(
       maxGradNorm: spec.maxGradNorm,
       zero: o.zero,
       hashEvery: o.hashEvery,
+      lossScale: o.lossScale,
     });
   } catch (e) {
     throw rankError(world.comm, e);

@@ -21,6 +21,7 @@
 import type { SegmentMode } from "../graph/autodiff.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { StoredWeights } from "../model/stored_weights.ts";
+import { STAGING_CHUNK_BYTES } from "../runtime/comm/communicator.ts";
 
 /** What the estimate needs to know about a run. */
 export type MemoryInputs = {
@@ -53,10 +54,10 @@ export type MemoryWorld = { size: number; zero: 0 | 1; device?: "cpu" | "cuda" }
  * The trainable state one rank of a data-parallel run holds on its device, by part (bytes, float32): the
  * parameters and the gradient whole (the gradient graph's input and output), the collectives' copies
  * (`staging`: today the step hands them host arrays — on the CPU the gradient and the gathered parameters
- * in JavaScript, the same memory; on CUDA NCCL's device scratch buffer of the whole gradient, the host
- * arrays being host memory), AdamW's two moments whole (DDP) or this rank's 1/N slice (ZeRO-1), and the
- * optimizer graph's outputs for its slice (new parameters and moments, the whole state under DDP) while
- * they replace the old ones. Keeping the gradient on the device (the next step) drops `staging`.
+ * in JavaScript, the same memory; on CUDA NCCL's device scratch buffer, at most
+ * {@link STAGING_CHUNK_BYTES} since the arrays go in pieces, the host arrays being host memory), AdamW's two
+ * moments whole (DDP) or this rank's 1/N slice (ZeRO-1), and the optimizer graph's outputs for its slice
+ * (new parameters and moments, the whole state under DDP) while they replace the old ones.
  */
 export function rankStateBytes(
   params: number,
@@ -66,7 +67,7 @@ export function rankStateBytes(
   const parts = {
     params: params * 4,
     gradient: params * 4,
-    staging: params * (w.device === "cuda" ? 4 : 8),
+    staging: w.device === "cuda" ? Math.min(params * 4, STAGING_CHUNK_BYTES) : params * 8,
     moments: slice * 8,
     update: slice * 12,
   };

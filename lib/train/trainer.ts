@@ -140,7 +140,7 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
   if (cfg.precision === "fp16" && !hooks.allowFloat16OnCpu) {
     assertFloat16Device(device, FP16_CPU_GAPS, fallback);
   }
-  const world = await openTrainWorld(launched, device, { precision: cfg.precision });
+  const world = await openTrainWorld(launched, device);
   await using _comm = world.comm && !hooks.comm ? world.comm : null;
   // rank 0 makes the folder and holds its lock; the other ranks write into private ones (distributed_run.ts)
   const shared = resumed ??

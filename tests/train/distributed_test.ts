@@ -3,16 +3,22 @@
  * AdamW graphs with a world of one end where the chunk graph's Loop does; 2 ranks × B prompts end where
  * 1 rank × 2B does (LoRA and full, NCA and DPO, with accumulation and LoRA dropout); the ranks' weights are
  * bit-identical; ZeRO-1 equals DDP and holds half the optimizer state per rank; checkpoints move between
- * world sizes.
+ * world sizes; fp16 with dynamic loss scaling skips, halves and grows as one process does, its checkpoint
+ * scalars (`loss_scale`, `good_steps`) moving between world sizes too.
  */
 import assert from "node:assert/strict";
 import { tinyConfig } from "../fixtures/tiny_config.ts";
 import { initWeights } from "../../lib/model/init.ts";
 import { frozenWeights } from "../../lib/model/weights.ts";
 import { trainableParamsFor, type TrainableSpec } from "../../lib/model/decoder.ts";
-import { alignmentTrainingSpec, buildAlignmentGraph, usesDropoutKey } from "../../lib/train/train_graph.ts";
+import {
+  alignmentTrainingSpec,
+  buildAlignmentGraph,
+  FP16_LOSS_SCALING,
+  usesDropoutKey,
+} from "../../lib/train/train_graph.ts";
 import { buildGradientGraph } from "../../lib/graph/distributed.ts";
-import { TrainingSession } from "../../lib/runtime/training_session.ts";
+import { type ChunkResult, TrainingSession } from "../../lib/runtime/training_session.ts";
 import { localWorld } from "../../lib/runtime/comm/local.ts";
 import { type Communicator, singleCommunicator } from "../../lib/runtime/comm/communicator.ts";
 import {
@@ -23,7 +29,8 @@ import {
 } from "../../lib/train/distributed.ts";
 import { assembleChunk, type ChunkOptions, type PlannedStep } from "../../lib/train/chunks.ts";
 import type { PreparedExample } from "../../lib/train/prepare.ts";
-import { openTrainWorld, rankCudaDevice, rescaledBatch } from "../../lib/train/distributed_run.ts";
+import { openTrainWorld, rescaledBatch } from "../../lib/train/distributed_run.ts";
+import { rankCudaDevice } from "../../lib/runtime/comm/launch.ts";
 import { fakes, withNcclEnv } from "../runtime/comm/_nccl_fakes.ts";
 import { estimateMemory, rankStateBytes } from "../../lib/train/memory.ts";
 import { parseDdpCheckArgs } from "../../bench/gpu/ddp_check.ts";
@@ -51,7 +58,12 @@ const steps: PlannedStep[] = Array.from({ length: STEPS }, (_, s) => ({
 }));
 const lrs = new Array(STEPS).fill(LR);
 
-type Case = { mode: "lora" | "full"; loss: "nca" | "dpo"; acc: number; dropout?: number };
+/**
+ * fp16 (mixed precision) with the loss scale starting at `init` (default: the sessions' own default), grown
+ * after `growthInterval` good steps.
+ */
+type Fp16 = { init?: number; growthInterval?: number };
+type Case = { mode: "lora" | "full"; loss: "nca" | "dpo"; acc: number; dropout?: number; fp16?: Fp16 };
 
 function trainableOf(c: Case) {
   const spec: TrainableSpec = c.mode === "lora"
@@ -80,6 +92,8 @@ function specOf(c: Case, rowOffset = false) {
       maxGradNorm: 1,
       accumulation: c.acc,
       rowOffset,
+      precision: c.fp16 ? "fp16" as const : undefined,
+      lossScaling: c.fp16 ? { growthInterval: c.fp16.growthInterval } : undefined,
     },
   };
 }
@@ -97,7 +111,10 @@ function chunkOptions(c: Case, keyed: boolean): ChunkOptions {
 /** One process, today's chunk graph (a Loop of STEPS steps): the packed parameters after `upTo` steps. */
 async function loopRun(c: Case, upTo = STEPS) {
   const { trainable, spec } = specOf(c);
-  const ts = await TrainingSession.create(buildAlignmentGraph(spec), trainable.init, { intraOpThreads: 1 });
+  const ts = await TrainingSession.create(buildAlignmentGraph(spec), trainable.init, {
+    intraOpThreads: 1,
+    lossScale: c.fp16?.init,
+  });
   const tensors = assembleChunk(
     examples,
     steps.slice(0, upTo),
@@ -120,6 +137,7 @@ async function openRanks(c: Case, comms: Communicator[], zero: ZeroStage = 0, ha
       zero,
       hashEvery,
       intraOpThreads: 1,
+      lossScale: c.fp16?.init,
     });
   }));
 }
@@ -163,20 +181,36 @@ async function release(...xs: { release(): Promise<unknown> }[]) {
   for (const x of xs) await x.release();
 }
 
-for (const c of [{ mode: "lora", loss: "nca", acc: 2 }, { mode: "full", loss: "dpo", acc: 2 }] as Case[]) {
-  Deno.test(`distributed: a world of one through the gradient and AdamW graphs equals the Loop (${c.mode}, ${c.loss}, accumulation ${c.acc})`, async () => {
-    const loop = await loopRun(c);
-    const [one] = await openRanks(c, [singleCommunicator()]);
-    const res = await runRanks(c, [one]);
-    const [state] = await named([one]);
-    const d = relativeDiff(state, loop.state);
-    assert.ok(d < 1e-6, `world of one vs the Loop: relative difference ${d}`);
-    assert.ok(relativeDiff(state, trainableOf(c).init, PARAMS) > 1e-3, "the parameters moved");
-    for (let i = 0; i < STEPS; i++) {
-      assert.ok(Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6);
-    }
-    await release(loop.ts, one);
-  });
+for (
+  const c of [
+    { mode: "lora", loss: "nca", acc: 2 },
+    { mode: "full", loss: "dpo", acc: 2 },
+    { mode: "lora", loss: "nca", acc: 2, fp16: { init: 2 ** 22 } },
+  ] as Case[]
+) {
+  Deno.test(
+    `distributed: a world of one through the gradient and AdamW graphs equals the Loop (${c.mode}, ${c.loss}, accumulation ${c.acc}${
+      c.fp16 ? ", fp16" : ""
+    })`,
+    async () => {
+      const loop = await loopRun(c);
+      const [one] = await openRanks(c, [singleCommunicator()]);
+      const res = await runRanks(c, [one]);
+      // fp16: the same graph operations seeded with the same scale, so the same skips (2 here) and scales
+      if (c.fp16) {
+        assert.deepEqual([...loop.res.skipped], [1, 1, 0, 0, 0]);
+        assertSameScaling(res, loop.res);
+      }
+      const [state] = await named([one]);
+      const d = relativeDiff(state, loop.state);
+      assert.ok(d < 1e-6, `world of one vs the Loop: relative difference ${d}`);
+      assert.ok(relativeDiff(state, trainableOf(c).init, PARAMS) > 1e-3, "the parameters moved");
+      for (let i = 0; i < STEPS; i++) {
+        assert.ok(Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6);
+      }
+      await release(loop.ts, one);
+    },
+  );
 }
 
 const cases: Case[] = [
@@ -310,14 +344,171 @@ Deno.test("distributed: each rank takes its contiguous share of every micro-batc
   );
 });
 
-Deno.test("distributed: fp16 on several ranks is refused before any communicator opens, naming the rank", async () => {
-  const world = { rank: 1, size: 2, localRank: 1 };
-  for (const device of ["cpu", "cuda"] as const) {
-    await assert.rejects(
-      openTrainWorld(world, device, { precision: "fp16" }),
-      /^Error: rank 1\/2: --precision fp16 is not supported with several ranks/,
+// ---------------------------------------------------------------------------------------------------------
+// fp16: dynamic loss scaling on several ranks
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * The fp16 comparisons pair 2 ranks with accumulation A with one process with 2A: the same global batch, and
+ * each rank's share of a step is exactly one of the Loop's micro-batches, so both sides run the same fp16
+ * forward and backward passes (seeded with the same scale) and only the float32 sum of the micro-batches'
+ * gradients is ordered differently. So the tolerance is fp32's, 1e-6 relative. With the same accumulation on
+ * both sides the fp16 micro-batches differ in size (2 prompts a rank, 4 in one process): the float16 rounding
+ * of the sums over rows differs (about 1e-4 relative in the loss), and AdamW's first steps, whose update is
+ * about lr · sign(g), turn that into up to lr on the elements whose gradient is near zero (measured: 0.12 of
+ * the largest LoRA weight after 5 steps, 0.018 for full fine-tuning, while fp16 against fp32 in one process
+ * is 0.005). That pairing is checked on the loss, the loss scale and the skipped steps instead.
+ */
+const FP16_TOLERANCE = 1e-6;
+
+/** The fp16 pairing above: one process (accumulation 2) and 2 ranks (accumulation 1). */
+function fp16Pair(mode: "lora" | "full", fp16: Fp16): { one: Case; two: Case } {
+  return { one: { mode, loss: "nca", acc: 2, fp16 }, two: { mode, loss: "nca", acc: 1, fp16 } };
+}
+
+/** The ranks' results agree with one process's on the loss scale, the skipped steps and the norm's finiteness. */
+function assertSameScaling(ranks: ChunkResult[], one: ChunkResult) {
+  for (const [r, res] of ranks.entries()) {
+    assert.deepEqual([...res.lossScale!], [...one.lossScale!], `rank ${r}: the loss scales`);
+    assert.deepEqual([...res.skipped], [...one.skipped], `rank ${r}: the skipped steps`);
+    res.gradNorm.forEach((g, i) =>
+      assert.equal(Number.isFinite(g), !one.skipped[i], `rank ${r}, step ${i + 1}: norm ${g}`)
     );
   }
+}
+
+for (const mode of ["lora", "full"] as const) {
+  Deno.test(`distributed: fp16 on 2 ranks equals one process with the same global batch: weights, loss scales, skipped steps (${mode})`, async () => {
+    const { one, two } = fp16Pair(mode, { init: 2 ** 22 });
+    const loop = await loopRun(one);
+    const ranks = await openRanks(two, localWorld(2));
+    const res = await runRanks(two, ranks);
+    // 2^22 and 2^21 overflow the fp16 backward pass: two steps skipped, then three updates at 2^20
+    assert.deepEqual([...loop.res.skipped], [1, 1, 0, 0, 0]);
+    assert.deepEqual([...loop.res.lossScale!], [2 ** 22, 2 ** 21, 2 ** 20, 2 ** 20, 2 ** 20]);
+    assertSameScaling(res, loop.res);
+    assert.deepEqual(loop.scalars, { step: 3, loss_scale: 2 ** 20, good_steps: 3 });
+    for (const n of await Promise.all(ranks.map((s) => s.namedState()))) {
+      assert.deepEqual(n.scalars, loop.scalars);
+    }
+    const [a, b] = await named(ranks);
+    for (const k of Object.keys(a)) {
+      assert.deepEqual(a[k], b[k], `${k}: the ranks' values are not bit-identical`);
+    }
+    const d = relativeDiff(a, loop.state);
+    assert.ok(d < FP16_TOLERANCE, `2 ranks vs 1 in fp16: relative difference ${d}`);
+    assert.ok(relativeDiff(a, trainableOf(two).init, PARAMS) > 1e-3, "the parameters moved");
+    for (let i = 0; i < STEPS; i++) {
+      assert.ok(Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6);
+    }
+    await release(loop.ts, ...ranks);
+  });
+}
+
+Deno.test("distributed: fp16 with the same accumulation on 2 ranks as in one process: the default scale, the losses close", async () => {
+  // the loss scale left to its default on both sides (FP16_LOSS_SCALING's 2^16)
+  const c: Case = { mode: "lora", loss: "nca", acc: 2, fp16: {} };
+  const loop = await loopRun(c);
+  const ranks = await openRanks(c, localWorld(2));
+  const res = await runRanks(c, ranks);
+  assert.deepEqual([...loop.res.lossScale!], new Array(STEPS).fill(FP16_LOSS_SCALING.init));
+  assertSameScaling(res, loop.res);
+  // fp16 micro-batches of 2 prompts against 4: about 1e-4 apart (see FP16_TOLERANCE)
+  for (let i = 0; i < STEPS; i++) {
+    const rel = Math.abs(res[0].loss[i] - loop.res.loss[i]) / Math.abs(loop.res.loss[i]);
+    assert.ok(rel < 1e-3, `step ${i + 1}: loss ${res[0].loss[i]} vs ${loop.res.loss[i]}`);
+  }
+  await release(loop.ts, ...ranks);
+});
+
+Deno.test("distributed: fp16 overflow on every step: every rank skips, the state stays, the scale halves, as in one process", async () => {
+  const { one, two } = fp16Pair("lora", { init: 2 ** 40 });
+  const loop = await loopRun(one);
+  const ranks = await openRanks(two, localWorld(2), 1);
+  const before = await named(ranks);
+  const res = await runRanks(two, ranks);
+  assert.deepEqual([...loop.res.skipped], [1, 1, 1, 1, 1], "one process skips every step too");
+  assert.deepEqual([...loop.res.lossScale!], [40, 39, 38, 37, 36].map((e) => 2 ** e));
+  assertSameScaling(res, loop.res);
+  const after = await named(ranks);
+  for (const r of [0, 1]) {
+    for (const k of Object.keys(before[r])) {
+      assert.deepEqual(after[r][k], before[r][k], `rank ${r}: ${k} changed`);
+    }
+  }
+  for (const k of Object.keys(before[0])) assert.deepEqual(loop.state[k], before[0][k], `one process: ${k}`);
+  const expected = { step: 0, loss_scale: 2 ** 35, good_steps: 0 };
+  assert.deepEqual(loop.scalars, expected);
+  for (const n of await Promise.all(ranks.map((s) => s.namedState()))) assert.deepEqual(n.scalars, expected);
+  await release(loop.ts, ...ranks);
+});
+
+Deno.test("distributed: fp16 loss scale grows after growthInterval good steps, a skip restarting the count, as in one process", async () => {
+  // growth every 2 good steps from 2^21: good (1), overflow (skipped, halved, the count back to 0), good (1),
+  // good (2: doubled, the count 0), good (1); without the restart it would double at step 3
+  const { one, two } = fp16Pair("lora", { init: 2 ** 21, growthInterval: 2 });
+  const loop = await loopRun(one);
+  const ranks = await openRanks(two, localWorld(2));
+  const res = await runRanks(two, ranks);
+  assert.deepEqual([...loop.res.lossScale!], [2 ** 21, 2 ** 21, 2 ** 20, 2 ** 20, 2 ** 21]);
+  assert.deepEqual([...loop.res.skipped], [0, 1, 0, 0, 0]);
+  assertSameScaling(res, loop.res);
+  const n = await Promise.all(ranks.map((s) => s.namedState()));
+  assert.deepEqual(loop.scalars, { step: 4, loss_scale: 2 ** 21, good_steps: 1 });
+  for (const x of n) assert.deepEqual(x.scalars, loop.scalars);
+  const [a] = await named(ranks);
+  assert.ok(relativeDiff(a, loop.state) < FP16_TOLERANCE, `${relativeDiff(a, loop.state)}`);
+  await release(loop.ts, ...ranks);
+});
+
+Deno.test("distributed: an fp16 checkpoint (loss_scale, good_steps) moves from 2 ranks to one process and back", async () => {
+  // growth every 2 good steps: skip, skip, update (good 1) | update (good 2: the scale doubles), skip at 2^21;
+  // a resume that lost good_steps would not double at step 4, and would not skip step 5
+  const { one, two } = fp16Pair("full", { init: 2 ** 22, growthInterval: 2 });
+  const whole = await loopRun(one);
+  assert.deepEqual([...whole.res.lossScale!], [2 ** 22, 2 ** 21, 2 ** 20, 2 ** 20, 2 ** 21]);
+  assert.deepEqual([...whole.res.skipped], [1, 1, 0, 0, 1]);
+  const rest = (c: Case) => assembleChunk(examples, steps.slice(3), reference, chunkOptions(c, false)).feeds;
+
+  // 2 ranks (ZeRO-1) for 3 steps → checkpoint → one process for the last 2
+  const ranks = await openRanks(two, localWorld(2), 1);
+  await runRanks(two, ranks, 0, 3);
+  const both = await Promise.all(ranks.map((s) => s.namedState()));
+  assert.deepEqual(both[0].scalars, { step: 1, loss_scale: 2 ** 20, good_steps: 1 });
+  const saved = Object.fromEntries(Object.entries(both[0].tensors).map(([k, v]) => [k, v.data.slice()]));
+  const { trainable, spec } = specOf(one);
+  const ts = await TrainingSession.create(buildAlignmentGraph(spec), trainable.init, { intraOpThreads: 1 });
+  ts.restoreNamed(saved, both[0].scalars);
+  const res1 = await ts.run(rest(one), lrs.slice(3));
+  assert.deepEqual([...res1.lossScale!], [...whole.res.lossScale!.slice(3)]);
+  assert.deepEqual([...res1.skipped], [...whole.res.skipped.slice(3)]);
+  assert.deepEqual(ts.namedState().scalars, whole.scalars);
+  const after = Object.fromEntries(Object.entries(ts.namedState().tensors).map(([k, v]) => [k, v.data]));
+  assert.ok(relativeDiff(after, whole.state) < FP16_TOLERANCE, `2 → 1: ${relativeDiff(after, whole.state)}`);
+
+  // one process for 3 steps → checkpoint → 2 ranks (DDP) for the last 2
+  const first = await loopRun(one, 3);
+  assert.deepEqual(first.scalars, { step: 1, loss_scale: 2 ** 20, good_steps: 1 });
+  const back = await openRanks(two, localWorld(2), 0);
+  for (const s of back) s.restoreNamed(first.state, first.scalars);
+  const res2 = await runRanks(two, back, 3, STEPS);
+  assertSameScaling(res2, {
+    ...whole.res,
+    lossScale: whole.res.lossScale!.slice(3),
+    skipped: whole.res.skipped.slice(3),
+  });
+  for (const n of await Promise.all(back.map((s) => s.namedState()))) {
+    assert.deepEqual(n.scalars, whole.scalars);
+  }
+  const [x] = await named(back);
+  assert.ok(relativeDiff(x, whole.state) < FP16_TOLERANCE, `1 → 2: ${relativeDiff(x, whole.state)}`);
+
+  // an fp32 checkpoint (no loss scale) is refused by an fp16 rank, which says what is missing
+  assert.throws(
+    () => back[1].restoreNamed(first.state, { step: 3 }),
+    /^TypeError: rank 1\/2: checkpoint lacks the scalar "loss_scale"/,
+  );
+  await release(whole.ts, first.ts, ts, ...ranks, ...back);
 });
 
 Deno.test("distributed: several CUDA ranks open NCCL on the local rank's device, where host arrays go through", async () => {

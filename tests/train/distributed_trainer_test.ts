@@ -1,10 +1,13 @@
 /**
  * `train()` on several ranks through the in-process world (two ranks in this process, as two launched
  * processes would be): it ends where one process with the same global batch does, rank 0 alone prints and
- * writes the run folder, and a 2-rank run resumes on one process (and a 1-process run on 2 ranks).
+ * writes the run folder, and a 2-rank run resumes on one process (and a 1-process run on 2 ranks); in fp16 too,
+ * its loss scale and skipped steps as one process's.
  */
 import assert from "node:assert/strict";
 import { loadLatestCheckpoint } from "../../lib/train/checkpoint.ts";
+import { readMetrics } from "../../lib/train/metrics_log.ts";
+import { FP16_LOSS_SCALING } from "../../lib/train/train_graph.ts";
 import { train, type TrainConfig } from "../../lib/train/trainer.ts";
 import { localWorld } from "../../lib/runtime/comm/local.ts";
 import { tinyConfigFor, tinySetup } from "./_fixtures.ts";
@@ -29,7 +32,10 @@ async function tensorsOf(dir: string) {
 }
 
 /** Two ranks of `cfg` in this process; each rank's log lines. */
-async function twoRanks(cfg: TrainConfig, hooks: { stopAfterSteps?: number } = {}) {
+async function twoRanks(
+  cfg: TrainConfig,
+  hooks: { stopAfterSteps?: number; allowFloat16OnCpu?: boolean } = {},
+) {
   const logs: string[][] = [[], []];
   const res = await Promise.all(
     localWorld(2).map((comm) =>
@@ -107,5 +113,40 @@ Deno.test("train(): a 2-rank run resumes in one process, and a one-process run o
     relativeDiff(b.tensors, whole.tensors) < 1e-6,
     `1 → 2: ${relativeDiff(b.tensors, whole.tensors)}`,
   );
+  await Deno.remove(s.dir, { recursive: true });
+});
+
+Deno.test("train() in fp16 on 2 ranks (allowed on the CPU for the test) equals one process: weights, loss_scale, skipped", async () => {
+  const s = await tinySetup();
+  // the same global batch of 4 prompts, and each rank's 2 prompts are one of the one process's fp16
+  // micro-batches (accumulation 2 there, 1 on the ranks): the same fp16 passes, so fp32's tolerance holds
+  // (tests/train/distributed_test.ts' FP16_TOLERANCE says why other pairings are looser)
+  const base = { precision: "fp16" as const, epochs: 1, evalFraction: 0.17, batchSize: 2 };
+  await train(tinyConfigFor(s, { ...base, out: `${s.dir}/one`, gradAccum: 2 }), {
+    log: () => {},
+    allowFloat16OnCpu: true,
+  });
+  const { logs } = await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/two`, gradAccum: 1 }), {
+    allowFloat16OnCpu: true,
+  });
+  const scaling = async (dir: string) =>
+    (await readMetrics(`${dir}/metrics.jsonl`)).filter((r) => r.loss !== undefined).map((r) => ({
+      step: r.step,
+      loss_scale: r.loss_scale,
+      skipped: r.skipped,
+    }));
+  const one = await scaling(`${s.dir}/one`), two = await scaling(`${s.dir}/two`);
+  assert.equal(one.length, 5);
+  // fp16's initial scale, on the ranks as in one process (this data does not overflow at 2^16: the skips
+  // and the scale's growth are tested on the sessions, in tests/train/distributed_test.ts)
+  assert.equal(one[0].loss_scale, FP16_LOSS_SCALING.init);
+  assert.deepEqual(two, one, "the loss scale and skipped steps of every step");
+  assert.ok(logs[0].some((l) => l.includes("fp16 (mixed precision, loss scaling)")), "rank 0 says fp16");
+  const a = await tensorsOf(`${s.dir}/one`), b = await tensorsOf(`${s.dir}/two`);
+  // the checkpoint's scalars, written by rank 0, as one process writes them
+  assert.deepEqual(a.scalars, { step: 5, loss_scale: FP16_LOSS_SCALING.init, good_steps: 5 });
+  assert.deepEqual([b.step, b.scalars], [a.step, a.scalars]);
+  const d = relativeDiff(b.tensors, a.tensors);
+  assert.ok(d < 1e-6, `2 ranks vs one process in fp16: relative difference ${d}`);
   await Deno.remove(s.dir, { recursive: true });
 });

@@ -226,6 +226,8 @@ export type ScorerSpec =
     kind: "reward-model";
     path: string;
     device: DeviceRequest;
+    /** Which CUDA device (a rank under a launcher: its local rank's). */
+    deviceId?: number;
     threads?: number;
     maxLength?: number;
     /** Variables for the reward model's chat template (`--chat-template-kwargs`). */
@@ -344,6 +346,7 @@ export async function makeScorer(
   if (s.kind === "reward-model") {
     return await rewardModelScorer(s.path, {
       device: s.device,
+      deviceId: s.deviceId,
       threads: s.threads,
       batch: a.batch,
       maxLength: s.maxLength,

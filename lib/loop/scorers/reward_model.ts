@@ -29,6 +29,8 @@ import { failItem, type ScoreItem, type Scorer, type SkipOptions } from "./types
 export type RewardModelOptions = SkipOptions & {
   /** Where the model runs (default cpu). */
   device?: DeviceRequest;
+  /** Which CUDA device (default 0; a rank under a launcher passes its local rank's, rankCudaDevice). */
+  deviceId?: number;
   /** ONNX Runtime threads inside an operator (CPU; default all cores). */
   threads?: number;
   /** Sequences per forward pass (default 8). */
@@ -72,13 +74,17 @@ export function rewardModelIds(
  * every weight, so casting at each use costs time, and the copy is taken when it is at most a quarter of
  * the device's free memory (scoring is the run's only work).
  */
-async function foldsWeights(stored: Iterable<{ dtype: string; shape: number[] }>, device: Device) {
+async function foldsWeights(
+  stored: Iterable<{ dtype: string; shape: number[] }>,
+  device: Device,
+  deviceId?: number,
+) {
   let narrow = 0;
   for (const t of stored) {
     if (t.dtype === "BF16" || t.dtype === "F16") narrow += t.shape.reduce((a, b) => a * b, 1);
   }
   if (narrow === 0) return false;
-  const free = (await deviceMemory(device))?.free;
+  const free = (await deviceMemory(device, deviceId))?.free;
   return free !== undefined && narrow * 4 <= free / 4;
 }
 
@@ -106,9 +112,10 @@ export async function rewardModelScorer(dir: string, o: RewardModelOptions = {})
   const g = buildRewardGraph(cfg, storedWeights(folder.stored));
   const session = await ModelSession.create(g.build(), {
     device,
+    deviceId: o.deviceId,
     intraOpThreads: o.threads,
     describe: (n) => g.describe(n),
-    foldWeights: await foldsWeights(folder.stored.values(), device),
+    foldWeights: await foldsWeights(folder.stored.values(), device, o.deviceId),
   });
   const padId = cfg.padTokenId ?? tokenizer.pad_token_id ?? 0;
   let truncated = 0, sequences = 0;

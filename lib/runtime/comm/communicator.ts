@@ -373,3 +373,9 @@ export function singleCommunicator(): Communicator {
     },
   };
 }
+
+/**
+ * The most device memory a collective on host arrays is staged through at once (NCCL, nccl.ts): 256 MiB, big
+ * enough that a piece's call runs at full bandwidth (its launch cost lost in it), small beside a model's state.
+ */
+export const STAGING_CHUNK_BYTES = 256 * 2 ** 20;

@@ -163,6 +163,19 @@ export function worldFromEnv(env: Env = Deno.env.toObject()): World {
 }
 
 /**
+ * The CUDA device of a rank: its local rank (torchrun and mpirun start one process per device and leave all
+ * visible), or 0 where CUDA_VISIBLE_DEVICES names a single device (SLURM's `--gpus-per-task`, or a launcher
+ * that gives each process its own). Training, sampling, scoring and evaluation under a launcher all use it.
+ */
+export function rankCudaDevice(
+  world: { localRank: number },
+  cudaVisibleDevices: string | undefined = Deno.env.get("CUDA_VISIBLE_DEVICES"),
+): number {
+  const listed = cudaVisibleDevices?.split(",").filter((d) => d.trim() !== "").length;
+  return listed === 1 ? 0 : world.localRank;
+}
+
+/**
  * The `host:port` NCCL's rank 0 listens on: MASTER_ADDR and MASTER_PORT + 1 (torchrun's store holds
  * MASTER_PORT). An IPv6 address is bracketed.
  */

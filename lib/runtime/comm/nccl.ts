@@ -18,9 +18,11 @@
  *
  * Host arrays (the data-parallel step's gradient, which comes back to JavaScript from each session run) are
  * staged: copied into a device scratch buffer on the communicator's stream (`cuMemcpyHtoDAsync_v2`), reduced
- * there by NCCL, copied back (`cuMemcpyDtoHAsync_v2`), the stream polled as for any collective. The scratch
- * buffer is allocated at the first host collective, grown (freed and allocated anew) when a larger one comes,
- * reused otherwise, and freed at dispose. The cost is two PCIe copies per collective (for a packed gradient of
+ * there by NCCL, copied back (`cuMemcpyDtoHAsync_v2`), the stream polled as for any collective. A large array
+ * goes in pieces of at most {@link STAGING_CHUNK_BYTES} of the buffer (one NCCL call each, element-wise the
+ * same result), so the device holds 256 MiB for staging, not a second copy of a 7B model's 27 GiB gradient.
+ * The scratch buffer is allocated at the first host collective, grown (freed and allocated anew) when a larger
+ * one comes, reused otherwise, and freed at dispose. The cost is two PCIe copies per collective (for a packed gradient of
  * P float32, 4·P bytes each way, ~25 GB/s on PCIe 4: about 1 ms per 3 M parameters on top of NCCL's own
  * time), plus the host round trip of the session's output itself; keeping the gradient on the
  * device (a resident ONNX Runtime value handed over as a {@link DeviceBuffer}, the zero-copy path this
@@ -42,6 +44,7 @@ import {
   type HostBuffer,
   isDeviceBuffer,
   type ReduceOp,
+  STAGING_CHUNK_BYTES,
 } from "./communicator.ts";
 import { checkTimeoutMs, DEFAULT_COMM_TIMEOUT_MS } from "./watchdog.ts";
 
@@ -245,6 +248,8 @@ export type NcclOptions = {
   device?: number;
   /** The cudaStream_t collectives are issued on (default null: the legacy default stream). */
   stream?: Deno.PointerValue;
+  /** The most device memory a host collective is staged through at once (default {@link STAGING_CHUNK_BYTES}). */
+  stagingChunkBytes?: number;
   /** How long NCCL may take to connect, in ms (default 600 000). */
   timeoutMs?: number;
   /** The libnccl.so.2 to load (default: {@link findNcclLibrary}). */
@@ -405,8 +410,13 @@ export async function openNccl(o: NcclOptions): Promise<NcclCommunicator> {
     nccl.ncclCommAbort(comm);
     cu("cuMemAlloc", rc);
   }
+  const chunkBytes = o.stagingChunkBytes ?? STAGING_CHUNK_BYTES;
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 8) {
+    nccl.ncclCommAbort(comm);
+    fail(`stagingChunkBytes must be an integer ≥ 8, got ${chunkBytes}`);
+  }
   return new NcclCommunicator(
-    { nccl, cuda, comm, scratch: scratch[0], timeoutMs },
+    { nccl, cuda, comm, scratch: scratch[0], timeoutMs, chunkBytes },
     rank,
     size,
     localRank,
@@ -423,14 +433,21 @@ function cuErrorText(cuda: CudaDriverApi, rc: number): string {
 }
 
 /**
- * How a collective on host arrays is staged through the scratch buffer: its size in bytes, what is copied
- * in before the call (at a byte offset of the scratch buffer) and what is copied back after it.
+ * How one NCCL call on host arrays is staged through the scratch buffer: its size in bytes, what is copied in
+ * before the call (at byte offsets of the scratch buffer) and what is copied back after it.
  */
 type Staging = {
   bytes: number;
-  copyIn?: { at: number; from: HostBuffer };
-  copyOut: { at: number; to: HostBuffer };
+  copyIn: { at: number; from: HostBuffer }[];
+  copyOut: { at: number; to: HostBuffer }[];
 };
+
+/** `[start, end)` element ranges of at most `per` elements covering `n` (none when `n` is 0). */
+function pieces(n: number, per: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let e0 = 0; e0 < n; e0 += per) out.push([e0, Math.min(n, e0 + per)]);
+  return out;
+}
 
 /** An NCCL communicator as a {@link Communicator}; made by {@link openNccl}. */
 export class NcclCommunicator implements Communicator {
@@ -452,10 +469,19 @@ export class NcclCommunicator implements Communicator {
   #staging: { addr: bigint; bytes: number } | undefined;
   /** How long closing may wait for NCCL. */
   readonly #timeoutMs: number;
+  /** The most bytes of the staging buffer one NCCL call on host arrays uses (see {@link STAGING_CHUNK_BYTES}). */
+  readonly stagingChunkBytes: number;
 
   /** @internal Made by {@link openNccl}. */
   constructor(
-    h: { nccl: NcclApi; cuda: CudaDriverApi; comm: Deno.PointerValue; scratch: bigint; timeoutMs: number },
+    h: {
+      nccl: NcclApi;
+      cuda: CudaDriverApi;
+      comm: Deno.PointerValue;
+      scratch: bigint;
+      timeoutMs: number;
+      chunkBytes?: number;
+    },
     readonly rank: number,
     readonly size: number,
     readonly localRank: number,
@@ -469,6 +495,7 @@ export class NcclCommunicator implements Communicator {
     this.comm = h.comm;
     this.#scratch = h.scratch;
     this.#timeoutMs = h.timeoutMs;
+    this.stagingChunkBytes = h.chunkBytes ?? STAGING_CHUNK_BYTES;
   }
 
   get isOpen(): boolean {
@@ -564,7 +591,7 @@ export class NcclCommunicator implements Communicator {
       let base = 0n;
       if (staging) {
         base = this.#reserve(op, staging.bytes);
-        if (staging.copyIn) this.#copy(op, "in", staging.copyIn.from, base + BigInt(staging.copyIn.at));
+        for (const c of staging.copyIn) this.#copy(op, "in", c.from, base + BigInt(c.at));
       }
       const rc = call(base);
       if (rc !== NCCL_SUCCESS && rc !== NCCL_IN_PROGRESS) {
@@ -572,7 +599,7 @@ export class NcclCommunicator implements Communicator {
       }
       await this.#complete(op);
       if (staging) {
-        this.#copy(op, "out", staging.copyOut.to, base + BigInt(staging.copyOut.at));
+        for (const c of staging.copyOut) this.#copy(op, "out", c.to, base + BigInt(c.at));
         await this.#complete(op);
       }
     };
@@ -609,62 +636,105 @@ export class NcclCommunicator implements Communicator {
       checkCollective(this, "allReduce", { buf, reduce: op });
       if (buf.length === 0) return;
       const dt = NCCL_DTYPES[dtypeOf(buf)], n = BigInt(buf.length);
-      const issue = (p: Deno.PointerValue) =>
-        this.nccl.ncclAllReduce(p, p, n, dt, NCCL_OPS[op], this.comm, this.stream);
+      const issue = (p: Deno.PointerValue, count: bigint) =>
+        this.nccl.ncclAllReduce(p, p, count, dt, NCCL_OPS[op], this.comm, this.stream);
       const bytes = buf.length * DTYPE_BYTES[dtypeOf(buf)];
-      if (isDeviceBuffer(buf)) return this.#enqueue("allReduce", bytes, () => issue(buf.pointer));
-      return this.#enqueue("allReduce", bytes, (base) => issue(ptr(base)), {
-        bytes,
-        copyIn: { at: 0, from: buf },
-        copyOut: { at: 0, to: buf },
+      if (isDeviceBuffer(buf)) return this.#enqueue("allReduce", bytes, () => issue(buf.pointer, n));
+      return this.#staged(buf.length, DTYPE_BYTES[dtypeOf(buf)], 1, ([e0, e1]) => {
+        const piece = buf.subarray(e0, e1);
+        return this.#enqueue("allReduce", piece.byteLength, (base) => issue(ptr(base), BigInt(e1 - e0)), {
+          bytes: piece.byteLength,
+          copyIn: [{ at: 0, from: piece }],
+          copyOut: [{ at: 0, to: piece }],
+        });
       });
     });
   }
 
-  /** Host arrays: `send` staged whole; NCCL's in-place form writes this rank's block where it lies. */
+  /**
+   * A collective on host arrays of `n` elements of `eb` bytes (times `factor`, the ranks' pieces a call
+   * stages side by side) in calls staging at most {@link stagingChunkBytes} each, issued in order.
+   */
+  #staged(
+    n: number,
+    eb: number,
+    factor: number,
+    call: (range: [number, number], eb: number) => Promise<void>,
+  ): Promise<void> {
+    const per = Math.max(1, Math.floor(this.stagingChunkBytes / (eb * factor)));
+    return Promise.all(pieces(n, per).map((r) => call(r, eb))).then(() => {});
+  }
+
+  /**
+   * Host arrays: elements [e0, e1) of every rank's block of `send` staged side by side (`send` whole when
+   * one call covers it); NCCL's in-place form writes this rank's piece where it lies.
+   */
   reduceScatter(send: CommBuffer, recv: CommBuffer, op: ReduceOp = "sum"): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "reduceScatter", { send, recv, reduce: op });
       if (recv.length === 0) return;
       const dt = NCCL_DTYPES[dtypeOf(send)],
-        n = BigInt(recv.length),
         bytes = send.length * DTYPE_BYTES[dtypeOf(send)];
-      const issue = (s: Deno.PointerValue, r: Deno.PointerValue) =>
-        this.nccl.ncclReduceScatter(s, r, n, dt, NCCL_OPS[op], this.comm, this.stream);
+      const issue = (s: Deno.PointerValue, r: Deno.PointerValue, count: number) =>
+        this.nccl.ncclReduceScatter(s, r, BigInt(count), dt, NCCL_OPS[op], this.comm, this.stream);
       if (isDeviceBuffer(send)) {
         return this.#enqueue(
           "reduceScatter",
           bytes,
-          () => issue(send.pointer, (recv as DeviceBuffer).pointer),
+          () => issue(send.pointer, (recv as DeviceBuffer).pointer, recv.length),
         );
       }
-      const mine = this.rank * (recv as HostBuffer).byteLength;
-      return this.#enqueue("reduceScatter", bytes, (base) => issue(ptr(base), ptr(base + BigInt(mine))), {
-        bytes: send.byteLength,
-        copyIn: { at: 0, from: send },
-        copyOut: { at: mine, to: recv as HostBuffer },
+      const hs = send as HostBuffer, hr = recv as HostBuffer, b = hr.length, N = this.size;
+      return this.#staged(b, DTYPE_BYTES[dtypeOf(send)], N, ([e0, e1], eb) => {
+        const len = e1 - e0, piece = len * eb, mine = this.rank * piece;
+        const copyIn = len === b ? [{ at: 0, from: hs }] : Array.from(
+          { length: N },
+          (_, q) => ({ at: q * piece, from: hs.subarray(q * b + e0, q * b + e1) }),
+        );
+        return this.#enqueue(
+          "reduceScatter",
+          N * piece,
+          (base) => issue(ptr(base), ptr(base + BigInt(mine)), len),
+          {
+            bytes: N * piece,
+            copyIn,
+            copyOut: [{ at: mine, to: hr.subarray(e0, e1) }],
+          },
+        );
       });
     });
   }
 
-  /** Host arrays: `send` staged at this rank's block of `recv` (NCCL's in-place form), `recv` copied back. */
+  /**
+   * Host arrays: elements [e0, e1) of `send` staged at this rank's piece (NCCL's in-place form), every rank's
+   * piece copied back to its block of `recv` (`recv` whole when one call covers it).
+   */
   allGather(send: CommBuffer, recv: CommBuffer): Promise<void> {
     return Promise.try(() => {
       checkCollective(this, "allGather", { send, recv });
       if (send.length === 0) return;
       const dt = NCCL_DTYPES[dtypeOf(send)],
-        n = BigInt(send.length),
         bytes = send.length * DTYPE_BYTES[dtypeOf(send)];
-      const issue = (s: Deno.PointerValue, r: Deno.PointerValue) =>
-        this.nccl.ncclAllGather(s, r, n, dt, this.comm, this.stream);
+      const issue = (s: Deno.PointerValue, r: Deno.PointerValue, count: number) =>
+        this.nccl.ncclAllGather(s, r, BigInt(count), dt, this.comm, this.stream);
       if (isDeviceBuffer(send)) {
-        return this.#enqueue("allGather", bytes, () => issue(send.pointer, (recv as DeviceBuffer).pointer));
+        return this.#enqueue(
+          "allGather",
+          bytes,
+          () => issue(send.pointer, (recv as DeviceBuffer).pointer, send.length),
+        );
       }
-      const mine = this.rank * send.byteLength;
-      return this.#enqueue("allGather", bytes, (base) => issue(ptr(base + BigInt(mine)), ptr(base)), {
-        bytes: (recv as HostBuffer).byteLength,
-        copyIn: { at: mine, from: send },
-        copyOut: { at: 0, to: recv as HostBuffer },
+      const hs = send as HostBuffer, hr = recv as HostBuffer, b = hs.length, N = this.size;
+      return this.#staged(b, DTYPE_BYTES[dtypeOf(send)], N, ([e0, e1], eb) => {
+        const len = e1 - e0, piece = len * eb, mine = this.rank * piece;
+        const copyOut = len === b
+          ? [{ at: 0, to: hr }]
+          : Array.from({ length: N }, (_, q) => ({ at: q * piece, to: hr.subarray(q * b + e0, q * b + e1) }));
+        return this.#enqueue("allGather", piece, (base) => issue(ptr(base + BigInt(mine)), ptr(base), len), {
+          bytes: N * piece,
+          copyIn: [{ at: mine, from: hs.subarray(e0, e1) }],
+          copyOut,
+        });
       });
     });
   }
@@ -677,13 +747,16 @@ export class NcclCommunicator implements Communicator {
       const dt = NCCL_DTYPES[dtypeOf(buf)],
         n = BigInt(buf.length),
         bytes = buf.length * DTYPE_BYTES[dtypeOf(buf)];
-      const issue = (p: Deno.PointerValue) =>
-        this.nccl.ncclBroadcast(p, p, n, dt, root, this.comm, this.stream);
-      if (isDeviceBuffer(buf)) return this.#enqueue("broadcast", bytes, () => issue(buf.pointer));
-      return this.#enqueue("broadcast", bytes, (base) => issue(ptr(base)), {
-        bytes,
-        copyIn: this.rank === root ? { at: 0, from: buf } : undefined,
-        copyOut: { at: 0, to: buf },
+      const issue = (p: Deno.PointerValue, count: bigint) =>
+        this.nccl.ncclBroadcast(p, p, count, dt, root, this.comm, this.stream);
+      if (isDeviceBuffer(buf)) return this.#enqueue("broadcast", bytes, () => issue(buf.pointer, n));
+      return this.#staged(buf.length, DTYPE_BYTES[dtypeOf(buf)], 1, ([e0, e1]) => {
+        const piece = buf.subarray(e0, e1);
+        return this.#enqueue("broadcast", piece.byteLength, (base) => issue(ptr(base), BigInt(e1 - e0)), {
+          bytes: piece.byteLength,
+          copyIn: this.rank === root ? [{ at: 0, from: piece }] : [],
+          copyOut: [{ at: 0, to: piece }],
+        });
       });
     });
   }

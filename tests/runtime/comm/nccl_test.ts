@@ -411,3 +411,39 @@ Deno.test("nccl: a failed copy or staging allocation names the rank, the collect
     await c[Symbol.asyncDispose]();
   });
 });
+
+Deno.test("nccl: host arrays larger than the staging chunk go in pieces: the same results, the device buffer bounded", async () => {
+  await withNcclEnv(async () => {
+    // every other rank holds 10 everywhere, so a piece's result does not depend on where it starts
+    const f = fakes({ rank: 1, size: 3, peer: () => 10 });
+    const c = await openNccl({ rank: 1, size: 3, commId: "h:2", apis: f, stagingChunkBytes: 16 });
+    const count = (fn: string) => f.calls.filter((x) => x.fn === fn).length;
+
+    const grad = Float32Array.from({ length: 10 }, (_, i) => i);
+    await c.allReduce(grad);
+    assert.deepEqual([...grad], Array.from({ length: 10 }, (_, i) => i + 20));
+    assert.equal(count("ncclAllReduce"), 3, "4 + 4 + 2 floats of 16 bytes at most");
+
+    // reduce-scatter: 3 blocks of 5; a piece stages one element of each block (12 bytes ≤ 16)
+    const send = Float32Array.from({ length: 15 }, (_, i) => i), recv = new Float32Array(5);
+    await c.reduceScatter(send, recv);
+    assert.deepEqual([...recv], [5, 6, 7, 8, 9].map((v) => v + 20), "rank 1's block, plus the others'");
+    assert.equal(count("ncclReduceScatter"), 5);
+
+    const mine = Float32Array.of(1, 2, 3, 4, 5), all = new Float32Array(15);
+    await c.allGather(mine, all);
+    assert.deepEqual([...all], [...Array(5).fill(10), 1, 2, 3, 4, 5, ...Array(5).fill(10)]);
+    assert.equal(count("ncclAllGather"), 5);
+
+    const b = Float64Array.of(1, 2, 3, 4, 5);
+    await c.broadcast(b, 0);
+    assert.deepEqual([...b], [10, 10, 10, 10, 10]);
+    assert.equal(count("ncclBroadcast"), 3, "2 + 2 + 1 doubles");
+
+    assert.ok(c.stagingBytes <= 16, `staged through ${c.stagingBytes} bytes`);
+    // in and out once each: all-reduce 40 + 40, reduce-scatter 60 + 20, all-gather 20 + 60, the broadcast
+    // only out (rank 1 is not the root) 40
+    assert.equal(c.stats.staged, 80 + 80 + 80 + 40);
+    await c[Symbol.asyncDispose]();
+  });
+});
