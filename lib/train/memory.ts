@@ -5,7 +5,8 @@
  *
  * The estimate adds, in bytes:
  * - `weights`: the frozen weights as stored (bf16 stays bf16; on the CPU they are the model files mapped
- *   into memory);
+ *   into memory); none on a GPU for full fine-tuning, whose graphs read every weight as a trainable
+ *   parameter and no weight file (the reference log-probs come from the initial parameters);
  * - `trainable`: parameters, gradients and AdamW's two moments in float32 inside ONNX Runtime, plus the
  *   copies the trainer keeps in JavaScript (parameters and moments) and those a session run hands back;
  * - `activations`: what the forward pass keeps for the backward pass, for one micro-batch: every layer's
@@ -209,6 +210,8 @@ export const AUTO_SHARE = { cpu: 0.5, cuda: 0.9 } as const;
  */
 export function planRun(i: PlanInputs): RunPlan {
   const sizes = storedSizes(i.cfg, i.stored);
+  // full fine-tuning on a GPU loads no frozen weight on the device (see the module documentation)
+  if (i.lora === null && i.device === "cuda") sizes.weightBytes = 0;
   const chunk = headChunk(i.cfg, i.rows * i.width);
   const castsWeights = [...i.stored.values()].some((t) => storedBytes(t.dtype) !== i.computeBytes);
   const base = { cfg: i.cfg, ...sizes, trainableParams: i.trainableParams, rows: i.rows, width: i.width };

@@ -72,9 +72,13 @@ export async function planMemory(
       ...(cfg.full ? ["LoRA instead of --full"] : []),
     ];
     const how = plan.checkpointing ? " (with gradient checkpointing)" : "";
+    // several ranks holding AdamW's moments whole: sharding them is the first thing to try
+    const shard = worldSize > 1 && cfg.zero !== 1
+      ? ` Or shard AdamW's moments across the ${worldSize} ranks with --zero 1.`
+      : "";
     throw new Error(
       `this run needs about ${inGib(plan.estimate.total)} but the ${device} has ${inGib(memory.free)} ` +
-        `free${how}. Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.`,
+        `free${how}. Lower ${lower.join(", ")}; raise --grad-accum to keep the effective batch.${shard}`,
     );
   }
   return plan;
