@@ -6,7 +6,11 @@
  * - The gradient graph: one optimizer step's forward and backward, with the in-graph accumulation of
  *   micro-batches, from the packed parameters `train.params` `[rows, C]` (the layout of the chunk graph,
  *   {@link rowLayout}); it gives the packed mean gradient `grad.packed` `[rows, C]`, unclipped, the loss and
- *   the metrics. With a scoring mode, as the chunk graph has (`train.mode` false: scoring outputs). With loss
+ *   the metrics. Each micro-batch's float32 loss and gradient are multiplied by the rank's share of it
+ *   (`train.share`, one float32 per micro-batch: the rank's part of the global micro-batch's denominator —
+ *   its prompts, or its response tokens for SFT — over the whole), so that the ranks' gradients summed are
+ *   the global batch's mean gradient however unevenly a batch splits. With a scoring mode, as the chunk
+ *   graph has (`train.mode` false: scoring outputs). With loss
  *   scaling (fp16) it takes the scale `train.loss_scale` (float32 scalar), seeds the backward pass with it
  *   and gives the gradient divided by it again, as the chunk graph's step does; the skip on overflow and the
  *   scale's update are the session's (every rank decides alike from the all-reduced norm).
@@ -33,8 +37,14 @@ import {
   type TrainingSpec,
 } from "./training.ts";
 
-/** The gradient graph's output: the packed mean gradient. */
+/** The gradient graph's output: the packed gradient, weighted by the rank's shares. */
 export const GRADIENT_OUTPUT = "grad.packed";
+
+/**
+ * The gradient graph's input of the rank's share of each micro-batch (float32, `[]` per step, `[accumulation]`
+ * when accumulating): what the rank's loss and gradient are weighted by.
+ */
+export const SHARE_INPUT = "train.share";
 
 /** Names of a built gradient graph's interface. */
 export type GradientIO = {
@@ -73,7 +83,8 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   const { total, width } = layout;
   const c = new GraphBuilder(`${spec.name}.grad`);
   const flat = c.input(FLAT_PARAMS, "float32", [total, width]);
-  const batchShapes = spec.batch.map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape }));
+  const batchShapes = [...spec.batch, { name: SHARE_INPUT, dtype: "float32" as const, shape: [] }]
+    .map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape }));
   const batch = batchShapes.map((b) => c.input(b.name, b.dtype, b.shape));
   const scaling = spec.lossScaling;
   const scaleIn = scaling ? c.input(LOSS_SCALE_INPUT, "float32", []) : undefined;
@@ -83,6 +94,7 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   const compute = (s: GraphBuilder, pFlat: Value, bv: Value[], scale: Value | undefined) => {
     const params: Value[] = new Array(spec.params.length);
     splitRows(pFlat, layout, spec.params, (i, p) => (params[i] = p));
+    const share = bv[spec.batch.length];
     let loss: Value, grads: Value[], metrics: Record<string, Value>;
     if (acc === 1) {
       const out = spec.forward(
@@ -90,13 +102,24 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
         Object.fromEntries(spec.params.map((p, i) => [p.name, params[i]])),
         Object.fromEntries(spec.batch.map((b, i) => [b.name, bv[i]])),
       );
-      loss = out.loss;
       metrics = out.metrics ?? {};
-      grads = gradients(loss, params, {
-        seed: scale ? op.cast(scale, loss.dtype) : undefined,
+      grads = gradients(out.loss, params, {
+        seed: scale ? op.cast(scale, out.loss.dtype) : undefined,
         segments: spec.segments,
       });
-    } else ({ loss, grads, metrics } = accumulate(s, spec, acc, params, bv, scale));
+      loss = op.mul(op.cast(out.loss, "float32"), share);
+      grads = grads.map((g) => op.mul(op.cast(g, "float32"), share));
+    } else {
+      ({ loss, grads, metrics } = accumulate(
+        s,
+        spec,
+        acc,
+        params,
+        bv.slice(0, spec.batch.length),
+        scale,
+        share,
+      ));
+    }
     grads = grads.map((g) => op.cast(g, "float32"));
     if (scale) grads = grads.map((g) => op.div(g, scale));
     const names = Object.keys(metrics);

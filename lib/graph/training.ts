@@ -409,7 +409,11 @@ function buildStep(spec: TrainingSpec, acc: number): StepGraph {
   };
 }
 
-/** Gradient accumulation: an inner Loop over micro-batches summing loss, gradients and metrics. */
+/**
+ * Gradient accumulation: an inner Loop over micro-batches summing loss, gradients and metrics. `weights`
+ * (float32 `[acc]`, data parallelism): each micro-batch's float32 loss and gradients are multiplied by its
+ * weight before they are summed (a rank's share of the global micro-batch, see lib/graph/distributed.ts).
+ */
 export function accumulate(
   s: GraphBuilder,
   spec: TrainingSpec,
@@ -417,11 +421,14 @@ export function accumulate(
   params: Value[],
   batch: Value[],
   scale: Value | undefined,
+  weights?: Value,
 ): { loss: Value; grads: Value[]; metrics: Record<string, Value> } {
   const m = new GraphBuilder(`${spec.name}.micro`);
   const mp = spec.params.map((p) => m.input(`${p.name}.micro`, "float32", p.shape));
   const mb = spec.batch.map((b) => m.input(`${b.name}.micro`, b.dtype, b.shape));
   const mScale = scale ? m.input("train.loss_scale.micro", "float32", []) : undefined;
+  const mWeight = weights ? m.input("train.share.micro", "float32", []) : undefined;
+  const weigh = (v: Value) => (mWeight ? op.mul(v, mWeight) : v);
   const out = spec.forward(
     m,
     Object.fromEntries(spec.params.map((p, i) => [p.name, mp[i]])),
@@ -434,9 +441,9 @@ export function accumulate(
   const sums = spec.params.map((p) => m.input(`${p.name}.gsum`, "float32", p.shape));
   const lossSum = m.input("train.loss.sum", "float32", []);
   sums.forEach((sum, i) =>
-    m.output(op.add(sum, op.cast(grads[i], "float32")), `${spec.params[i].name}.gsum.out`)
+    m.output(op.add(sum, weigh(op.cast(grads[i], "float32"))), `${spec.params[i].name}.gsum.out`)
   );
-  m.output(op.add(lossSum, op.cast(out.loss, "float32")), "train.loss.sum.out");
+  m.output(op.add(lossSum, weigh(op.cast(out.loss, "float32"))), "train.loss.sum.out");
   const metricNames = Object.keys(out.metrics ?? {});
   metricNames.forEach((k) => m.output(op.cast(out.metrics![k], "float32"), `${k}.micro.scan`));
 
@@ -450,7 +457,10 @@ export function accumulate(
       ...spec.params.map((p, i) => ({ input: sums[i].name, output: `${p.name}.gsum.out`, init: zeros[i] })),
       { input: lossSum.name, output: "train.loss.sum.out", init: s.scalar(0, "float32") },
     ],
-    stacked: spec.batch.map((_, i) => ({ input: mb[i].name, value: batch[i] })),
+    stacked: [
+      ...spec.batch.map((_, i) => ({ input: mb[i].name, value: batch[i] })),
+      ...(mWeight && weights ? [{ input: mWeight.name, value: weights }] : []),
+    ],
     scans: metricNames.map((k) => `${k}.micro.scan`),
     outer,
   });

@@ -4,10 +4,11 @@
  * lib/graph/distributed.ts for the two graphs).
  *
  * One step, world of N:
- * 1. gradient run: forward + backward (+ in-graph accumulation) → the packed mean gradient of this rank's
- *    micro-batches;
- * 2. DDP (`zero` 0): all-reduce of the packed gradient, then / N; ZeRO-1 (`zero` 1): reduce-scatter to this
- *    rank's slice (the even split of lib/runtime/comm's {@link paddedShard}), then / N;
+ * 1. gradient run: forward + backward (+ in-graph accumulation) → the packed gradient of this rank's part of
+ *    the micro-batches, weighted by its shares of them (`train.share`, {@link rankShares});
+ * 2. DDP (`zero` 0): all-reduce (sum) of the packed gradient, the global batch's mean gradient; ZeRO-1
+ *    (`zero` 1): reduce-scatter (sum) to this rank's slice (the even split of lib/runtime/comm's
+ *    {@link paddedShard});
  * 3. the squared norm of each rank's slice, all-reduced: the global norm, and the clipping factor from it
  *    (the same on every rank, and the same for DDP and ZeRO-1);
  * 4. AdamW: DDP on the whole packed state (every rank holds both moments and computes the same update);
@@ -24,13 +25,21 @@
  *
  * The data: a global batch is per-device batch × accumulation × world size prompts (TRL/accelerate's
  * definition); every rank plans the same steps (the same seeded shuffle) and takes, from each micro-batch
- * of the global step, its contiguous share of whole prompts ({@link rankSteps}). The share is padded to the
- * global batch's width and keyed LoRA dropout gets the rows of the micro-batch before it
- * (`dropout_row_offset`), so every prompt sees what it would in one process with the whole batch.
+ * of the global step, its contiguous part of whole prompts ({@link rankSteps}): equal parts, or as even as
+ * they go for a step that does not split evenly (the last of an epoch), so the ranks train on the steps one
+ * process trains on. The part is padded to the global batch's width and keyed LoRA dropout gets the rows of
+ * the micro-batch before it (`dropout_row_offset`), so every prompt sees what it would in one process with
+ * the whole batch; its weight in the loss and gradient is its share of the micro-batch's prompts (response
+ * tokens for SFT, whose loss is a mean over them).
  * @module
  */
 import type { GraphBuilder } from "../graph/builder.ts";
-import { buildShardOptimizerGraph, type GradientIO, SHARD_OPTIMIZER } from "../graph/distributed.ts";
+import {
+  buildShardOptimizerGraph,
+  type GradientIO,
+  SHARD_OPTIMIZER,
+  SHARE_INPUT,
+} from "../graph/distributed.ts";
 import type { OptimizerConfig } from "../graph/optim.ts";
 import {
   allGatherPadded,
@@ -254,25 +263,27 @@ export class DistributedSession {
       all[io.scoring.mode] = { dtype: "bool", dims: [], data: Uint8Array.of(1) };
       for (const b of io.scoring.inputs) all[b.graph] = emptyOf(b.dtype, b.shape);
     }
-    const out = await this.gradSession.run(all, [io.gradient, io.loss, ...io.metrics]);
-    const grad = out[io.gradient].data as Float32Array;
-    // the loss and metrics of the global batch: the mean of the ranks' (equal shares)
-    const scalars = Float64Array.from([io.loss, ...io.metrics].map((n) => (out[n].data as Float32Array)[0]));
+    // a rank without prompts in this step (a short last batch split over more ranks than it has prompts)
+    // runs nothing: its share of the loss and the gradient is 0, and it takes part in the collectives
+    const rows = this.#rowsOf(feeds);
+    const out = rows > 0 ? await this.gradSession.run(all, [io.gradient, io.loss, ...io.metrics]) : undefined;
+    const grad = out ? out[io.gradient].data as Float32Array : new Float32Array(this.#packed.length);
+    const scalar = (n: string) => out ? (out[n].data as Float32Array)[0] : 0;
+    // the global batch's loss: the sum of the ranks' weighted ones; its metrics (means over rows): the ranks'
+    // weighted by their rows
+    const scalars = Float64Array.from([scalar(io.loss), rows, ...io.metrics.map((m) => rows * scalar(m))]);
     if (N > 1) await comm.allReduce(scalars, "sum");
-    const mean = (x: number) => N > 1 ? x / N : x;
     const { start, end, block } = this.#slice;
+    // each rank's gradient is weighted by its shares (the gradient graph's `train.share`): their sum is the
+    // global batch's mean gradient
     let full: Float32Array | undefined, part: Float32Array;
     if (this.zero === 0) {
-      if (N > 1) {
-        await comm.allReduce(grad, "sum");
-        for (let i = 0; i < grad.length; i++) grad[i] /= N;
-      }
+      if (N > 1) await comm.allReduce(grad, "sum");
       full = grad;
       part = grad.subarray(start, end);
     } else {
       const { shard } = N > 1 ? await reduceScatterPadded(comm, grad, "sum") : { shard: grad };
       part = shard.subarray(0, end - start);
-      if (N > 1) { for (let i = 0; i < part.length; i++) part[i] /= N; }
     }
     // the global norm from each rank's slice (the same sum for DDP and ZeRO-1)
     let sq = 0;
@@ -284,10 +295,10 @@ export class DistributedSession {
     const norm = finite ? Math.fround(Math.sqrt(sums[0])) : Math.fround(sums[0]);
     const coef = clipFactor(norm, this.opts.maxGradNorm);
     const result = {
-      loss: mean(scalars[0]),
+      loss: scalars[0],
       gradNorm: norm,
       skipped: !finite,
-      metrics: Object.fromEntries(io.metrics.map((m, j) => [m, mean(scalars[j + 1])])),
+      metrics: Object.fromEntries(io.metrics.map((m, j) => [m, scalars[j + 2] / scalars[1]])),
     };
     this.#updateScale(finite);
     // a non-finite gradient: every rank has the same norm, so every rank stops here, the state unchanged
@@ -303,6 +314,15 @@ export class DistributedSession {
     }
     this.#step++;
     return result;
+  }
+
+  /** This rank's rows (sequences) in a step's feeds: the size of the batch inputs' `rows` axis. */
+  #rowsOf(feeds: Record<string, HostTensor>): number {
+    const b = this.io.batch.find((x) => x.shape.includes("rows"));
+    if (!b) throw new TypeError("the gradient graph has no batch input with a rows axis");
+    const t = feeds[b.name];
+    if (!t) throw new TypeError(`missing batch input "${b.name}"`);
+    return t.dims[b.shape.indexOf("rows")];
   }
 
   /** The loss scale as the gradient graph takes it. */
@@ -577,30 +597,67 @@ function emptyOf(dtype: string, shape: readonly (number | string)[]): HostTensor
 }
 
 /**
- * This rank's share of each global step: from micro-batch a of the step's G prompts (accumulation A, so
- * G / A prompts each), the prompts [a·G/A + r·B, a·G/A + (r+1)·B) with B = G / (A · size) — whole prompts,
- * all K responses with them. Steps whose size is not a multiple of A · size are refused.
+ * Where rank `rank` of `size` starts in a micro-batch of `m` prompts, and how many it takes: the prompts split
+ * as evenly as they go, the first `m mod size` ranks taking one more (some none when `m < size`).
+ */
+export function rankPart(m: number, world: { rank: number; size: number }): { start: number; count: number } {
+  const base = Math.floor(m / world.size), extra = m % world.size;
+  return {
+    start: world.rank * base + Math.min(world.rank, extra),
+    count: base + (world.rank < extra ? 1 : 0),
+  };
+}
+
+/**
+ * This rank's share of each global step: from each of the step's A micro-batches of G / A prompts, this
+ * rank's contiguous part ({@link rankPart}) — whole prompts, all K responses with them. Any step one process
+ * can take (G a multiple of A) splits; a part may be empty.
  */
 export function rankSteps(
   steps: readonly PlannedStep[],
   world: { rank: number; size: number },
   accumulation: number,
 ): PlannedStep[] {
-  const { rank, size } = world, A = accumulation;
+  const A = accumulation;
   return steps.map((st) => {
     const G = st.indices.length;
-    if (G % (A * size) !== 0) {
-      throw new RangeError(
-        `a step of ${G} prompts cannot be split into ${A} micro-batches on each of ${size} ranks`,
-      );
+    if (G % A !== 0) {
+      throw new RangeError(`a step of ${G} prompts cannot be split into ${A} micro-batches`);
     }
-    const micro = G / A, B = micro / size;
+    const micro = G / A, { start, count } = rankPart(micro, world);
     const indices: number[] = [];
     for (let a = 0; a < A; a++) {
-      indices.push(...st.indices.slice(a * micro + rank * B, a * micro + (rank + 1) * B));
+      indices.push(...st.indices.slice(a * micro + start, a * micro + start + count));
     }
     return { epoch: st.epoch, indices };
   });
+}
+
+/**
+ * This rank's share of each micro-batch of `steps` (`[steps × accumulation]`, float32): its part of the
+ * micro-batch's loss denominator over the whole — prompts, or for SFT (a mean over response tokens) its
+ * prompts' response tokens. The ranks' shares of a micro-batch add up to 1.
+ */
+export function rankShares(
+  examples: PreparedExample[],
+  steps: readonly PlannedStep[],
+  world: { rank: number; size: number },
+  o: { accumulation: number; loss: ChunkOptions["loss"] },
+): Float32Array {
+  const A = o.accumulation;
+  const weight = (i: number) =>
+    o.loss === "sft" ? examples[i].responseIds.reduce((n, r) => n + r.length, 0) : 1;
+  const out = new Float32Array(steps.length * A);
+  steps.forEach((st, si) => {
+    const micro = st.indices.length / A, { start, count } = rankPart(micro, world);
+    for (let a = 0; a < A; a++) {
+      const all = st.indices.slice(a * micro, (a + 1) * micro);
+      const whole = all.reduce((n, i) => n + weight(i), 0);
+      const mine = all.slice(start, start + count).reduce((n, i) => n + weight(i), 0);
+      out[si * A + a] = whole > 0 ? mine / whole : 0;
+    }
+  });
+  return out;
 }
 
 /** The width a chunk of `steps` pads to in one process (assembleChunk's rule): the longest sequence, rounded up. */
@@ -610,9 +667,11 @@ export function chunkWidth(examples: PreparedExample[], steps: readonly PlannedS
 }
 
 /**
- * A chunk of this rank's shares of the global `steps` (see {@link rankSteps}): padded to the global
- * batch's width, and with the rows of the global micro-batch before this rank's share for keyed dropout
- * (`rowOffset`: the graph takes `dropout_row_offset`).
+ * A chunk of this rank's shares of the global `steps` (see {@link rankSteps}): padded to the global batch's
+ * width, with the rank's share of each micro-batch ({@link rankShares}, the gradient graph's `train.share`)
+ * and the rows of the global micro-batch before this rank's part for keyed dropout (`rowOffset`: the graph
+ * takes `dropout_row_offset`). A rank without prompts in these steps gets batch inputs of 0 rows (the session
+ * then runs nothing).
  */
 export function assembleRankChunk(
   examples: PreparedExample[],
@@ -622,16 +681,37 @@ export function assembleRankChunk(
   world: { rank: number; size: number },
   rowOffset: boolean,
 ): ChunkTensors {
-  const mine = rankSteps(steps, world, o.accumulation);
+  const S = steps.length, A = o.accumulation;
+  const mine = rankSteps(steps, world, A);
   const width = chunkWidth(examples, steps, o.padToMultipleOf ?? 8);
-  const tensors = assembleChunk(examples, mine, reference, {
-    ...o,
-    minWidth: Math.max(o.minWidth ?? 0, width),
-  });
+  const lead = A > 1 ? [S, A] : [S];
+  const opts = { ...o, minWidth: Math.max(o.minWidth ?? 0, width) };
+  let tensors: ChunkTensors;
+  if (mine[0].indices.length > 0) tensors = assembleChunk(examples, mine, reference, opts);
+  else {
+    // the shapes of one prompt per micro-batch, with the rows (and prompts) axis emptied
+    const one = assembleChunk(
+      examples,
+      steps.map((st) => ({ ...st, indices: st.indices.slice(0, A) })),
+      reference,
+      opts,
+    );
+    const feeds = Object.fromEntries(
+      Object.entries(one.feeds).map(([name, t]) => {
+        if (t.dims.length <= lead.length) return [name, t];
+        const dims = t.dims.map((d, i) => (i === lead.length ? 0 : d));
+        return [name, { ...t, dims, data: t.data.subarray(0, 0) } as HostTensor];
+      }),
+    );
+    tensors = { feeds, tokens: one.tokens.map(() => 0), prompts: 0, width: one.width };
+  }
+  tensors.feeds[SHARE_INPUT] = {
+    dtype: "float32",
+    dims: lead,
+    data: rankShares(examples, steps, world, { accumulation: A, loss: o.loss }),
+  };
   if (rowOffset && o.dropout) {
-    const S = steps.length, A = o.accumulation;
-    const rowsBefore = world.rank * (mine[0].indices.length / A) * o.k;
-    const lead = A > 1 ? [S, A] : [S];
+    const rowsBefore = rankPart(steps[0].indices.length / A, world).start * o.k;
     tensors.feeds[BATCH_INPUTS.dropoutRowOffset] = {
       dtype: "float32",
       dims: lead,

@@ -213,10 +213,11 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
       : { mode: "lora", lora, seed: cfg.seed },
   );
 
-  // a step is --grad-accum micro-batches of --batch-size prompts; a last step that cannot be split so is left out
+  // a step is --grad-accum micro-batches of --batch-size prompts per rank; a last step that cannot be split
+  // into --grad-accum micro-batches is left out (one split over the ranks may be uneven: distributed.ts)
   const planned = (o: { epochs: number; maxSteps?: number }) =>
     planSteps(p.train, { batchSize: cfg.batchSize * cfg.gradAccum * world.size, seed: cfg.seed, ...o })
-      .filter((st) => st.indices.length % (cfg.gradAccum * world.size) === 0);
+      .filter((st) => st.indices.length % cfg.gradAccum === 0);
   const steps = planned({ epochs: cfg.epochs, maxSteps: cfg.maxSteps });
   if (steps.length === 0) {
     throw new Error(`no training steps: ${p.train.length} prompts, batch size ${cfg.batchSize}`);

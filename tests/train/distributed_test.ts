@@ -24,6 +24,7 @@ import { type Communicator, singleCommunicator } from "../../lib/runtime/comm/co
 import {
   assembleRankChunk,
   DistributedSession,
+  rankShares,
   rankSteps,
   type ZeroStage,
 } from "../../lib/train/distributed.ts";
@@ -63,7 +64,13 @@ const lrs = new Array(STEPS).fill(LR);
  * after `growthInterval` good steps.
  */
 type Fp16 = { init?: number; growthInterval?: number };
-type Case = { mode: "lora" | "full"; loss: "nca" | "dpo"; acc: number; dropout?: number; fp16?: Fp16 };
+type Case = {
+  mode: "lora" | "full";
+  loss: "nca" | "dpo" | "sft";
+  acc: number;
+  dropout?: number;
+  fp16?: Fp16;
+};
 
 function trainableOf(c: Case) {
   const spec: TrainableSpec = c.mode === "lora"
@@ -332,17 +339,94 @@ Deno.test("distributed: ranks whose parameters drift apart fail, naming the rank
   await release(...ranks);
 });
 
-Deno.test("distributed: each rank takes its contiguous share of every micro-batch of a global step", () => {
+Deno.test("distributed: each rank takes its contiguous part of every micro-batch of a global step, as even as it goes", () => {
   const st: PlannedStep[] = [{ epoch: 0, indices: [10, 11, 12, 13, 14, 15, 16, 17] }];
   // accumulation 2: micro-batches [10..13] and [14..17]; rank 1 of 2 takes 12, 13 and 16, 17
   assert.deepEqual(rankSteps(st, { rank: 0, size: 2 }, 2)[0].indices, [10, 11, 14, 15]);
   assert.deepEqual(rankSteps(st, { rank: 1, size: 2 }, 2)[0].indices, [12, 13, 16, 17]);
   assert.deepEqual(rankSteps(st, { rank: 3, size: 4 }, 1)[0].indices, [16, 17]);
+  // 8 over 3 ranks: 3, 3, 2; micro-batches of 4 over 3: 2, 1, 1; of 4 over 5: 1, 1, 1, 1 and none
+  assert.deepEqual([0, 1, 2].map((rank) => rankSteps(st, { rank, size: 3 }, 1)[0].indices), [
+    [10, 11, 12],
+    [13, 14, 15],
+    [16, 17],
+  ]);
+  assert.deepEqual([0, 1, 2].map((rank) => rankSteps(st, { rank, size: 3 }, 2)[0].indices), [
+    [10, 11, 14, 15],
+    [12, 16],
+    [13, 17],
+  ]);
+  assert.deepEqual(rankSteps(st, { rank: 4, size: 5 }, 2)[0].indices, []);
   assert.throws(
-    () => rankSteps(st, { rank: 0, size: 3 }, 1),
-    /8 prompts cannot be split into 1 micro-batches on each of 3 ranks/,
+    () => rankSteps(st, { rank: 0, size: 3 }, 3),
+    /8 prompts cannot be split into 3 micro-batches/,
   );
 });
+
+Deno.test("distributed: a rank's share of a micro-batch is its part of the prompts (of the response tokens for SFT)", () => {
+  const st: PlannedStep[] = [{ epoch: 0, indices: [0, 1, 2, 3, 4, 5, 6, 7] }];
+  const shares = (size: number, acc: number, loss: "nca" | "sft") =>
+    Array.from(
+      { length: size },
+      (_, rank) => [...rankShares(examples, st, { rank, size }, { accumulation: acc, loss })],
+    );
+  assert.deepEqual(shares(2, 2, "nca"), [[0.5, 0.5], [0.5, 0.5]]);
+  assert.deepEqual(shares(3, 1, "nca"), [[3 / 8], [3 / 8], [2 / 8]].map((r) => r.map(Math.fround)));
+  assert.deepEqual(shares(5, 2, "nca").map((r) => r[0]), [0.25, 0.25, 0.25, 0.25, 0]);
+  // SFT: response tokens; every micro-batch's shares add up to 1
+  const tokens = (i: number) => examples[i].responseIds[0].length + examples[i].responseIds[1].length;
+  const sft = shares(2, 1, "sft");
+  const first = [0, 1, 2, 3].reduce((n, i) => n + tokens(i), 0),
+    all = first + [4, 5, 6, 7].reduce((n, i) => n + tokens(i), 0);
+  assert.deepEqual(sft, [[Math.fround(first / all)], [Math.fround((all - first) / all)]]);
+  for (const size of [2, 3, 5]) {
+    for (const loss of ["nca", "sft"] as const) {
+      const s = shares(size, 2, loss);
+      for (let a = 0; a < 2; a++) {
+        const sum = s.reduce((n, r) => n + r[a], 0);
+        assert.ok(Math.abs(sum - 1) < 1e-6, `${size} ranks, ${loss}: shares add up to ${sum}`);
+      }
+    }
+  }
+});
+
+// an uneven split (3 ranks of steps of 8: 3, 3, 2 prompts; micro-batches of 4: 2, 1, 1) and ranks with nothing
+// (5 ranks of micro-batches of 4), and SFT, whose loss is a mean over response tokens: one process's steps
+const uneven: (Case & { ranks: number })[] = [
+  { mode: "lora", loss: "nca", acc: 1, dropout: 0.1, ranks: 3 },
+  { mode: "full", loss: "dpo", acc: 2, ranks: 3 },
+  { mode: "lora", loss: "nca", acc: 2, dropout: 0.1, ranks: 5 },
+  { mode: "lora", loss: "sft", acc: 2, ranks: 2 },
+  { mode: "full", loss: "sft", acc: 1, ranks: 3 },
+];
+for (const c of uneven) {
+  Deno.test(
+    `distributed: ${c.ranks} ranks of uneven parts equal one process after ${STEPS} steps (${c.mode}, ${c.loss}, accumulation ${c.acc})`,
+    async () => {
+      const loop = await loopRun(c);
+      const ranks = await openRanks(c, localWorld(c.ranks));
+      const res = await runRanks(c, ranks);
+      const all = await named(ranks);
+      for (const k of Object.keys(all[0])) {
+        for (const other of all.slice(1)) assert.deepEqual(other[k], all[0][k], `${k}: the ranks differ`);
+      }
+      const d = relativeDiff(all[0], loop.state);
+      assert.ok(d < 1e-6, `${c.ranks} ranks vs 1: relative difference ${d}`);
+      assert.ok(relativeDiff(all[0], trainableOf(c).init, PARAMS) > 1e-3, "the parameters moved");
+      for (let i = 0; i < STEPS; i++) {
+        assert.ok(
+          Math.abs(res[0].loss[i] - loop.res.loss[i]) < 1e-5 * Math.abs(loop.res.loss[i]) + 1e-6,
+          `step ${i}: loss ${res[0].loss[i]} vs ${loop.res.loss[i]}`,
+        );
+        for (const m of Object.keys(loop.res.metrics)) {
+          const want = loop.res.metrics[m][i], got = res[0].metrics[m][i];
+          assert.ok(Math.abs(got - want) < 1e-5 * Math.abs(want) + 1e-5, `step ${i}: ${m} ${got} vs ${want}`);
+        }
+      }
+      await release(loop.ts, ...ranks);
+    },
+  );
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // fp16: dynamic loss scaling on several ranks
