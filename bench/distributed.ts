@@ -21,7 +21,8 @@ import { alignmentTrainingSpec } from "../lib/train/train_graph.ts";
 import { buildGradientGraph } from "../lib/graph/distributed.ts";
 import type { CommBuffer, Communicator } from "../lib/runtime/comm/communicator.ts";
 import { localWorld } from "../lib/runtime/comm/local.ts";
-import { assembleRankChunk, DistributedSession } from "../lib/train/distributed.ts";
+import { DistributedSession } from "../lib/train/distributed.ts";
+import { assembleRankChunk } from "../lib/train/rank_data.ts";
 import type { PlannedStep } from "../lib/train/chunks.ts";
 import type { PreparedExample } from "../lib/train/prepare.ts";
 import { rankStateBytes } from "../lib/train/memory.ts";
@@ -183,20 +184,24 @@ export function onPaper() {
   const N = 8, hostGBs = 2.7; // device↔host through the JS boundary, each way (BENCHMARKS.md, gpu/README.md)
   const rows = [];
   for (const c of cases) {
-    for (const [link, bw] of Object.entries(links)) {
-      const ring = 2 * (N - 1) / N * c.params * 4 / bw * 1000;
-      // today's path: the gradient leaves the device and the parameters come back once per step
-      const host = 2 * c.params * 4 / (hostGBs * GB) * 1000;
-      const step = c.stepMs + ring + host;
-      rows.push({
-        case: c.name,
-        link,
-        ringMs: ring,
-        hostMs: host,
-        stepMs: step,
-        tokensPerS: N * c.tokens / step * 1000,
-        efficiency: c.stepMs / step,
-      });
+    // onnxruntime-node: the gradient leaves the device and the parameters come back once per step; the C
+    // API: the collectives work on the device values in place
+    for (const path of ["staged (onnxruntime-node)", "in place (C API)"]) {
+      for (const [link, bw] of Object.entries(links)) {
+        const ring = 2 * (N - 1) / N * c.params * 4 / bw * 1000;
+        const host = path.startsWith("staged") ? 2 * c.params * 4 / (hostGBs * GB) * 1000 : 0;
+        const step = c.stepMs + ring + host;
+        rows.push({
+          case: c.name,
+          path,
+          link,
+          ringMs: ring,
+          hostMs: host,
+          stepMs: step,
+          tokensPerS: N * c.tokens / step * 1000,
+          efficiency: c.stepMs / step,
+        });
+      }
     }
   }
   const P7 = 7.24e9; // Mistral-7B
@@ -227,9 +232,9 @@ if (import.meta.main) {
   const p = onPaper();
   for (const r of p.rows) {
     console.log(
-      `| ${r.case} | ${r.link} | ${r.ringMs.toFixed(2)} | ${r.hostMs.toFixed(1)} | ${r.stepMs.toFixed(1)} | ${
-        Math.round(r.tokensPerS).toLocaleString("en")
-      } | ${(r.efficiency * 100).toFixed(0)}% |`,
+      `| ${r.case} | ${r.path} | ${r.link} | ${r.ringMs.toFixed(2)} | ${r.hostMs.toFixed(1)} | ${
+        r.stepMs.toFixed(1)
+      } | ${Math.round(r.tokensPerS).toLocaleString("en")} | ${(r.efficiency * 100).toFixed(0)}% |`,
     );
   }
   for (const m of p.memory) {

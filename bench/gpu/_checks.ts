@@ -12,6 +12,12 @@ export type CheckReport = {
   finish: (summary?: Record<string, unknown>) => Promise<never>;
 };
 
+/**
+ * Where a check's results go: a {@link CheckReport}, a rank's stdout (a child process of a check), or a
+ * test's collector, so that one check function serves all three.
+ */
+export type CheckSink = Pick<CheckReport, "emit" | "failures">;
+
 /** A report whose lines go to `$OUT/<name>.jsonl` when OUT is set. */
 export function checkReport(name: string): CheckReport {
   const out = Deno.env.get("OUT");

@@ -19,6 +19,11 @@
 #   parity   PyTorch reference (bench/parity/parity.py, reward_head.py) vs our graphs on cuda and on cpu
 #   profile  profiled runs of $PROFILE_CASE (default lora) and of full, summarized by profile_summary
 #   blocking the $PROFILE_CASE profile again with CUDA_LAUNCH_BLOCKING=1 (GPU time per node)
+#   dist     training past one device (issue 22) on the one GPU lent: bench/gpu/nccl_check.ts (NCCL, a world of
+#            one: device buffers, host arrays staged whole and in pieces) and bench/gpu/ddp_check.ts (the data-
+#            parallel step's graphs against the one-process Loop, fp32 and fp16) through onnxruntime-node (host
+#            arrays staged) and through the C API (NCA_ORT_BACKEND=ffi: state and gradient kept on the device,
+#            NCCL in place); their two-rank parts run where two GPUs are visible
 #   fp16     bench/gpu/fp16_check.ts and fp16 throughput
 #   block    block_step: one GPT-2 block, B=8 T=512, and a small launch-bound shape B=1 T=64
 #   loop     bench/sample.ts (SmolLM-135M shape, K = 4, batch 8/32/128) beside transformers' generate on the
@@ -130,7 +135,7 @@ MODELS=${MODELS:-$TMP/models}
 HAVE_TORCH=0
 python3 -c 'import torch, transformers' >/dev/null 2>&1 && HAVE_TORCH=1
 # ONLY=group,group,...: run these groups alone (default all, in this order of priority)
-ONLY=${ONLY:-tp,ffi,tp64,torch,dropout,e2e,parity,loop,profile,blocking,fp16,block}
+ONLY=${ONLY:-tp,ffi,dist,tp64,torch,dropout,e2e,parity,loop,profile,blocking,fp16,block}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 # 1. GPT-2 124M training throughput, every case (8 steps per session run)
@@ -219,6 +224,13 @@ fi
 if want block; then
   step block_step 90 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK[@]}"
   step block_step_small 60 "${DENO[@]}" bench/block_step.ts --device "$DEVICE" "${BLOCK_SMALL[@]}"
+fi
+
+# training past one device: NCCL and the data-parallel step, through both backends
+if want dist && [ "$DEVICE" = cuda ]; then
+  step nccl_check 60 env -u OUT "${DENO[@]}" bench/gpu/nccl_check.ts
+  step ddp_check_node 120 env -u OUT NCA_ORT_BACKEND=node "${DENO[@]}" bench/gpu/ddp_check.ts --device cuda
+  step ddp_check_ffi 120 env -u OUT NCA_ORT_BACKEND=ffi "${DENO[@]}" bench/gpu/ddp_check.ts --device cuda
 fi
 
 # the C API backend against onnxruntime-node, in one call each

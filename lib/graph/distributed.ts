@@ -4,9 +4,9 @@
  * where the gradient must be reduced across ranks.
  *
  * - The gradient graph: one optimizer step's forward and backward, with the in-graph accumulation of
- *   micro-batches, from the packed parameters `train.params` `[rows, C]` (the layout of the chunk graph,
- *   {@link rowLayout}); it gives the packed mean gradient `grad.packed` `[rows, C]`, unclipped, the loss and
- *   the metrics. Each micro-batch's float32 loss and gradient are multiplied by the rank's share of it
+ *   micro-batches, from the packed parameters `train.params`, flat (the chunk graph's `[rows, C]` layout,
+ *   {@link rowLayout}, read in order); it gives the packed gradient `grad.packed` (`[rows, C]`, or flat and
+ *   padded for a number of ranks), unclipped, the loss and the metrics. Each micro-batch's float32 loss and gradient are multiplied by the rank's share of it
  *   (`train.share`, one float32 per micro-batch: the rank's part of the global micro-batch's denominator —
  *   its prompts, or its response tokens for SFT — over the whole), so that the ranks' gradients summed are
  *   the global batch's mean gradient however unevenly a batch splits. With a scoring mode, as the chunk
@@ -48,13 +48,18 @@ export const SHARE_INPUT = "train.share";
 
 /** Names of a built gradient graph's interface. */
 export type GradientIO = {
-  /** The packed parameters' input (and layout), as {@link TrainingIO.packed}. */
-  packed: TrainingIO["packed"];
+  /**
+   * The packed parameters' input, flat (`[n]`): parameter `name` is the `length` elements from `offset`, as in
+   * {@link TrainingIO.packed}'s rows read in order.
+   */
+  packed: { name: string; shape: [number]; members: TrainingIO["packed"]["members"] };
   /** Every parameter, as the spec lists them. */
   params: { name: string; shape: number[] }[];
   /** Batch inputs of one step (`[accumulation, ...]` when accumulating). */
   batch: BatchInput[];
   gradient: string;
+  /** Elements of the gradient output: the packed length, or more with zeros after it (built for `ranks`). */
+  gradientLength: number;
   loss: string;
   metrics: string[];
   accumulation: number;
@@ -73,16 +78,29 @@ export type GradientIO = {
 /** The gradient graph's loss-scale input (the chunk graph's state of that name, fed each step here). */
 const LOSS_SCALE_INPUT = "train.loss_scale";
 
-/** Builds the gradient graph of `spec` (see the module's note). */
-export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; io: GradientIO } {
+/**
+ * Builds the gradient graph of `spec` (see the module's note). `ranks`: the gradient comes flat and padded
+ * with zeros to `ranks` × ⌈n / ranks⌉ elements, so that a reduce-scatter over that many ranks reads and writes
+ * it in place (ZeRO-1 on device memory); without it, `[rows, C]` as the parameters.
+ */
+export function buildGradientGraph(
+  spec: TrainingSpec,
+  o: { ranks?: number } = {},
+): { graph: GraphBuilder; io: GradientIO } {
   const acc = spec.accumulation ?? 1;
   if (!Number.isInteger(acc) || acc < 1) {
     throw new RangeError(`accumulation must be a positive integer, got ${acc}`);
   }
   const layout = rowLayout(spec.params);
   const { total, width } = layout;
+  const n = total * width, ranks = o.ranks ?? 1;
+  if (!Number.isInteger(ranks) || ranks < 1) {
+    throw new RangeError(`ranks must be a positive integer, got ${ranks}`);
+  }
+  const padded = Math.ceil(n / ranks) * ranks;
   const c = new GraphBuilder(`${spec.name}.grad`);
-  const flat = c.input(FLAT_PARAMS, "float32", [total, width]);
+  // the parameters come flat (the optimizer's output as it is) and are laid out in rows here
+  const flat = op.reshape(c.input(FLAT_PARAMS, "float32", [n]), [total, width]);
   const batchShapes = [...spec.batch, { name: SHARE_INPUT, dtype: "float32" as const, shape: [] }]
     .map((b) => ({ ...b, shape: acc > 1 ? [acc, ...b.shape] : b.shape }));
   const batch = batchShapes.map((b) => c.input(b.name, b.dtype, b.shape));
@@ -123,9 +141,14 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
     grads = grads.map((g) => op.cast(g, "float32"));
     if (scale) grads = grads.map((g) => op.div(g, scale));
     const names = Object.keys(metrics);
+    const rows = toRows(grads, layout);
+    const gradient = padded === n ? rows : op.concat([
+      op.reshape(rows, [n]),
+      op.constantOfShape(s.ints([padded - n]), 0, "float32", [padded - n]),
+    ], 0);
     return {
       values: [
-        toRows(grads, layout),
+        gradient,
         op.cast(loss, "float32"),
         ...names.map((k) => op.cast(metrics[k], "float32")),
       ],
@@ -183,10 +206,11 @@ export function buildGradientGraph(spec: TrainingSpec): { graph: GraphBuilder; i
   return {
     graph: c,
     io: {
-      packed: { name: FLAT_PARAMS, shape: [total, width], members },
+      packed: { name: FLAT_PARAMS, shape: [n], members },
       params: spec.params.map((p) => ({ name: p.name, shape: p.shape })),
       batch: batchShapes,
       gradient: GRADIENT_OUTPUT,
+      gradientLength: padded,
       loss: "train.loss",
       metrics: metricNames,
       accumulation: acc,

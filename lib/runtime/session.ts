@@ -46,6 +46,8 @@ import {
   type Placement,
 } from "./tensor.ts";
 
+import type { CommDType, DeviceBuffer } from "./comm/communicator.ts";
+
 export * from "./tensor.ts";
 
 /** Options for {@link ModelSession.create}. */
@@ -108,6 +110,16 @@ const FILE_WEIGHTS_CONFIG = {
   optimization: { disable_specified_optimizers: "ConstantFolding;FuseFp16InitializerToFp32NodeTransformer" },
   session: { disable_prepacking: "1" },
 };
+
+/** The typed arrays of the host tensor types. */
+const HOST_ARRAYS = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int32: Int32Array,
+  int64: BigInt64Array,
+  bool: Uint8Array,
+  uint8: Uint8Array,
+} as const;
 
 /** What onnxruntime-node's sessions hold for their caller: the output itself, in JavaScript memory. */
 class KeptTensor implements HeldTensor {
@@ -276,6 +288,45 @@ export class ModelSession {
    */
   hold(t: HostTensor): HeldTensor {
     return this.impl instanceof OrtSession ? OrtValue.fromHost(t) : new KeptTensor(t);
+  }
+
+  /**
+   * A held tensor's memory for a collective to read and write in place, without a copy: a typed array over
+   * it where it is in host memory (onnxruntime-node's kept tensors; a C API value on the CPU), its CUDA
+   * address as a {@link DeviceBuffer} where it is on a GPU. Valid while `t` is held; what is written there is
+   * what the next run reads.
+   */
+  memoryOf(t: HeldTensor): HostTensor["data"] | DeviceBuffer {
+    if (t instanceof KeptTensor) return t.tensor.data;
+    if (!(t instanceof OrtValue)) throw new TypeError("not a tensor a session holds");
+    const n = t.dims.reduce((a, b) => a * b, 1);
+    if (t.onHost) {
+      const Array = HOST_ARRAYS[t.dtype as HostTensor["dtype"]];
+      if (!Array) throw new TypeError(`a ${t.dtype} tensor has no host type`);
+      if (n === 0) return new Array(0);
+      const buf = Deno.UnsafePointerView.getArrayBuffer(t.dataPointer()!, n * Array.BYTES_PER_ELEMENT);
+      return new Array(buf);
+    }
+    return { pointer: t.dataPointer(), length: n, dtype: t.dtype as CommDType, device: "cuda" };
+  }
+
+  /**
+   * A held tensor over elements [offset, offset + the product of `dims`) of `t`'s memory, without a copy (a
+   * slice of a packed state, or the state inside a larger buffer). It reads `t`'s memory: keep `t` held while
+   * the view is used; releasing the view does not free `t`.
+   */
+  viewOf(t: HeldTensor, offset: number, dims: readonly number[]): HeldTensor {
+    if (t instanceof OrtValue) return OrtValue.view(t, offset, dims);
+    if (!(t instanceof KeptTensor)) throw new TypeError("not a tensor a session holds");
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (offset < 0 || offset + n > t.tensor.data.length) {
+      throw new RangeError(
+        `a view of [${offset}, ${offset + n}) in a tensor of ${t.tensor.data.length} elements`,
+      );
+    }
+    return new KeptTensor(
+      { ...t.tensor, dims, data: t.tensor.data.subarray(offset, offset + n) } as HostTensor,
+    );
   }
 
   /** A held tensor's data in JavaScript memory (copied from the device when it is there). */

@@ -33,32 +33,22 @@
  * tokens for SFT, whose loss is a mean over them).
  * @module
  */
-import type { GraphBuilder } from "../graph/builder.ts";
-import {
-  buildShardOptimizerGraph,
-  type GradientIO,
-  SHARD_OPTIMIZER,
-  SHARE_INPUT,
-} from "../graph/distributed.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { buildShardOptimizerGraph, type GradientIO, SHARD_OPTIMIZER } from "../graph/distributed.ts";
+import * as op from "../graph/ops.ts";
 import type { OptimizerConfig } from "../graph/optim.ts";
 import {
   allGatherPadded,
+  type CommBuffer,
   type Communicator,
+  type DeviceBuffer,
+  isDeviceBuffer,
   paddedShard,
   reduceScatterPadded,
 } from "../runtime/comm/communicator.ts";
 import { ModelSession, type SessionOptions } from "../runtime/session.ts";
-import { type HostTensor, zeros } from "../runtime/tensor.ts";
+import { f32, type HeldTensor, type HostTensor, type Placement, zeros } from "../runtime/tensor.ts";
 import { type ChunkResult, runScoringMode } from "../runtime/training_session.ts";
-import { sequenceLengths } from "../data/tokenize.ts";
-import {
-  assembleChunk,
-  BATCH_INPUTS,
-  type ChunkOptions,
-  type ChunkTensors,
-  type PlannedStep,
-} from "./chunks.ts";
-import type { PreparedExample } from "./prepare.ts";
 import { FP16_LOSS_SCALING } from "./train_graph.ts";
 
 /** How the optimizer state is held across ranks: 0 replicated (DDP), 1 sharded (ZeRO stage 1). */
@@ -76,6 +66,12 @@ export type DistributedOptions = SessionOptions & {
    * {@link FP16_LOSS_SCALING}'s.
    */
   lossScale?: number;
+  /**
+   * Tests: hand host memory to the collectives as device buffers, so that the device path (in-place
+   * reduce-scatter, the gradient reused for the gathered parameters, the norm by a graph) runs on the CPU
+   * with a communicator that reads such buffers.
+   */
+  deviceMemory?: boolean;
 };
 
 /** `rank r/n: ` — every message of a rank says whose it is. */
@@ -114,18 +110,34 @@ export function clipFactor(norm: number, maxNorm: number | undefined): number {
  * trainable state, stepping with the other ranks of `comm`. What the trainer needs of a
  * {@link import("../runtime/training_session.ts").TrainingSession}: `run`, `scorer`, `namedState`,
  * `restoreNamed`, `current`.
+ *
+ * The state (parameters, AdamW's moments) and the gradient stay where the sessions hold them between runs
+ * (`ModelSession.run`'s `"device"` placement): in device memory through the C API on a GPU, in host memory on
+ * the CPU and through onnxruntime-node. The collectives read and write that memory in place
+ * (`ModelSession.memoryOf`: a typed array over host memory, a CUDA address for NCCL), so on a GPU a step's
+ * gradient, parameters and moments never cross to the host; only the loss, the metrics and the norm do.
+ * Under ZeRO-1 the gradient graph is built for the ranks (`buildGradientGraph(spec, { ranks })`): its
+ * gradient comes padded to ranks × block, which a device reduce-scatter writes in place and a device
+ * all-gather of the new parameters then reuses; the parameters live in such a padded buffer, the moments in
+ * blocks.
  */
 export class DistributedSession {
-  /** The packed parameters (whole on every rank); replaced, never written, by a step. */
-  #packed: Float32Array;
-  /** AdamW's moments: the whole packed length (DDP) or this rank's slice [start, end) (ZeRO-1). */
-  #m: Float32Array;
-  #v: Float32Array;
+  /** The packed parameters `[rows, C]` the gradient graph reads (whole on every rank). */
+  #params: HeldTensor;
+  /** ZeRO-1: the padded buffer (ranks × block elements) {@link #params} is a view of. */
+  #paramsBuffer: HeldTensor | undefined;
+  /** AdamW's moments: the whole packed length (DDP) or this rank's block (ZeRO-1; zeros past the state's end). */
+  #m: HeldTensor;
+  #v: HeldTensor;
   #step = 0;
   /** With loss scaling: the scale the next step uses, and the finite steps in a row since it last changed. */
   #lossScale: number;
   #goodSteps = 0;
   readonly #slice: { start: number; end: number; block: number };
+  /** The sum of squares of a device slice (a graph: the gradient's norm without a copy to the host). */
+  #normSession: ModelSession | undefined;
+  /** Zeros on the device: the gradient of a rank without prompts in a step. */
+  #zerosSession: ModelSession | undefined;
 
   private constructor(
     readonly comm: Communicator,
@@ -135,13 +147,13 @@ export class DistributedSession {
     readonly opts: DistributedOptions,
     packed: Float32Array,
   ) {
-    this.#packed = packed;
     const n = packed.length;
     const { start, end, block } = paddedShard(n, comm.size, comm.rank);
     this.#slice = { start, end, block };
-    const own = this.zero === 1 ? end - start : n;
-    this.#m = new Float32Array(own);
-    this.#v = new Float32Array(own);
+    const own = this.zero === 1 ? block : n;
+    this.#m = gradSession.hold(f32(new Float32Array(own), [own]));
+    this.#v = gradSession.hold(f32(new Float32Array(own), [own]));
+    this.#params = this.#holdParams(packed);
     this.#lossScale = Math.fround(opts.lossScale ?? FP16_LOSS_SCALING.init);
   }
 
@@ -151,12 +163,12 @@ export class DistributedSession {
 
   /** Elements of the packed state. */
   get size(): number {
-    return this.#packed.length;
+    return this.io.packed.shape[0];
   }
 
   /** Bytes of optimizer state this rank holds (both moments). */
   get optimizerStateBytes(): number {
-    return this.#m.byteLength + this.#v.byteLength;
+    return 2 * 4 * this.#m.dims.reduce((a, b) => a * b, 1);
   }
 
   /** Optimizer steps done. */
@@ -178,7 +190,7 @@ export class DistributedSession {
       const { io } = built;
       const zero = opts.zero ?? 0;
       if (zero !== 0 && zero !== 1) throw new RangeError(`--zero must be 0 or 1, got ${zero}`);
-      const packed = new Float32Array(io.packed.shape[0] * io.packed.shape[1]);
+      const packed = new Float32Array(io.packed.shape[0]);
       const shapes = new Map(io.params.map((p) => [p.name, p.shape]));
       for (const m of io.packed.members) {
         const v = params[m.name];
@@ -189,7 +201,8 @@ export class DistributedSession {
         }
         packed.set(v, m.offset);
       }
-      const { optimizer, maxGradNorm, zero: _z, hashEvery: _h, lossScale: _l, ...session } = opts;
+      const { optimizer, maxGradNorm, zero: _z, hashEvery: _h, lossScale: _l, deviceMemory: _d, ...session } =
+        opts;
       const clip = maxGradNorm !== undefined && Number.isFinite(maxGradNorm);
       const optGraph = buildShardOptimizerGraph(optimizer, clip);
       const gradSession = await ModelSession.create(built.graph.build(), {
@@ -202,6 +215,14 @@ export class DistributedSession {
         intraOpThreads: session.intraOpThreads,
         backend: session.backend,
       } as SessionOptions);
+      const { padded } = paddedShard(packed.length, comm.size, comm.rank);
+      if (zero === 1 && (gradSession.holdsOn === "cuda" || opts.deviceMemory) && io.gradientLength < padded) {
+        throw new RangeError(
+          `ZeRO-1 on device memory needs the gradient graph built for the ${comm.size} ranks ` +
+            `(buildGradientGraph(spec, { ranks: ${comm.size} })): its gradient has ${io.gradientLength} ` +
+            `elements, not ${padded}`,
+        );
+      }
       await comm.broadcast(packed, 0);
       return new DistributedSession(comm, io, gradSession, optSession, opts, packed);
     } catch (e) {
@@ -209,10 +230,23 @@ export class DistributedSession {
     }
   }
 
+  /** Holds packed parameters (host values): as they are (DDP), or in a padded buffer of the ranks' blocks (ZeRO-1). */
+  #holdParams(packed: Float32Array): HeldTensor {
+    const gs = this.gradSession;
+    this.#paramsBuffer?.release();
+    this.#paramsBuffer = undefined;
+    if (this.zero === 0) return gs.hold(f32(packed, this.io.packed.shape));
+    const padded = this.#slice.block * this.comm.size;
+    const buffer = new Float32Array(padded);
+    buffer.set(packed);
+    this.#paramsBuffer = gs.hold(f32(buffer, [padded]));
+    return gs.viewOf(this.#paramsBuffer, 0, this.io.packed.shape);
+  }
+
   /**
    * Runs `lrs.length` optimizer steps on batches stacked along axis 0 (one slice per step), this rank's
    * share of each: {@link import("../runtime/training_session.ts").TrainingSession.run}'s contract. The
-   * loss and metrics returned are the means over the ranks (the global batch's).
+   * loss and metrics returned are the global batch's.
    */
   async run(batches: Record<string, HostTensor>, lrs: readonly number[]): Promise<ChunkResult> {
     try {
@@ -252,68 +286,190 @@ export class DistributedSession {
     feeds: Record<string, HostTensor>,
     lr: number,
   ): Promise<{ loss: number; gradNorm: number; skipped: boolean; metrics: Record<string, number> }> {
-    const { comm, io } = this;
+    const { comm, io, gradSession: gs } = this;
     const N = comm.size;
-    const all: Record<string, HostTensor> = {
-      [io.packed.name]: { dtype: "float32", dims: io.packed.shape, data: this.#packed },
-      ...feeds,
-    };
+    const all: Record<string, HostTensor | HeldTensor> = { [io.packed.name]: this.#params, ...feeds };
     if (io.lossScale) all[io.lossScale] = this.#scaleTensor();
     if (io.scoring) {
       all[io.scoring.mode] = { dtype: "bool", dims: [], data: Uint8Array.of(1) };
       for (const b of io.scoring.inputs) all[b.graph] = emptyOf(b.dtype, b.shape);
     }
-    // a rank without prompts in this step (a short last batch split over more ranks than it has prompts)
-    // runs nothing: its share of the loss and the gradient is 0, and it takes part in the collectives
+    // a rank without prompts in this step (a short batch split over more ranks than it has prompts) runs
+    // nothing: its share of the loss and the gradient is 0, and it takes part in the collectives
     const rows = this.#rowsOf(feeds);
-    const out = rows > 0 ? await this.gradSession.run(all, [io.gradient, io.loss, ...io.metrics]) : undefined;
-    const grad = out ? out[io.gradient].data as Float32Array : new Float32Array(this.#packed.length);
-    const scalar = (n: string) => out ? (out[n].data as Float32Array)[0] : 0;
-    // the global batch's loss: the sum of the ranks' weighted ones; its metrics (means over rows): the ranks'
-    // weighted by their rows
-    const scalars = Float64Array.from([scalar(io.loss), rows, ...io.metrics.map((m) => rows * scalar(m))]);
-    if (N > 1) await comm.allReduce(scalars, "sum");
-    const { start, end, block } = this.#slice;
-    // each rank's gradient is weighted by its shares (the gradient graph's `train.share`): their sum is the
-    // global batch's mean gradient
-    let full: Float32Array | undefined, part: Float32Array;
-    if (this.zero === 0) {
-      if (N > 1) await comm.allReduce(grad, "sum");
-      full = grad;
-      part = grad.subarray(start, end);
-    } else {
-      const { shard } = N > 1 ? await reduceScatterPadded(comm, grad, "sum") : { shard: grad };
-      part = shard.subarray(0, end - start);
+    const placement: Record<string, Placement> = { [io.gradient]: "device", [io.loss]: "host" };
+    for (const m of io.metrics) placement[m] = "host";
+    const out = rows > 0 ? await gs.run(all, placement) : undefined;
+    const grad = out ? out[io.gradient] as HeldTensor : await this.#zeroGradient();
+    let slice: HeldTensor | undefined;
+    let keepGrad = false;
+    try {
+      const scalar = (n: string) => out ? ((out[n] as HostTensor).data as Float32Array)[0] : 0;
+      // the global batch's loss: the sum of the ranks' weighted ones; its metrics (means over rows): the
+      // ranks' weighted by their rows
+      const scalars = Float64Array.from([scalar(io.loss), rows, ...io.metrics.map((m) => rows * scalar(m))]);
+      if (N > 1) await comm.allReduce(scalars, "sum");
+      const { start, end } = this.#slice;
+      // each rank's gradient is weighted by its shares (the gradient graph's `train.share`): their sum is the
+      // global batch's mean gradient
+      let sq: number;
+      if (this.zero === 0) {
+        if (N > 1) await comm.allReduce(this.#memory(grad) as CommBuffer, "sum");
+        sq = await this.#sumOfSquares(grad, start, end - start);
+      } else {
+        slice = await this.#reduceScatter(grad);
+        sq = await this.#sumOfSquares(slice, 0, end - start);
+      }
+      // the global norm from each rank's slice (the same sum for DDP and ZeRO-1)
+      const sums = Float64Array.of(sq);
+      if (N > 1) await comm.allReduce(sums, "sum");
+      // finite as the graphs' float32 sum of squares is (one that overflows float32 is not, as in the Loop)
+      const finite = Number.isFinite(Math.fround(sums[0]));
+      const norm = finite ? Math.fround(Math.sqrt(sums[0])) : Math.fround(sums[0]);
+      const coef = clipFactor(norm, this.opts.maxGradNorm);
+      const result = {
+        loss: scalars[0],
+        gradNorm: norm,
+        skipped: !finite,
+        metrics: Object.fromEntries(io.metrics.map((m, j) => [m, scalars[j + 2] / scalars[1]])),
+      };
+      this.#updateScale(finite);
+      // a non-finite gradient: every rank has the same norm, so every rank stops here, the state unchanged
+      if (!finite) return result;
+      if (this.zero === 0) {
+        const next = await this.#adamw(this.#params, grad, 0, lr, coef);
+        this.#params.release();
+        this.#params = next;
+      } else {
+        const p = gs.viewOf(this.#paramsBuffer!, start, slice!.dims);
+        let next: HeldTensor;
+        try {
+          next = await this.#adamw(p, slice!, start, lr, coef);
+        } finally {
+          p.release();
+        }
+        keepGrad = await this.#allGatherParams(next, grad);
+      }
+      this.#step++;
+      return result;
+    } finally {
+      slice?.release();
+      if (!keepGrad) grad.release();
     }
-    // the global norm from each rank's slice (the same sum for DDP and ZeRO-1)
-    let sq = 0;
-    for (let i = 0; i < part.length; i++) sq += part[i] * part[i];
-    const sums = Float64Array.of(sq);
-    if (N > 1) await comm.allReduce(sums, "sum");
-    // finite as the graphs' float32 sum of squares is (one that overflows float32 is not, as in the Loop)
-    const finite = Number.isFinite(Math.fround(sums[0]));
-    const norm = finite ? Math.fround(Math.sqrt(sums[0])) : Math.fround(sums[0]);
-    const coef = clipFactor(norm, this.opts.maxGradNorm);
-    const result = {
-      loss: scalars[0],
-      gradNorm: norm,
-      skipped: !finite,
-      metrics: Object.fromEntries(io.metrics.map((m, j) => [m, scalars[j + 2] / scalars[1]])),
-    };
-    this.#updateScale(finite);
-    // a non-finite gradient: every rank has the same norm, so every rank stops here, the state unchanged
-    if (!finite) return result;
-    if (this.zero === 0) {
-      const next = await this.#adamw(this.#packed, full!, 0, lr, coef);
-      this.#packed = next.params;
-    } else {
-      const own = this.#packed.subarray(start, end);
-      const send = new Float32Array(block);
-      if (own.length) send.set((await this.#adamw(own, part, start, lr, coef)).params);
-      this.#packed = N > 1 ? await allGatherPadded(comm, send, this.#packed.length) : send;
+  }
+
+  /**
+   * ZeRO-1: this rank's block of the summed gradient. On a GPU the reduce-scatter writes it in place, into
+   * the rank's block of the padded gradient (NCCL's in-place form), and the block is a view of it; in host
+   * memory it goes to an array of its own.
+   */
+  async #reduceScatter(grad: HeldTensor): Promise<HeldTensor> {
+    const { comm, gradSession: gs } = this, N = comm.size, { block } = this.#slice;
+    if (N === 1) return gs.viewOf(grad, 0, [block]);
+    const mem = this.#memory(grad);
+    if (isDeviceBuffer(mem)) {
+      const at = BigInt(Deno.UnsafePointer.value(mem.pointer)) + BigInt(comm.rank * block * 4);
+      const recv: DeviceBuffer = { ...mem, pointer: Deno.UnsafePointer.create(at), length: block };
+      await comm.reduceScatter({ ...mem, length: N * block }, recv, "sum");
+      return gs.viewOf(grad, comm.rank * block, [block]);
     }
-    this.#step++;
-    return result;
+    const { shard } = await reduceScatterPadded(comm, (mem as Float32Array).subarray(0, this.size), "sum");
+    return gs.hold(f32(shard, [block]));
+  }
+
+  /**
+   * ZeRO-1: gathers every rank's new block of parameters into the padded parameter buffer. On a GPU the
+   * spent gradient (ranks × block, as the graph made it) receives them and becomes that buffer (true: the
+   * caller keeps it); in host memory an array of its own does.
+   */
+  async #allGatherParams(next: HeldTensor, grad: HeldTensor): Promise<boolean> {
+    const { comm, gradSession: gs } = this, N = comm.size;
+    const old = this.#paramsBuffer;
+    let buffer: HeldTensor, reused = false;
+    if (N === 1) buffer = next;
+    else {
+      const send = this.#memory(next) as CommBuffer;
+      const recvMem = this.#memory(grad);
+      if (isDeviceBuffer(recvMem) && recvMem.length === N * this.#slice.block) {
+        await comm.allGather(send, recvMem);
+        buffer = grad;
+        reused = true;
+      } else {
+        const recv = new Float32Array(N * this.#slice.block);
+        await comm.allGather(send, recv);
+        buffer = gs.hold(f32(recv, [recv.length]));
+      }
+      next.release();
+    }
+    this.#params.release();
+    this.#paramsBuffer = buffer;
+    this.#params = gs.viewOf(buffer, 0, this.io.packed.shape);
+    old?.release();
+    return reused;
+  }
+
+  /**
+   * The gradient of a rank without prompts in a step: zeros where the others' gradients are (on a GPU, made
+   * there by a one-node graph, so that its collectives take device buffers as the other ranks' do).
+   */
+  async #zeroGradient(): Promise<HeldTensor> {
+    const gs = this.gradSession, n = this.io.gradientLength;
+    if (gs.holdsOn !== "cuda" && !this.opts.deviceMemory) return gs.hold(f32(new Float32Array(n), [n]));
+    if (!this.#zerosSession) {
+      const g = new GraphBuilder("zeros");
+      const shape = g.input("shape", "int64", [1]);
+      g.output(op.constantOfShape(shape, 0, "float32", ["n"]), "zeros");
+      this.#zerosSession = await ModelSession.create(g.build(), {
+        device: gs.device,
+        deviceId: gs.deviceId,
+        backend: "ffi",
+      } as SessionOptions);
+    }
+    const out = await this.#zerosSession.run(
+      { shape: { dtype: "int64", dims: [1], data: BigInt64Array.of(BigInt(n)) } },
+      { zeros: "device" },
+    );
+    return out.zeros;
+  }
+
+  /**
+   * Σ x² over elements [offset, offset + length) of `t`: in JavaScript (float64) where it is in host memory,
+   * by a one-node graph on the device where it is not (the gradient stays there; only the sum comes back).
+   */
+  async #sumOfSquares(t: HeldTensor, offset: number, length: number): Promise<number> {
+    if (length === 0) return 0;
+    const gs = this.gradSession;
+    const mem = this.#memory(t);
+    if (!isDeviceBuffer(mem)) {
+      const x = (mem as Float32Array).subarray(offset, offset + length);
+      let sq = 0;
+      for (let i = 0; i < x.length; i++) sq += x[i] * x[i];
+      return sq;
+    }
+    if (!this.#normSession) {
+      const g = new GraphBuilder("sum_of_squares");
+      const x = g.input("x", "float32", ["n"]);
+      g.output(op.sumAll(op.mul(x, x)), "sq");
+      this.#normSession = await ModelSession.create(g.build(), {
+        device: gs.device,
+        deviceId: gs.deviceId,
+        backend: "ffi",
+      } as SessionOptions);
+    }
+    using view = gs.viewOf(t, offset, [length]);
+    const out = await this.#normSession.run({ x: view }, ["sq"]);
+    return (out.sq.data as Float32Array)[0];
+  }
+
+  /**
+   * A held tensor's memory for the collectives ({@link ModelSession.memoryOf}); with the `deviceMemory` test
+   * option, host memory handed over as a device buffer (its address), so that the CPU runs the device path.
+   */
+  #memory(t: HeldTensor): HostTensor["data"] | DeviceBuffer {
+    const m = this.gradSession.memoryOf(t);
+    if (!this.opts.deviceMemory || isDeviceBuffer(m)) return m;
+    const pointer = Deno.UnsafePointer.of(m as Float32Array<ArrayBuffer>);
+    return { pointer, length: m.length, dtype: "float32", device: "cuda" };
   }
 
   /** This rank's rows (sequences) in a step's feeds: the size of the batch inputs' `rows` axis. */
@@ -350,16 +506,20 @@ export class DistributedSession {
     this.#goodSteps = grow ? 0 : good;
   }
 
-  /** AdamW on elements [at, at + p.length) of the packed state; this rank's moments are replaced. */
-  async #adamw(p: Float32Array, g: Float32Array, at: number, lr: number, coef: number) {
-    const n = p.length;
+  /**
+   * AdamW on the held slice `p` (elements [at, …) of the packed state) with its gradient `g`: the new
+   * parameters, held; this rank's moments are replaced.
+   */
+  async #adamw(p: HeldTensor, g: HeldTensor, at: number, lr: number, coef: number): Promise<HeldTensor> {
+    const n = p.dims.reduce((a, b) => a * b, 1);
     const decayUntil = Math.max(0, Math.min(n, this.io.decayElements - at));
-    const f = (data: Float32Array): HostTensor => ({ dtype: "float32", dims: [n], data });
-    const feeds: Record<string, HostTensor> = {
-      [SHARD_OPTIMIZER.params]: f(p),
-      [SHARD_OPTIMIZER.grad]: f(g),
-      [SHARD_OPTIMIZER.m]: f(this.#m),
-      [SHARD_OPTIMIZER.v]: f(this.#v),
+    const flat = (t: HeldTensor) => t.dims.length === 1 ? t : this.gradSession.viewOf(t, 0, [n]);
+    const pf = flat(p), gf = flat(g);
+    const feeds: Record<string, HostTensor | HeldTensor> = {
+      [SHARD_OPTIMIZER.params]: pf,
+      [SHARD_OPTIMIZER.grad]: gf,
+      [SHARD_OPTIMIZER.m]: this.#m,
+      [SHARD_OPTIMIZER.v]: this.#v,
       [SHARD_OPTIMIZER.step]: { dtype: "float32", dims: [], data: Float32Array.of(this.#step) },
       [SHARD_OPTIMIZER.lr]: { dtype: "float32", dims: [], data: Float32Array.of(lr) },
       [SHARD_OPTIMIZER.decayUntil]: { dtype: "int64", dims: [], data: BigInt64Array.of(BigInt(decayUntil)) },
@@ -367,14 +527,26 @@ export class DistributedSession {
     if (this.optSession.inputNames.includes(SHARD_OPTIMIZER.coef)) {
       feeds[SHARD_OPTIMIZER.coef] = { dtype: "float32", dims: [], data: Float32Array.of(coef) };
     }
-    const out = await this.optSession.run(feeds, [
-      SHARD_OPTIMIZER.nextParams,
-      SHARD_OPTIMIZER.nextM,
-      SHARD_OPTIMIZER.nextV,
-    ]);
-    this.#m = out[SHARD_OPTIMIZER.nextM].data as Float32Array;
-    this.#v = out[SHARD_OPTIMIZER.nextV].data as Float32Array;
-    return { params: out[SHARD_OPTIMIZER.nextParams].data as Float32Array };
+    try {
+      const out = await this.optSession.run(feeds, {
+        [SHARD_OPTIMIZER.nextParams]: "device",
+        [SHARD_OPTIMIZER.nextM]: "device",
+        [SHARD_OPTIMIZER.nextV]: "device",
+      });
+      this.#m.release();
+      this.#v.release();
+      this.#m = out[SHARD_OPTIMIZER.nextM];
+      this.#v = out[SHARD_OPTIMIZER.nextV];
+      return out[SHARD_OPTIMIZER.nextParams];
+    } finally {
+      if (pf !== p) pf.release();
+      if (gf !== g) gf.release();
+    }
+  }
+
+  /** The packed parameters in JavaScript memory (a copy where they are on a device). */
+  #paramsOnHost(): Float32Array {
+    return this.gradSession.toHost(this.#params).data as Float32Array;
   }
 
   /**
@@ -384,7 +556,7 @@ export class DistributedSession {
   async checkParams(): Promise<void> {
     const { comm } = this;
     if (comm.size === 1) return;
-    const mine = Float64Array.of(hashFloats(this.#packed));
+    const mine = Float64Array.of(hashFloats(this.#paramsOnHost()));
     const all = new Float64Array(comm.size);
     await comm.allGather(mine, all);
     const differ = [...all.keys()].filter((r) => all[r] !== all[0]);
@@ -399,24 +571,22 @@ export class DistributedSession {
     }
   }
 
-  /** The parameters by name: views of the packed buffer (whole on every rank), which later steps replace. */
+  /** The parameters by name, in JavaScript memory (views of one copy of the packed state). */
   current(): Record<string, Float32Array> {
+    const packed = this.#paramsOnHost();
     return Object.fromEntries(
-      this.io.packed.members.map((m) => [m.name, this.#packed.subarray(m.offset, m.offset + m.length)]),
+      this.io.packed.members.map((m) => [m.name, packed.subarray(m.offset, m.offset + m.length)]),
     );
   }
 
-  /** The whole AdamW moments (a collective under ZeRO-1: every rank gathers the slices). */
+  /** The whole AdamW moments (a collective under ZeRO-1: every rank gathers the blocks). */
   async #moments(): Promise<[Float32Array, Float32Array]> {
-    if (this.zero === 0) return [this.#m, this.#v];
-    const n = this.#packed.length, { block } = this.#slice;
-    const whole = async (own: Float32Array) => {
-      if (this.comm.size === 1) return own;
-      const send = new Float32Array(block);
-      send.set(own);
-      return await allGatherPadded(this.comm, send, n);
-    };
-    return [await whole(this.#m), await whole(this.#v)];
+    const host = (t: HeldTensor) => this.gradSession.toHost(t).data as Float32Array;
+    if (this.zero === 0) return [host(this.#m), host(this.#v)];
+    const n = this.size;
+    const whole = async (own: Float32Array) =>
+      this.comm.size === 1 ? own.subarray(0, n) : await allGatherPadded(this.comm, own, n);
+    return [await whole(host(this.#m)), await whole(host(this.#v))];
   }
 
   /**
@@ -431,11 +601,12 @@ export class DistributedSession {
     try {
       await this.checkParams();
       const moments = await this.#moments();
+      const packed = this.#paramsOnHost();
       const shapes = new Map(this.io.params.map((p) => [p.name, p.shape]));
       const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
       for (const m of this.io.packed.members) {
         const shape = shapes.get(m.name)!;
-        tensors[m.name] = { shape, data: this.#packed.subarray(m.offset, m.offset + m.length) };
+        tensors[m.name] = { shape, data: packed.subarray(m.offset, m.offset + m.length) };
         SLOTS.forEach((slot, j) => {
           tensors[`${m.name}.${slot}`] = { shape, data: moments[j].subarray(m.offset, m.offset + m.length) };
         });
@@ -456,7 +627,7 @@ export class DistributedSession {
    * size wrote it; names what is missing or misshapen.
    */
   restoreNamed(tensors: Record<string, Float32Array>, scalars: Record<string, number>): void {
-    const n = this.#packed.length;
+    const n = this.size;
     const packed = new Float32Array(n), m = new Float32Array(n), v = new Float32Array(n);
     const need = (name: string, length: number) => {
       const x = tensors[name];
@@ -480,10 +651,21 @@ export class DistributedSession {
         throw rankError(this.comm, new TypeError(`checkpoint lacks the scalar "${k}"`));
       }
     }
-    const { start, end } = this.#slice;
-    this.#packed = packed;
-    this.#m = this.zero === 1 ? m.slice(start, end) : m;
-    this.#v = this.zero === 1 ? v.slice(start, end) : v;
+    const { start, end, block } = this.#slice;
+    const own = (x: Float32Array) => {
+      if (this.zero === 0) return x;
+      const b = new Float32Array(block);
+      b.set(x.subarray(start, end));
+      return b;
+    };
+    const gs = this.gradSession;
+    this.#params.release();
+    this.#params = this.#holdParams(packed);
+    this.#m.release();
+    this.#v.release();
+    const om = own(m), ov = own(v);
+    this.#m = gs.hold(f32(om, [om.length]));
+    this.#v = gs.hold(f32(ov, [ov.length]));
     this.#step = scalars.step;
     if (this.io.lossScale) {
       this.#lossScale = Math.fround(scalars.loss_scale);
@@ -501,9 +683,9 @@ export class DistributedSession {
   ): Promise<Record<string, HostTensor>> {
     const sc = this.io.scoring;
     if (!sc) throw new TypeError("this gradient graph has no scoring mode");
-    const all: Record<string, HostTensor> = {
+    const all: Record<string, HostTensor | HeldTensor> = {
       [sc.mode]: { dtype: "bool", dims: [], data: Uint8Array.of(0) },
-      [this.io.packed.name]: { dtype: "float32", dims: this.io.packed.shape, data: this.#packed },
+      [this.io.packed.name]: this.#params,
     };
     for (const b of this.io.batch) all[b.name] = emptyOf(b.dtype, b.shape);
     if (this.io.lossScale) all[this.io.lossScale] = this.#scaleTensor();
@@ -556,10 +738,16 @@ export class DistributedSession {
     return res;
   }
 
-  /** Frees both sessions. */
+  /** Frees the state and the sessions. */
   async release(): Promise<void> {
+    this.#params.release();
+    this.#paramsBuffer?.release();
+    this.#m.release();
+    this.#v.release();
     await this.gradSession.release();
     await this.optSession.release();
+    await this.#normSession?.release();
+    await this.#zerosSession?.release();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -594,129 +782,4 @@ function takeRows(t: HostTensor, pick: number[]): HostTensor {
 function emptyOf(dtype: string, shape: readonly (number | string)[]): HostTensor {
   const first = shape.findIndex((d) => typeof d !== "number");
   return zeros(dtype, shape.map((d, i) => (i === first ? 0 : typeof d === "number" ? d : 1)));
-}
-
-/**
- * Where rank `rank` of `size` starts in a micro-batch of `m` prompts, and how many it takes: the prompts split
- * as evenly as they go, the first `m mod size` ranks taking one more (some none when `m < size`).
- */
-export function rankPart(m: number, world: { rank: number; size: number }): { start: number; count: number } {
-  const base = Math.floor(m / world.size), extra = m % world.size;
-  return {
-    start: world.rank * base + Math.min(world.rank, extra),
-    count: base + (world.rank < extra ? 1 : 0),
-  };
-}
-
-/**
- * This rank's share of each global step: from each of the step's A micro-batches of G / A prompts, this
- * rank's contiguous part ({@link rankPart}) — whole prompts, all K responses with them. Any step one process
- * can take (G a multiple of A) splits; a part may be empty.
- */
-export function rankSteps(
-  steps: readonly PlannedStep[],
-  world: { rank: number; size: number },
-  accumulation: number,
-): PlannedStep[] {
-  const A = accumulation;
-  return steps.map((st) => {
-    const G = st.indices.length;
-    if (G % A !== 0) {
-      throw new RangeError(`a step of ${G} prompts cannot be split into ${A} micro-batches`);
-    }
-    const micro = G / A, { start, count } = rankPart(micro, world);
-    const indices: number[] = [];
-    for (let a = 0; a < A; a++) {
-      indices.push(...st.indices.slice(a * micro + start, a * micro + start + count));
-    }
-    return { epoch: st.epoch, indices };
-  });
-}
-
-/**
- * This rank's share of each micro-batch of `steps` (`[steps × accumulation]`, float32): its part of the
- * micro-batch's loss denominator over the whole — prompts, or for SFT (a mean over response tokens) its
- * prompts' response tokens. The ranks' shares of a micro-batch add up to 1.
- */
-export function rankShares(
-  examples: PreparedExample[],
-  steps: readonly PlannedStep[],
-  world: { rank: number; size: number },
-  o: { accumulation: number; loss: ChunkOptions["loss"] },
-): Float32Array {
-  const A = o.accumulation;
-  const weight = (i: number) =>
-    o.loss === "sft" ? examples[i].responseIds.reduce((n, r) => n + r.length, 0) : 1;
-  const out = new Float32Array(steps.length * A);
-  steps.forEach((st, si) => {
-    const micro = st.indices.length / A, { start, count } = rankPart(micro, world);
-    for (let a = 0; a < A; a++) {
-      const all = st.indices.slice(a * micro, (a + 1) * micro);
-      const whole = all.reduce((n, i) => n + weight(i), 0);
-      const mine = all.slice(start, start + count).reduce((n, i) => n + weight(i), 0);
-      out[si * A + a] = whole > 0 ? mine / whole : 0;
-    }
-  });
-  return out;
-}
-
-/** The width a chunk of `steps` pads to in one process (assembleChunk's rule): the longest sequence, rounded up. */
-export function chunkWidth(examples: PreparedExample[], steps: readonly PlannedStep[], mult = 8): number {
-  const lengths = sequenceLengths(steps.flatMap((s) => s.indices.map((i) => examples[i])));
-  return Math.ceil(Math.max(0, ...lengths) / mult) * mult;
-}
-
-/**
- * A chunk of this rank's shares of the global `steps` (see {@link rankSteps}): padded to the global batch's
- * width, with the rank's share of each micro-batch ({@link rankShares}, the gradient graph's `train.share`)
- * and the rows of the global micro-batch before this rank's part for keyed dropout (`rowOffset`: the graph
- * takes `dropout_row_offset`). A rank without prompts in these steps gets batch inputs of 0 rows (the session
- * then runs nothing).
- */
-export function assembleRankChunk(
-  examples: PreparedExample[],
-  steps: PlannedStep[],
-  reference: Float32Array[] | undefined,
-  o: ChunkOptions,
-  world: { rank: number; size: number },
-  rowOffset: boolean,
-): ChunkTensors {
-  const S = steps.length, A = o.accumulation;
-  const mine = rankSteps(steps, world, A);
-  const width = chunkWidth(examples, steps, o.padToMultipleOf ?? 8);
-  const lead = A > 1 ? [S, A] : [S];
-  const opts = { ...o, minWidth: Math.max(o.minWidth ?? 0, width) };
-  let tensors: ChunkTensors;
-  if (mine[0].indices.length > 0) tensors = assembleChunk(examples, mine, reference, opts);
-  else {
-    // the shapes of one prompt per micro-batch, with the rows (and prompts) axis emptied
-    const one = assembleChunk(
-      examples,
-      steps.map((st) => ({ ...st, indices: st.indices.slice(0, A) })),
-      reference,
-      opts,
-    );
-    const feeds = Object.fromEntries(
-      Object.entries(one.feeds).map(([name, t]) => {
-        if (t.dims.length <= lead.length) return [name, t];
-        const dims = t.dims.map((d, i) => (i === lead.length ? 0 : d));
-        return [name, { ...t, dims, data: t.data.subarray(0, 0) } as HostTensor];
-      }),
-    );
-    tensors = { feeds, tokens: one.tokens.map(() => 0), prompts: 0, width: one.width };
-  }
-  tensors.feeds[SHARE_INPUT] = {
-    dtype: "float32",
-    dims: lead,
-    data: rankShares(examples, steps, world, { accumulation: A, loss: o.loss }),
-  };
-  if (rowOffset && o.dropout) {
-    const rowsBefore = rankPart(steps[0].indices.length / A, world).start * o.k;
-    tensors.feeds[BATCH_INPUTS.dropoutRowOffset] = {
-      dtype: "float32",
-      dims: lead,
-      data: new Float32Array(S * A).fill(rowsBefore),
-    };
-  }
-  return tensors;
 }

@@ -176,7 +176,10 @@ export async function distributedSession(
 ): Promise<DistributedSession> {
   if (!world.comm) throw new Error("distributedSession: no communicator");
   try {
-    const built = buildGradientGraph(alignmentTrainingSpec({ ...spec, rowOffset: true }));
+    // ZeRO-1: the gradient padded for the ranks, which a device reduce-scatter writes in place
+    const built = buildGradientGraph(alignmentTrainingSpec({ ...spec, rowOffset: true }), {
+      ranks: o.zero === 1 ? world.size : undefined,
+    });
     return await DistributedSession.create(built, init, world.comm, {
       device: o.device,
       deviceId: o.device === "cuda" ? world.deviceId ?? world.localRank : undefined,

@@ -9,6 +9,7 @@ export { exportPolicy, policyReader } from "./export_policy.ts";
 export * from "./run_plan.ts";
 // more than one device: the step, what the trainer does as a rank, and --nproc (docs/distributed.md)
 export * from "./distributed.ts";
+export * from "./rank_data.ts";
 export * from "./distributed_run.ts";
 export * from "./nproc.ts";
 export { resumedConfig, trainingIdentity } from "./resume.ts";

@@ -49,7 +49,8 @@ import {
   usesDropoutKey,
 } from "./train_graph.ts";
 import type { Communicator } from "../runtime/comm/communicator.ts";
-import { assembleRankChunk, type DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
+import { type DistributedSession, rankError, type ZeroStage } from "./distributed.ts";
+import { assembleRankChunk } from "./rank_data.ts";
 import {
   anyRank,
   distributedSession,

@@ -301,3 +301,31 @@ Deno.test("NCA_ORT_BACKEND picks the backend where a session does not ask for on
   assert.equal(backendFromEnv(env(" node ")), "node");
   assert.throws(() => backendFromEnv(env("cuda")), /NCA_ORT_BACKEND must be "ffi" or "node", got "cuda"/);
 });
+
+Deno.test("held memory: a collective's writes into a held tensor are what the next run reads; views slice without a copy (C API and onnxruntime-node)", async () => {
+  // y = 2·x over a flat [6]: the output held, written in place, and read again through a view
+  const g = new GraphBuilder("double");
+  const x = g.input("x", "float32", ["n"]);
+  g.output(op.mul(x, 2), "y");
+  for (const backend of ["ffi", "node"] as const) {
+    const s = await ModelSession.create(g.build(), { intraOpThreads: 1, backend });
+    const { y } = await s.run(
+      { x: { dtype: "float32", dims: [6], data: Float32Array.of(0, 1, 2, 3, 4, 5) } },
+      {
+        y: "device",
+      },
+    );
+    const mem = s.memoryOf(y) as Float32Array;
+    assert.deepEqual([...mem], [0, 2, 4, 6, 8, 10], backend);
+    mem[4] = -1; // as an in-place all-reduce would
+    const part = s.viewOf(y, 2, [3]);
+    assert.deepEqual(part.dims, [3]);
+    const again = await s.run({ x: part }, ["y"]);
+    assert.deepEqual([...again.y.data as Float32Array], [8, 12, -2], `${backend}: the view reads the write`);
+    assert.deepEqual([...s.memoryOf(part) as Float32Array], [4, 6, -1], `${backend}: no copy`);
+    assert.throws(() => s.viewOf(y, 4, [3]), /a view of \[4, 7\) in a tensor of 6 elements/);
+    part.release();
+    y.release();
+    await s.release();
+  }
+});

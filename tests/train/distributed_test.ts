@@ -20,14 +20,14 @@ import {
 import { buildGradientGraph } from "../../lib/graph/distributed.ts";
 import { type ChunkResult, TrainingSession } from "../../lib/runtime/training_session.ts";
 import { localWorld } from "../../lib/runtime/comm/local.ts";
-import { type Communicator, singleCommunicator } from "../../lib/runtime/comm/communicator.ts";
 import {
-  assembleRankChunk,
-  DistributedSession,
-  rankShares,
-  rankSteps,
-  type ZeroStage,
-} from "../../lib/train/distributed.ts";
+  type CommBuffer,
+  type Communicator,
+  isDeviceBuffer,
+  singleCommunicator,
+} from "../../lib/runtime/comm/communicator.ts";
+import { DistributedSession, type ZeroStage } from "../../lib/train/distributed.ts";
+import { assembleRankChunk, rankShares, rankSteps } from "../../lib/train/rank_data.ts";
 import { assembleChunk, type ChunkOptions, type PlannedStep } from "../../lib/train/chunks.ts";
 import type { PreparedExample } from "../../lib/train/prepare.ts";
 import { openTrainWorld, rescaledBatch } from "../../lib/train/distributed_run.ts";
@@ -135,10 +135,14 @@ async function loopRun(c: Case, upTo = STEPS) {
 }
 
 /** `comms.length` ranks of the data-parallel step, all running `from`..`to` of the steps concurrently. */
-async function openRanks(c: Case, comms: Communicator[], zero: ZeroStage = 0, hashEvery = 1) {
+async function openRanks(c: Case, comms: Communicator[], zero: ZeroStage = 0, hashEvery = 1, padded = false) {
   return await Promise.all(comms.map((comm) => {
     const { trainable, spec } = specOf(c, true);
-    return DistributedSession.create(buildGradientGraph(alignmentTrainingSpec(spec)), trainable.init, comm, {
+    // `padded`: the gradient as the trainer builds it for ZeRO-1, flat and padded for the ranks
+    const built = buildGradientGraph(alignmentTrainingSpec(spec), {
+      ranks: padded ? comms.length : undefined,
+    });
+    return DistributedSession.create(built, trainable.init, comm, {
       optimizer: spec.optimizer,
       maxGradNorm: spec.maxGradNorm,
       zero,
@@ -283,6 +287,141 @@ Deno.test("distributed: --zero 1 equals DDP bit for bit and holds 1/N of the opt
     assert.ok(Math.abs(s.optimizerStateBytes / full - 0.5) < 0.01, `${s.optimizerStateBytes} of ${full}`);
   }
   await release(...ddp, ...zero);
+});
+
+Deno.test("distributed: --zero 1 over 3 ranks with the gradient padded for them (in place on a GPU) equals DDP bit for bit", async () => {
+  const c: Case = { mode: "lora", loss: "dpo", acc: 1 };
+  const ddp = await openRanks(c, localWorld(3), 0);
+  const zero = await openRanks(c, localWorld(3), 1, 1, true);
+  assert.ok(ddp[0].size % 3 !== 0, `${ddp[0].size} elements: the last rank's block must be short`);
+  assert.equal(zero[0].io.gradientLength, 3 * Math.ceil(ddp[0].size / 3));
+  await runRanks(c, ddp);
+  await runRanks(c, zero);
+  const [d] = await named(ddp), z = await named(zero);
+  for (const k of Object.keys(d)) {
+    for (const r of z) assert.deepEqual(r[k], d[k], `${k}: ZeRO-1 differs from DDP`);
+  }
+  await release(...ddp, ...zero);
+});
+
+/**
+ * A communicator that reads device buffers as host memory at their address: with the session's
+ * `deviceMemory` option, the CPU runs the device path (NCCL's in-place reduce-scatter into the padded
+ * gradient, the gradient reused for the gathered parameters, the norm by a graph). `seen` records, per
+ * collective, the device buffers' element offsets from the first buffer of the call.
+ */
+function deviceView(comm: Communicator, seen: { op: string; offsets: number[] }[]): Communicator {
+  const host = (b: CommBuffer): CommBuffer =>
+    isDeviceBuffer(b) ? new Float32Array(Deno.UnsafePointerView.getArrayBuffer(b.pointer!, b.length * 4)) : b;
+  const note = (op: string, ...bs: CommBuffer[]) => {
+    const devs = bs.filter(isDeviceBuffer);
+    if (!devs.length) return;
+    const base = BigInt(Deno.UnsafePointer.value(devs[0].pointer));
+    seen.push({
+      op,
+      offsets: devs.map((d) => Number(BigInt(Deno.UnsafePointer.value(d.pointer)) - base) / 4),
+    });
+  };
+  return {
+    rank: comm.rank,
+    size: comm.size,
+    localRank: comm.localRank,
+    backend: comm.backend,
+    allReduce: (b, op) => (note("allReduce", b), comm.allReduce(host(b), op)),
+    reduceScatter: (s, r, op) => (note("reduceScatter", s, r), comm.reduceScatter(host(s), host(r), op)),
+    allGather: (s, r) => (note("allGather", s, r), comm.allGather(host(s), host(r))),
+    broadcast: (b, root) => comm.broadcast(host(b), root),
+    barrier: () => comm.barrier(),
+    abort: (why) => comm.abort(why),
+    [Symbol.asyncDispose]: () => comm[Symbol.asyncDispose](),
+  } as Communicator;
+}
+
+Deno.test("distributed: the device path (in place, on the CPU's memory): ZeRO-1 equals DDP bit for bit, and the host path to 1e-6", async () => {
+  const c: Case = { mode: "full", loss: "nca", acc: 2 };
+  const open = async (zero: ZeroStage, device: boolean, seen: { op: string; offsets: number[] }[] = []) =>
+    await Promise.all(
+      localWorld(3).map((comm) => {
+        const { trainable, spec } = specOf(c, true);
+        const built = buildGradientGraph(alignmentTrainingSpec(spec), { ranks: zero === 1 ? 3 : undefined });
+        return DistributedSession.create(built, trainable.init, device ? deviceView(comm, seen) : comm, {
+          optimizer: spec.optimizer,
+          maxGradNorm: spec.maxGradNorm,
+          zero,
+          hashEvery: 1,
+          intraOpThreads: 1,
+          deviceMemory: device,
+        });
+      }),
+    );
+  const seen: { op: string; offsets: number[] }[] = [];
+  const host = await open(0, false), ddp = await open(0, true), zero = await open(1, true, seen);
+  for (const r of [host, ddp, zero]) await runRanks(c, r);
+  const [h] = await named(host), [d] = await named(ddp), z = await named(zero);
+  for (const k of Object.keys(d)) {
+    for (const r of z) assert.deepEqual(r[k], d[k], `${k}: ZeRO-1 differs from DDP on the device path`);
+  }
+  const diff = relativeDiff(d, h);
+  assert.ok(diff < 1e-6, `the device path vs the host path: ${diff}`);
+  // rank r's block of the padded gradient is reduced in place (NCCL's in-place form: recv = send + r·block)
+  const block = Math.ceil(zero[0].size / 3);
+  const rs = seen.filter((x) => x.op === "reduceScatter");
+  assert.equal(rs.length, 3 * STEPS);
+  assert.deepEqual(new Set(rs.map((x) => x.offsets[1])), new Set([0, block, 2 * block]));
+  assert.ok(seen.some((x) => x.op === "allGather"), "the new parameters gathered from device memory");
+  await release(...host, ...ddp, ...zero);
+});
+
+Deno.test("distributed: through onnxruntime-node (state kept in JavaScript) the steps are the C API's, bit for bit", async () => {
+  const c: Case = { mode: "lora", loss: "nca", acc: 2, dropout: 0.1 };
+  const open = (backend: "node" | "ffi", zero: ZeroStage) =>
+    Promise.all(
+      localWorld(2).map((comm) => {
+        const { trainable, spec } = specOf(c, true);
+        const built = buildGradientGraph(alignmentTrainingSpec(spec), { ranks: zero === 1 ? 2 : undefined });
+        return DistributedSession.create(built, trainable.init, comm, {
+          optimizer: spec.optimizer,
+          maxGradNorm: spec.maxGradNorm,
+          zero,
+          intraOpThreads: 1,
+          backend,
+        });
+      }),
+    );
+  for (const zero of [0, 1] as const) {
+    const node = await open("node", zero), ffi = await open("ffi", zero);
+    assert.equal(node[0].gradSession.backend, "node");
+    await runRanks(c, node);
+    await runRanks(c, ffi);
+    const [a] = await named(node), [b] = await named(ffi);
+    for (const k of Object.keys(b)) {
+      assert.deepEqual(a[k], b[k], `--zero ${zero}, ${k}: node differs from ffi`);
+    }
+    await release(...node, ...ffi);
+  }
+});
+
+Deno.test("distributed: the device path with a rank that has no prompts (5 ranks of micro-batches of 4) equals one process", async () => {
+  const c: Case = { mode: "lora", loss: "nca", acc: 2, dropout: 0.1 };
+  const loop = await loopRun(c);
+  const ranks = await Promise.all(
+    localWorld(5).map((comm) => {
+      const { trainable, spec } = specOf(c, true);
+      const built = buildGradientGraph(alignmentTrainingSpec(spec), { ranks: 5 });
+      return DistributedSession.create(built, trainable.init, deviceView(comm, []), {
+        optimizer: spec.optimizer,
+        maxGradNorm: spec.maxGradNorm,
+        zero: 1,
+        intraOpThreads: 1,
+        deviceMemory: true,
+      });
+    }),
+  );
+  await runRanks(c, ranks);
+  const [a] = await named(ranks);
+  const d = relativeDiff(a, loop.state);
+  assert.ok(d < 1e-6, `5 ranks on the device path vs 1: relative difference ${d}`);
+  await release(loop.ts, ...ranks);
 });
 
 Deno.test("distributed: a 2-rank checkpoint resumes on 1 rank, and a 1-rank one on 2, exactly where the run would be", async () => {

@@ -29,8 +29,10 @@ Deno.test({
     // the 300 MiB held during a chunk is the train phase's peak, and the process's
     assert.ok(phases.train >= r.held / GiB - half, `train ${phases.train} GiB, held ${r.held / GiB}`);
     // the kernel's peak, read at the very end, is not reset by the measurement: it agrees with the summary
+    // (a rounding unit of slack: under load the sampler's last read and the kernel's peak were seen 0.1 MiB
+    // apart across a rounding boundary, 0.4549 against a phase of 0.46)
     for (const [k, v] of Object.entries(phases)) {
-      assert.ok(r.vmHWM / GiB >= v - half, `VmHWM ${r.vmHWM / GiB} GiB < ${k} ${v}`);
+      assert.ok(r.vmHWM / GiB >= v - 2 * half, `VmHWM ${r.vmHWM / GiB} GiB < ${k} ${v}`);
     }
     assert.equal(process, Math.max(...Object.values(phases)));
     assert.ok(Math.abs(r.vmHWM / GiB - process) <= 0.02, `VmHWM ${r.vmHWM / GiB} GiB, process ${process}`);

@@ -24,9 +24,9 @@
  * The scratch buffer is allocated at the first host collective, grown (freed and allocated anew) when a larger
  * one comes, reused otherwise, and freed at dispose. The cost is two PCIe copies per collective (for a packed gradient of
  * P float32, 4·P bytes each way, ~25 GB/s on PCIe 4: about 1 ms per 3 M parameters on top of NCCL's own
- * time), plus the host round trip of the session's output itself; keeping the gradient on the
- * device (a resident ONNX Runtime value handed over as a {@link DeviceBuffer}, the zero-copy path this
- * communicator already takes) is the next step.
+ * time), plus the host round trip of the session's output itself. Sessions of the C API keep the
+ * gradient and the state on the device (lib/train/distributed.ts): their values come as
+ * {@link DeviceBuffer}s, passed to NCCL as they are.
  * @module
  */
 import { CUDA_LIBRARIES, findLibraries, librarySearchDirs } from "../cuda.ts";

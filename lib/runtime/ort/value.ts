@@ -27,19 +27,72 @@ const ARRAY = {
   uint8: Uint8Array,
 } as const;
 
+/** Bytes per element of the types a view can slice. */
+const ELEMENT_BYTES: Partial<Record<ElementType, number>> = {
+  float32: 4,
+  float64: 8,
+  int32: 4,
+  int64: 8,
+  uint8: 1,
+  bool: 1,
+  float16: 2,
+  bfloat16: 2,
+};
+
 const registry = new FinalizationRegistry<bigint>((p) => ortApi().ReleaseValue(Deno.UnsafePointer.create(p)));
 
 /** A tensor ONNX Runtime holds or reads: what a C API session holds for its caller ({@link HeldTensor}). */
 export class OrtValue implements HeldTensor {
   #ptr: Deno.PointerValue;
   #shape?: { type: ElementType; dims: number[] };
-  /** The JavaScript buffer a host value reads (kept alive as long as the value). */
-  readonly #keep?: ArrayBufferView;
+  /** The JavaScript buffer a host value reads, or the value a view reads (kept alive as long as this one). */
+  readonly #keep?: ArrayBufferView | OrtValue;
 
-  private constructor(ptr: Deno.PointerValue, keep?: ArrayBufferView) {
+  private constructor(ptr: Deno.PointerValue, keep?: ArrayBufferView | OrtValue) {
     this.#ptr = ptr;
     this.#keep = keep;
     registry.register(this, BigInt(Deno.UnsafePointer.value(ptr)), this);
+  }
+
+  /**
+   * A value over elements [offset, offset + the product of `dims`) of `parent`'s memory, wherever it is (host
+   * or device), without a copy: a slice of a packed state a run reads or a collective writes in place. The
+   * view keeps `parent` from being collected; releasing `parent` while the view is used is the caller's error.
+   */
+  static view(parent: OrtValue, offset: number, dims: readonly number[]): OrtValue {
+    const count = dims.reduce((a, b) => a * b, 1);
+    const total = parent.dims.reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + count > total) {
+      throw new RangeError(`a view of [${offset}, ${offset + count}) in a tensor of ${total} elements`);
+    }
+    const bytes = ELEMENT_BYTES[parent.type];
+    if (!bytes) throw new TypeError(`a view of a ${parent.type} tensor`);
+    const a = ortApi();
+    const info = outPointer();
+    check(a.GetTensorMemoryInfo(parent.pointer, info.out), "GetTensorMemoryInfo");
+    const base = BigInt(Deno.UnsafePointer.value(parent.dataPointer()));
+    const out = outPointer();
+    const shape = BigInt64Array.from(dims, (d) => BigInt(d));
+    check(
+      a.CreateTensorWithDataAsOrtValue(
+        info.get(),
+        Deno.UnsafePointer.create(base + BigInt(offset * bytes)),
+        BigInt(count * bytes),
+        shape,
+        BigInt(shape.length),
+        ONNX_DTYPE[parent.type],
+        out.out,
+      ),
+      "CreateTensorWithDataAsOrtValue",
+    );
+    return new OrtValue(out.get(), parent);
+  }
+
+  /** The address of the tensor's data (host or device memory, as {@link location} says). */
+  dataPointer(): Deno.PointerValue {
+    const p = outPointer();
+    check(ortApi().GetTensorMutableData(this.pointer, p.out), "GetTensorMutableData");
+    return p.get();
   }
 
   /** A value over a host tensor's buffer, without a copy. */
@@ -143,11 +196,7 @@ export class OrtValue implements HeldTensor {
     const dtype = type as HostTensor["dtype"];
     const n = dims.reduce((x, y) => x * y, 1);
     const data = new ARRAY[dtype](n);
-    if (n > 0) {
-      const p = outPointer();
-      check(ortApi().GetTensorMutableData(this.pointer, p.out), "GetTensorMutableData");
-      new Deno.UnsafePointerView(p.get()!).copyInto(new Uint8Array(data.buffer));
-    }
+    if (n > 0) new Deno.UnsafePointerView(this.dataPointer()!).copyInto(new Uint8Array(data.buffer));
     return { dtype, dims, data } as HostTensor;
   }
 
