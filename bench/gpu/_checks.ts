@@ -38,3 +38,15 @@ export function checkReport(name: string): CheckReport {
     },
   };
 }
+
+/** torchrun's variables for rank `rank` of two on this machine (the checks' two-GPU parts start them so). */
+export function twoRankEnv(rank: number, port: number): Record<string, string> {
+  return {
+    RANK: String(rank),
+    WORLD_SIZE: "2",
+    LOCAL_RANK: String(rank),
+    LOCAL_WORLD_SIZE: "2",
+    MASTER_ADDR: "127.0.0.1",
+    MASTER_PORT: String(port),
+  };
+}

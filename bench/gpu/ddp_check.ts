@@ -29,7 +29,7 @@
  */
 import type { Communicator } from "../../lib/runtime/comm/communicator.ts";
 import type { ChunkResult } from "../../lib/runtime/training_session.ts";
-import { checkReport, type CheckSink } from "./_checks.ts";
+import { checkReport, type CheckSink, twoRankEnv } from "./_checks.ts";
 
 /** Set (to the file rank 0 writes its weights into) in the ranks this script starts for the 2-GPU check. */
 const RANK_OUT = "DDP_CHECK_RANK_OUT";
@@ -533,12 +533,7 @@ async function twoRanks(argv: readonly string[]) {
       new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", script, ...argv],
         env: {
-          RANK: String(rank),
-          WORLD_SIZE: "2",
-          LOCAL_RANK: String(rank),
-          LOCAL_WORLD_SIZE: "2",
-          MASTER_ADDR: "127.0.0.1",
-          MASTER_PORT: String(port),
+          ...twoRankEnv(rank, port),
           [RANK_OUT]: outFile,
         },
         stdout: "piped",

@@ -34,7 +34,7 @@ import {
   worldFromEnv,
 } from "../../lib/runtime/comm/mod.ts";
 import { CUDA_LIBRARIES, findLibraries, librarySearchDirs } from "../../lib/runtime/cuda.ts";
-import { checkReport, type CheckSink } from "./_checks.ts";
+import { checkReport, type CheckSink, twoRankEnv } from "./_checks.ts";
 
 /** The small staging chunk of the second host pass: a float64 piece of 2 ranks is 4 elements. */
 export const TINY_CHUNK_BYTES = 64;
@@ -482,14 +482,7 @@ async function main(): Promise<never> {
     const ranks = [0, 1].map((rank) =>
       new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", script, "--rank"],
-        env: {
-          RANK: String(rank),
-          WORLD_SIZE: "2",
-          LOCAL_RANK: String(rank),
-          LOCAL_WORLD_SIZE: "2",
-          MASTER_ADDR: "127.0.0.1",
-          MASTER_PORT: String(port),
-        },
+        env: twoRankEnv(rank, port),
         stdout: "piped",
         stderr: "piped",
       }).output()

@@ -40,6 +40,7 @@ import {
   type Device,
   type Feeds,
   type HeldTensor,
+  HOST_ARRAYS,
   type HostTensor,
   isHostTensor,
   type Placed,
@@ -110,16 +111,6 @@ const FILE_WEIGHTS_CONFIG = {
   optimization: { disable_specified_optimizers: "ConstantFolding;FuseFp16InitializerToFp32NodeTransformer" },
   session: { disable_prepacking: "1" },
 };
-
-/** The typed arrays of the host tensor types. */
-const HOST_ARRAYS = {
-  float32: Float32Array,
-  float64: Float64Array,
-  int32: Int32Array,
-  int64: BigInt64Array,
-  bool: Uint8Array,
-  uint8: Uint8Array,
-} as const;
 
 /** What onnxruntime-node's sessions hold for their caller: the output itself, in JavaScript memory. */
 class KeptTensor implements HeldTensor {

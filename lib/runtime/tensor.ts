@@ -50,6 +50,16 @@ export type Placed<P extends Record<string, Placement>> = {
 /** What a run takes: host tensors (lent for the run) and held tensors (as they are). */
 export type Feeds = Readonly<Record<string, HostTensor | HeldTensor>>;
 
+/** The typed array that carries each host tensor type. */
+export const HOST_ARRAYS = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int32: Int32Array,
+  int64: BigInt64Array,
+  bool: Uint8Array,
+  uint8: Uint8Array,
+} as const;
+
 /** Whether a feed is a host tensor (it has its data in JavaScript). */
 export function isHostTensor(t: HostTensor | HeldTensor): t is HostTensor {
   return "data" in t && ArrayBuffer.isView((t as HostTensor).data);
@@ -81,17 +91,6 @@ export function i32(data: ArrayLike<number>, dims: readonly number[]): HostTenso
  */
 export function zeros(dtype: string, dims: number[]): HostTensor {
   const n = dims.reduce((a, b) => a * b, 1);
-  switch (dtype) {
-    case "int32":
-      return { dtype, dims, data: new Int32Array(n) };
-    case "int64":
-      return { dtype, dims, data: new BigInt64Array(n) };
-    case "bool":
-    case "uint8":
-      return { dtype, dims, data: new Uint8Array(n) };
-    case "float64":
-      return { dtype, dims, data: new Float64Array(n) };
-    default:
-      return { dtype: "float32", dims, data: new Float32Array(n) };
-  }
+  const t = (dtype in HOST_ARRAYS ? dtype : "float32") as HostTensor["dtype"];
+  return { dtype: t, dims, data: new HOST_ARRAYS[t](n) } as HostTensor;
 }

@@ -138,6 +138,8 @@ export class DistributedSession {
   #normSession: ModelSession | undefined;
   /** Zeros on the device: the gradient of a rank without prompts in a step. */
   #zerosSession: ModelSession | undefined;
+  /** The parameters' fingerprint on the device (what the ranks compare). */
+  #fingerprintSession: ModelSession | undefined;
 
   private constructor(
     readonly comm: Communicator,
@@ -419,11 +421,7 @@ export class DistributedSession {
       const g = new GraphBuilder("zeros");
       const shape = g.input("shape", "int64", [1]);
       g.output(op.constantOfShape(shape, 0, "float32", ["n"]), "zeros");
-      this.#zerosSession = await ModelSession.create(g.build(), {
-        device: gs.device,
-        deviceId: gs.deviceId,
-        backend: "ffi",
-      } as SessionOptions);
+      this.#zerosSession = await this.#utilitySession(g);
     }
     const out = await this.#zerosSession.run(
       { shape: { dtype: "int64", dims: [1], data: BigInt64Array.of(BigInt(n)) } },
@@ -450,11 +448,7 @@ export class DistributedSession {
       const g = new GraphBuilder("sum_of_squares");
       const x = g.input("x", "float32", ["n"]);
       g.output(op.sumAll(op.mul(x, x)), "sq");
-      this.#normSession = await ModelSession.create(g.build(), {
-        device: gs.device,
-        deviceId: gs.deviceId,
-        backend: "ffi",
-      } as SessionOptions);
+      this.#normSession = await this.#utilitySession(g);
     }
     using view = gs.viewOf(t, offset, [length]);
     const out = await this.#normSession.run({ x: view }, ["sq"]);
@@ -556,19 +550,51 @@ export class DistributedSession {
   async checkParams(): Promise<void> {
     const { comm } = this;
     if (comm.size === 1) return;
-    const mine = Float64Array.of(hashFloats(this.#paramsOnHost()));
-    const all = new Float64Array(comm.size);
+    const mine = await this.#fingerprint();
+    const all = new Float64Array(2 * comm.size);
     await comm.allGather(mine, all);
-    const differ = [...all.keys()].filter((r) => all[r] !== all[0]);
+    const of = (r: number) => `${all[2 * r].toString(16)}/${all[2 * r + 1].toString(16)}`;
+    const differ = Array.from({ length: comm.size }, (_, r) => r).filter((r) => of(r) !== of(0));
     if (differ.length) {
       throw new Error(
         `${rankPrefix(comm)}the ranks' parameters differ after step ${this.#step}: rank${
           differ.length > 1 ? "s" : ""
-        } ${differ.join(", ")} hold${differ.length > 1 ? "" : "s"} other values than rank 0 (hashes ${
-          [...all].map((h, r) => `${r}: ${h.toString(16)}`).join(", ")
+        } ${differ.join(", ")} hold${differ.length > 1 ? "" : "s"} other values than rank 0 (fingerprints ${
+          Array.from({ length: comm.size }, (_, r) => `${r}: ${of(r)}`).join(", ")
         })`,
       );
     }
+  }
+
+  /**
+   * What the ranks compare of their parameters: in host memory a hash of their bits (FNV-1a, read in place);
+   * on a device Σx and Σ i·x in float64 by a graph there (the parameters are not copied out for it).
+   */
+  async #fingerprint(): Promise<Float64Array> {
+    const mem = this.#memory(this.#params);
+    if (!isDeviceBuffer(mem)) return Float64Array.of(hashFloats(mem as Float32Array), 0);
+    if (!this.#fingerprintSession) {
+      const g = new GraphBuilder("fingerprint");
+      const x = op.cast(g.input("x", "float32", ["n"]), "float64");
+      const n = op.shapeOf(x, 0, 1);
+      const i = op.cast(
+        op.range(g.scalar(0, "int64"), op.reshape(n, []), g.scalar(1, "int64"), "n"),
+        "float64",
+      );
+      g.output(op.concat([op.reshape(op.sumAll(x), [1]), op.reshape(op.sumAll(op.mul(x, i)), [1])], 0), "fp");
+      this.#fingerprintSession = await this.#utilitySession(g);
+    }
+    const out = await this.#fingerprintSession.run({ x: this.#params }, ["fp"]);
+    return Float64Array.from(out.fp.data as Float64Array);
+  }
+
+  /** A small session of the step's own (a norm, zeros, a fingerprint) on the gradient session's device. */
+  #utilitySession(g: GraphBuilder): Promise<ModelSession> {
+    const gs = this.gradSession;
+    return ModelSession.create(
+      g.build(),
+      { device: gs.device, deviceId: gs.deviceId, backend: "ffi" } as SessionOptions,
+    );
   }
 
   /** The parameters by name, in JavaScript memory (views of one copy of the packed state). */
@@ -748,6 +774,7 @@ export class DistributedSession {
     await this.optSession.release();
     await this.#normSession?.release();
     await this.#zerosSession?.release();
+    await this.#fingerprintSession?.release();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -454,29 +454,57 @@ Deno.test("distributed: a 2-rank checkpoint resumes on 1 rank, and a 1-rank one 
   await release(whole.ts, first.ts, one, ...ranks, ...two);
 });
 
-Deno.test("distributed: ranks whose parameters drift apart fail, naming the rank", async () => {
-  const c: Case = { mode: "lora", loss: "dpo", acc: 1 };
-  const ranks = await openRanks(c, localWorld(2), 0, 2);
-  const n = await Promise.all(ranks.map((s) => s.namedState()));
-  const state = Object.fromEntries(Object.entries(n[1].tensors).map(([k, v]) => [k, v.data.slice()]));
-  const first = Object.keys(state).find((k) => !k.includes(".exp_avg"))!;
-  state[first][0] += 1e-3;
-  ranks[1].restoreNamed(state, n[1].scalars);
-  const outcomes = await Promise.allSettled(ranks.map((s) => {
-    const t = assembleRankChunk(examples, steps.slice(0, 2), reference, chunkOptions(c, false), s.comm, true);
-    return s.run(t.feeds, lrs.slice(0, 2));
-  }));
-  outcomes.forEach((o, r) => {
-    assert.equal(o.status, "rejected", `rank ${r} should fail`);
-    assert.match(
-      String((o as PromiseRejectedResult).reason),
-      new RegExp(
-        `rank ${r}/2: the ranks' parameters differ after step 2: rank 1 holds other values than rank 0`,
-      ),
-    );
+for (const device of [false, true]) {
+  Deno.test(`distributed: ranks whose parameters drift apart fail, naming the rank (${device ? "device" : "host"} path)`, async () => {
+    const c: Case = { mode: "lora", loss: "dpo", acc: 1 };
+    // the device path compares Σx and Σ i·x computed where the parameters are; the host path their bits
+    const ranks = device
+      ? await Promise.all(
+        localWorld(2).map((comm) => {
+          const { trainable, spec } = specOf(c, true);
+          return DistributedSession.create(
+            buildGradientGraph(alignmentTrainingSpec(spec)),
+            trainable.init,
+            deviceView(comm, []),
+            {
+              optimizer: spec.optimizer,
+              maxGradNorm: spec.maxGradNorm,
+              hashEvery: 2,
+              intraOpThreads: 1,
+              deviceMemory: true,
+            },
+          );
+        }),
+      )
+      : await openRanks(c, localWorld(2), 0, 2);
+    const n = await Promise.all(ranks.map((s) => s.namedState()));
+    const state = Object.fromEntries(Object.entries(n[1].tensors).map(([k, v]) => [k, v.data.slice()]));
+    const first = Object.keys(state).find((k) => !k.includes(".exp_avg"))!;
+    state[first][0] += 1e-3;
+    ranks[1].restoreNamed(state, n[1].scalars);
+    const outcomes = await Promise.allSettled(ranks.map((s) => {
+      const t = assembleRankChunk(
+        examples,
+        steps.slice(0, 2),
+        reference,
+        chunkOptions(c, false),
+        s.comm,
+        true,
+      );
+      return s.run(t.feeds, lrs.slice(0, 2));
+    }));
+    outcomes.forEach((o, r) => {
+      assert.equal(o.status, "rejected", `rank ${r} should fail`);
+      assert.match(
+        String((o as PromiseRejectedResult).reason),
+        new RegExp(
+          `rank ${r}/2: the ranks' parameters differ after step 2: rank 1 holds other values than rank 0`,
+        ),
+      );
+    });
+    await release(...ranks);
   });
-  await release(...ranks);
-});
+}
 
 Deno.test("distributed: each rank takes its contiguous part of every micro-batch of a global step, as even as it goes", () => {
   const st: PlannedStep[] = [{ epoch: 0, indices: [10, 11, 12, 13, 14, 15, 16, 17] }];

@@ -181,3 +181,37 @@ Deno.test("train() in fp16 on 2 ranks (allowed on the CPU for the test) equals o
   assert.ok(d < 1e-6, `2 ranks vs one process in fp16: relative difference ${d}`);
   await Deno.remove(s.dir, { recursive: true });
 });
+
+Deno.test("train() on 2 ranks: a Ctrl-C that reaches one rank stops both at the same chunk, one checkpoint is saved, and the resume ends where an uninterrupted run does", async () => {
+  const s = await tinySetup();
+  const base = { loraDropout: 0.1, epochs: 2, evalFraction: 0.17, batchSize: 2, stepsPerRun: 1 };
+  await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/whole` }));
+  const whole = await tensorsOf(`${s.dir}/whole`);
+  // only rank 1 is told (as a signal reaching one process of the launcher first), once step 2 is done
+  const ctrlC = new AbortController();
+  const res = await Promise.all(
+    localWorld(2).map((comm) =>
+      train(tinyConfigFor(s, { ...base, out: `${s.dir}/cut` }), {
+        comm,
+        log: () => {},
+        signal: comm.rank === 1 ? ctrlC.signal : undefined,
+        onChunk: (i) => {
+          if (i.step >= 2) ctrlC.abort();
+        },
+      })
+    ),
+  );
+  assert.deepEqual(res.map((r) => [r.interrupted, r.steps]), [[true, res[0].steps], [true, res[0].steps]]);
+  assert.ok(res[0].steps >= 2 && res[0].steps < whole.step, `stopped after ${res[0].steps} of ${whole.step}`);
+  const saved = await tensorsOf(`${s.dir}/cut`);
+  assert.equal(saved.step, res[0].steps, "the checkpoint of the step both stopped at");
+  const names = [];
+  for await (const e of Deno.readDir(`${s.dir}/cut/checkpoints`)) names.push(e.name);
+  assert.equal(names.filter((n) => n.startsWith("checkpoint-")).length, 1, names.join(", "));
+  // two ranks resume it and end where the uninterrupted run did
+  await twoRanks({ ...tinyConfigFor(s, base), out: undefined, resume: `${s.dir}/cut` });
+  const done = await tensorsOf(`${s.dir}/cut`);
+  assert.equal(done.step, whole.step);
+  assert.ok(relativeDiff(done.tensors, whole.tensors) < 1e-6, `${relativeDiff(done.tensors, whole.tensors)}`);
+  await Deno.remove(s.dir, { recursive: true });
+});

@@ -248,7 +248,10 @@ export type NcclOptions = {
   device?: number;
   /** The cudaStream_t collectives are issued on (default null: the legacy default stream). */
   stream?: Deno.PointerValue;
-  /** The most device memory a host collective is staged through at once (default {@link STAGING_CHUNK_BYTES}). */
+  /**
+   * The most device memory a host collective is staged through at once (default {@link STAGING_CHUNK_BYTES});
+   * a piece holds at least one element of each rank, so a chunk below that is exceeded by it.
+   */
   stagingChunkBytes?: number;
   /** How long NCCL may take to connect, in ms (default 600 000). */
   timeoutMs?: number;

@@ -6,7 +6,7 @@
  * @module
  */
 import { type DType, ONNX_DTYPE } from "../../graph/dtype.ts";
-import type { HeldTensor, HostTensor } from "../tensor.ts";
+import { type HeldTensor, HOST_ARRAYS, type HostTensor } from "../tensor.ts";
 import { check, ortApi, outPointer } from "./api.ts";
 import { cpuMemoryInfo, defaultAllocator } from "./env.ts";
 
@@ -16,16 +16,6 @@ import { cpuMemoryInfo, defaultAllocator } from "./env.ts";
  */
 export type ElementType = DType;
 const TYPE_OF = new Map(Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k as ElementType]));
-
-/** Typed arrays that carry each host type. */
-const ARRAY = {
-  float32: Float32Array,
-  float64: Float64Array,
-  int32: Int32Array,
-  int64: BigInt64Array,
-  bool: Uint8Array,
-  uint8: Uint8Array,
-} as const;
 
 /** Bytes per element of the types a view can slice. */
 const ELEMENT_BYTES: Partial<Record<ElementType, number>> = {
@@ -192,10 +182,12 @@ export class OrtValue implements HeldTensor {
       throw new TypeError(`a tensor in ${this.location} memory: copy it with copyToHost (transfer.ts)`);
     }
     const { type, dims } = this.#info();
-    if (!(type in ARRAY)) throw new TypeError(`a ${type} tensor has no host type: cast it in the graph`);
+    if (!(type in HOST_ARRAYS)) {
+      throw new TypeError(`a ${type} tensor has no host type: cast it in the graph`);
+    }
     const dtype = type as HostTensor["dtype"];
     const n = dims.reduce((x, y) => x * y, 1);
-    const data = new ARRAY[dtype](n);
+    const data = new HOST_ARRAYS[dtype](n);
     if (n > 0) new Deno.UnsafePointerView(this.dataPointer()!).copyInto(new Uint8Array(data.buffer));
     return { dtype, dims, data } as HostTensor;
   }
