@@ -254,9 +254,10 @@ export class TrainingSession {
    * The state under the parameters' own names, as a checkpoint stores it: each parameter with its shape,
    * its optimizer slots beside it (`<name>.exp_avg`, `<name>.exp_avg_sq` for AdamW, `<name>.momentum_buffer`
    * for SGD, PyTorch's names: views of the packed buffers, no copies), and the scalar state (`step`,
-   * `loss_scale`, `good_steps`). {@link restoreNamed} takes it back.
+   * `loss_scale`, `good_steps`). {@link restoreNamed} takes it back. (`root` is the data-parallel session's:
+   * one process holds the whole state.)
    */
-  namedState(): {
+  namedState(_o: { root?: number } = {}): {
     tensors: Record<string, { shape: number[]; data: Float32Array }>;
     scalars: Record<string, number>;
   } {

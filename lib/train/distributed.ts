@@ -45,11 +45,20 @@ import {
   isDeviceBuffer,
   paddedShard,
   reduceScatterPadded,
+  STAGING_CHUNK_BYTES,
 } from "../runtime/comm/communicator.ts";
 import { ModelSession, type SessionOptions } from "../runtime/session.ts";
 import { f32, type HeldTensor, type HostTensor, type Placement, zeros } from "../runtime/tensor.ts";
 import { type ChunkResult, runScoringMode } from "../runtime/training_session.ts";
 import { FP16_LOSS_SCALING } from "./train_graph.ts";
+
+/** Options of {@link DistributedSession.namedState}. */
+export type NamedStateOptions = {
+  /** The one rank that gets the whole moments (the checkpoint's writer); default every rank. */
+  root?: number;
+  /** With `root`: the most bytes an all-gather of the moments moves at once (default 256 MiB). */
+  pieceBytes?: number;
+};
 
 /** How the optimizer state is held across ranks: 0 replicated (DDP), 1 sharded (ZeRO stage 1). */
 export type ZeroStage = 0 | 1;
@@ -605,28 +614,51 @@ export class DistributedSession {
     );
   }
 
-  /** The whole AdamW moments (a collective under ZeRO-1: every rank gathers the blocks). */
-  async #moments(): Promise<[Float32Array, Float32Array]> {
+  /**
+   * The whole AdamW moments (a collective under ZeRO-1, which gathers the blocks): on every rank, or with
+   * `root` on that rank alone (undefined on the others), gathered in pieces of at most `pieceBytes` a call
+   * so that the other ranks never hold more than a piece.
+   */
+  async #moments(o: NamedStateOptions): Promise<[Float32Array, Float32Array] | undefined> {
     const host = (t: HeldTensor) => this.gradSession.toHost(t).data as Float32Array;
     if (this.zero === 0) return [host(this.#m), host(this.#v)];
-    const n = this.size;
-    const whole = async (own: Float32Array) =>
-      this.comm.size === 1 ? own.subarray(0, n) : await allGatherPadded(this.comm, own, n);
-    return [await whole(host(this.#m)), await whole(host(this.#v))];
+    const { comm } = this, n = this.size, N = comm.size, { block } = this.#slice;
+    if (N === 1) return [host(this.#m).subarray(0, n), host(this.#v).subarray(0, n)];
+    if (o.root === undefined) {
+      return [await allGatherPadded(comm, host(this.#m), n), await allGatherPadded(comm, host(this.#v), n)];
+    }
+    const piece = Math.max(1, Math.floor((o.pieceBytes ?? STAGING_CHUNK_BYTES) / 4 / N));
+    const recv = new Float32Array(N * Math.min(piece, block));
+    const gather = async (own: Float32Array) => {
+      const whole = comm.rank === o.root ? new Float32Array(n) : undefined;
+      for (let e0 = 0; e0 < block; e0 += piece) {
+        const len = Math.min(piece, block - e0);
+        await comm.allGather(own.subarray(e0, e0 + len), recv.subarray(0, N * len));
+        if (!whole) continue;
+        for (let q = 0; q < N; q++) {
+          const at = q * block + e0, keep = Math.max(0, Math.min(len, n - at));
+          whole.set(recv.subarray(q * len, q * len + keep), at);
+        }
+      }
+      return whole;
+    };
+    const m = await gather(host(this.#m)), v = await gather(host(this.#v));
+    return m && v ? [m, v] : undefined;
   }
 
   /**
    * The state under the parameters' names, as a one-process run's checkpoint holds it (TrainingSession's
    * `namedState`): one logical checkpoint whatever the world size. A collective: every rank calls it (the
-   * ranks' parameters are compared first); rank 0 writes it.
+   * ranks' parameters are compared first). With `root` (the trainer's checkpoints: rank 0 writes them) the
+   * moments of ZeRO-1 come whole to that rank alone; the others get the parameters only.
    */
-  async namedState(): Promise<{
+  async namedState(o: NamedStateOptions = {}): Promise<{
     tensors: Record<string, { shape: number[]; data: Float32Array }>;
     scalars: Record<string, number>;
   }> {
     try {
       await this.checkParams();
-      const moments = await this.#moments();
+      const moments = await this.#moments(o);
       const packed = this.#paramsOnHost();
       const shapes = new Map(this.io.params.map((p) => [p.name, p.shape]));
       const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
@@ -634,6 +666,7 @@ export class DistributedSession {
         const shape = shapes.get(m.name)!;
         tensors[m.name] = { shape, data: packed.subarray(m.offset, m.offset + m.length) };
         SLOTS.forEach((slot, j) => {
+          if (!moments) return;
           tensors[`${m.name}.${slot}`] = { shape, data: moments[j].subarray(m.offset, m.offset + m.length) };
         });
       }

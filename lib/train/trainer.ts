@@ -350,8 +350,8 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
 
   const save = async () => {
     await metrics.flush(); // a resumed log then has every step up to the checkpoint
-    // several ranks: gathered by all (a collective), written by rank 0 alone
-    const { tensors, scalars } = await session.namedState();
+    // several ranks: a collective that brings the whole state to rank 0, which alone writes it
+    const { tensors, scalars } = await session.namedState({ root: 0 });
     if (world.rank !== 0) return;
     await saveCheckpoint(run.checkpoints, {
       tensors,

@@ -424,6 +424,21 @@ Deno.test("distributed: the device path with a rank that has no prompts (5 ranks
   await release(loop.ts, ...ranks);
 });
 
+Deno.test("distributed: a checkpoint's state comes whole to rank 0 alone, gathered in pieces (ZeRO-1 on 3 ranks)", async () => {
+  const c: Case = { mode: "full", loss: "nca", acc: 1 };
+  const ranks = await openRanks(c, localWorld(3), 1, 1, true);
+  await runRanks(c, ranks, 0, 2);
+  const all = await Promise.all(ranks.map((s) => s.namedState()));
+  // 64 bytes a call: 5 floats of each rank's block, so the last piece is short and the blocks' padding dropped
+  const toRoot = await Promise.all(ranks.map((s) => s.namedState({ root: 0, pieceBytes: 64 })));
+  assert.deepEqual(toRoot[0], all[0]);
+  for (const r of [1, 2]) {
+    assert.deepEqual(Object.keys(toRoot[r].tensors).filter((k) => k.includes(".exp_avg")), [], `rank ${r}`);
+    for (const [k, v] of Object.entries(toRoot[r].tensors)) assert.deepEqual(v, all[0].tensors[k]);
+  }
+  await release(...ranks);
+});
+
 Deno.test("distributed: a 2-rank checkpoint resumes on 1 rank, and a 1-rank one on 2, exactly where the run would be", async () => {
   const c: Case = { mode: "lora", loss: "nca", acc: 2, dropout: 0.1 };
   const whole = await loopRun(c);
