@@ -3,7 +3,7 @@
  * the launcher's environment (torchrun, mpirun, SLURM: lib/runtime/comm/launch.ts) or a communicator given
  * by a test; rank 0 alone prints and writes the run folder (the others write what they must into a private
  * temporary folder, and read checkpoints from the shared one); the ranks agree on when to stop; a resume
- * with another world size keeps the global batch where it can.
+ * with another world size keeps the global batch.
  * @module
  */
 import { copyFile, mkdir } from "node:fs/promises";
@@ -129,31 +129,31 @@ export async function anyRank(world: TrainWorld, flag: boolean): Promise<boolean
 }
 
 /**
- * The per-device batch of a run resumed with another world size: the saved one × saved ranks / ranks now,
- * so that the global batch (and with it the plan of steps) stays the same and the resume is exact; where
- * that does not divide, the saved per-device batch, and a note that the global batch changed.
+ * The batch of a run resumed on `world` ranks: its global batch (prompts per micro-batch over all ranks) is the
+ * saved one — `globalBatch` where config.json has it, else `--batch-size` × the saved ranks — so the plan of
+ * steps stays and the resume is exact; the per-device batch is that over the ranks now, rounded up where it
+ * does not divide (the ranks then take parts as even as they go, rank_data.ts).
  */
-export function rescaledBatch(
-  batchSize: number,
-  savedWorld: number,
+export function resumedBatch(
+  saved: { batchSize: number; worldSize?: number; globalBatch?: number },
   world: number,
   log: (line: string) => void,
-): number {
-  if (savedWorld === world) return batchSize;
-  const global = batchSize * savedWorld;
-  if (global % world === 0) {
+): { batchSize: number; globalBatch: number } {
+  const savedWorld = saved.worldSize ?? 1;
+  const globalBatch = saved.globalBatch ?? saved.batchSize * savedWorld;
+  const batchSize = Math.ceil(globalBatch / world);
+  if (savedWorld !== world) {
+    const parts = globalBatch % world === 0
+      ? `--batch-size ${batchSize} per device`
+      : `${batchSize} prompts on the first ${
+        globalBatch % world > 1 ? `${globalBatch % world} devices` : "device"
+      }, ${batchSize - 1} on the others`;
     log(
-      `resuming a run of ${savedWorld} rank${savedWorld > 1 ? "s" : ""} on ${world}: --batch-size ${
-        global / world
-      } per device keeps the global batch of ${global} prompts per micro-batch step`,
+      `resuming a run of ${savedWorld} rank${savedWorld > 1 ? "s" : ""} on ${world}: ${parts}, the global ` +
+        `batch of ${globalBatch} prompts per micro-batch step as saved`,
     );
-    return global / world;
   }
-  log(
-    `note: resuming a run of ${savedWorld} ranks on ${world}: ${global} prompts per micro-batch do not split ` +
-      `evenly, so each device keeps --batch-size ${batchSize}; the global batch changes and the resume is not exact`,
-  );
-  return batchSize;
+  return { batchSize, globalBatch };
 }
 
 /**

@@ -58,7 +58,7 @@ import {
   plannedWorld,
   rankHooks,
   rankRunFolder,
-  rescaledBatch,
+  resumedBatch,
   sharedRunFolder,
   sumRanks,
   type TrainWorld,
@@ -129,12 +129,15 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
   // one run at a time in a folder: a second `--out`, or `--resume` of a running run, is refused at once
   if (resumed && !(await isFile(resumed.config))) throw notARunFolder(resumed);
   await using _resumedLock = resumed && launched.rank === 0 ? await lockFolder(resumed.dir, { log }) : null;
+  // prompts per micro-batch over all ranks: --batch-size per device × ranks, or a resumed run's own
+  let globalBatch = cfg.batchSize * launched.size;
   if (resumed) {
     Object.assign(cfg, await resumedConfig(resumed, cfg));
     // the saved run's world size (config.json's `worldSize`, absent: 1): keep its global batch
-    const c = cfg as TrainConfig & { worldSize?: number };
-    cfg.batchSize = rescaledBatch(cfg.batchSize, c.worldSize ?? 1, launched.size, log);
+    const c = cfg as TrainConfig & { worldSize?: number; globalBatch?: number };
+    ({ batchSize: cfg.batchSize, globalBatch } = resumedBatch(c, launched.size, log));
     delete c.worldSize;
+    delete c.globalBatch;
   }
   const { device, notice, fallback } = await resolveDevice(cfg.device, { log });
   // fp16 runs on CUDA only: refuse it before a run folder is made or any data is loaded
@@ -152,12 +155,13 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
   await using _lock = resumed || world.rank !== 0 ? null : await lockFolder(shared.dir, { log });
   await using own = await rankRunFolder(world, shared);
   const run = own.run;
-  // the identity of a run on N ranks is that of one process with N times the per-device batch
-  const configHash = await hashConfig(trainingIdentity({ ...cfg, batchSize: cfg.batchSize * world.size }));
+  // the identity of a run on N ranks is that of one process with its global batch
+  const configHash = await hashConfig(trainingIdentity({ ...cfg, batchSize: globalBatch }));
   await writeJsonAtomic(run.config, {
     ...cfg,
     resume: undefined,
     ...(world.size > 1 ? { worldSize: world.size } : {}),
+    ...(globalBatch !== cfg.batchSize * world.size ? { globalBatch } : {}),
   });
   if (notice) log(notice);
   using phases = new PhasePeaks(); // its sampler thread stops however the run ends
@@ -217,7 +221,7 @@ async function trainRank(cfg: TrainConfig, hooks: TrainHooks, launched: TrainWor
   // a step is --grad-accum micro-batches of --batch-size prompts per rank; a last step that cannot be split
   // into --grad-accum micro-batches is left out (one split over the ranks may be uneven: distributed.ts)
   const planned = (o: { epochs: number; maxSteps?: number }) =>
-    planSteps(p.train, { batchSize: cfg.batchSize * cfg.gradAccum * world.size, seed: cfg.seed, ...o })
+    planSteps(p.train, { batchSize: globalBatch * cfg.gradAccum, seed: cfg.seed, ...o })
       .filter((st) => st.indices.length % cfg.gradAccum === 0);
   const steps = planned({ epochs: cfg.epochs, maxSteps: cfg.maxSteps });
   if (steps.length === 0) {

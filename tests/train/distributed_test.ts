@@ -30,7 +30,7 @@ import { DistributedSession, type ZeroStage } from "../../lib/train/distributed.
 import { assembleRankChunk, rankShares, rankSteps } from "../../lib/train/rank_data.ts";
 import { assembleChunk, type ChunkOptions, type PlannedStep } from "../../lib/train/chunks.ts";
 import type { PreparedExample } from "../../lib/train/prepare.ts";
-import { openTrainWorld, rescaledBatch } from "../../lib/train/distributed_run.ts";
+import { openTrainWorld, resumedBatch } from "../../lib/train/distributed_run.ts";
 import { rankCudaDevice } from "../../lib/runtime/comm/launch.ts";
 import { fakes, withNcclEnv } from "../runtime/comm/_nccl_fakes.ts";
 import { estimateMemory, rankStateBytes } from "../../lib/train/memory.ts";
@@ -799,14 +799,22 @@ Deno.test("distributed: several CUDA ranks open NCCL on the local rank's device,
   assert.equal(rankCudaDevice({ localRank: 3 }, undefined), 3);
 });
 
-Deno.test("distributed: a resume with another world size keeps the global batch where it divides", () => {
+Deno.test("distributed: a resume with another world size keeps the global batch, split unevenly where it must be", () => {
   const lines: string[] = [];
-  assert.equal(rescaledBatch(2, 2, 1, (l) => lines.push(l)), 4);
-  assert.equal(rescaledBatch(4, 1, 2, (l) => lines.push(l)), 2);
-  assert.equal(rescaledBatch(3, 1, 2, (l) => lines.push(l)), 3);
-  assert.equal(rescaledBatch(5, 2, 2, (l) => lines.push(l)), 5);
-  assert.match(lines[2], /3 prompts per micro-batch do not split evenly.*the resume is not exact/);
-  assert.equal(lines.length, 3);
+  const log = (l: string) => lines.push(l);
+  assert.deepEqual(resumedBatch({ batchSize: 2, worldSize: 2 }, 1, log), { batchSize: 4, globalBatch: 4 });
+  assert.deepEqual(resumedBatch({ batchSize: 4 }, 2, log), { batchSize: 2, globalBatch: 4 });
+  assert.deepEqual(resumedBatch({ batchSize: 3 }, 2, log), { batchSize: 2, globalBatch: 3 });
+  assert.deepEqual(resumedBatch({ batchSize: 2, worldSize: 2 }, 3, log), { batchSize: 2, globalBatch: 4 });
+  // a run resumed unevenly before keeps its own global batch again
+  assert.deepEqual(resumedBatch({ batchSize: 2, worldSize: 3, globalBatch: 4 }, 2, log), {
+    batchSize: 2,
+    globalBatch: 4,
+  });
+  assert.deepEqual(resumedBatch({ batchSize: 5, worldSize: 2 }, 2, log), { batchSize: 5, globalBatch: 10 });
+  assert.equal(lines.length, 5, "nothing said where the world size stays");
+  assert.match(lines[0], /resuming a run of 2 ranks on 1: --batch-size 4 per device, the global batch of 4/);
+  assert.match(lines[2], /on 2: 2 prompts on the first device, 1 on the others, the global batch of 3/);
 });
 
 Deno.test("distributed: memory per rank — ZeRO-1 holds 1/N of AdamW's moments; 7B full fine-tuning on 8 GPUs", () => {

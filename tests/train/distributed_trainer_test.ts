@@ -215,3 +215,36 @@ Deno.test("train() on 2 ranks: a Ctrl-C that reaches one rank stops both at the 
   assert.ok(relativeDiff(done.tensors, whole.tensors) < 1e-6, `${relativeDiff(done.tensors, whole.tensors)}`);
   await Deno.remove(s.dir, { recursive: true });
 });
+
+Deno.test("train(): a 2-rank run resumed on 3 ranks keeps its global batch (parts of 2, 1, 1) and ends where it would have", async () => {
+  const s = await tinySetup();
+  // 20 training prompts: 5 steps of 4 an epoch, 10 in all
+  const base = { loraDropout: 0.1, epochs: 2, saveEvery: 100, evalFraction: 0.17, batchSize: 2 };
+  await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/whole` }));
+  const whole = await tensorsOf(`${s.dir}/whole`);
+  await twoRanks(tinyConfigFor(s, { ...base, out: `${s.dir}/a` }), { stopAfterSteps: 3 });
+  const logs: string[] = [];
+  await Promise.all(
+    localWorld(3).map((comm) =>
+      train({ ...tinyConfigFor(s, base), out: undefined, resume: `${s.dir}/a` }, {
+        comm,
+        log: (l) => logs.push(l),
+      })
+    ),
+  );
+  assert.ok(
+    logs.some((l) =>
+      /resuming a run of 2 ranks on 3: 2 prompts on the first device, 1 on the others, the global batch of 4/
+        .test(l)
+    ),
+    logs.join("\n"),
+  );
+  const a = await tensorsOf(`${s.dir}/a`);
+  assert.equal(a.step, whole.step, "the plan of steps kept");
+  const config = JSON.parse(await Deno.readTextFile(`${s.dir}/a/config.json`));
+  assert.deepEqual([config.worldSize, config.batchSize, config.globalBatch], [3, 2, 4]);
+  // uneven parts sum the gradient in another order: within what AdamW makes of float32 rounding (see above)
+  const d = relativeDiff(a.tensors, whole.tensors);
+  assert.ok(d < 2e-5, `2 → 3 ranks: ${d}`);
+  await Deno.remove(s.dir, { recursive: true });
+});
