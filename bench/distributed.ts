@@ -21,6 +21,7 @@ import { alignmentTrainingSpec } from "../lib/train/train_graph.ts";
 import { buildGradientGraph } from "../lib/graph/distributed.ts";
 import type { CommBuffer, Communicator } from "../lib/runtime/comm/communicator.ts";
 import { localWorld } from "../lib/runtime/comm/local.ts";
+import { findMpirun, MPI_AS_ROOT_ENV } from "../lib/runtime/comm/mpi.ts";
 import { DistributedSession } from "../lib/train/distributed.ts";
 import { assembleRankChunk } from "../lib/train/rank_data.ts";
 import type { PlannedStep } from "../lib/train/chunks.ts";
@@ -118,8 +119,7 @@ export async function communicationVolume(steps = 3) {
 
 /** Part 2: one process against `mpirun -np 2`, the same global batch; mean tokens/s after the first chunk. */
 async function mpirunThroughput(): Promise<{ ranks: number; tokensPerS: number; wallS: number }[] | string> {
-  const which = await new Deno.Command("sh", { args: ["-c", "command -v mpirun"], stdout: "piped" }).output();
-  const mpirun = new TextDecoder().decode(which.stdout).trim();
+  const mpirun = findMpirun();
   if (!mpirun) return "mpirun is not installed: skipped";
   const { tinySetup } = await import("../tests/train/_fixtures.ts");
   const s = await tinySetup();
@@ -139,11 +139,7 @@ async function mpirunThroughput(): Promise<{ ranks: number; tokensPerS: number; 
     ...["--max-length", "48", "--max-prompt-length", "24", "--lora-r", "4", "--device", "cpu", "--quiet"],
     ...["--eval-fraction", "0.17", "--steps-per-run", "2", "--batch-size", String(batch), "--out", out],
   ];
-  const env = {
-    OMPI_ALLOW_RUN_AS_ROOT: "1",
-    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
-    OMPI_MCA_btl_vader_single_copy_mechanism: "none",
-  };
+  const env = { ...MPI_AS_ROOT_ENV };
   const out = [];
   for (const ranks of [1, 2]) {
     const dir = `${s.dir}/r${ranks}`;

@@ -37,7 +37,7 @@ import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 import { createRunFolder } from "../lib/train/run_folder.ts";
 import { type Lock, lockFile, lockFolder } from "../lib/lock.ts";
 import { evalShardPath, evaluateAsRank } from "../lib/loop/eval_shards.ts";
-import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { loopRank } from "../lib/loop/rank_shards.ts";
 
 /** What `deno task eval` reads besides the sampling and scorer flags. */
 type EvalFlags = {
@@ -238,18 +238,17 @@ async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseEvalArgs(argv), EVAL_USAGE, "eval");
   if (typeof args === "number") return args;
   // under torchrun, mpirun or srun: this rank's share of the prompts, merged by rank 0 (docs/distributed.md)
-  let world;
+  let place;
   try {
-    world = worldFromEnv();
+    place = loopRank();
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     return 1;
   }
-  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
-  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
+  const { ranked, who } = place;
   if (ranked && !args.out) {
     return usageErrorExit([
-      `${who}--out is required with ${world.size} ranks (${world.launcher}): every rank writes its share ` +
+      `${who}--out is required with ${ranked.size} ranks (${ranked.launcher}): every rank writes its share ` +
       "there and rank 0 the evaluation",
     ], "eval");
   }
@@ -280,7 +279,7 @@ async function main(argv: string[]): Promise<number> {
     const { device, notice } = await resolveDevice(args.device, { log });
     if (notice) log(notice);
     // a rank of several on its local rank's GPU: both models and a reward model
-    const deviceId = ranked ? rankCudaDevice(world) : undefined;
+    const deviceId = ranked?.deviceId;
     scorer = await makeScorer(
       args.scorer.kind === "reward-model" ? { ...args.scorer, deviceId } : args.scorer,
       { batch: args.batch, skipErrors: false, signal: stop.signal },

@@ -33,7 +33,7 @@ import {
   type SampleProgress,
   sampleToFile,
 } from "../lib/loop/sample.ts";
-import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { loopRank } from "../lib/loop/rank_shards.ts";
 import { parseShard, SAMPLE_DEFAULTS, SampleOptionError, type Shard } from "../lib/loop/sample_settings.ts";
 
 /** What `deno task sample` reads besides the shared sampling flags. */
@@ -242,22 +242,21 @@ async function main(argv: string[]): Promise<number> {
     live = false;
   };
   // under torchrun, mpirun or srun (no --shard): this rank's shard, merged by rank 0 (docs/distributed.md)
-  let world;
+  let place;
   try {
-    world = worldFromEnv();
+    place = loopRank();
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     return 1;
   }
-  if (world.size > 1 && parsed.sample.shard) {
+  const { ranked, who } = place;
+  if (ranked && parsed.sample.shard) {
     return usageErrorExit([
-      `--shard with ${world.size} ranks (${world.launcher}): every rank would write the same --out; leave ` +
-      `--shard out and each rank samples its share (rank r writes ${parsed.sample.out}.shard-r-of-${world.size}, ` +
+      `--shard with ${ranked.size} ranks (${ranked.launcher}): every rank would write the same --out; leave ` +
+      `--shard out and each rank samples its share (rank r writes ${parsed.sample.out}.shard-r-of-${ranked.size}, ` +
       "rank 0 merges them)",
     ], "sample");
   }
-  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
-  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
   using stop = stopOnSignals(
     "interrupted: writing the finished rows (Ctrl-C again to quit now); rerun the command to continue",
     log,
@@ -267,7 +266,7 @@ async function main(argv: string[]): Promise<number> {
       ...parsed.sample,
       device: parsed.device,
       // a rank of several on its local rank's GPU
-      deviceId: ranked ? rankCudaDevice(world) : undefined,
+      deviceId: ranked?.deviceId,
       signal: stop.signal,
       log,
       onProgress: (p) => {

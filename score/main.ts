@@ -14,7 +14,7 @@ import {
 } from "../lib/cli/mod.ts";
 import { scoreFile, scoreProgressPrinter } from "../lib/loop/score.ts";
 import { type RankScoreResult, scoreAsRank } from "../lib/loop/score_shards.ts";
-import { rankCudaDevice, worldFromEnv } from "../lib/runtime/comm/launch.ts";
+import { loopRank } from "../lib/loop/rank_shards.ts";
 import type { Scorer } from "../lib/loop/scorers/types.ts";
 import type { RewardModelScorer } from "../lib/loop/scorers/reward_model.ts";
 import {
@@ -141,15 +141,14 @@ async function main(argv: string[]): Promise<number> {
   const args = parsedOrExitCode(() => parseScoreArgs(argv), SCORE_USAGE, "score");
   if (typeof args === "number") return args;
   // under torchrun, mpirun or srun: this rank's share of the rows, merged by rank 0 (docs/distributed.md)
-  let world;
+  let place;
   try {
-    world = worldFromEnv();
+    place = loopRank();
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     return 1;
   }
-  const ranked = world.size > 1 ? { rank: world.rank, size: world.size } : null;
-  const who = ranked ? `rank ${ranked.rank}/${ranked.size}: ` : "";
+  const { ranked, who } = place;
   const log = (line: string) => console.error(line);
   // a reward function runs in a process of its own, which is killed at once; other scorers finish their batch
   const when = args.scorer.kind === "reward-fn" ? "now" : "after the current batch";
@@ -161,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
     // the signal also stops a reward function in the middle of a call (one stuck in a loop included)
     // a rank of several scores with a reward model on its local rank's GPU
     const spec = ranked && args.scorer.kind === "reward-model"
-      ? { ...args.scorer, deviceId: rankCudaDevice(world) }
+      ? { ...args.scorer, deviceId: ranked.deviceId }
       : args.scorer;
     scorer = await makeScorer(spec, { ...args, signal: stop.signal }, log);
     const options = {

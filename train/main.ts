@@ -9,7 +9,8 @@ import { train, type TrainConfig, type TrainHooks } from "../lib/train/trainer.t
 import { runDemo } from "../lib/train/demo/demo.ts";
 import { parsedOrExitCode, stopOnSignals } from "../lib/cli/mod.ts";
 import { plannedWorld } from "../lib/train/distributed_run.ts";
-import { findMpirun, freePortPair, nprocCommands, runRanks } from "../lib/train/nproc.ts";
+import { freePortPair, nprocCommands, runRanks } from "../lib/train/nproc.ts";
+import { findMpirun } from "../lib/runtime/comm/mpi.ts";
 import { worldFromEnv } from "../lib/runtime/comm/launch.ts";
 import { type DeviceRequest, resolveDevice } from "../lib/runtime/device.ts";
 

@@ -6,6 +6,35 @@
  * @module
  */
 
+import { type Launcher, rankCudaDevice, worldFromEnv } from "../runtime/comm/launch.ts";
+
+/** This process as one of a launcher's ranks, as `sample`, `score` and `eval` take it. */
+export type LoopRank = {
+  rank: number;
+  size: number;
+  launcher: Launcher;
+  /** The CUDA device its models run on: its local rank's ({@link rankCudaDevice}). */
+  deviceId: number;
+};
+
+/**
+ * The launcher's rank this process is (torchrun, mpirun, srun: lib/runtime/comm/launch.ts), null where it is
+ * no rank of several, and `who`, the prefix of every message of such a rank (`rank r/n: `). Throws naming a
+ * launcher variable that is wrong. No communicator is opened.
+ */
+export function loopRank(env: Record<string, string | undefined> = Deno.env.toObject()): {
+  ranked: LoopRank | null;
+  who: string;
+} {
+  const w = worldFromEnv(env);
+  if (w.size === 1) return { ranked: null, who: "" };
+  const deviceId = rankCudaDevice(w, env.CUDA_VISIBLE_DEVICES);
+  return {
+    ranked: { rank: w.rank, size: w.size, launcher: w.launcher, deviceId },
+    who: `rank ${w.rank}/${w.size}: `,
+  };
+}
+
 /** A rank's share: `index` of `count`. */
 export type RankShard = { index: number; count: number };
 

@@ -292,11 +292,11 @@ export class ModelSession {
     if (!(t instanceof OrtValue)) throw new TypeError("not a tensor a session holds");
     const n = t.dims.reduce((a, b) => a * b, 1);
     if (t.onHost) {
-      const Array = HOST_ARRAYS[t.dtype as HostTensor["dtype"]];
-      if (!Array) throw new TypeError(`a ${t.dtype} tensor has no host type`);
-      if (n === 0) return new Array(0);
-      const buf = Deno.UnsafePointerView.getArrayBuffer(t.dataPointer()!, n * Array.BYTES_PER_ELEMENT);
-      return new Array(buf);
+      const Typed = HOST_ARRAYS[t.dtype as HostTensor["dtype"]];
+      if (!Typed) throw new TypeError(`a ${t.dtype} tensor has no host type`);
+      if (n === 0) return new Typed(0);
+      const buf = Deno.UnsafePointerView.getArrayBuffer(t.dataPointer()!, n * Typed.BYTES_PER_ELEMENT);
+      return new Typed(buf);
     }
     return { pointer: t.dataPointer(), length: n, dtype: t.dtype as CommDType, device: "cuda" };
   }

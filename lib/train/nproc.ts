@@ -7,6 +7,7 @@
  * ranks again. Rank 0's output passes through; the other ranks print only their errors.
  * @module
  */
+import { MPI_AS_ROOT_ENV } from "../runtime/comm/mpi.ts";
 import type { Device } from "../runtime/tensor.ts";
 
 /** One process to start: the command, its arguments and the variables added to the environment. */
@@ -84,13 +85,7 @@ export function nprocCommands(o: NprocOptions): RankProcess[] {
     }
     // as root (a container), Open MPI refuses to start without consent, and its shared-memory transport's
     // single-copy mechanism (CMA) is usually not permitted there
-    const rootEnv: Record<string, string> = o.root
-      ? {
-        OMPI_ALLOW_RUN_AS_ROOT: "1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
-        OMPI_MCA_btl_vader_single_copy_mechanism: "none",
-      }
-      : {};
+    const rootEnv: Record<string, string> = o.root ? { ...MPI_AS_ROOT_ENV } : {};
     const added = Object.fromEntries(Object.entries(rootEnv).filter(([k]) => env[k] === undefined));
     return [{
       command: o.mpirun,
@@ -135,15 +130,6 @@ export function freePortPair(): number {
     }
   }
   throw new Error("--nproc: found no two free consecutive ports on 127.0.0.1 for MASTER_PORT");
-}
-
-/** mpirun's path on PATH, or undefined. */
-export function findMpirun(path = Deno.env.get("PATH") ?? ""): string | undefined {
-  for (const dir of path.split(":").filter(Boolean)) {
-    try {
-      if (Deno.statSync(`${dir}/mpirun`).isFile) return `${dir}/mpirun`;
-    } catch { /* not in this folder */ }
-  }
 }
 
 /** How long the other ranks get to end after one failed, before they are killed (ms). */

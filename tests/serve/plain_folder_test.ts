@@ -5,13 +5,11 @@
  * library's generator draws greedily — then exits 0 on SIGTERM, leaving no graph folder behind.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { generate } from "../../lib/model/generate.ts";
 import { openGenerator } from "../../lib/model/open.ts";
 import { tokenizePrompt } from "../../lib/data/tokenize.ts";
 import { loopSetup } from "../loop/_fixtures.ts";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+import { startServeProcess } from "./_process.ts";
 
 Deno.test("deno task serve --model <plain HF folder> answers a chat completion", async () => {
   const s = await loopSetup();
@@ -35,28 +33,15 @@ Deno.test("deno task serve --model <plain HF folder> answers a chat completion",
     assert.ok(body.length > 0, "the model says something");
     return g.codec.decode(body);
   })();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "serve", "--model", s.model, "--port", "0", "--threads", "1"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  let out = "";
-  const text = new TextDecoder();
-  const pump = async (r: ReadableStream<Uint8Array>) => {
-    for await (const chunk of r) out += text.decode(chunk, { stream: true });
-  };
-  const pumped = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const served = await startServeProcess(
+    ["task", "serve", "--model", s.model, "--port", "0", "--threads", "1"],
+    90_000,
+  ).catch(async (e) => {
+    await Deno.remove(s.dir, { recursive: true });
+    throw e;
+  });
+  const { child, port } = served;
   try {
-    const deadline = Date.now() + 90_000;
-    let port = 0;
-    while (!port) {
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) port = Number(m[1]);
-      else if (Date.now() > deadline) assert.fail(`the server did not start:\n${out}`);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
     const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -73,8 +58,8 @@ Deno.test("deno task serve --model <plain HF folder> answers a chat completion",
   } finally {
     child.kill("SIGTERM");
     const status = await child.status;
-    await pumped;
-    assert.equal(status.code, 0, out);
+    await served.pumped;
+    assert.equal(status.code, 0, served.output());
     const left = [...Deno.readDirSync(s.model)].filter((e) => e.name.startsWith(".nca-graphs-"));
     assert.deepEqual(left, [], "no graph folder left in the model folder");
     await Deno.remove(s.dir, { recursive: true });

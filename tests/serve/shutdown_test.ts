@@ -5,59 +5,33 @@
  * kept the process alive through SIGTERM and SIGINT alike.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { buildFixture } from "./_fixture.ts";
 import { head, RawConnection } from "./_raw_http.ts";
+import { type Served, startServeProcess } from "./_process.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The grace period (5 s) and start-up slack: a process still alive after this has hung. */
 const EXIT_BOUND_MS = 9000;
 
-type Served = { child: Deno.ChildProcess; port: number; output: () => string };
-
 /** Starts serve/main.ts on the fixture's run and waits (bounded) for its "listening on" line. */
-async function startProcess(runDir: string): Promise<Served> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-sys",
-      "--allow-net=127.0.0.1",
-      "serve/main.ts",
-      "--model",
-      runDir,
-      "--port",
-      "0",
-      "--threads",
-      "1",
-      "--body-timeout",
-      "120",
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  let out = "";
-  const decoder = new TextDecoder();
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s) out += decoder.decode(chunk, { stream: true });
-  };
-  pump(child.stdout);
-  pump(child.stderr);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-    if (m) return { child, port: Number(m[1]), output: () => out };
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`the server did not start:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function startProcess(runDir: string): Promise<Served> {
+  return startServeProcess([
+    "run",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-ffi",
+    "--allow-sys",
+    "--allow-net=127.0.0.1",
+    "serve/main.ts",
+    "--model",
+    runDir,
+    "--port",
+    "0",
+    "--threads",
+    "1",
+    "--body-timeout",
+    "120",
+  ], 60_000);
 }
 
 /** Sends `signal` and waits (bounded) for the exit: its status and how long it took. */

@@ -6,26 +6,15 @@
 import assert from "node:assert/strict";
 import { loadLatestCheckpoint } from "../../lib/train/checkpoint.ts";
 import { tinySetup } from "./_fixtures.ts";
+import { findMpirun, MPI_AS_ROOT_ENV } from "../../lib/runtime/comm/mpi.ts";
 
-function mpirunPath(): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    try {
-      if (Deno.statSync(`${dir}/mpirun`).isFile) return `${dir}/mpirun`;
-    } catch { /* not here */ }
-  }
-}
-const MPIRUN = mpirunPath();
+const MPIRUN = findMpirun();
 if (!MPIRUN) {
   console.log("distributed_mpi_test: mpirun is not installed: the 2-rank training tests are skipped");
 }
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const MPI_ENV = {
-  OMPI_ALLOW_RUN_AS_ROOT: "1",
-  OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
-  OMPI_MCA_btl_vader_single_copy_mechanism: "none",
-  NO_COLOR: "1",
-};
+const MPI_ENV = { ...MPI_AS_ROOT_ENV, NO_COLOR: "1" };
 
 function trainArgs(s: { dir: string; model: string }, extra: string[]): string[] {
   return [

@@ -4,7 +4,8 @@
  * installed.
  */
 import assert from "node:assert/strict";
-import { findMpirun, freePortPair, nprocCommands, rankArgs, TRAIN_RUN_FLAGS } from "../../lib/train/nproc.ts";
+import { freePortPair, nprocCommands, rankArgs, TRAIN_RUN_FLAGS } from "../../lib/train/nproc.ts";
+import { findMpirun } from "../../lib/runtime/comm/mpi.ts";
 import { parseTrainOptions } from "../../lib/train/options.ts";
 import { tinySetup } from "./_fixtures.ts";
 

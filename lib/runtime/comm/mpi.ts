@@ -42,6 +42,25 @@ export const MPI_HELP =
   "libopenmpi40 on newer releases), Fedora/RHEL `dnf install openmpi` (then `module load mpi`); or put the lib " +
   "folder of your Open MPI on LD_LIBRARY_PATH.";
 
+/**
+ * What Open MPI needs to start as root (a container): the consent it asks for, and no single-copy (CMA)
+ * mechanism for its shared-memory transport, which containers usually do not permit.
+ */
+export const MPI_AS_ROOT_ENV = {
+  OMPI_ALLOW_RUN_AS_ROOT: "1",
+  OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
+  OMPI_MCA_btl_vader_single_copy_mechanism: "none",
+} as const;
+
+/** mpirun's path on PATH, or undefined. */
+export function findMpirun(path = Deno.env.get("PATH") ?? ""): string | undefined {
+  for (const dir of path.split(":").filter(Boolean)) {
+    try {
+      if (Deno.statSync(`${dir}/mpirun`).isFile) return `${dir}/mpirun`;
+    } catch { /* not in this folder */ }
+  }
+}
+
 /** The most elements one MPI call carries (its counts are C ints). */
 export const MPI_MAX_COUNT = 2 ** 31 - 1;
 

@@ -3,18 +3,18 @@
  * (skipped, with one line, where mpirun is not installed: `.ci/run` installs openmpi-bin).
  */
 import assert from "node:assert/strict";
-import { countChunks, findMpiLibrary, MpiUnavailableError, openMpi } from "../../../lib/runtime/comm/mod.ts";
+import {
+  countChunks,
+  findMpiLibrary,
+  findMpirun,
+  MPI_AS_ROOT_ENV,
+  MpiUnavailableError,
+  openMpi,
+} from "../../../lib/runtime/comm/mod.ts";
 
 const RANK_SCRIPT = new URL("./_mpi_rank.ts", import.meta.url).pathname;
 
-function mpirunPath(): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    try {
-      if (Deno.statSync(`${dir}/mpirun`).isFile) return `${dir}/mpirun`;
-    } catch { /* not here */ }
-  }
-}
-const MPIRUN = mpirunPath();
+const MPIRUN = findMpirun();
 if (!MPIRUN) {
   console.log(
     "mpi_test: mpirun is not installed (apt-get install openmpi-bin): the 2-rank tests are skipped",
@@ -36,12 +36,7 @@ function mpirun(args: string[]): Deno.Command {
       RANK_SCRIPT,
       ...args,
     ],
-    env: {
-      OMPI_ALLOW_RUN_AS_ROOT: "1",
-      OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
-      OMPI_MCA_btl_vader_single_copy_mechanism: "none",
-      NO_COLOR: "1",
-    },
+    env: { ...MPI_AS_ROOT_ENV, NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
   });
